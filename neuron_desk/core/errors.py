@@ -1,0 +1,70 @@
+"""Every error neuron-desk raises on purpose, in one tree.
+
+    NeuronDeskError
+    ├── CodecError              a file or JSON value does not match the data model
+    ├── MethodError             the explanation/simulation method cannot proceed
+    │   ├── PromptTooLongError  the prompt does not fit the context, even after trimming
+    │   └── SimulationParseError  an LLM answer could not be aligned to the tokens
+    └── BackendError            talking to an LLM endpoint failed
+        ├── BackendConfigError  no endpoint or key configured, or a bad setting
+        ├── BackendHTTPError    the endpoint answered with an error status
+        ├── BackendUnavailable  connection refused, timed out, or dropped
+        └── BackendResponseError  the endpoint answered, but not in the expected shape
+
+Messages are written for the researcher reading them in the app or on the command line:
+they say what failed and, where it helps, what to do. They never contain API keys.
+"""
+
+from __future__ import annotations
+
+
+class NeuronDeskError(Exception):
+    """Base class of all errors neuron-desk raises on purpose."""
+
+
+class CodecError(NeuronDeskError, ValueError):
+    """A JSON value does not match the data model; `path` names the field at fault."""
+
+    def __init__(self, message: str, path: str = "", source: str | None = None) -> None:
+        self.path = path
+        self.source = source
+        where = f"{source}: " if source else ""
+        at = f" (at {path})" if path else ""
+        super().__init__(f"{where}{message}{at}")
+
+
+class MethodError(NeuronDeskError):
+    """The method (explainer, simulator, scoring) cannot proceed with these inputs."""
+
+
+class PromptTooLongError(MethodError):
+    """The prompt does not fit in the context window, even after dropping records."""
+
+
+class SimulationParseError(MethodError):
+    """An LLM answer to a simulation prompt could not be aligned to the tokens."""
+
+
+class BackendError(NeuronDeskError):
+    """Talking to an LLM endpoint failed."""
+
+
+class BackendConfigError(BackendError):
+    """The backend is not configured well enough to send a request."""
+
+
+class BackendHTTPError(BackendError):
+    """The endpoint answered with an HTTP error status."""
+
+    def __init__(self, status_code: int, message: str, url: str) -> None:
+        self.status_code = status_code
+        self.url = url
+        super().__init__(f"HTTP {status_code} from {url}: {message}")
+
+
+class BackendUnavailable(BackendError):
+    """The endpoint could not be reached, timed out, or dropped the connection."""
+
+
+class BackendResponseError(BackendError):
+    """The endpoint answered 200, but the body is not what the request asked for."""

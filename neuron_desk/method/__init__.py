@@ -1,0 +1,122 @@
+"""The paper's method, with neuron-explainer's public names.
+
+A notebook written for neuron-explainer ports by changing its imports to this package:
+`from neuron_desk.method import TokenActivationPairExplainer, ...`. Constructors take the
+same keywords; the LLM backend is an extra keyword (`backend=`), resolved from settings on
+first use when omitted, so nothing here needs a network or an API key to be built.
+"""
+
+from neuron_desk.core.model import (
+    ActivationRecord,
+    ActivationRecordSliceParams,
+    ActivationScale,
+    NeuronId,
+    NeuronRecord,
+    NeuronSimulationResults,
+    ScoredExplanation,
+    ScoredSequenceSimulation,
+    ScoredSimulation,
+    SequenceSimulation,
+    SimulatorMethod,
+    TokenLookupTableSummaryOfNeuron,
+    TokensAndWeights,
+    WeightBasedSummaryOfNeuron,
+)
+from neuron_desk.method.activations import (
+    calculate_max_activation,
+    format_activation_records,
+    format_sequences_for_simulation,
+    non_zero_activation_proportion,
+    normalize_activations,
+)
+from neuron_desk.method.calibration import (
+    CalibratedNeuronSimulator,
+    LinearCalibratedNeuronSimulator,
+    PercentileMatchingCalibratedNeuronSimulator,
+    UncalibratedNeuronSimulator,
+)
+from neuron_desk.method.explainers import (
+    EXPLANATION_PREFIX,
+    ContextSize,
+    NeuronExplainer,
+    TokenActivationPairExplainer,
+    TokenSpaceRepresentationExplainer,
+)
+from neuron_desk.method.few_shot import (
+    NEWER_EXAMPLES,
+    ORIGINAL_EXAMPLES,
+    TEST_EXAMPLES,
+    Example,
+    FewShotExampleSet,
+    TokenSpaceFewShotExampleSet,
+)
+from neuron_desk.method.pipeline import ExplainAndScoreSettings, explain_and_score, score_explanation
+from neuron_desk.method.prompts import HarmonyMessage, PromptBuilder, PromptFormat, Role
+from neuron_desk.method.scoring import (
+    aggregate_scored_sequence_simulations,
+    absolute_dev_explained_score_from_sequences,
+    correlation_score,
+    make_simulator_and_score,
+    rsquared_score_from_sequences,
+    simulate_and_score,
+)
+from neuron_desk.method.simulators import (
+    ChatGenerationSimulator,
+    ExplanationNeuronSimulator,
+    ExplanationTokenByTokenSimulator,
+    NeuronSimulator,
+)
+
+__all__ = [
+    "EXPLANATION_PREFIX",
+    "NEWER_EXAMPLES",
+    "ORIGINAL_EXAMPLES",
+    "TEST_EXAMPLES",
+    "ActivationRecord",
+    "ActivationRecordSliceParams",
+    "ActivationScale",
+    "CalibratedNeuronSimulator",
+    "ChatGenerationSimulator",
+    "ContextSize",
+    "Example",
+    "ExplainAndScoreSettings",
+    "ExplanationNeuronSimulator",
+    "ExplanationTokenByTokenSimulator",
+    "FewShotExampleSet",
+    "HarmonyMessage",
+    "LinearCalibratedNeuronSimulator",
+    "NeuronExplainer",
+    "NeuronId",
+    "NeuronRecord",
+    "NeuronSimulationResults",
+    "NeuronSimulator",
+    "PercentileMatchingCalibratedNeuronSimulator",
+    "PromptBuilder",
+    "PromptFormat",
+    "Role",
+    "ScoredExplanation",
+    "ScoredSequenceSimulation",
+    "ScoredSimulation",
+    "SequenceSimulation",
+    "SimulatorMethod",
+    "TokenActivationPairExplainer",
+    "TokenLookupTableSummaryOfNeuron",
+    "TokenSpaceFewShotExampleSet",
+    "TokenSpaceRepresentationExplainer",
+    "TokensAndWeights",
+    "UncalibratedNeuronSimulator",
+    "WeightBasedSummaryOfNeuron",
+    "absolute_dev_explained_score_from_sequences",
+    "aggregate_scored_sequence_simulations",
+    "calculate_max_activation",
+    "correlation_score",
+    "explain_and_score",
+    "format_activation_records",
+    "format_sequences_for_simulation",
+    "make_simulator_and_score",
+    "non_zero_activation_proportion",
+    "normalize_activations",
+    "rsquared_score_from_sequences",
+    "score_explanation",
+    "simulate_and_score",
+]
