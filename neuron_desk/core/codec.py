@@ -42,7 +42,9 @@ def parse_json(data: str | bytes, source: str | None = None) -> Any:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
         return json.loads(text)
     except UnicodeDecodeError as exc:
-        raise CodecError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", source=source) from None
+        raise CodecError(
+            f"not UTF-8 text ({exc.reason} at byte {exc.start})", source=source
+        ) from None
     except json.JSONDecodeError as exc:
         raise CodecError(
             f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", source=source

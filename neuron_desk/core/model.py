@@ -70,7 +70,9 @@ class NeuronRecord:
     @property
     def max_activation(self) -> float:
         """The largest activation over the top records (0.0 when there are none)."""
-        values = [max(r.activations) for r in self.most_positive_activation_records if r.activations]
+        values = [
+            max(r.activations) for r in self.most_positive_activation_records if r.activations
+        ]
         return max(values) if values else 0.0
 
     def _top_slices(self, params: ActivationRecordSliceParams) -> dict[str, slice]:
@@ -281,7 +283,11 @@ def _is_known(value: float | None) -> bool:
 
 
 def _known_pairs(tokens: list[str], values: list[float | None]) -> list[tuple[str, float]]:
-    return [(t, float(v)) for t, v in zip(tokens, values, strict=False) if v is not None and _is_known(v)]
+    return [
+        (t, float(v))
+        for t, v in zip(tokens, values, strict=False)
+        if v is not None and _is_known(v)
+    ]
 
 
 def _connections(keys: list[str], weights: list[float | None]) -> list[tuple[NeuronId, float]]:

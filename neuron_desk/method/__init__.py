@@ -50,11 +50,15 @@ from neuron_desk.method.few_shot import (
     FewShotExampleSet,
     TokenSpaceFewShotExampleSet,
 )
-from neuron_desk.method.pipeline import ExplainAndScoreSettings, explain_and_score, score_explanation
+from neuron_desk.method.pipeline import (
+    ExplainAndScoreSettings,
+    explain_and_score,
+    score_explanation,
+)
 from neuron_desk.method.prompts import HarmonyMessage, PromptBuilder, PromptFormat, Role
 from neuron_desk.method.scoring import (
-    aggregate_scored_sequence_simulations,
     absolute_dev_explained_score_from_sequences,
+    aggregate_scored_sequence_simulations,
     correlation_score,
     make_simulator_and_score,
     rsquared_score_from_sequences,

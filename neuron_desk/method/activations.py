@@ -18,9 +18,7 @@ def relu(x: float) -> float:
 
 def calculate_max_activation(activation_records: Sequence[ActivationRecord]) -> float:
     """The largest non-negative activation over all records (0.0 if none is positive)."""
-    return max(
-        (relu(x) for record in activation_records for x in record.activations), default=0.0
-    )
+    return max((relu(x) for record in activation_records for x in record.activations), default=0.0)
 
 
 def normalize_activations(activation_record: Sequence[float], max_activation: float) -> list[int]:
@@ -28,7 +26,9 @@ def normalize_activations(activation_record: Sequence[float], max_activation: fl
     if not max_activation > 0:
         return [0 for _ in activation_record]
     return [
-        0 if math.isnan(x) else min(MAX_NORMALIZED_ACTIVATION, math.floor(10 * relu(x) / max_activation))
+        0
+        if math.isnan(x)
+        else min(MAX_NORMALIZED_ACTIVATION, math.floor(10 * relu(x) / max_activation))
         for x in activation_record
     ]
 
@@ -49,7 +49,11 @@ def _format_activation_record(
         normalized = [a for a in normalized if a > 0]
     lines = []
     for index, (token, activation) in enumerate(zip(tokens, normalized, strict=True)):
-        shown = UNKNOWN_ACTIVATION_STRING if hide_activations or index < start_index else str(activation)
+        shown = (
+            UNKNOWN_ACTIVATION_STRING
+            if hide_activations or index < start_index
+            else str(activation)
+        )
         lines.append(f"{token}\t{shown}")
     return "\n".join(lines)
 
@@ -78,7 +82,9 @@ def format_activation_records(
 
 def format_sequences_for_simulation(all_tokens: Sequence[Sequence[str]]) -> str:
     """Token sequences as `token<TAB>unknown` lines, each between <start> and <end>."""
-    bodies = ["\n".join(f"{t}\t{UNKNOWN_ACTIVATION_STRING}" for t in tokens) for tokens in all_tokens]
+    bodies = [
+        "\n".join(f"{t}\t{UNKNOWN_ACTIVATION_STRING}" for t in tokens) for tokens in all_tokens
+    ]
     return "\n<start>\n" + "\n<end>\n<start>\n".join(bodies) + "\n<end>\n"
 
 

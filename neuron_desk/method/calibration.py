@@ -57,7 +57,10 @@ class CalibratedNeuronSimulator(NeuronSimulator):
     async def calibrate(self, calibration_activation_records: Sequence[ActivationRecord]) -> None:
         """Simulate the calibration records and fit the mapping."""
         simulations = await asyncio.gather(
-            *(self.uncalibrated_simulator.simulate(r.tokens) for r in calibration_activation_records)
+            *(
+                self.uncalibrated_simulator.simulate(r.tokens)
+                for r in calibration_activation_records
+            )
         )
         self.calibrate_from_simulations(calibration_activation_records, simulations)
 

@@ -191,14 +191,18 @@ class TokenActivationPairExplainer(NeuronExplainer):
         few-shot examples, one per example, as the original does.
         """
         records: Sequence[ActivationRecord] = kwargs.pop("all_activation_records")
-        kwargs.pop("max_activation")  # kept for compatibility: each record set is normalized by its own max
+        kwargs.pop(
+            "max_activation"
+        )  # kept for compatibility: each record set is normalized by its own max
         n_explanations: int | None = kwargs.pop("numbered_list_of_n_explanations", None)
         omit: int = kwargs.pop("omit_n_activation_records", 0)
         max_tokens_for_completion: int = kwargs.pop("max_tokens_for_completion")
         if kwargs:
             raise TypeError(f"Unexpected kwargs: {kwargs}")
         if n_explanations is not None and n_explanations <= 0:
-            raise ValueError(f"numbered_list_of_n_explanations must be positive, got {n_explanations}")
+            raise ValueError(
+                f"numbered_list_of_n_explanations must be positive, got {n_explanations}"
+            )
         while True:
             builder, omitted = self._build(records, n_explanations, omit)
             if omitted == omit and self._prompt_is_too_long(builder, max_tokens_for_completion):

@@ -46,7 +46,9 @@ def _load(name: str) -> dict[str, Any]:
 def _example(raw: dict[str, Any]) -> Example:
     return Example(
         activation_records=[
-            ActivationRecord(tokens=list(r["tokens"]), activations=[float(a) for a in r["activations"]])
+            ActivationRecord(
+                tokens=list(r["tokens"]), activations=[float(a) for a in r["activations"]]
+            )
             for r in raw["activation_records"]
         ],
         explanation=raw["explanation"],

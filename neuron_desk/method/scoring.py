@@ -70,7 +70,9 @@ def absolute_dev_explained_score_from_sequences(
     return _finite_or_none(1 - float(np.mean(np.abs(real - predicted))) / denominator)
 
 
-def score_sequence(record: ActivationRecord, simulation: SequenceSimulation) -> ScoredSequenceSimulation:
+def score_sequence(
+    record: ActivationRecord, simulation: SequenceSimulation
+) -> ScoredSequenceSimulation:
     """Scores of one simulated sequence against its record."""
     if len(simulation.expected_activations) != len(record.activations):
         raise ValueError(

@@ -118,8 +118,7 @@ class _Positions:
     def result(self, method: SimulatorMethod, model: str, what: str) -> SequenceSimulation:
         if self.tokens and len(self.missing) > MAX_MISSING_SHARE * len(self.tokens):
             raise SimulationParseError(
-                f"{what}: no usable prediction for {len(self.missing)} of {len(self.tokens)} "
-                "tokens"
+                f"{what}: no usable prediction for {len(self.missing)} of {len(self.tokens)} tokens"
             )
         return SequenceSimulation(
             tokens=list(self.tokens),
@@ -509,7 +508,12 @@ class ExplanationTokenByTokenSimulator(_LLMSimulator):
             tokens=list(tokens[: token_index_to_score + 1]), activations=[0.0] * len(tokens)
         )
         self._add_single_token_subprompt(
-            builder, target, len(examples) + 2, explanation, token_index_to_score, end_of_prompt=True
+            builder,
+            target,
+            len(examples) + 2,
+            explanation,
+            token_index_to_score,
+            end_of_prompt=True,
         )
         return builder.build(self.prompt_format, allow_extra_system_messages=True)
 
@@ -601,9 +605,13 @@ class ChatGenerationSimulator(_LLMSimulator):
             max_activation = calculate_max_activation(example.activation_records)
             for record in example.activation_records:
                 neuron += 1
-                builder.add_message(Role.USER, self._question(neuron, example.explanation, record.tokens))
+                builder.add_message(
+                    Role.USER, self._question(neuron, example.explanation, record.tokens)
+                )
                 values = normalize_activations(record.activations, max_activation)
-                lines = [f"{escape_token(t)}\t{v}" for t, v in zip(record.tokens, values, strict=True)]
+                lines = [
+                    f"{escape_token(t)}\t{v}" for t, v in zip(record.tokens, values, strict=True)
+                ]
                 builder.add_message(Role.ASSISTANT, "<start>\n" + "\n".join(lines) + "\n<end>")
         builder.add_message(Role.USER, self._question(neuron + 1, self.explanation.strip(), tokens))
         return builder.build(PromptFormat.HARMONY_V4)
@@ -683,7 +691,9 @@ def parse_chat_generation_response(
     return positions.result(ChatGenerationSimulator.method, model, "chat-generation simulation")
 
 
-def _find_line(lines: list[tuple[str, int, str]], start: int, token: str, lookahead: int = 4) -> int | None:
+def _find_line(
+    lines: list[tuple[str, int, str]], start: int, token: str, lookahead: int = 4
+) -> int | None:
     wanted = token.strip()
     for j in range(start, min(start + lookahead, len(lines))):
         written = lines[j][0]

@@ -1,0 +1,1 @@
+"""Datasets: the registry, sources, the SQLite store and the neuron service."""

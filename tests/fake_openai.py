@@ -1,0 +1,290 @@
+"""A fake OpenAI-compatible server on 127.0.0.1 for integration tests (real HTTP, real sockets).
+
+It answers /v1/models, /v1/completions (with echo + logprobs, as vLLM and llama.cpp do) and
+/v1/chat/completions (with logprobs + top_logprobs). What it predicts comes from a `neuron`
+function that maps a token sequence to normalized activations 0..10 (an oracle), or from a
+seeded random generator (noise). Explanation requests are answered with `explanation`.
+Scripted failures (`fail_next`) return an HTTP status before answering normally.
+
+It tokenizes like a digit-splitting tokenizer when `split_digits` is set: "10" is "1","0".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Neuron = Callable[[Sequence[str]], list[int]]
+
+_LAST_TOKEN = re.compile(r"Last token in the text:\n(.*?)\n\nLast token activation", re.S)
+
+
+@dataclass
+class FakeOpenAI:
+    """Configuration and request log of the fake server."""
+
+    neuron: Neuron | None = None
+    """Oracle: true normalized activations of a token sequence; None answers with noise."""
+    explanation: str = " vowels"
+    split_digits: bool = False
+    seed: int = 0
+    fail_next: list[int] = field(default_factory=list)
+    requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+        self._lock = threading.Lock()
+
+    # --- predictions ---
+
+    def _values(self, tokens: Sequence[str]) -> list[int]:
+        if self.neuron is not None:
+            return list(self.neuron(tokens))
+        with self._lock:
+            return [self._random.randint(0, 10) for _ in tokens]
+
+    def _digit_tokens(self, value: int) -> list[str]:
+        text = str(value)
+        return list(text) if self.split_digits else [text]
+
+    def _top(self, value: int) -> dict[str, float]:
+        """Top logprobs putting 0.8 on the value's first token, the rest spread."""
+        first = self._digit_tokens(value)[0]
+        others = [str(v) for v in range(10 if self.split_digits else 11) if str(v) != first]
+        top = {first: math.log(0.8)}
+        for token in others[:5]:
+            top[token] = math.log(0.2 / 5)
+        return top
+
+    def _after_one(self, value: int) -> dict[str, float]:
+        """What follows a written "1": "0" if the value is 10."""
+        return (
+            {"0": math.log(0.95), "\n": math.log(0.05)}
+            if value == 10
+            else {
+                "\n": math.log(0.95),
+                "0": math.log(0.05),
+            }
+        )
+
+    # --- completions ---
+
+    def completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        prompt = body.get("prompt", "")
+        if body.get("echo"):
+            return self._echo(prompt)
+        if body.get("logprobs") is not None and "Last token activation" in prompt:
+            return self._one_token_completion(prompt)
+        return {
+            "choices": [{"text": self.explanation, "index": i} for i in range(body.get("n", 1))]
+        }
+
+    def _echo(self, prompt: str) -> dict[str, Any]:
+        section_start = prompt.rfind("\n<start>\n") + len("\n<start>\n")
+        section_end = prompt.rfind("\n<end>\n")
+        lines = prompt[section_start:section_end].split("\n")
+        values = self._values([line.rsplit("\t", 1)[0] for line in lines])
+        # Tokenize: everything before the section by characters in chunks of 4, then the
+        # section as token, "\t", "unknown", "\n".
+        tokens: list[str] = []
+        top: list[dict[str, float] | None] = []
+        head = prompt[:section_start]
+        for i in range(0, len(head), 4):
+            tokens.append(head[i : i + 4])
+            top.append(None if i == 0 else {"x": -1.0})
+        for line, value in zip(lines, values, strict=True):
+            token, _ = line.rsplit("\t", 1)
+            if token:
+                tokens.append(token)
+                top.append({"x": -1.0})
+            tokens.append("\t")
+            top.append({"\t": -0.1})
+            tokens.append("unknown")
+            top.append(self._top(value))
+            tokens.append("\n")
+            top.append({"\n": -0.1})
+        rest = prompt[section_start + sum(len(line) + 1 for line in lines) :]
+        if rest:
+            tokens.append(rest)
+            top.append({"x": -1.0})
+        offsets = []
+        position = 0
+        for token in tokens:
+            offsets.append(position)
+            position += len(token)
+        assert "".join(tokens) == prompt
+        return {
+            "choices": [
+                {
+                    "text": prompt + "<",
+                    "index": 0,
+                    "logprobs": {
+                        "tokens": [*tokens, "<"],
+                        "token_logprobs": [None] + [-1.0] * len(tokens),
+                        "top_logprobs": [*top, {"<": -0.1}],
+                        "text_offset": [*offsets, len(prompt)],
+                    },
+                }
+            ]
+        }
+
+    def _target_of_one_token_prompt(self, text: str) -> int:
+        """The value for the last "Last token in the text" of a one-at-a-time prompt."""
+        last_token = _LAST_TOKEN.findall(text)[-1]
+        return self._values([last_token])[0]  # the fake neurons are token-local
+
+    def _one_token_completion(self, prompt: str) -> dict[str, Any]:
+        value = self._target_of_one_token_prompt(prompt)
+        digits = self._digit_tokens(value)
+        top = [self._top(value)]
+        if digits[0] == "1":
+            top.append(self._after_one(value))
+        return {
+            "choices": [
+                {
+                    "text": "".join(digits),
+                    "index": 0,
+                    "logprobs": {"tokens": digits, "top_logprobs": top},
+                }
+            ]
+        }
+
+    # --- chat ---
+
+    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        messages = body.get("messages", [])
+        last = messages[-1]["content"] if messages else ""
+        if "<start>\n" in last and "\tunknown" in last:
+            return self._chat_generation(last)
+        if "Last token activation" in last:
+            value = self._target_of_one_token_prompt(last)
+            return self._chat_answer(self._digit_tokens(value), [value])
+        n = body.get("n", 1)
+        return {
+            "choices": [
+                {"index": i, "message": {"role": "assistant", "content": self.explanation}}
+                for i in range(n)
+            ]
+        }
+
+    def _chat_generation(self, question: str) -> dict[str, Any]:
+        body = question.split("<start>\n", 1)[1].rsplit("\n<end>", 1)[0]
+        escaped = [line.rsplit("\t", 1)[0] for line in body.split("\n")]
+        tokens = [_unescape(t) for t in escaped]
+        values = self._values(tokens)
+        pieces: list[str] = ["<start>", "\n"]
+        value_of_piece: list[int | None] = [None, None]
+        for token, value in zip(escaped, values, strict=True):
+            pieces += [token, "\t"] if token else ["\t"]
+            value_of_piece += [None, None] if token else [None]
+            digits = self._digit_tokens(value)
+            pieces += digits
+            value_of_piece += [value] + [None] * (len(digits) - 1)
+            pieces.append("\n")
+            value_of_piece.append(None)
+        pieces.append("<end>")
+        value_of_piece.append(None)
+        return self._chat_answer(pieces, value_of_piece)
+
+    def _chat_answer(self, pieces: list[str], values: list[int | None]) -> dict[str, Any]:
+        entries = []
+        for i, piece in enumerate(pieces):
+            value = values[i] if i < len(values) else None
+            if value is not None:
+                top = self._top(value)
+            elif (
+                i > 0 and pieces[i - 1] == "1" and i - 1 < len(values) and values[i - 1] is not None
+            ):
+                top = self._after_one(values[i - 1] or 0)
+            else:
+                top = {piece: -0.01}
+            entries.append(
+                {
+                    "token": piece,
+                    "logprob": -0.2,
+                    "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top.items()],
+                }
+            )
+        content = "".join(pieces)
+        return {
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "logprobs": {"content": entries},
+                }
+            ],
+            "usage": {"prompt_tokens": 100, "completion_tokens": len(pieces)},
+        }
+
+
+def _unescape(token: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"t": "\t", "n": "\n", "r": "\r"}.get(m[1], m[1]), token)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeOpenAI
+
+    def log_message(self, *args: Any) -> None:  # keep test output clean
+        pass
+
+    def _send(self, status: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/").endswith("/models"):
+            self._send(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        fake = self.fake
+        fake.requests.append((self.path, body))
+        if fake.fail_next:
+            status = fake.fail_next.pop(0)
+            self._send(status, {"error": {"message": f"scripted failure {status}"}})
+            return
+        if self.path.endswith("/chat/completions"):
+            self._send(200, fake.chat(body))
+        elif self.path.endswith("/completions"):
+            self._send(200, fake.completions(body))
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+
+class FakeServer:
+    """Runs a FakeOpenAI on 127.0.0.1 on a free port, in a thread."""
+
+    def __init__(self, fake: FakeOpenAI) -> None:
+        handler = type("Handler", (_Handler,), {"fake": fake})
+        self.fake = fake
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/v1"
+
+    def __enter__(self) -> FakeServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
