@@ -5,6 +5,14 @@
     ├── MethodError             the explanation/simulation method cannot proceed
     │   ├── PromptTooLongError  the prompt does not fit the context, even after trimming
     │   └── SimulationParseError  an LLM answer could not be aligned to the tokens
+    ├── DataError               a dataset, a neuron or a file could not be had
+    │   ├── UnknownDataset      no dataset of that name is registered
+    │   ├── NeuronOutOfRange    the layer or neuron index is outside the dataset's shape
+    │   ├── NotFound            the dataset has no such file (HTTP 404, missing file)
+    │   ├── NotAvailableOffline not in the store or the bundled sample, and offline
+    │   └── SourceUnavailable   the source could not be reached or kept failing
+    ├── StoreError              the SQLite store is locked, read-only, full or corrupt
+    ├── BudgetExceeded          a run reached its token or money budget and stopped
     └── BackendError            talking to an LLM endpoint failed
         ├── BackendConfigError  no endpoint or key configured, or a bad setting
         ├── BackendHTTPError    the endpoint answered with an error status
@@ -43,6 +51,38 @@ class PromptTooLongError(MethodError):
 
 class SimulationParseError(MethodError):
     """An LLM answer to a simulation prompt could not be aligned to the tokens."""
+
+
+class DataError(NeuronDeskError):
+    """A dataset, a neuron or one of its files could not be had."""
+
+
+class UnknownDataset(DataError):
+    """No dataset of that name is registered."""
+
+
+class NeuronOutOfRange(DataError):
+    """The layer or neuron index is outside the dataset's shape."""
+
+
+class NotFound(DataError):
+    """The source has no such file: the neuron has no data of that kind."""
+
+
+class NotAvailableOffline(DataError):
+    """The file is neither stored nor bundled, and the app is offline."""
+
+
+class SourceUnavailable(DataError):
+    """The dataset's source could not be reached, or kept failing."""
+
+
+class StoreError(NeuronDeskError):
+    """The SQLite store is locked, read-only, full or corrupt."""
+
+
+class BudgetExceeded(NeuronDeskError):
+    """A run reached its budget (tokens or money) and stopped cleanly."""
 
 
 class BackendError(NeuronDeskError):

@@ -52,7 +52,10 @@ def test_prompt_logprobs_reads_each_unknown_slot() -> None:
     pieces = bpe_like(prompt)
     slots = [i for i, p in enumerate(pieces) if p == "unknown"][-3:]
     result = parse_prompt_logprobs_response(
-        echo_response(prompt, pieces, dict(zip(slots, [3, 0, 9], strict=False))), prompt, tokens, "m"
+        echo_response(prompt, pieces, dict(zip(slots, [3, 0, 9], strict=False))),
+        prompt,
+        tokens,
+        "m",
     )
     assert result.tokens == tokens
     assert result.missing_positions == []
