@@ -66,7 +66,7 @@ def start_app() -> int:
     except ImportError as exc:
         print(f"neuron-desk: the desktop app is not available: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return run_app()
+    return int(run_app())
 
 
 if __name__ == "__main__":

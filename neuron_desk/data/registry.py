@@ -48,9 +48,9 @@ class Kind(str, Enum):
         return _CLASSES[self]
 
     @property
-    def title(self) -> str:
-        """Human words for this kind ("this neuron has no <title>")."""
-        return _TITLES[self]
+    def label(self) -> str:
+        """Human words for this kind ("this neuron has no <label>")."""
+        return _LABELS[self]
 
     def relative_path(self, layer: int, neuron: int) -> str:
         """The file's path under the dataset root."""
@@ -71,7 +71,7 @@ _CLASSES: dict[Kind, type] = {
     Kind.TOKENS_BY_ACTIVATION: TokenLookupTableSummaryOfNeuron,
     Kind.TOKENS_BY_WEIGHT: WeightBasedSummaryOfNeuron,
 }
-_TITLES = {
+_LABELS = {
     Kind.ACTIVATIONS: "activation records",
     Kind.EXPLANATIONS: "published explanation",
     Kind.RELATED_NEURONS: "related neurons",

@@ -151,11 +151,14 @@ class Store:
     # --- opening ---
 
     @classmethod
-    def open(cls, path: Path) -> Store:
-        """Open (creating and migrating) a writable store; a corrupt file is moved aside."""
+    def open(cls, path: Path, timeout_s: float = 5.0) -> Store:
+        """Open (creating and migrating) a writable store; a corrupt file is moved aside.
+
+        `timeout_s` is how long a write waits for another process's transaction to end.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            return cls._open_checked(path)
+            return cls._open_checked(path, timeout_s)
         except sqlite3.DatabaseError as exc:
             if not _is_corruption(exc):
                 raise _store_error(exc, path) from None
@@ -166,11 +169,11 @@ class Store:
                 sidecar = path.with_name(path.name + suffix)
                 if sidecar.exists():
                     sidecar.replace(aside.with_name(aside.name + suffix))
-            return cls._open_checked(path)
+            return cls._open_checked(path, timeout_s)
 
     @classmethod
-    def _open_checked(cls, path: Path) -> Store:
-        db = sqlite3.connect(path, timeout=5.0, check_same_thread=False, isolation_level=None)
+    def _open_checked(cls, path: Path, timeout_s: float) -> Store:
+        db = sqlite3.connect(path, timeout=timeout_s, check_same_thread=False, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -298,7 +301,9 @@ class Store:
         if layer is not None:
             sql += " AND layer=?"
             params.append(layer)
-        return [(int(a), int(b)) for a, b in self._query(sql + " ORDER BY layer, neuron", tuple(params))]
+        return [
+            (int(a), int(b)) for a, b in self._query(sql + " ORDER BY layer, neuron", tuple(params))
+        ]
 
     def file_stats(self, dataset: str | None = None) -> list[tuple[str, str, int, int]]:
         """(dataset, kind, file count, compressed bytes), per dataset and kind."""
@@ -318,10 +323,8 @@ class Store:
             where, params = ("WHERE dataset=?", (dataset,)) if dataset else ("", ())
             count = db.execute(f"DELETE FROM files {where}", params).rowcount
             db.execute(f"DELETE FROM absent {where}", params)
-            db.execute(
-                f"DELETE FROM explanations {where}{' AND' if where else ' WHERE'} source='published'",
-                params,
-            )
+            published = f"{where} AND" if where else "WHERE"
+            db.execute(f"DELETE FROM explanations {published} source='published'", params)
         return int(count)
 
     # --- explanations ---
@@ -393,7 +396,9 @@ class Store:
         rows = self._query("SELECT result FROM explanations WHERE id=?", (explanation_id,))
         return decompress(rows[0][0]) if rows and rows[0][0] is not None else None
 
-    def search(self, text: str, dataset: str | None = None, limit: int = 50) -> list[ExplanationRow]:
+    def search(
+        self, text: str, dataset: str | None = None, limit: int = 50
+    ) -> list[ExplanationRow]:
         """Explanations matching `text` (full-text, every word must appear), best first."""
         words = [w for w in "".join(c if c.isalnum() else " " for c in text).split() if w]
         if not words:
@@ -423,7 +428,9 @@ class Store:
         """Store a JSON value in `capabilities`, `datasets` or `meta`."""
         _, sql = _KEYED[table]
         with self.transaction() as db:
-            db.execute(sql, (*key, json.dumps(value), *((time.time(),) if table == "capabilities" else ())))
+            db.execute(
+                sql, (*key, json.dumps(value), *((time.time(),) if table == "capabilities" else ()))
+            )
 
     def all_json(self, table: str) -> list[tuple[str, Any]]:
         """Every (first key, value) of `datasets` or `meta`."""
@@ -447,6 +454,62 @@ class Store:
         """Size of the store file and its WAL on disk."""
         wal = self.path.with_name(self.path.name + "-wal")
         return self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+    # --- LLM response cache and usage ledger (used by neuron_desk.llm) ---
+
+    def llm_cache_get(self, key: str) -> str | None:
+        """A cached LLM response (JSON text) by its key, or None."""
+        rows = self._query("SELECT response FROM llm_cache WHERE key=?", (key,))
+        return decompress(rows[0][0]) if rows else None
+
+    def llm_cache_put(self, key: str, endpoint: str, model: str, response: str) -> None:
+        """Cache an LLM response (JSON text), replacing an older one with the same key."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO llm_cache VALUES (?, ?, ?, ?, ?)",
+                (key, endpoint, model, compress(response), time.time()),
+            )
+
+    def llm_cache_count(self, endpoint: str | None = None) -> int:
+        """Number of cached responses (of one endpoint)."""
+        where, params = ("WHERE endpoint=?", (endpoint,)) if endpoint else ("", ())
+        return int(self._query(f"SELECT COUNT(*) FROM llm_cache {where}", params)[0][0])
+
+    def llm_cache_clear(self, endpoint: str | None = None) -> int:
+        """Forget cached responses (of one endpoint); how many."""
+        where, params = ("WHERE endpoint=?", (endpoint,)) if endpoint else ("", ())
+        with self.transaction() as db:
+            return int(db.execute(f"DELETE FROM llm_cache {where}", params).rowcount)
+
+    def add_usage(
+        self,
+        run: str | None,
+        endpoint: str,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached: bool,
+    ) -> None:
+        """Record one LLM request's token usage (cached: answered from the response cache)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO usage (run, endpoint, model, prompt_tokens, completion_tokens, "
+                "cached, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run, endpoint, model, prompt_tokens, completion_tokens, int(cached), time.time()),
+            )
+
+    def usage_totals(self, run: str | None = None) -> list[tuple[str, str, int, int, int, int]]:
+        """(endpoint, model, requests sent, requests cached, prompt tokens, completion tokens)
+        per endpoint and model, of one run or of all; cached requests' tokens are not counted."""
+        where, params = ("WHERE run=?", (run,)) if run is not None else ("", ())
+        rows = self._query(
+            "SELECT endpoint, model, SUM(1 - cached), SUM(cached), "
+            "SUM(CASE WHEN cached THEN 0 ELSE prompt_tokens END), "
+            "SUM(CASE WHEN cached THEN 0 ELSE completion_tokens END) "
+            f"FROM usage {where} GROUP BY endpoint, model ORDER BY endpoint, model",
+            params,
+        )
+        return [(str(e), str(m), int(s), int(c), int(p), int(o)) for e, m, s, c, p, o in rows]
 
 
 _KEYED = {

@@ -1,0 +1,107 @@
+"""Importing files by hand: the public layout, or single files whose content says what they are."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neuron_desk.core.codec import parse_json
+from neuron_desk.core.errors import NeuronDeskError
+from neuron_desk.core.model import NeuronRecord, NeuronSimulationResults
+from neuron_desk.data.registry import Dataset, Kind
+from neuron_desk.data.service import parse_file
+from neuron_desk.data.store import Store
+
+_LAYOUT = {
+    Kind(k): re.compile(
+        re.escape(k.path_template).replace(r"\{layer\}", r"(\d+)").replace(r"\{neuron\}", r"(\d+)")
+        + "$"
+    )
+    for k in Kind
+}
+
+
+@dataclass
+class ImportResult:
+    """What an import stored, and what it rejected with the reason."""
+
+    imported: list[tuple[Path, Kind, int, int]] = field(default_factory=list)
+    rejected: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def kind_of_content(value: Any) -> Kind | None:
+    """The kind of file a parsed JSON value is, from its fields."""
+    if not isinstance(value, dict):
+        return None
+    keys = set(value) - {"dataclass_name"}
+    if "most_positive_activation_records" in keys or "random_sample" in keys:
+        return Kind.ACTIVATIONS
+    if "scored_explanations" in keys:
+        return Kind.EXPLANATIONS
+    if keys and keys <= {"c_fc", "c_proj"}:
+        return Kind.RELATED_NEURONS
+    if "average_activations" in keys:
+        return Kind.TOKENS_BY_ACTIVATION
+    if "input_positive" in keys:
+        return Kind.TOKENS_BY_WEIGHT
+    return None
+
+
+def place_of_path(path: Path) -> tuple[Kind, int, int] | None:
+    """Kind, layer and neuron of a path in the public layout (e.g. .../explanations/5/131.jsonl)."""
+    text = path.as_posix()
+    for kind, pattern in _LAYOUT.items():
+        match = pattern.search(text)
+        if match:
+            return kind, int(match[1]), int(match[2])
+    return None
+
+
+def _files(paths: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix in (".json", ".jsonl"))
+        else:
+            found.append(path)
+    return found
+
+
+def import_paths(store: Store, dataset: Dataset, paths: list[Path]) -> ImportResult:
+    """Validate and store every file; a file that fails is reported and not stored."""
+    result = ImportResult()
+    for path in _files(paths):
+        try:
+            kind, layer, neuron, text = _read(path)
+            dataset.check(layer, neuron)
+            value = parse_file(kind, text, str(path))
+        except (NeuronDeskError, OSError, UnicodeDecodeError) as exc:
+            result.rejected.append((path, str(exc)))
+            continue
+        store.put_file(dataset.name, kind.value, layer, neuron, text, "import")
+        if isinstance(value, NeuronSimulationResults):
+            rows = [(e.explanation, e.get_preferred_score()) for e in value.scored_explanations]
+            store.replace_published(dataset.name, layer, neuron, rows)
+        result.imported.append((path, kind, layer, neuron))
+    return result
+
+
+def _read(path: Path) -> tuple[Kind, int, int, str]:
+    text = path.read_text(encoding="utf-8")
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    content = parse_json(first_line if path.suffix == ".jsonl" else text, str(path))
+    place = place_of_path(path)
+    kind = kind_of_content(content) or (place[0] if place else None)
+    if kind is None:
+        raise NeuronDeskError(f"{path}: not a neuron-explainer file (unknown content)")
+    parsed = parse_file(kind, text, str(path))
+    if isinstance(parsed, NeuronRecord | NeuronSimulationResults):
+        return kind, parsed.neuron_id.layer_index, parsed.neuron_id.neuron_index, text
+    if place is None:
+        raise NeuronDeskError(
+            f"{path}: a {kind.label} file says nothing of its neuron; "
+            "import it in the public layout (<kind>/<layer>/<neuron>.json)"
+        )
+    return kind, place[1], place[2], text

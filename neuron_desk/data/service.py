@@ -1,0 +1,356 @@
+"""The neuron service: store first, then the bundled sample, then the dataset's source.
+
+Everything fetched is validated through the codec before it is stored; a malformed file is
+reported with its path and field, and not stored. Concurrent requests for the same file share
+one fetch; a fetch nobody waits for any more is cancelled. Offline, a miss says so at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+from neuron_desk.core import codec
+from neuron_desk.core.errors import (
+    CodecError,
+    DataError,
+    NeuronDeskError,
+    NotAvailableOffline,
+    NotFound,
+)
+from neuron_desk.core.model import (
+    NeuronRecord,
+    NeuronSimulationResults,
+    RelatedNeurons,
+    TokenLookupTableSummaryOfNeuron,
+    WeightBasedSummaryOfNeuron,
+)
+from neuron_desk.data.registry import Dataset, Kind, Registry
+from neuron_desk.data.sources import FolderSource, HttpSource, Source
+from neuron_desk.data.store import ExplanationRow, Store
+
+T = TypeVar("T")
+Key = tuple[str, Kind, int, int]
+
+
+@dataclass(frozen=True)
+class Fetched(Generic[T]):
+    """A parsed file and where it came from: store, bundled, network or folder."""
+
+    value: T
+    origin: str
+    fetched_at: float
+
+
+@dataclass
+class NeuronData:
+    """Everything known about one neuron; a kind that failed holds its error instead."""
+
+    dataset: Dataset
+    layer: int
+    neuron: int
+    record: Fetched[NeuronRecord] | NeuronDeskError | None = None
+    explanations: Fetched[NeuronSimulationResults] | NeuronDeskError | None = None
+    related: Fetched[RelatedNeurons] | NeuronDeskError | None = None
+    tokens_by_activation: Fetched[TokenLookupTableSummaryOfNeuron] | NeuronDeskError | None = None
+    tokens_by_weight: Fetched[WeightBasedSummaryOfNeuron] | NeuronDeskError | None = None
+
+
+_FIELD_OF_KIND = {
+    Kind.ACTIVATIONS: "record",
+    Kind.EXPLANATIONS: "explanations",
+    Kind.RELATED_NEURONS: "related",
+    Kind.TOKENS_BY_ACTIVATION: "tokens_by_activation",
+    Kind.TOKENS_BY_WEIGHT: "tokens_by_weight",
+}
+
+
+@dataclass
+class PrefetchProgress:
+    """Counts so far of a prefetch run."""
+
+    total: int
+    done: int = 0
+    fetched: int = 0
+    already: int = 0
+    absent: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def parse_file(kind: Kind, text: str | bytes, source: str) -> Any:
+    """Validate and parse a file body of `kind` (an explanations file is one JSON line)."""
+    if kind is Kind.EXPLANATIONS:
+        raw = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+        lines = [line for line in raw.splitlines() if line.strip()]
+        if not lines:
+            raise CodecError("the explanations file is empty", source=source)
+        text = lines[0]
+    return codec.loads(text, kind.model_class, source=source)
+
+
+class NeuronService:
+    """Reads neuron files store-first; fetches and stores on a miss unless offline."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        *,
+        offline: bool = False,
+        timeout_s: float = 30.0,
+        http: httpx.AsyncClient | None = None,
+        http_retries: int = 3,
+        http_backoff_s: float = 0.5,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.offline = offline
+        self._timeout_s = timeout_s
+        self._http = http
+        self._owns_http = http is None
+        self._http_retries = http_retries
+        self._http_backoff_s = http_backoff_s
+        self._bundled: dict[str, Store] = {}
+        self._inflight: dict[Key, tuple[asyncio.Task[Fetched[Any]], list[int]]] = {}
+
+    # --- reading ---
+
+    async def get(self, dataset: str, kind: Kind, layer: int, neuron: int) -> Fetched[Any]:
+        """The parsed file, from the store, the bundled sample or the source."""
+        ds = self.registry.get(dataset)
+        ds.check(layer, neuron)
+        if kind not in ds.kinds:
+            raise NotFound(f"{ds.title} has no {kind.label} files")
+        key: Key = (ds.name, kind, layer, neuron)
+        entry = self._inflight.get(key)
+        if entry is None:
+            task = asyncio.ensure_future(self._load(ds, kind, layer, neuron))
+            entry = (task, [0])
+            self._inflight[key] = entry
+            task.add_done_callback(self._forget(key))
+        task, waiters = entry
+        waiters[0] += 1
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done() and waiters[0] == 1:
+                task.cancel()
+            raise
+        finally:
+            waiters[0] -= 1
+
+    def _forget(self, key: Key) -> Callable[[asyncio.Task[Fetched[Any]]], None]:
+        def forget(_task: asyncio.Task[Fetched[Any]]) -> None:
+            self._inflight.pop(key, None)
+
+        return forget
+
+    async def neuron(self, dataset: str, layer: int, neuron: int) -> NeuronData:
+        """All kinds of one neuron at once; per-kind failures are kept, not raised."""
+        ds = self.registry.get(dataset)
+        ds.check(layer, neuron)
+        data = NeuronData(ds, layer, neuron)
+
+        async def one(kind: Kind) -> None:
+            try:
+                value: Fetched[Any] | NeuronDeskError = await self.get(ds.name, kind, layer, neuron)
+            except NeuronDeskError as exc:  # a missing, malformed or unreachable file
+                value = exc
+            setattr(data, _FIELD_OF_KIND[kind], value)
+
+        await asyncio.gather(*(one(kind) for kind in Kind))
+        return data
+
+    async def _load(self, ds: Dataset, kind: Kind, layer: int, neuron: int) -> Fetched[Any]:
+        stored = self.store.get_file(ds.name, kind.value, layer, neuron)
+        if stored is not None:
+            value = await asyncio.to_thread(parse_file, kind, stored.text, "store")
+            return Fetched(value, "store", stored.fetched_at)
+        if ds.bundled:
+            bundled = self._bundled_store(ds).get_file(ds.name, kind.value, layer, neuron)
+            if bundled is None:
+                raise NotFound(f"the {ds.title} sample has no {kind.label} for {layer}:{neuron}")
+            value = await asyncio.to_thread(parse_file, kind, bundled.text, "bundled sample")
+            return Fetched(value, "bundled", bundled.fetched_at)
+        if self.store.is_absent(ds.name, kind.value, layer, neuron):
+            raise NotFound(f"neuron {layer}:{neuron} of {ds.title} has no {kind.label}")
+        if self.offline:
+            raise NotAvailableOffline(
+                f"the {kind.label} of neuron {layer}:{neuron} are not available offline"
+                if kind is not Kind.EXPLANATIONS
+                else f"the published explanation of neuron {layer}:{neuron} is not available "
+                "offline"
+            )
+        source = self._source(ds)
+        relative = kind.relative_path(layer, neuron)
+        try:
+            body = await source.fetch(relative)
+        except NotFound:
+            self.store.mark_absent(ds.name, kind.value, layer, neuron)
+            raise NotFound(f"neuron {layer}:{neuron} of {ds.title} has no {kind.label}") from None
+        value = await asyncio.to_thread(parse_file, kind, body, relative)
+        text = body.decode("utf-8")
+        self.store.put_file(ds.name, kind.value, layer, neuron, text, source.origin)
+        if kind is Kind.EXPLANATIONS:
+            self._index_published(ds.name, layer, neuron, value)
+        return Fetched(value, source.origin, time.time())
+
+    def _index_published(
+        self, dataset: str, layer: int, neuron: int, results: NeuronSimulationResults
+    ) -> None:
+        rows = [(e.explanation, e.get_preferred_score()) for e in results.scored_explanations]
+        self.store.replace_published(dataset, layer, neuron, rows)
+
+    def _bundled_store(self, ds: Dataset) -> Store:
+        assert ds.bundled is not None
+        if ds.name not in self._bundled:
+            self._bundled[ds.name] = Store.open_read_only(Path(ds.bundled))
+        return self._bundled[ds.name]
+
+    def _source(self, ds: Dataset) -> Source:
+        if ds.folder:
+            return FolderSource(Path(ds.folder))
+        assert ds.base_url is not None
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(self._timeout_s, connect=min(self._timeout_s, 10.0)),
+                follow_redirects=True,
+            )
+        return HttpSource(
+            ds.base_url, self._http, retries=self._http_retries, backoff_s=self._http_backoff_s
+        )
+
+    # --- listing, prefetch, cache ---
+
+    def available_neurons(self, dataset: str, layer: int | None = None) -> list[tuple[int, int]]:
+        """Neurons with activation records in the store or the bundled sample."""
+        ds = self.registry.get(dataset)
+        found = set(self.store.stored_neurons(ds.name, Kind.ACTIVATIONS.value, layer))
+        if ds.bundled:
+            found |= set(
+                self._bundled_store(ds).stored_neurons(ds.name, Kind.ACTIVATIONS.value, layer)
+            )
+        return sorted(found)
+
+    async def prefetch(
+        self,
+        dataset: str,
+        neurons: Iterable[tuple[int, int]],
+        kinds: Iterable[Kind] | None = None,
+        *,
+        concurrency: int = 8,
+        progress: Callable[[PrefetchProgress], None] | None = None,
+    ) -> PrefetchProgress:
+        """Fetch and store many files; already stored ones are skipped (so a rerun resumes)."""
+        ds = self.registry.get(dataset)
+        wanted = [k for k in (kinds or ds.kinds) if k in ds.kinds]
+        jobs = [(layer, neuron, kind) for layer, neuron in neurons for kind in wanted]
+        for layer, neuron, _ in jobs:
+            ds.check(layer, neuron)
+        report = PrefetchProgress(total=len(jobs))
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one(layer: int, neuron: int, kind: Kind) -> None:
+            async with semaphore:
+                if self.store.get_file(ds.name, kind.value, layer, neuron) is not None:
+                    report.already += 1
+                elif self.store.is_absent(ds.name, kind.value, layer, neuron):
+                    report.absent += 1
+                else:
+                    try:
+                        await self.get(ds.name, kind, layer, neuron)
+                        report.fetched += 1
+                    except NotFound:
+                        report.absent += 1
+                    except DataError as exc:
+                        report.failed += 1
+                        report.errors.append(f"{layer}:{neuron} {kind.value}: {exc}")
+                report.done += 1
+                if progress is not None:
+                    progress(report)
+
+        await asyncio.gather(*(one(*job) for job in jobs))
+        return report
+
+    def cache_stats(self, dataset: str | None = None) -> dict[str, Any]:
+        """Stored files per dataset and kind, and the store's size on disk."""
+        return {
+            "path": str(self.store.path),
+            "bytes": self.store.size_bytes(),
+            "files": [
+                {"dataset": d, "kind": k, "count": n, "compressed_bytes": b}
+                for d, k, n, b in self.store.file_stats(dataset)
+            ],
+        }
+
+    async def aclose(self) -> None:
+        """Cancel fetches in flight, close the HTTP client and bundled stores."""
+        for task, _ in list(self._inflight.values()):
+            task.cancel()
+        if self._http is not None and self._owns_http:
+            await self._http.aclose()
+        for store in self._bundled.values():
+            store.close()
+        self._bundled.clear()
+
+
+def describe(data: NeuronData, stored: Iterable[ExplanationRow] = ()) -> dict[str, Any]:
+    """A JSON-ready summary of a neuron (what `neuron-desk show --json` prints)."""
+    out: dict[str, Any] = {"dataset": data.dataset.name, "layer": data.layer, "neuron": data.neuron}
+    errors: dict[str, str] = {}
+    for kind in Kind:
+        value = getattr(data, _FIELD_OF_KIND[kind])
+        if isinstance(value, NeuronDeskError):
+            errors[kind.value] = str(value)
+    record = data.record
+    if isinstance(record, Fetched):
+        r: NeuronRecord = record.value
+        out["max_activation"] = r.max_activation
+        out["counts"] = {
+            "top": len(r.most_positive_activation_records),
+            "quantiles": [len(q) for q in r.random_sample_by_quantile or []],
+            "random": len(r.random_sample),
+        }
+        out["origin"] = record.origin
+    explanations: list[dict[str, Any]] = []
+    if isinstance(data.explanations, Fetched):
+        explanations += [
+            {"explanation": e.explanation, "score": e.get_preferred_score(), "source": "published"}
+            for e in data.explanations.value.scored_explanations
+        ]
+    explanations += [
+        {"explanation": row.explanation, "score": row.score, "source": row.source}
+        for row in stored
+        if row.source != "published"
+    ]
+    out["explanations"] = explanations
+    tokens: dict[str, Any] = {}
+    if isinstance(data.tokens_by_activation, Fetched):
+        tokens["activation"] = data.tokens_by_activation.value.pairs()[:20]
+    if isinstance(data.tokens_by_weight, Fetched):
+        weights = data.tokens_by_weight.value
+        for name in ("input_positive", "input_negative", "output_positive", "output_negative"):
+            tokens[name] = getattr(weights, name).pairs()[:20]
+    out["top_tokens"] = tokens
+    related: dict[str, Any] = {}
+    if isinstance(data.related, Fetched):
+        sides = (("upstream", data.related.value.c_fc), ("downstream", data.related.value.c_proj))
+        for name, connections in sides:
+            if connections is not None:
+                related[name] = {
+                    sign: [[n.layer_index, n.neuron_index, w] for n, w in pairs[:20]]
+                    for sign, pairs in (
+                        ("positive", connections.positive()),
+                        ("negative", connections.negative()),
+                    )
+                }
+    out["related"] = related
+    out["errors"] = errors
+    return out

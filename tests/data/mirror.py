@@ -1,0 +1,111 @@
+"""A dataset mirror on 127.0.0.1: a folder in the public layout served over real HTTP.
+
+Faults are scripted per path: a status code to answer first (once), a delay, a truncated body.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from neuron_desk.core import codec
+from neuron_desk.core.model import (
+    NeuronId,
+    NeuronSimulationResults,
+    ScoredExplanation,
+    ScoredSimulation,
+    TokenLookupTableSummaryOfNeuron,
+)
+from tests.synthetic import neuron_record
+
+
+@dataclass
+class Faults:
+    """Per-path scripted faults (paths relative to the dataset root)."""
+
+    fail_once: dict[str, int] = field(default_factory=dict)
+    delay_s: dict[str, float] = field(default_factory=dict)
+    truncate: set[str] = field(default_factory=set)
+    requests: list[str] = field(default_factory=list)
+
+
+def write_public_layout(root: Path, neurons: list[tuple[int, int]]) -> None:
+    """Write activation records, explanations and top tokens for each neuron."""
+    for layer, neuron in neurons:
+        record = neuron_record(seed=layer * 1000 + neuron)
+        record.neuron_id = NeuronId(layer, neuron)
+        _write(root / f"collated-activations/{layer}/{neuron}.json", codec.dumps(record))
+        results = NeuronSimulationResults(
+            NeuronId(layer, neuron),
+            [
+                ScoredExplanation(
+                    f" words with the letter e ({layer}:{neuron})", ScoredSimulation([], 0.42)
+                )
+            ],
+        )
+        _write(root / f"explanations/{layer}/{neuron}.jsonl", codec.dumps(results) + "\n")
+        tokens = TokenLookupTableSummaryOfNeuron([" eager", " engineer"], [4.0, None])
+        _write(root / f"related-tokens/activation-based/{layer}/{neuron}.json", codec.dumps(tokens))
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+class Mirror:
+    """Serves `root` at http://127.0.0.1:<port>/data/ with scripted faults."""
+
+    def __init__(self, root: Path, faults: Faults | None = None) -> None:
+        self.root = root
+        self.faults = faults or Faults()
+        mirror = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                mirror._serve(self)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/data"
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        relative = handler.path.removeprefix("/data/")
+        faults = self.faults
+        faults.requests.append(relative)
+        if relative in faults.delay_s:
+            time.sleep(faults.delay_s[relative])
+        status = faults.fail_once.pop(relative, None)
+        path = self.root / relative
+        if status is None and not path.is_file():
+            status = 404
+        body = json.dumps({"error": status}).encode() if status else path.read_bytes()
+        if relative in faults.truncate and not status:
+            body = body[: len(body) // 2]
+        try:
+            handler.send_response(status or 200)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def __enter__(self) -> Mirror:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

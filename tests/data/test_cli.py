@@ -1,0 +1,139 @@
+"""The data commands, run in-process against a mirror and an isolated store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from neuron_desk.cli import main
+from neuron_desk.core import codec
+from neuron_desk.core.model import NeuronSimulationResults, ScoredExplanation, ScoredSimulation
+from neuron_desk.core.paths import store_path
+from neuron_desk.data.registry import Registry
+from neuron_desk.data.store import Store
+from tests.data.conftest import mirror_dataset
+from tests.data.mirror import Mirror
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror: Mirror) -> Path:
+    monkeypatch.setenv("NEURON_DESK_HOME", str(tmp_path / "home"))
+    store = Store.open(store_path())
+    Registry(store).add(mirror_dataset(mirror.base_url))
+    store.close()
+    return tmp_path / "home"
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_show_json(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "show", "mirror", "0", "2", "--json")
+    assert code == 0
+    shown = json.loads(out)
+    assert {
+        "dataset",
+        "layer",
+        "neuron",
+        "max_activation",
+        "counts",
+        "explanations",
+        "top_tokens",
+        "related",
+    } <= set(shown)
+    assert shown["counts"]["top"] == 20
+    assert shown["explanations"][0] == {
+        "explanation": " words with the letter e (0:2)",
+        "score": 0.42,
+        "source": "published",
+    }
+
+
+def test_show_offline_and_errors(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "show", "mirror", "0", "4", "--offline")
+    assert code == 1 and "not available offline" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "show", "mirror", "9", "0")
+    assert code == 2 and err.strip() == "neuron-desk: mirror has layers 0-1; there is no layer 9"
+    code, _, err = run_cli(capsys, "show", "nope", "0", "0")
+    assert code == 2 and "no dataset named 'nope'" in err
+    assert run_cli(capsys, "show", "mirror", "0", "4")[0] == 0
+    assert run_cli(capsys, "show", "mirror", "0", "4", "--offline")[0] == 0
+
+
+def test_fetch_neurons_search_cache(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(
+        capsys, "fetch", "mirror", "0", "0-5", "--kinds", "activations", "explanations"
+    )
+    assert code == 0 and "fetched 12" in out and "12/12" in err
+    code, out, _ = run_cli(capsys, "neurons", "mirror", "--offline", "--json")
+    assert json.loads(out) == [{"layer": 0, "neuron": n} for n in range(6)]
+    code, out, _ = run_cli(capsys, "search", "letter", "--json")
+    assert code == 0 and len(json.loads(out)) == 6
+    code, out, _ = run_cli(capsys, "cache", "stats", "--dataset", "mirror")
+    assert {f["kind"]: f["count"] for f in json.loads(out)["files"]} == {
+        "activations": 6,
+        "explanations": 6,
+    }
+    code, out, _ = run_cli(capsys, "cache", "clear", "--dataset", "mirror")
+    assert out.strip() == "removed 12 stored files of mirror"
+    assert run_cli(capsys, "search", "letter")[0] == 1
+
+
+def test_import_layout_and_single_files(
+    home: Path, layout: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    single = tmp_path / "downloaded.json"
+    single.write_text((layout / "collated-activations/1/1.json").read_text())
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        '{"neuron_id": {"layer_index": 0, "neuron_index": 0}, "most_positive_activation_records": [{"tokens": 3}]}'
+    )
+    code, out, err = run_cli(
+        capsys, "import", str(layout / "explanations"), str(single), str(bad), "--dataset", "mirror"
+    )
+    assert code == 2
+    assert "imported 9 files into mirror" in out
+    assert "bad.json" in err and "most_positive_activation_records[0].tokens" in err
+    code, out, _ = run_cli(capsys, "neurons", "mirror", "--offline", "--json")
+    assert {"layer": 1, "neuron": 1} in json.loads(out)
+
+
+def test_export_reads_back(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = Store.open(store_path())
+    mine = ScoredExplanation(
+        " my hypothesis", ScoredSimulation([], ev_correlation_score=0.9, method="x", model="m")
+    )
+    store.add_explanation(
+        "mirror",
+        0,
+        1,
+        " my hypothesis",
+        0.9,
+        "user",
+        {"model": "m", "endpoint": "http://127.0.0.1"},
+        codec.dumps(mine),
+    )
+    store.close()
+    target = tmp_path / "out.jsonl"
+    code, _out, _ = run_cli(capsys, "export", "mirror", "0", "1", "-o", str(target))
+    assert code == 0
+    results = codec.loads(target.read_text(), NeuronSimulationResults)
+    assert [e.explanation for e in results.scored_explanations] == [
+        " words with the letter e (0:1)",
+        " my hypothesis",
+    ]
+    assert "method" not in target.read_text()  # upstream fields only
+    provenance = json.loads((tmp_path / "out.jsonl.provenance.json").read_text())
+    assert [p["source"] for p in provenance] == ["published", "user"]
+    assert provenance[1]["endpoint"] == "http://127.0.0.1"
+
+
+def test_datasets_json(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _code, out, _ = run_cli(capsys, "datasets", "--json")
+    names = [d["name"] for d in json.loads(out)]
+    assert "gpt2-xl" in names and "gpt2-small" in names and "mirror" in names
