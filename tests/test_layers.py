@@ -7,12 +7,13 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "neuron_desk"
 QT_MODULES = {"PySide6", "qasync", "shiboken6"}
-# Which layers each layer may import (qt -> data, llm, method -> core).
+# Which layers each layer may import: qt and cli on top; llm uses the method (token counts,
+# simulator choice) and the store (response cache, ledger); method and data only the core.
 ALLOWED = {
     "core": {"core"},
     "method": {"core", "method"},
-    "llm": {"core", "llm"},
     "data": {"core", "data"},
+    "llm": {"core", "llm", "method", "data"},
 }
 
 
