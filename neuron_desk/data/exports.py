@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from neuron_desk.core import codec
@@ -59,3 +61,19 @@ def export_neuron(
             }
         )
     return NeuronExport(NeuronSimulationResults(NeuronId(layer, neuron), scored), provenance)
+
+
+def export_generated(store: Store, dataset: str, path: str | Path) -> int:
+    """Every neuron of `dataset` with generated or user explanations: one results line each.
+
+    Provenance goes to `<path>.provenance.json`. Returns the number of neurons written.
+    """
+    neurons = store.neurons_with_explanations(dataset, exclude_source="published")
+    provenance = []
+    with open(path, "w", encoding="utf-8") as out:
+        for layer, neuron in neurons:
+            export = export_neuron(store, dataset, layer, neuron, None)
+            out.write(codec.dumps(export.results, upstream=True) + "\n")
+            provenance.append({"layer": layer, "neuron": neuron, "explanations": export.provenance})
+    Path(f"{path}.provenance.json").write_text(json.dumps(provenance, indent=1), encoding="utf-8")
+    return len(neurons)

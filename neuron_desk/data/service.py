@@ -23,6 +23,7 @@ from neuron_desk.core.errors import (
     NeuronDeskError,
     NotAvailableOffline,
     NotFound,
+    SourceUnavailable,
 )
 from neuron_desk.core.model import (
     NeuronRecord,
@@ -195,6 +196,11 @@ class NeuronService:
         except NotFound:
             self.store.mark_absent(ds.name, kind.value, layer, neuron)
             raise NotFound(f"neuron {layer}:{neuron} of {ds.title} has no {kind.label}") from None
+        except SourceUnavailable as exc:
+            raise SourceUnavailable(
+                f"could not fetch the {kind.label} of neuron {layer}:{neuron}: {exc}. "
+                "Check the connection, or switch to offline mode to browse stored neurons."
+            ) from None
         value = await asyncio.to_thread(parse_file, kind, body, relative)
         text = body.decode("utf-8")
         self.store.put_file(ds.name, kind.value, layer, neuron, text, source.origin)

@@ -65,11 +65,11 @@ class HttpSource:
                 problem = f"HTTP {response.status_code}"
                 continue
             if response.status_code >= 400:
-                raise SourceUnavailable(f"{url}: HTTP {response.status_code}")
+                raise SourceUnavailable(f"HTTP {response.status_code} ({url})")
             if len(response.content) > self._max_bytes:
                 raise SourceUnavailable(f"{url} is larger than {self._max_bytes} bytes")
             return response.content
-        raise SourceUnavailable(f"{url}: {problem} after {self._retries + 1} tries")
+        raise SourceUnavailable(f"{problem} after {self._retries + 1} tries ({url})")
 
 
 class FolderSource:

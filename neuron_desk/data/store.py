@@ -391,6 +391,17 @@ class Store:
             params += (source,)
         return [_row(r) for r in self._query(sql + " ORDER BY created_at DESC, id DESC", params)]
 
+    def neurons_with_explanations(
+        self, dataset: str, exclude_source: str | None = None
+    ) -> list[tuple[int, int]]:
+        """(layer, neuron) pairs with stored explanations (other than `exclude_source`)."""
+        sql = "SELECT DISTINCT layer, neuron FROM explanations WHERE dataset=?"
+        params: tuple[Any, ...] = (dataset,)
+        if exclude_source is not None:
+            sql += " AND source != ?"
+            params += (exclude_source,)
+        return [(int(a), int(b)) for a, b in self._query(sql + " ORDER BY layer, neuron", params)]
+
     def explanation_result(self, explanation_id: int) -> str | None:
         """The stored ScoredExplanation JSON of an explanation, if it was scored."""
         rows = self._query("SELECT result FROM explanations WHERE id=?", (explanation_id,))

@@ -1,0 +1,119 @@
+"""Starting and stopping the desktop app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from neuron_desk.core.errors import NeuronDeskError
+from neuron_desk.core.paths import store_path
+from neuron_desk.data.registry import Registry
+from neuron_desk.data.service import NeuronService
+from neuron_desk.data.store import Store
+from neuron_desk.qt import asyncbridge
+from neuron_desk.qt.mainwindow import MainWindow, Runner
+
+logger = logging.getLogger(__name__)
+
+APP_ID = "io.github.neuron_desk.NeuronDesk"
+
+
+def make_application(argv: list[str] | None = None) -> QtWidgets.QApplication:
+    """The QApplication (created once), with names, style and a theme that follows the system."""
+    existing = QtWidgets.QApplication.instance()
+    if isinstance(existing, QtWidgets.QApplication):
+        return existing
+    app = QtWidgets.QApplication(argv if argv is not None else sys.argv)
+    app.setApplicationName("neuron-desk")
+    app.setOrganizationName("neuron-desk")
+    app.setApplicationDisplayName("neuron-desk")
+    app.setDesktopFileName(APP_ID)
+    app.setStyle("Fusion")  # follows the system's light/dark colour scheme in Qt 6.5+
+    app.setQuitOnLastWindowClosed(False)  # the async main decides when to stop
+    return app
+
+
+def make_runner(store: Store) -> Runner | None:
+    """The LLM runner for the app, or None when no endpoint library is usable."""
+    try:
+        from neuron_desk.qt.runner import LLMRunner
+    except ImportError as exc:  # pragma: no cover - a broken install
+        logger.warning("LLM features unavailable: %s", exc)
+        return None
+    runner: Runner = LLMRunner(store)
+    return runner
+
+
+def build_window(store: Store, settings: QtCore.QSettings) -> MainWindow:
+    """The main window over the user's store, before it is shown."""
+    registry = Registry(store)
+    offline = settings.value("offline", False) in (True, "true")
+    service = NeuronService(registry, store, offline=offline)
+    return MainWindow(registry, store, service, make_runner(store), settings)
+
+
+def open_first_neuron(window: MainWindow) -> None:
+    """The last neuron shown, else the default dataset's first interesting or available one."""
+    last = window.last_neuron()
+    if last is not None:
+        window.go_to(*last)
+        return
+    dataset = window.registry.default()
+    if dataset.interesting:
+        first = dataset.interesting[0]
+        window.go_to(dataset.name, first.layer, first.neuron)
+        return
+    available = window.service.available_neurons(dataset.name)
+    layer, neuron = available[0] if available else (0, 0)
+    window.go_to(dataset.name, layer, neuron)
+
+
+async def close_window(window: MainWindow) -> None:
+    """Cancel and await every task, then close the service and the runner (loop still running)."""
+    await window.tasks.close()
+    await window.service.aclose()
+    closer = getattr(window.runner, "aclose", None)
+    if closer is not None:
+        await closer()
+
+
+def run_app() -> int:
+    """Run the app until its window closes; the exit code."""
+    app = make_application()
+    try:
+        store = Store.open(store_path())
+    except NeuronDeskError as exc:
+        QtWidgets.QMessageBox.critical(
+            None, "neuron-desk", f"The store could not be opened:\n{exc}"
+        )
+        return 1
+    settings = QtCore.QSettings()
+
+    async def main() -> int:
+        window = build_window(store, settings)
+        window.restore_state()
+        window.resize(window.size().expandedTo(QtCore.QSize(1200, 800)))
+        window.show()
+        open_first_neuron(window)
+        closed = asyncio.Event()
+        window.destroyed.connect(closed.set)
+        app.lastWindowClosed.connect(closed.set)
+        await closed.wait()
+        await close_window(window)
+        return 0
+
+    try:
+        return asyncbridge.run(app, main)
+    finally:
+        store.close()
+
+
+def app_icon() -> QtGui.QIcon:
+    """The application icon from the package resources (empty if missing)."""
+    from importlib import resources
+
+    path = resources.files("neuron_desk").joinpath("resources", "icons", "neuron-desk.svg")
+    return QtGui.QIcon(str(path)) if path.is_file() else QtGui.QIcon()

@@ -1,0 +1,167 @@
+"""The dataset pane: a neuron's records by section (Top, quantile bands, Random) as heatmaps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from neuron_desk.core.model import ActivationRecord, NeuronRecord
+from neuron_desk.qt.heatmap import HeatmapDelegate, HeatmapRow, RowRole
+
+Qt = QtCore.Qt
+
+
+@dataclass
+class Section:
+    """A titled list of records, of which `shown` are visible."""
+
+    title: str
+    records: list[ActivationRecord]
+    shown: int
+
+    @property
+    def header(self) -> str:
+        """The section title with counts and the show more/less hint."""
+        n = len(self.records)
+        if n <= self.shown and self.shown <= self.default_shown():
+            return f"{self.title}  ({n})"
+        if self.shown < n:
+            return f"{self.title}  (showing {self.shown} of {n}; click to show all)"
+        return f"{self.title}  ({n}; click to show fewer)"
+
+    def default_shown(self) -> int:
+        return _DEFAULT_SHOWN.get(self.title, 1)
+
+
+_DEFAULT_SHOWN = {"Top activations": 4, "Random sample": 2}
+
+
+def sections_of(record: NeuronRecord) -> list[Section]:
+    """The viewer's sections, in its order: Top; quantiles high to low; Random."""
+    quantiles = record.random_sample_by_quantile or []
+    bands = [
+        ("Quantile range [0.99, 0.999] sample", 3),
+        ("Quantile range [0.9, 0.99] sample", 2),
+        ("Quantile range [0.5, 0.9] sample", 1),
+        ("Quantile range [0, 0.5] sample", 0),
+    ]
+    sections = [Section("Top activations", list(record.most_positive_activation_records), 4)]
+    for title, i in bands:
+        if i < len(quantiles):
+            sections.append(Section(title, list(quantiles[i]), 1))
+    sections.append(Section("Random sample", list(record.random_sample), 2))
+    return sections
+
+
+class DatasetModel(QtCore.QAbstractListModel):
+    """Header rows and record rows of all sections, in one list (so one view scrolls them)."""
+
+    def __init__(self, parent: QtCore.QObject | None = None) -> None:
+        super().__init__(parent)
+        self._sections: list[Section] = []
+        self._rows: list[tuple[int, int | None]] = []  # (section, record index or None)
+        self._scale = 0.0
+
+    def set_record(self, record: NeuronRecord | None) -> None:
+        """Show a neuron's records (None clears), colours normalized over all sections."""
+        self.beginResetModel()
+        self._sections = sections_of(record) if record is not None else []
+        everything = [a for s in self._sections for r in s.records for a in r.activations]
+        self._scale = max((a for a in everything if a == a), default=0.0)
+        self._rebuild()
+        self.endResetModel()
+
+    def _rebuild(self) -> None:
+        self._rows = []
+        for i, section in enumerate(self._sections):
+            self._rows.append((i, None))
+            self._rows += [(i, j) for j in range(min(section.shown, len(section.records)))]
+
+    def toggle(self, row: int) -> None:
+        """Show all of a section's records, or back to the default few (header rows only)."""
+        section_index, record = self._rows[row]
+        if record is not None:
+            return
+        section = self._sections[section_index]
+        full = section.shown >= len(section.records)
+        section.shown = section.default_shown() if full else len(section.records)
+        self.beginResetModel()
+        self._rebuild()
+        self.endResetModel()
+
+    @property
+    def scale(self) -> float:
+        """The activation drawn at full colour."""
+        return self._scale
+
+    def rowCount(
+        self, parent: QtCore.QModelIndex | QtCore.QPersistentModelIndex = QtCore.QModelIndex()
+    ) -> int:
+        return 0 if parent.isValid() else len(self._rows)
+
+    def data(
+        self,
+        index: QtCore.QModelIndex | QtCore.QPersistentModelIndex,
+        role: int = Qt.ItemDataRole.DisplayRole,
+    ) -> object:
+        if not index.isValid():
+            return None
+        section_index, record_index = self._rows[index.row()]
+        section = self._sections[section_index]
+        if record_index is None:
+            if role == Qt.ItemDataRole.DisplayRole:
+                return section.header
+            if role == Qt.ItemDataRole.AccessibleTextRole:
+                return section.header
+            return None
+        record = section.records[record_index]
+        if role == RowRole:
+            return HeatmapRow(record.tokens, record.activations, self._scale)
+        if role == Qt.ItemDataRole.AccessibleTextRole:
+            return f"{section.title} record {record_index + 1}: " + "".join(record.tokens)
+        return None
+
+
+class DatasetPane(QtWidgets.QWidget):
+    """Records of the current neuron, painted by a delegate (only visible rows are painted)."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.model = DatasetModel(self)
+        self.view = QtWidgets.QListView(self)
+        self.view.setModel(self.model)
+        self.view.setItemDelegate(HeatmapDelegate(self.view))
+        self.view.setVerticalScrollMode(QtWidgets.QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.view.setResizeMode(QtWidgets.QListView.ResizeMode.Adjust)
+        self.view.setUniformItemSizes(False)
+        self.view.setMouseTracking(True)
+        self.view.setAccessibleName("Dataset examples")
+        self.view.clicked.connect(lambda index: self.model.toggle(index.row()))
+        self.status = QtWidgets.QLabel(self)
+        self.status.setWordWrap(True)
+        self.status.setTextFormat(Qt.TextFormat.PlainText)
+        title = QtWidgets.QLabel("<b>Activations</b>", self)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(title)
+        layout.addWidget(self.status)
+        layout.addWidget(self.view, 1)
+        self.show_message("")
+
+    def show_record(self, record: NeuronRecord) -> None:
+        """Show the records of a neuron."""
+        self.model.set_record(record)
+        self.status.setText(
+            f"max activation {record.max_activation:.3f}; hover a token for its value"
+        )
+        self.view.scrollToTop()
+
+    def show_message(self, message: str) -> None:
+        """Clear the records and say why (loading, not found, offline...)."""
+        self.model.set_record(None)
+        self.status.setText(message)
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self.view.doItemsLayout()  # row heights depend on the width

@@ -1,0 +1,299 @@
+"""The explanation pane: explanations with scores, generate & score, your own hypothesis, and
+the scoring details (real vs simulated activations per sequence)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from neuron_desk.core.model import ScoredExplanation
+from neuron_desk.qt.heatmap import HeatmapDelegate, HeatmapRow, RowRole, plain_tooltip
+
+Qt = QtCore.Qt
+
+
+@dataclass
+class ExplanationEntry:
+    """One explanation as listed: text, score, where it came from, and its scoring if any."""
+
+    explanation: str
+    score: float | None
+    source: str
+    method: str = ""
+    model: str = ""
+    created_at: float | None = None
+    scored: ScoredExplanation | None = None
+    usage: str = ""
+
+
+def format_score(score: float | None) -> str:
+    """A score for display; "n/a" when undefined."""
+    return "n/a" if score is None else f"{score:.2f}"
+
+
+class SimulationModel(QtCore.QAbstractListModel):
+    """One row per scored sequence: real activations with the simulation underneath."""
+
+    def __init__(self, parent: QtCore.QObject | None = None) -> None:
+        super().__init__(parent)
+        self._rows: list[HeatmapRow] = []
+
+    def set_scored(self, scored: ScoredExplanation | None) -> None:
+        """Show the sequences of a scored explanation (None clears)."""
+        self.beginResetModel()
+        self._rows = []
+        if scored is not None:
+            sequences = scored.scored_simulation.scored_sequence_simulations
+            real_scale = max((a for s in sequences for a in s.true_activations), default=0.0)
+            simulated_scale = max(
+                (v for s in sequences for v in s.simulation.expected_activations), default=0.0
+            )
+            for s in sequences:
+                self._rows.append(
+                    HeatmapRow(
+                        tokens=s.simulation.tokens,
+                        activations=s.true_activations,
+                        scale=real_scale,
+                        simulated=s.simulation.expected_activations,
+                        simulated_scale=simulated_scale or 1.0,
+                        caption=f"r={format_score(s.ev_correlation_score)}",
+                    )
+                )
+        self.endResetModel()
+
+    def rowCount(
+        self, parent: QtCore.QModelIndex | QtCore.QPersistentModelIndex = QtCore.QModelIndex()
+    ) -> int:
+        return 0 if parent.isValid() else len(self._rows)
+
+    def data(
+        self,
+        index: QtCore.QModelIndex | QtCore.QPersistentModelIndex,
+        role: int = Qt.ItemDataRole.DisplayRole,
+    ) -> object:
+        if not index.isValid():
+            return None
+        if role == RowRole:
+            return self._rows[index.row()]
+        if role == Qt.ItemDataRole.AccessibleTextRole:
+            row = self._rows[index.row()]
+            return f"sequence {index.row() + 1}, {row.caption}: " + "".join(row.tokens)
+        return None
+
+
+class ExplanationPane(QtWidgets.QWidget):
+    """Lists explanations; starts generation and scoring through callbacks set by the window."""
+
+    generate_requested = QtCore.Signal(int)
+    """Generate & score this many explanations."""
+    score_requested = QtCore.Signal(str)
+    """Score this explanation written by the user."""
+    cancel_requested = QtCore.Signal()
+
+    COLUMNS = ("score", "explanation", "source", "simulator", "model", "when")
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._entries: list[ExplanationEntry] = []
+        self.table = QtWidgets.QTableWidget(0, len(self.COLUMNS), self)
+        self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
+        self.table.verticalHeader().hide()
+        self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(
+            1, QtWidgets.QHeaderView.ResizeMode.Stretch
+        )
+        self.table.setAccessibleName("Explanations of this neuron")
+        self.table.itemSelectionChanged.connect(self._selection_changed)
+
+        self.profile = QtWidgets.QComboBox(self)
+        self.profile.setAccessibleName("LLM endpoint profile")
+        self.profile.setToolTip("Endpoint used to explain and simulate (Settings to edit)")
+        self.samples = QtWidgets.QSpinBox(self)
+        self.samples.setRange(1, 10)
+        self.samples.setValue(3)
+        self.samples.setPrefix("samples: ")
+        self.samples.setAccessibleName("Number of explanations to sample")
+        self.generate_button = QtWidgets.QPushButton("&Generate && score", self)
+        self.generate_button.setAccessibleName("Generate and score explanations")
+        self.generate_button.clicked.connect(
+            lambda: self.generate_requested.emit(self.samples.value())
+        )
+        self.cancel_button = QtWidgets.QPushButton("Cancel", self)
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel_requested.emit)
+        self.progress = QtWidgets.QProgressBar(self)
+        self.progress.setVisible(False)
+        self.progress.setAccessibleName("Scoring progress")
+        self.estimate = QtWidgets.QLabel(self)
+        self.estimate.setTextFormat(Qt.TextFormat.PlainText)
+        self.estimate.setWordWrap(True)
+
+        self.own = QtWidgets.QLineEdit(self)
+        self.own.setPlaceholderText("Write your own explanation, e.g. “words about the weather”")
+        self.own.setAccessibleName("Your explanation")
+        self.own.returnPressed.connect(self._score_own)
+        self.score_button = QtWidgets.QPushButton("&Score it", self)
+        self.score_button.setAccessibleName("Score your explanation")
+        self.score_button.clicked.connect(self._score_own)
+
+        self.details = QtWidgets.QLabel(self)
+        self.details.setTextFormat(Qt.TextFormat.PlainText)
+        self.details.setWordWrap(True)
+        self.side_by_side = QtWidgets.QCheckBox("side by side", self)
+        self.side_by_side.setToolTip(
+            "Real and simulated activations on two lines instead of overlaid"
+        )
+        self.simulations = SimulationModel(self)
+        self.simulation_view = QtWidgets.QListView(self)
+        self.simulation_view.setModel(self.simulations)
+        self.delegate = HeatmapDelegate(self.simulation_view)
+        self.simulation_view.setItemDelegate(self.delegate)
+        self.simulation_view.setVerticalScrollMode(
+            QtWidgets.QAbstractItemView.ScrollMode.ScrollPerPixel
+        )
+        self.simulation_view.setResizeMode(QtWidgets.QListView.ResizeMode.Adjust)
+        self.simulation_view.setMouseTracking(True)
+        self.simulation_view.setAccessibleName("Real and simulated activations")
+        self.side_by_side.toggled.connect(self._toggle_side_by_side)
+
+        controls = QtWidgets.QHBoxLayout()
+        for widget in (self.profile, self.samples, self.generate_button, self.cancel_button):
+            controls.addWidget(widget)
+        controls.addWidget(self.progress, 1)
+        own_row = QtWidgets.QHBoxLayout()
+        own_row.addWidget(self.own, 1)
+        own_row.addWidget(self.score_button)
+        details_row = QtWidgets.QHBoxLayout()
+        details_row.addWidget(self.details, 1)
+        details_row.addWidget(self.side_by_side)
+        legend = QtWidgets.QLabel("green: the neuron · blue bar: the simulation", self)
+        details_row.addWidget(legend)
+
+        splitter = QtWidgets.QSplitter(Qt.Orientation.Vertical, self)
+        top = QtWidgets.QWidget()
+        top_layout = QtWidgets.QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addWidget(QtWidgets.QLabel("<b>Explanations</b>"))
+        top_layout.addWidget(self.table, 1)
+        top_layout.addLayout(controls)
+        top_layout.addWidget(self.estimate)
+        top_layout.addLayout(own_row)
+        bottom = QtWidgets.QWidget()
+        bottom_layout = QtWidgets.QVBoxLayout(bottom)
+        bottom_layout.setContentsMargins(0, 0, 0, 0)
+        bottom_layout.addLayout(details_row)
+        bottom_layout.addWidget(self.simulation_view, 1)
+        splitter.addWidget(top)
+        splitter.addWidget(bottom)
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 1)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(splitter)
+
+    # --- content ---
+
+    def set_entries(self, entries: list[ExplanationEntry], message: str = "") -> None:
+        """List explanations, best score first; select the best one."""
+        self._entries = sorted(entries, key=lambda e: -2.0 if e.score is None else -e.score)
+        self.table.setRowCount(len(self._entries))
+        for row, entry in enumerate(self._entries):
+            when = (
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created_at))
+                if entry.created_at
+                else ""
+            )
+            cells = (
+                format_score(entry.score),
+                entry.explanation.strip(),
+                entry.source,
+                entry.method,
+                entry.model,
+                when,
+            )
+            for column, text in enumerate(cells):
+                item = QtWidgets.QTableWidgetItem(text)  # plain text, never rich text
+                if column == 1:
+                    item.setToolTip(plain_tooltip(text))
+                self.table.setItem(row, column, item)
+        self.table.resizeColumnToContents(0)
+        self.details.setText(message)
+        self.simulations.set_scored(None)
+        if self._entries:
+            self.table.selectRow(0)
+
+    def entries(self) -> list[ExplanationEntry]:
+        """The listed explanations, in display order."""
+        return list(self._entries)
+
+    def set_profiles(self, names: list[str], current: str) -> None:
+        """Fill the profile selector."""
+        self.profile.clear()
+        self.profile.addItems(names)
+        if current in names:
+            self.profile.setCurrentText(current)
+
+    def set_busy(self, busy: bool, maximum: int = 0) -> None:
+        """Show progress and enable Cancel while a run goes on."""
+        self.generate_button.setEnabled(not busy)
+        self.score_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        self.progress.setVisible(busy)
+        self.progress.setRange(0, maximum)
+        self.progress.setValue(0)
+
+    def set_progress(self, done: int, total: int) -> None:
+        """Advance the progress bar."""
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+
+    def _selection_changed(self) -> None:
+        rows = {i.row() for i in self.table.selectedIndexes()}
+        if not rows:
+            return
+        entry = self._entries[min(rows)]
+        self.show_details(entry)
+
+    def show_details(self, entry: ExplanationEntry) -> None:
+        """The scoring details of one explanation."""
+        self.simulations.set_scored(entry.scored)
+        if entry.scored is None:
+            self.details.setText(f"{entry.explanation.strip()} — not scored here ({entry.source})")
+            return
+        s = entry.scored.scored_simulation
+        parts = [
+            f"score {format_score(s.ev_correlation_score)}",
+            f"R² {format_score(s.rsquared_score)}",
+            f"abs. dev. explained {format_score(s.absolute_dev_explained_score)}",
+            f"{len(s.scored_sequence_simulations)} sequences",
+        ]
+        if entry.method or s.method:
+            parts.append(f"simulator {entry.method or s.method}")
+        if entry.model or s.model:
+            parts.append(f"model {entry.model or s.model}")
+        if entry.usage:
+            parts.append(entry.usage)
+        self.details.setText(" · ".join(parts))
+
+    def _toggle_side_by_side(self, on: bool) -> None:
+        self.delegate.side_by_side = on
+        self.simulation_view.doItemsLayout()
+        self.simulation_view.viewport().update()
+
+    def _score_own(self) -> None:
+        text = self.own.text().strip()
+        if text and self.score_button.isEnabled():
+            self.score_requested.emit(text)
+
+    def focus_generate(self) -> Callable[[], None]:
+        """A callback that starts generation (for a keyboard shortcut)."""
+        return self.generate_button.click
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self.simulation_view.doItemsLayout()

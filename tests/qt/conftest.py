@@ -1,0 +1,100 @@
+"""GUI test fixtures: offscreen Qt, a Qt-driven asyncio loop per test, an isolated store and
+settings, and a main window over a dataset mirror on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest
+from PySide6 import QtCore, QtWidgets
+
+from neuron_desk.data.registry import Registry
+from neuron_desk.data.service import NeuronService
+from neuron_desk.data.store import Store
+from neuron_desk.qt.asyncbridge import new_event_loop
+from neuron_desk.qt.mainwindow import MainWindow, Runner
+from tests.data.conftest import NEURONS, mirror_dataset
+from tests.data.mirror import Faults, Mirror, write_public_layout
+
+
+@pytest.fixture
+def loop(qapp: QtWidgets.QApplication) -> Iterator[asyncio.AbstractEventLoop]:
+    """A qasync loop; an exception nobody handled fails the test."""
+    event_loop = new_event_loop(qapp)
+    asyncio.set_event_loop(event_loop)
+    errors: list[dict[str, Any]] = []
+    event_loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    yield event_loop
+    event_loop.close()
+    asyncio.set_event_loop(None)
+    assert errors == [], errors
+
+
+def run_until(
+    loop: asyncio.AbstractEventLoop, condition: Callable[[], bool], timeout: float = 10.0
+) -> None:
+    """Run the Qt-driven loop until `condition()` holds."""
+
+    async def wait() -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    loop.run_until_complete(asyncio.wait_for(wait(), timeout))
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> Iterator[Mirror]:
+    root = tmp_path / "public"
+    write_public_layout(root, NEURONS)
+    with Mirror(root, Faults()) as m:
+        yield m
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(tmp_path / "store.sqlite3")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> QtCore.QSettings:
+    return QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
+
+
+WindowFactory = Callable[..., MainWindow]
+
+
+@pytest.fixture
+def make_window(
+    qtbot: Any,
+    loop: asyncio.AbstractEventLoop,
+    store: Store,
+    mirror: Mirror,
+    settings: QtCore.QSettings,
+) -> Iterator[WindowFactory]:
+    windows: list[MainWindow] = []
+
+    def make(runner: Runner | None = None) -> MainWindow:
+        registry = Registry(store, bundled=[])
+        registry.add(mirror_dataset(mirror.base_url))
+        service = NeuronService(registry, store, http_backoff_s=0.01, timeout_s=5.0)
+        window = MainWindow(registry, store, service, runner, settings)
+        index = window.dataset_box.findData("mirror")
+        window.dataset_box.setCurrentIndex(index)
+        qtbot.addWidget(window)
+        window.resize(1200, 800)
+        window.show()
+        windows.append(window)
+        return window
+
+    yield make
+    for window in windows:
+        loop.run_until_complete(window.tasks.close())
+        loop.run_until_complete(window.service.aclose())

@@ -1,0 +1,152 @@
+"""The real main window (offscreen) browsing a dataset mirror over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from PySide6 import QtCore, QtGui
+
+from neuron_desk.core import codec
+from neuron_desk.core.model import ActivationRecord, NeuronSimulationResults
+from neuron_desk.qt.heatmap import (
+    HeatmapDelegate,
+    HeatmapRow,
+    Palette,
+    paint_row,
+    plain_tooltip,
+    visible_token,
+)
+from neuron_desk.qt.mainwindow import MainWindow
+from tests.data.mirror import Mirror
+from tests.qt.conftest import WindowFactory, run_until
+from tests.synthetic import neuron_record
+
+
+def shown(window: MainWindow, key: tuple[str, int, int]) -> bool:
+    return window.current == key and window.current_data is not None
+
+
+def test_open_a_neuron_fills_every_pane(
+    make_window: WindowFactory, loop: asyncio.AbstractEventLoop
+) -> None:
+    window = make_window()
+    window.go_to("mirror", 0, 2)
+    run_until(loop, lambda: shown(window, ("mirror", 0, 2)))
+    assert window.title.text() == "Test mirror · layer 0 · neuron 2"
+    assert "fetched from the network" in window.subtitle.text()
+    # Dataset pane: 3 sections with records (top 4 + random 2 shown) and their headers.
+    model = window.dataset_pane.model
+    assert model.rowCount() == 2 + 4 + 2
+    expected = neuron_record(seed=2)
+    first = model.index(1, 0).data(QtCore.Qt.ItemDataRole.UserRole + 1)
+    assert list(first.tokens) == expected.most_positive_activation_records[0].tokens
+    # Explanation pane lists the published explanation with its score.
+    table = window.explanations.table
+    assert table.rowCount() == 1
+    assert table.item(0, 1).text() == "words with the letter e (0:2)"
+    assert table.item(0, 0).text() == "0.42"
+    # Top tokens dock: the activation-based list; weights say why they are missing.
+    assert window.tokens_dock.by_activation.item(0, 0).text() == " eager"
+    assert (
+        "has no top tokens by weight"
+        in window.tokens_dock.lists["input_positive"].item(0, 0).text()
+    )
+    # Show more: clicking a section header shows all its records.
+    model.toggle(0)
+    assert model.rowCount() == 2 + 20 + 2
+
+
+def test_quick_switches_show_only_the_last_neuron(
+    make_window: WindowFactory, loop: asyncio.AbstractEventLoop, mirror: Mirror
+) -> None:
+    for n in range(1, 4):
+        mirror.faults.delay_s[f"collated-activations/0/{n}.json"] = round(0.4 - 0.1 * n, 2)
+    window = make_window()
+    seen: list[tuple[str, int, int]] = []
+    window.neuron_shown.connect(lambda d, layer, n: seen.append((d, layer, n)))
+    for n in range(1, 4):
+        window.go_to("mirror", 0, n)
+    run_until(loop, lambda: shown(window, ("mirror", 0, 3)))
+    loop.run_until_complete(asyncio.sleep(0.4))  # let any stale load finish, if one survived
+    assert seen == [("mirror", 0, 3)]
+    first = window.dataset_pane.model.index(1, 0).data(QtCore.Qt.ItemDataRole.UserRole + 1)
+    assert list(first.tokens) == neuron_record(seed=3).most_positive_activation_records[0].tokens
+    assert window.explanations.table.item(0, 1).text() == "words with the letter e (0:3)"
+    assert window.layer_box.value() == 0 and window.neuron_box.value() == 3
+    window.back()
+    run_until(loop, lambda: shown(window, ("mirror", 0, 2)))
+    window.forward()
+    run_until(loop, lambda: shown(window, ("mirror", 0, 3)))
+
+
+def test_offline_on_cached_and_uncached_neurons(
+    make_window: WindowFactory, loop: asyncio.AbstractEventLoop, mirror: Mirror
+) -> None:
+    window = make_window()
+    window.go_to("mirror", 0, 1)
+    run_until(loop, lambda: shown(window, ("mirror", 0, 1)))
+    window.offline_action.setChecked(True)
+    run_until(loop, lambda: shown(window, ("mirror", 0, 1)))
+    assert "from the local store" in window.subtitle.text() and "offline" in window.subtitle.text()
+    assert window.dataset_pane.model.rowCount() > 0
+    requests = len(mirror.faults.requests)
+    window.go_to("mirror", 0, 5)
+    run_until(loop, lambda: shown(window, ("mirror", 0, 5)))
+    assert "not available offline" in window.dataset_pane.status.text()
+    assert window.dataset_pane.model.rowCount() == 0
+    assert len(mirror.faults.requests) == requests
+
+
+def test_out_of_range_and_errors_go_to_the_status_bar(
+    make_window: WindowFactory, loop: asyncio.AbstractEventLoop
+) -> None:
+    window = make_window()
+    window.go_to("mirror", 5, 0)
+    assert "no layer 5" in window.statusBar().currentMessage()
+    window.go_to("mirror", 1, 7)  # in range, but the mirror has no files for it
+    run_until(loop, lambda: shown(window, ("mirror", 1, 7)))
+    assert "has no activation records" in window.dataset_pane.status.text()
+
+
+def test_export_reads_back(
+    make_window: WindowFactory, loop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    window = make_window()
+    window.go_to("mirror", 0, 4)
+    run_until(loop, lambda: shown(window, ("mirror", 0, 4)))
+    target = tmp_path / "export.jsonl"
+    window.export_to(str(target))
+    results = codec.loads(target.read_text(), NeuronSimulationResults)
+    assert results.neuron_id.neuron_index == 4
+    assert [e.explanation for e in results.scored_explanations] == [
+        " words with the letter e (0:4)"
+    ]
+    assert json.loads(Path(f"{target}.provenance.json").read_text())[0]["source"] == "published"
+
+
+def test_markup_in_tokens_is_text(qtbot, loop: asyncio.AbstractEventLoop) -> None:  # type: ignore[no-untyped-def]
+    tokens = ["<b>bold</b>", "<script>alert(1)</script>", "\n", "\t", "a\x00b", ""]
+    assert visible_token(tokens[0]) == "<b>bold</b>"
+    assert visible_token(tokens[1]) == "<script>alert(1)</script>"
+    assert [visible_token(t) for t in tokens[2:]] == ["↵", "⇥", "a\\x00b", "∅"]
+    assert plain_tooltip("<b>x</b>") == "<qt>&lt;b&gt;x&lt;/b&gt;</qt>"
+    record = ActivationRecord(tokens=tokens, activations=[1.0, 2.0, 0.0, 0.5, 0.1, 0.0])
+    image = QtGui.QImage(600, 80, QtGui.QImage.Format.Format_RGB32)
+    image.fill(QtGui.QColor("white"))
+    painter = QtGui.QPainter(image)
+    palette = QtGui.QPalette()
+    paint_row(
+        painter,
+        image.rect(),
+        HeatmapRow(record.tokens, record.activations, 2.0),
+        Palette(palette),
+        QtGui.QFont("monospace"),
+        False,
+    )
+    painter.end()
+    # The second token is painted at full heat: some pixel carries the hot colour.
+    hot = Palette(palette).heat(2.0, 2.0)
+    assert any(image.pixelColor(x, 5) == hot for x in range(0, 600, 2))
+    assert isinstance(HeatmapDelegate(), HeatmapDelegate)
