@@ -30,6 +30,7 @@ from neuron_desk.core.model import UPSTREAM_DATACLASSES
 T = TypeVar("T")
 
 _NAMED = {cls.__name__: cls for cls in UPSTREAM_DATACLASSES}
+_SCALARS = (float, str, int)
 
 
 def parse_json(data: str | bytes, source: str | None = None) -> Any:
@@ -143,6 +144,8 @@ def _decode(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise CodecError(f"expected a list, got {_describe(value)}", path)
         (item_type,) = typing.get_args(tp)
+        if item_type in _SCALARS and all(type(v) is item_type for v in value):
+            return list(value)  # the common case, checked in one pass
         if item_type is float:
             return [_decode_float(v, f"{path}[{i}]") for i, v in enumerate(value)]
         return [_decode(v, item_type, f"{path}[{i}]") for i, v in enumerate(value)]
