@@ -75,9 +75,8 @@ async def close_window(window: MainWindow) -> None:
     """Cancel and await every task, then close the service and the runner (loop still running)."""
     await window.tasks.close()
     await window.service.aclose()
-    closer = getattr(window.runner, "aclose", None)
-    if closer is not None:
-        await closer()
+    if window.runner is not None:
+        await window.runner.aclose()
 
 
 def run_app() -> int:

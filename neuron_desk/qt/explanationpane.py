@@ -200,7 +200,8 @@ class ExplanationPane(QtWidgets.QWidget):
 
     def set_entries(self, entries: list[ExplanationEntry], message: str = "") -> None:
         """List explanations, best score first; select the best one."""
-        self._entries = sorted(entries, key=lambda e: -2.0 if e.score is None else -e.score)
+        self._entries = sorted(entries, key=lambda e: 2.0 if e.score is None else -e.score)
+        self.table.clearSelection()
         self.table.setRowCount(len(self._entries))
         for row, entry in enumerate(self._entries):
             when = (

@@ -43,6 +43,7 @@ class Runner(Protocol):
         record: NeuronRecord,
         samples: int,
         progress: Callable[[int, int], None],
+        report: Callable[[str], None],
     ) -> list[ExplanationEntry]: ...
 
     async def score(
@@ -52,7 +53,12 @@ class Runner(Protocol):
         record: NeuronRecord,
         explanation: str,
         progress: Callable[[int, int], None],
+        report: Callable[[str], None],
     ) -> ExplanationEntry: ...
+
+    async def reload(self, config: Any) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass
@@ -213,6 +219,10 @@ class MainWindow(QtWidgets.QMainWindow):
         file_menu = self.menuBar().addMenu("&File")
         file_menu.addAction("&Export this neuron…", self.export_current, "Ctrl+E")
         file_menu.addAction("Export all &generated results…", self.export_all_generated)
+        file_menu.addSeparator()
+        file_menu.addAction(
+            "&Settings…", self.open_settings, QtGui.QKeySequence.StandardKey.Preferences
+        )
         file_menu.addSeparator()
         file_menu.addAction("&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
         go_menu = self.menuBar().addMenu("&Go")
@@ -481,14 +491,12 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         key, record = target
         profile = self.explanations.profile.currentText()
-        self.explanations.estimate.setText(self.runner.describe_estimate(profile, samples, record))
-        self.tasks.start(
-            "run",
-            self._run(
-                key,
-                self.runner.generate(profile, key, record, samples, self.explanations.set_progress),
-            ),
+        pane = self.explanations
+        pane.estimate.setText(self.runner.describe_estimate(profile, samples, record))
+        work = self.runner.generate(
+            profile, key, record, samples, pane.set_progress, pane.estimate.setText
         )
+        self.tasks.start("run", self._run(key, work))
 
     def score_own(self, explanation: str) -> None:
         """Score an explanation the user wrote."""
@@ -497,15 +505,11 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         key, record = target
         profile = self.explanations.profile.currentText()
-        self.tasks.start(
-            "run",
-            self._run(
-                key,
-                self.runner.score(
-                    profile, key, record, explanation, self.explanations.set_progress
-                ),
-            ),
+        pane = self.explanations
+        work = self.runner.score(
+            profile, key, record, explanation, pane.set_progress, pane.estimate.setText
         )
+        self.tasks.start("run", self._run(key, work))
 
     async def _run(self, key: NeuronKey, work: Any) -> None:
         self.explanations.set_busy(True)
@@ -590,6 +594,32 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage(
             f"Exported generated results of {count} neurons to {path}", 8000
         )
+
+    def open_settings(self) -> QtWidgets.QDialog:
+        """The settings dialog (non-modal, opened with open())."""
+        from neuron_desk.llm.profiles import ProfileConfig
+        from neuron_desk.qt.settingsdialog import SettingsDialog
+
+        config = getattr(self.runner, "config", None)
+        if not isinstance(config, ProfileConfig):
+            try:
+                config = ProfileConfig.load()
+            except NeuronDeskError as exc:
+                self.statusBar().showMessage(str(exc), 8000)
+                config = ProfileConfig()
+        dialog = SettingsDialog(
+            self, config, self.registry, self.store, self.service.offline, self.tasks.start
+        )
+        dialog.data.offline_changed.connect(self.offline_action.setChecked)
+        dialog.finished.connect(lambda _result: self._settings_closed(config))
+        dialog.open()
+        return dialog
+
+    def _settings_closed(self, config: Any) -> None:
+        if self.runner is None:
+            return
+        self.tasks.start("reload", self.runner.reload(config))
+        self.explanations.set_profiles(self.runner.profile_names(), self.runner.default_profile())
 
     def set_offline(self, offline: bool) -> None:
         """Switch offline mode (misses then say 'not available offline' at once)."""

@@ -23,16 +23,24 @@ from tests.data.conftest import NEURONS, mirror_dataset
 from tests.data.mirror import Faults, Mirror, write_public_layout
 
 
-@pytest.fixture
-def loop(qapp: QtWidgets.QApplication) -> Iterator[asyncio.AbstractEventLoop]:
-    """A qasync loop; an exception nobody handled fails the test."""
+@pytest.fixture(scope="session")
+def _session_loop(qapp: QtWidgets.QApplication) -> Iterator[asyncio.AbstractEventLoop]:
+    """One qasync loop for the whole session (qasync loops are not meant to be recreated)."""
     event_loop = new_event_loop(qapp)
     asyncio.set_event_loop(event_loop)
-    errors: list[dict[str, Any]] = []
-    event_loop.set_exception_handler(lambda _loop, context: errors.append(context))
     yield event_loop
+    event_loop.run_until_complete(event_loop.shutdown_asyncgens())
     event_loop.close()
     asyncio.set_event_loop(None)
+
+
+@pytest.fixture
+def loop(_session_loop: asyncio.AbstractEventLoop) -> Iterator[asyncio.AbstractEventLoop]:
+    """The Qt-driven loop; an exception nobody handled during the test fails it."""
+    errors: list[dict[str, Any]] = []
+    _session_loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    yield _session_loop
+    _session_loop.set_exception_handler(None)
     assert errors == [], errors
 
 
@@ -88,7 +96,8 @@ def make_window(
         window = MainWindow(registry, store, service, runner, settings)
         index = window.dataset_box.findData("mirror")
         window.dataset_box.setCurrentIndex(index)
-        qtbot.addWidget(window)
+        # Not qtbot.addWidget: pytest-qt would delete the window before this fixture has
+        # cancelled its tasks; the teardown below closes it in the right order.
         window.resize(1200, 800)
         window.show()
         windows.append(window)
@@ -98,3 +107,9 @@ def make_window(
     for window in windows:
         loop.run_until_complete(window.tasks.close())
         loop.run_until_complete(window.service.aclose())
+        if window.runner is not None:
+            loop.run_until_complete(window.runner.aclose())
+        window.close()
+        window.deleteLater()
+    QtWidgets.QApplication.processEvents()
+    QtWidgets.QApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)

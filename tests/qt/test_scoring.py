@@ -1,0 +1,129 @@
+"""Generate & score, score your own explanation, and cancel, in the real window against the
+fake OpenAI-compatible server on 127.0.0.1 (a neuron that fires on the letter e)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from neuron_desk.data.store import Store
+from neuron_desk.llm.profiles import Profile, ProfileConfig
+from neuron_desk.qt.mainwindow import MainWindow
+from neuron_desk.qt.runner import LLMRunner
+from tests.fake_openai import FakeOpenAI, FakeServer
+from tests.qt.conftest import WindowFactory, run_until
+from tests.synthetic import oracle
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeOpenAI, FakeServer]]:
+    fake = FakeOpenAI(neuron=oracle, explanation=" words with the letter e")
+    with FakeServer(fake) as server:
+        yield fake, server
+
+
+def runner_for(store: Store, base_url: str, tmp_path: Path) -> LLMRunner:
+    config = ProfileConfig(path=tmp_path / "profiles.json")
+    config.put(Profile(name="fake", base_url=base_url, explainer_model="fake-model", simulator_model="fake-model", max_concurrency=4))
+    config.default = "fake"
+    return LLMRunner(store, config)
+
+
+def open_neuron(window: MainWindow, loop: asyncio.AbstractEventLoop, neuron: int = 2) -> None:
+    window.go_to("mirror", 0, neuron)
+    run_until(loop, lambda: window.current_data is not None and window.current == ("mirror", 0, neuron))
+
+
+def test_generate_and_score(make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    window = make_window(runner_for(store, fake[1].base_url, tmp_path))
+    open_neuron(window, loop)
+    outcomes: list[str] = []
+    window.run_finished.connect(outcomes.append)
+    window.generate(2)
+    run_until(loop, lambda: outcomes != [], timeout=30)
+    assert outcomes == ["done"], window.explanations.details.text()
+    rows = store.explanations("mirror", 0, 2, source="generated")
+    assert [r.explanation for r in rows] == ["words with the letter e"] * 2
+    assert rows[0].score is not None and rows[0].score > 0.9
+    assert rows[0].provenance["endpoint"] == fake[1].base_url
+    table = window.explanations.table
+    sources = [table.item(r, 2).text() for r in range(table.rowCount())]
+    assert sources.count("generated") == 2 and "published" in sources
+    # The best (a generated one, ~0.99) is selected and its scoring details are shown.
+    assert window.explanations.simulations.rowCount() == 10
+    assert "score 0.9" in window.explanations.details.text() or "score 1.0" in window.explanations.details.text()
+    assert "requests" in window.explanations.estimate.text()
+
+
+def test_score_your_own_explanation(make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    window = make_window(runner_for(store, fake[1].base_url, tmp_path))
+    open_neuron(window, loop, 3)
+    outcomes: list[str] = []
+    window.run_finished.connect(outcomes.append)
+    window.explanations.own.setText("the letter e")
+    window.explanations.score_button.click()
+    run_until(loop, lambda: outcomes != [], timeout=30)
+    (row,) = store.explanations("mirror", 0, 3, source="user")
+    assert row.explanation == "the letter e" and row.score is not None and row.score > 0.9
+    texts = [window.explanations.table.item(r, 1).text() for r in range(window.explanations.table.rowCount())]
+    assert "the letter e" in texts
+
+
+def test_cancel_mid_run_leaves_nothing_running(make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server_fake, server = fake
+    server_fake.latency = 0.5
+    window = make_window(runner_for(store, server.base_url, tmp_path))
+    open_neuron(window, loop, 4)
+    window.generate(1)
+    run_until(loop, lambda: server_fake.active > 0, timeout=10)
+    window.cancel_run()
+    assert not window.tasks.running("run")
+    assert window.explanations.generate_button.isEnabled()
+    loop.run_until_complete(asyncio.sleep(0.8))
+    assert server_fake.active == 0
+    sent = len(server_fake.requests)
+    loop.run_until_complete(asyncio.sleep(0.6))
+    assert len(server_fake.requests) == sent  # nothing more was sent after the cancel
+
+
+def test_switching_neurons_cancels_the_run(make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server_fake, server = fake
+    server_fake.latency = 0.5
+    window = make_window(runner_for(store, server.base_url, tmp_path))
+    open_neuron(window, loop, 4)
+    window.generate(1)
+    run_until(loop, lambda: server_fake.active > 0, timeout=10)
+    open_neuron(window, loop, 5)
+    loop.run_until_complete(asyncio.sleep(0.8))
+    assert server_fake.active == 0
+    assert store.explanations("mirror", 0, 4, source="generated") == []
+
+
+def test_settings_test_connection_and_offline(make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    runner = runner_for(store, fake[1].base_url, tmp_path)
+    window = make_window(runner)
+    dialog = window.open_settings()
+    profiles = dialog.profiles  # type: ignore[attr-defined]
+    profiles.list.setCurrentRow(profiles.list.count() - 1)  # "+ new profile"
+    profiles.name.setText("second")
+    profiles.base_url.setText(fake[1].base_url)
+    profiles.simulator.setText("fake-model")
+    profiles.key_source.setText("sk-this-is-not-a-key-source")
+    profiles.save()
+    assert "never contain the key itself" in profiles.result.text()
+    assert "sk-this" not in profiles.result.text()
+    profiles.key_source.setText("none")
+    profiles.save()
+    assert "Saved to" in profiles.result.text()
+    assert "sk-this" not in (tmp_path / "profiles.json").read_text()
+    profiles.test_connection()
+    run_until(loop, lambda: profiles.result.text().startswith(("Connected", "Failed")), timeout=20)
+    assert profiles.result.text().startswith("Connected"), profiles.result.text()
+    assert "prompt-logprobs" in profiles.result.text()
+    dialog.data.offline.setChecked(True)  # type: ignore[attr-defined]
+    assert window.service.offline
+    dialog.reject()
+    run_until(loop, lambda: "second" in [window.explanations.profile.itemText(i) for i in range(window.explanations.profile.count())])
