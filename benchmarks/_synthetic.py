@@ -6,7 +6,20 @@ import random
 
 from neuron_desk.core.model import ActivationRecord, NeuronId, NeuronRecord
 
-WORDS = [" the", " of", " and", " neuron", " model", "ing", ".", ",", " language", " in", "\n", " a"]
+WORDS = [
+    " the",
+    " of",
+    " and",
+    " neuron",
+    " model",
+    "ing",
+    ".",
+    ",",
+    " language",
+    " in",
+    "\n",
+    " a",
+]
 
 
 def gpt2_xl_sized_record(layer: int = 5, neuron: int = 131, seed: int = 0) -> NeuronRecord:

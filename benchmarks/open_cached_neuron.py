@@ -15,12 +15,12 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _synthetic import gpt2_xl_sized_record  # noqa: E402
+from _synthetic import gpt2_xl_sized_record
 
-from neuron_desk.core import codec  # noqa: E402
-from neuron_desk.data.registry import Kind  # noqa: E402
-from neuron_desk.data.service import parse_file  # noqa: E402
-from neuron_desk.data.store import Store  # noqa: E402
+from neuron_desk.core import codec
+from neuron_desk.data.registry import Kind
+from neuron_desk.data.service import parse_file
+from neuron_desk.data.store import Store
 
 
 def median_ms(work, repeat: int = 100) -> float:  # type: ignore[no-untyped-def]

@@ -16,12 +16,11 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.data.conftest import mirror_dataset  # noqa: E402
-from tests.data.mirror import Faults, Mirror, write_public_layout  # noqa: E402
-
-from neuron_desk.data.registry import Kind, Registry  # noqa: E402
-from neuron_desk.data.service import NeuronService  # noqa: E402
-from neuron_desk.data.store import Store  # noqa: E402
+from neuron_desk.data.registry import Kind, Registry
+from neuron_desk.data.service import NeuronService
+from neuron_desk.data.store import Store
+from tests.data.conftest import mirror_dataset
+from tests.data.mirror import Faults, Mirror, write_public_layout
 
 N_NEURONS = 8
 
@@ -56,9 +55,13 @@ async def main() -> None:
             store.close()
             paths = [k.relative_path(layer, n) for layer, n in neurons for k in Kind]
             limit = await bare(mirror.base_url, paths, 8)
-    print(f"prefetch: {len(neurons)} neurons x 5 kinds ({report.fetched} files, {report.absent} absent)")
+    print(
+        f"prefetch: {len(neurons)} neurons x 5 kinds ({report.fetched} files, {report.absent} absent)"
+    )
     print(f"  {len(neurons) / elapsed:.1f} neurons/s ({elapsed:.2f} s)")
-    print(f"bare httpx GETs of the same paths: {len(neurons) / limit:.1f} neurons/s ({limit:.2f} s)")
+    print(
+        f"bare httpx GETs of the same paths: {len(neurons) / limit:.1f} neurons/s ({limit:.2f} s)"
+    )
 
 
 if __name__ == "__main__":

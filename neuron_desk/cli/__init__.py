@@ -28,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"neuron-desk {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument(
+        "--screenshot",
+        metavar="PNG",
+        help="start the app, save the window once a neuron is shown, and quit",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     import importlib
 
@@ -42,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     if args.command is None:
-        return start_app()
+        return start_app(args.screenshot)
     context = Context()
     try:
         result: int = args.run(args, context)
@@ -59,14 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         context.close()
 
 
-def start_app() -> int:
+def start_app(screenshot: str | None = None) -> int:
     """Start the desktop app (the Qt layer is imported only here)."""
     try:
         from neuron_desk.qt.app import run_app
     except ImportError as exc:
         print(f"neuron-desk: the desktop app is not available: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return int(run_app())
+    return int(run_app(screenshot))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import sys
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.errors import NeuronDeskError
-from neuron_desk.core.paths import store_path
+from neuron_desk.core.paths import data_dir, store_path
 from neuron_desk.data.registry import Registry
 from neuron_desk.data.service import NeuronService
 from neuron_desk.data.store import Store
@@ -79,8 +79,12 @@ async def close_window(window: MainWindow) -> None:
         await window.runner.aclose()
 
 
-def run_app() -> int:
-    """Run the app until its window closes; the exit code."""
+def run_app(screenshot: str | None = None) -> int:
+    """Run the app until its window closes; the exit code.
+
+    With `screenshot`, the window is saved to that PNG file once the first neuron is shown,
+    and the app quits (a smoke test for installs and bundles).
+    """
     app = make_application()
     try:
         store = Store.open(store_path())
@@ -89,15 +93,17 @@ def run_app() -> int:
             None, "neuron-desk", f"The store could not be opened:\n{exc}"
         )
         return 1
-    settings = QtCore.QSettings()
+    settings = QtCore.QSettings(str(data_dir() / "settings.ini"), QtCore.QSettings.Format.IniFormat)
 
     async def main() -> int:
         window = build_window(store, settings)
         window.restore_state()
         window.resize(window.size().expandedTo(QtCore.QSize(1200, 800)))
         window.show()
-        open_first_neuron(window)
         closed = asyncio.Event()
+        if screenshot:
+            window.neuron_shown.connect(lambda *_: _save_and_close(window, screenshot))
+        open_first_neuron(window)
         window.destroyed.connect(closed.set)
         app.lastWindowClosed.connect(closed.set)
         await closed.wait()
@@ -108,6 +114,13 @@ def run_app() -> int:
         return asyncbridge.run(app, main)
     finally:
         store.close()
+
+
+def _save_and_close(window: MainWindow, path: str) -> None:
+    window.repaint()
+    if not window.grab().save(path):
+        logger.error("could not save the screenshot to %s", path)
+    window.close()
 
 
 def app_icon() -> QtGui.QIcon:

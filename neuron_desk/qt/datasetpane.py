@@ -133,6 +133,7 @@ class DatasetPane(QtWidgets.QWidget):
         self.view.setModel(self.model)
         self.view.setItemDelegate(HeatmapDelegate(self.view))
         self.view.setVerticalScrollMode(QtWidgets.QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.view.setResizeMode(QtWidgets.QListView.ResizeMode.Adjust)
         self.view.setUniformItemSizes(False)
         self.view.setMouseTracking(True)

@@ -29,6 +29,13 @@ class ExplanationEntry:
     usage: str = ""
 
 
+_METHOD_LABELS = {
+    "all_at_once_prompt_logprobs": "prompt-logprobs",
+    "all_at_once_chat_generation": "chat",
+    "one_at_a_time": "one-at-a-time",
+}
+
+
 def format_score(score: float | None) -> str:
     """A score for display; "n/a" when undefined."""
     return "n/a" if score is None else f"{score:.2f}"
@@ -156,6 +163,7 @@ class ExplanationPane(QtWidgets.QWidget):
         self.simulation_view.setVerticalScrollMode(
             QtWidgets.QAbstractItemView.ScrollMode.ScrollPerPixel
         )
+        self.simulation_view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.simulation_view.setResizeMode(QtWidgets.QListView.ResizeMode.Adjust)
         self.simulation_view.setMouseTracking(True)
         self.simulation_view.setAccessibleName("Real and simulated activations")
@@ -209,11 +217,12 @@ class ExplanationPane(QtWidgets.QWidget):
                 if entry.created_at
                 else ""
             )
+            method = _METHOD_LABELS.get(entry.method, entry.method)
             cells = (
                 format_score(entry.score),
                 entry.explanation.strip(),
                 entry.source,
-                entry.method,
+                method,
                 entry.model,
                 when,
             )

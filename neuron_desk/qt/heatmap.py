@@ -20,7 +20,7 @@ RowRole = Qt.ItemDataRole.UserRole + 1
 """A `HeatmapRow` for record rows; None for header rows."""
 
 _SYMBOLS = {"\n": "↵", "\t": "⇥", "\r": "␍"}
-PADDING = 2
+PADDING = 1
 LINE_GAP = 2
 
 
@@ -197,10 +197,7 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
         self.side_by_side = False
 
     def _font(self, option: QtWidgets.QStyleOptionViewItem) -> QtGui.QFont:
-        font = QtGui.QFont(option.font)
-        font.setStyleHint(QtGui.QFont.StyleHint.Monospace)
-        font.setFamily("monospace")
-        return font
+        return QtGui.QFont(option.font)
 
     def paint(
         self,
@@ -242,7 +239,9 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
     ) -> QtCore.QSize:
         row = index.data(RowRole)
         view = self.parent()
-        width = view.viewport().width() if isinstance(view, QtWidgets.QAbstractItemView) else 600
+        width = (
+            view.viewport().width() - 2 if isinstance(view, QtWidgets.QAbstractItemView) else 600
+        )
         if row is None:
             return QtCore.QSize(width, QtGui.QFontMetrics(option.font).height() + 12)
         _, height = layout_row(

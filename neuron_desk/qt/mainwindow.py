@@ -439,7 +439,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 if fetched is not None and fetched.value.scored_explanations:
                     top = fetched.value.scored_explanations[0]
                     best = (top.explanation, top.get_preferred_score())
-            text, score = best if best is not None else ("(no explanation)", None)
+            text, score = best if best is not None else ("not explained yet", None)
             self.related_dock.set_explanation(layer, neuron, text, score)
 
     # --- search ---

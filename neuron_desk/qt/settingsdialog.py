@@ -219,7 +219,9 @@ class DataPage(QtWidgets.QWidget):
         for i, (dataset, kind, count, _) in enumerate(rows):
             for j, text in enumerate((dataset, kind, str(count))):
                 self.stats.setItem(i, j, QtWidgets.QTableWidgetItem(text))
-        self.size_label.setText(f"Store: {self.store.path} ({self.store.size_bytes() / 1e6:.1f} MB)")
+        self.size_label.setText(
+            f"Store: {self.store.path} ({self.store.size_bytes() / 1e6:.1f} MB)"
+        )
         self.clear_box.clear()
         self.clear_box.addItem("all datasets", None)
         for name in sorted({r[0] for r in rows}):

@@ -27,17 +27,29 @@ def fake() -> Iterator[tuple[FakeOpenAI, FakeServer]]:
 
 def runner_for(store: Store, base_url: str, tmp_path: Path) -> LLMRunner:
     config = ProfileConfig(path=tmp_path / "profiles.json")
-    config.put(Profile(name="fake", base_url=base_url, explainer_model="fake-model", simulator_model="fake-model", max_concurrency=4))
+    config.put(
+        Profile(
+            name="fake",
+            base_url=base_url,
+            explainer_model="fake-model",
+            simulator_model="fake-model",
+            max_concurrency=4,
+        )
+    )
     config.default = "fake"
     return LLMRunner(store, config)
 
 
 def open_neuron(window: MainWindow, loop: asyncio.AbstractEventLoop, neuron: int = 2) -> None:
     window.go_to("mirror", 0, neuron)
-    run_until(loop, lambda: window.current_data is not None and window.current == ("mirror", 0, neuron))
+    run_until(
+        loop, lambda: window.current_data is not None and window.current == ("mirror", 0, neuron)
+    )
 
 
-def test_generate_and_score(make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_generate_and_score(
+    make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     window = make_window(runner_for(store, fake[1].base_url, tmp_path))
     open_neuron(window, loop)
     outcomes: list[str] = []
@@ -54,11 +66,16 @@ def test_generate_and_score(make_window: WindowFactory, loop, store: Store, fake
     assert sources.count("generated") == 2 and "published" in sources
     # The best (a generated one, ~0.99) is selected and its scoring details are shown.
     assert window.explanations.simulations.rowCount() == 10
-    assert "score 0.9" in window.explanations.details.text() or "score 1.0" in window.explanations.details.text()
+    assert (
+        "score 0.9" in window.explanations.details.text()
+        or "score 1.0" in window.explanations.details.text()
+    )
     assert "requests" in window.explanations.estimate.text()
 
 
-def test_score_your_own_explanation(make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_score_your_own_explanation(
+    make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     window = make_window(runner_for(store, fake[1].base_url, tmp_path))
     open_neuron(window, loop, 3)
     outcomes: list[str] = []
@@ -68,11 +85,16 @@ def test_score_your_own_explanation(make_window: WindowFactory, loop, store: Sto
     run_until(loop, lambda: outcomes != [], timeout=30)
     (row,) = store.explanations("mirror", 0, 3, source="user")
     assert row.explanation == "the letter e" and row.score is not None and row.score > 0.9
-    texts = [window.explanations.table.item(r, 1).text() for r in range(window.explanations.table.rowCount())]
+    texts = [
+        window.explanations.table.item(r, 1).text()
+        for r in range(window.explanations.table.rowCount())
+    ]
     assert "the letter e" in texts
 
 
-def test_cancel_mid_run_leaves_nothing_running(make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_mid_run_leaves_nothing_running(
+    make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     server_fake, server = fake
     server_fake.latency = 0.5
     window = make_window(runner_for(store, server.base_url, tmp_path))
@@ -89,7 +111,9 @@ def test_cancel_mid_run_leaves_nothing_running(make_window: WindowFactory, loop,
     assert len(server_fake.requests) == sent  # nothing more was sent after the cancel
 
 
-def test_switching_neurons_cancels_the_run(make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_switching_neurons_cancels_the_run(
+    make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     server_fake, server = fake
     server_fake.latency = 0.5
     window = make_window(runner_for(store, server.base_url, tmp_path))
@@ -102,7 +126,9 @@ def test_switching_neurons_cancels_the_run(make_window: WindowFactory, loop, sto
     assert store.explanations("mirror", 0, 4, source="generated") == []
 
 
-def test_settings_test_connection_and_offline(make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_settings_test_connection_and_offline(
+    make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     runner = runner_for(store, fake[1].base_url, tmp_path)
     window = make_window(runner)
     dialog = window.open_settings()
@@ -126,4 +152,13 @@ def test_settings_test_connection_and_offline(make_window: WindowFactory, loop, 
     dialog.data.offline.setChecked(True)  # type: ignore[attr-defined]
     assert window.service.offline
     dialog.reject()
-    run_until(loop, lambda: "second" in [window.explanations.profile.itemText(i) for i in range(window.explanations.profile.count())])
+    run_until(
+        loop,
+        lambda: (
+            "second"
+            in [
+                window.explanations.profile.itemText(i)
+                for i in range(window.explanations.profile.count())
+            ]
+        ),
+    )
