@@ -402,6 +402,24 @@ class Store:
             params += (exclude_source,)
         return [(int(a), int(b)) for a, b in self._query(sql + " ORDER BY layer, neuron", params)]
 
+    def explanations_of_run(self, run: str) -> list[ExplanationRow]:
+        """Explanations whose provenance names `run` (a batch or an app run), oldest first."""
+        sql = (
+            "SELECT id, dataset, layer, neuron, explanation, score, source, provenance, created_at "
+            "FROM explanations WHERE json_extract(provenance, '$.run') = ? ORDER BY id"
+        )
+        return [_row(r) for r in self._query(sql, (run,))]
+
+    def best_generated(self, dataset: str) -> list[ExplanationRow]:
+        """The best-scoring generated or user explanation of every neuron of `dataset`."""
+        sql = (
+            "SELECT id, dataset, layer, neuron, explanation, MAX(COALESCE(score, -2)), source, "
+            "provenance, created_at FROM explanations WHERE dataset = ? AND source != 'published' "
+            "GROUP BY layer, neuron ORDER BY layer, neuron"
+        )
+        rows = [_row(r) for r in self._query(sql, (dataset,))]
+        return [r if r.score != -2 else _without_score(r) for r in rows]
+
     def explanation_result(self, explanation_id: int) -> str | None:
         """The stored ScoredExplanation JSON of an explanation, if it was scored."""
         rows = self._query("SELECT result FROM explanations WHERE id=?", (explanation_id,))
@@ -573,6 +591,13 @@ def _row(r: tuple[Any, ...]) -> ExplanationRow:
         source=str(r[6]),
         provenance=json.loads(r[7]) if r[7] else {},
         created_at=float(r[8]),
+    )
+
+
+def _without_score(row: ExplanationRow) -> ExplanationRow:
+    return ExplanationRow(
+        row.id, row.dataset, row.layer, row.neuron, row.explanation, None, row.source,
+        row.provenance, row.created_at,
     )
 
 

@@ -175,3 +175,66 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
         key = item.data(0, Qt.ItemDataRole.UserRole)
         if key:
             self._navigate(int(key[0]), int(key[1]))
+
+
+class _ScoreItem(QtWidgets.QTableWidgetItem):
+    """A table cell that sorts by its number, not its text (n/a last)."""
+
+    def __init__(self, value: float | None) -> None:
+        super().__init__("n/a" if value is None else f"{value:.2f}")
+        self.value = -9.0 if value is None else value
+
+    def __lt__(self, other: QtWidgets.QTableWidgetItem) -> bool:
+        if isinstance(other, _ScoreItem):
+            return self.value < other.value
+        return super().__lt__(other)
+
+
+class BatchResultsDock(QtWidgets.QDockWidget):
+    """Every neuron of the dataset with a generated explanation, sortable by best score."""
+
+    def __init__(
+        self,
+        navigate: Callable[[int, int], None],
+        parent: QtWidgets.QWidget | None = None,
+    ) -> None:
+        super().__init__("Explained neurons", parent)
+        self.setObjectName("BatchResultsDock")
+        self._navigate = navigate
+        self.table = QtWidgets.QTableWidget(0, 4, self)
+        self.table.setHorizontalHeaderLabels(["layer", "neuron", "score", "explanation"])
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(
+            3, QtWidgets.QHeaderView.ResizeMode.Stretch
+        )
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setAccessibleName("Explained neurons by score")
+        self.table.cellActivated.connect(self._activated)
+        self.table.cellDoubleClicked.connect(self._activated)
+        self.setWidget(self.table)
+
+    def show_results(self, rows: list[tuple[int, int, float | None, str]]) -> None:
+        """(layer, neuron, best score, explanation) rows, best first until re-sorted."""
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(rows))
+        for i, (layer, neuron, score, text) in enumerate(rows):
+            for j, item in enumerate(
+                (
+                    _ScoreItem(layer),
+                    _ScoreItem(neuron),
+                    _ScoreItem(score),
+                    QtWidgets.QTableWidgetItem(text.strip()),
+                )
+            ):
+                if j < 2:
+                    item.setText(str(layer if j == 0 else neuron))
+                self.table.setItem(i, j, item)
+        self.table.setSortingEnabled(True)
+        self.table.sortItems(2, Qt.SortOrder.DescendingOrder)
+        self.setWindowTitle(f"Explained neurons ({len(rows)})")
+
+    def _activated(self, row: int, _column: int) -> None:
+        layer, neuron = self.table.item(row, 0), self.table.item(row, 1)
+        if layer is not None and neuron is not None:
+            self._navigate(int(layer.text()), int(neuron.text()))

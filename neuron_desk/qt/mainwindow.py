@@ -19,7 +19,7 @@ from neuron_desk.data.service import Fetched, NeuronData, NeuronService
 from neuron_desk.data.store import Store
 from neuron_desk.qt.asyncbridge import TaskSlots
 from neuron_desk.qt.datasetpane import DatasetPane
-from neuron_desk.qt.docks import RelatedNeuronsDock, TopTokensDock
+from neuron_desk.qt.docks import BatchResultsDock, RelatedNeuronsDock, TopTokensDock
 from neuron_desk.qt.explanationpane import ExplanationEntry, ExplanationPane
 from neuron_desk.qt.heatmap import plain_tooltip
 
@@ -123,6 +123,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.offline_label = QtWidgets.QLabel()
         self.statusBar().addPermanentWidget(self.offline_label)
         self._update_offline_label()
+        self.dataset_box.currentIndexChanged.connect(self._refresh_results_if_shown)
         self.explanations.generate_requested.connect(self.generate)
         self.explanations.score_requested.connect(self.score_own)
         self.explanations.cancel_requested.connect(self.cancel_run)
@@ -210,10 +211,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.search_results.itemActivated.connect(self._search_result_chosen)
         self.search_results.itemClicked.connect(self._search_result_chosen)
         self.search_dock.setWidget(self.search_results)
+        self.results_dock = BatchResultsDock(self.go_to_layer_neuron, self)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.tokens_dock)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.related_dock)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.search_dock)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.results_dock)
         self.search_dock.hide()
+        self.results_dock.hide()
+        self.results_dock.visibilityChanged.connect(
+            lambda visible: visible and self.refresh_results()
+        )
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -239,7 +246,7 @@ class MainWindow(QtWidgets.QMainWindow):
         )
         run_menu.addAction("&Cancel", self.cancel_run, "Esc")
         view_menu = self.menuBar().addMenu("&View")
-        for dock in (self.tokens_dock, self.related_dock, self.search_dock):
+        for dock in (self.tokens_dock, self.related_dock, self.search_dock, self.results_dock):
             view_menu.addAction(dock.toggleViewAction())
         self.offline_action = view_menu.addAction("&Offline")
         self.offline_action.setCheckable(True)
@@ -251,6 +258,15 @@ class MainWindow(QtWidgets.QMainWindow):
     def dataset(self) -> Dataset:
         """The dataset selected in the picker."""
         return self.registry.get(str(self.dataset_box.currentData()))
+
+    def _refresh_results_if_shown(self, *_: object) -> None:
+        if self.results_dock.isVisible():
+            self.refresh_results()
+
+    def refresh_results(self) -> None:
+        """Reload the explained-neurons table of the current dataset (e.g. after a batch)."""
+        rows = self.store.best_generated(self.dataset().name)
+        self.results_dock.show_results([(r.layer, r.neuron, r.score, r.explanation) for r in rows])
 
     def _dataset_changed(self) -> None:
         dataset = self.dataset()
@@ -521,6 +537,7 @@ class MainWindow(QtWidgets.QMainWindow):
             if self.current == key and self.current_data is not None:
                 self.explanations.set_entries(self._entries(self.current_data))
         self.statusBar().showMessage("Scoring finished; results are stored", 5000)
+        self._refresh_results_if_shown()
         self.run_finished.emit("done")
 
     def cancel_run(self) -> None:

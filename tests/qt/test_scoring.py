@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PySide6 import QtCore
 
 from neuron_desk.data.store import Store
 from neuron_desk.llm.profiles import Profile, ProfileConfig
@@ -162,3 +163,22 @@ def test_settings_test_connection_and_offline(
             ]
         ),
     )
+
+
+def test_explained_neurons_table(
+    make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    store.add_explanation("mirror", 0, 1, "weak idea", 0.10, "generated", {"run": "batch-x"})
+    store.add_explanation("mirror", 0, 3, "good idea", 0.80, "generated", {"run": "batch-x"})
+    store.add_explanation("mirror", 0, 3, "better idea", 0.90, "user", {})
+    store.add_explanation("mirror", 1, 0, "unscored", None, "generated", {})
+    window = make_window(runner_for(store, fake[1].base_url, tmp_path))
+    window.results_dock.show()
+    table = window.results_dock.table
+    assert table.rowCount() == 3
+    assert [table.item(r, 2).text() for r in range(3)] == ["0.90", "0.10", "n/a"]
+    assert table.item(0, 3).text() == "better idea"
+    table.sortItems(2, QtCore.Qt.SortOrder.AscendingOrder)
+    assert table.item(0, 2).text() == "n/a"
+    table.cellActivated.emit(2, 0)  # the 0.90 row, now last
+    run_until(loop, lambda: window.current == ("mirror", 0, 3) and window.current_data is not None)

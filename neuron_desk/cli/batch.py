@@ -1,0 +1,149 @@
+"""`neuron-desk batch`: explain and score many neurons, resumable, with a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from neuron_desk.batch import BatchSpec, BatchSummary, run_batch
+from neuron_desk.cli.context import EXIT_NOT_FOUND, EXIT_OK, Context
+from neuron_desk.data.service import NeuronService
+from neuron_desk.llm.capabilities import parse_method
+from neuron_desk.llm.ledger import Budget
+from neuron_desk.llm.profiles import ProfileConfig, open_backend
+from neuron_desk.llm.runs import NeuronRun, RunOptions
+
+
+def register(subparsers: Any) -> None:
+    """Add the batch command."""
+    p = subparsers.add_parser(
+        "batch",
+        help="explain and score many neurons (rerun the same command to resume)",
+        description="Explain and score the neurons of some layers. Results are stored as they "
+        "are made; rerunning the same command resumes without repeating finished neurons.",
+    )
+    p.add_argument("dataset")
+    p.add_argument("--layers", required=True, type=_span, help="a layer or a range, e.g. 0-3")
+    p.add_argument(
+        "--neurons",
+        type=_neurons,
+        help="neurons per layer: a range (0-99) or a list (1,5,9); default: those stored or "
+        "bundled",
+    )
+    p.add_argument("--limit", type=int, help="at most this many neurons, in order")
+    endpoint = p.add_mutually_exclusive_group()
+    endpoint.add_argument("--profile", help="LLM endpoint profile (default: the default profile)")
+    endpoint.add_argument("--base-url", help="an OpenAI-compatible base URL")
+    p.add_argument("--model", help="model for explaining and simulating (default: the profile's)")
+    p.add_argument("--method", choices=["auto", "prompt-logprobs", "chat", "one-at-a-time"])
+    p.add_argument("--samples", type=int, default=1, help="explanations per neuron (1)")
+    p.add_argument("--concurrency", type=int, default=4, help="neurons at a time (4)")
+    p.add_argument("--budget-tokens", type=int, help="stop when this many tokens are used")
+    p.add_argument("--budget-usd", type=float, help="stop when this much money is spent")
+    p.add_argument("--name", default="", help="name the batch (default: from its spec)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(run=cmd_batch)
+
+
+def _span(text: str) -> tuple[int, int]:
+    first, _, last = text.partition("-")
+    try:
+        start, end = int(first), int(last or first)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or range: {text!r}") from None
+    if end < start:
+        raise argparse.ArgumentTypeError(f"empty range: {text!r}")
+    return start, end
+
+
+def _neurons(text: str) -> list[int]:
+    if "," in text:
+        try:
+            return sorted({int(part) for part in text.split(",") if part.strip()})
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a list of neurons: {text!r}") from None
+    start, end = _span(text)
+    return list(range(start, end + 1))
+
+
+def cmd_batch(args: argparse.Namespace, context: Context) -> int:
+    """Run (or resume) a batch and print its summary."""
+    dataset = context.registry.get(args.dataset)
+    first, last = args.layers
+    for layer in (first, last):
+        dataset.check(layer, 0)
+    service = NeuronService(context.registry, context.store)
+    if args.neurons is not None:
+        for n in args.neurons:
+            dataset.check(first, n)
+        neurons = [(layer, n) for layer in range(first, last + 1) for n in args.neurons]
+    else:
+        neurons = [
+            (layer, n)
+            for layer, n in service.available_neurons(dataset.name)
+            if first <= layer <= last
+        ]
+        if not neurons:
+            raise ValueError(
+                f"no neurons of {dataset.name} layers {first}-{last} are stored or bundled: "
+                "name them with --neurons"
+            )
+    if args.limit is not None:
+        neurons = neurons[: args.limit]
+
+    config = ProfileConfig.load()
+    profile = config.resolve(args.profile, args.base_url)
+    options = RunOptions(
+        explainer_model=args.model or profile.explainer_model,
+        simulator_model=args.model or profile.simulator_model,
+        method=parse_method(args.method or profile.simulator_method),
+        samples=args.samples,
+        max_concurrent=profile.max_concurrency,
+        budget=Budget(max_tokens=args.budget_tokens, max_cost=args.budget_usd),
+    )
+    spec = BatchSpec(dataset.name, tuple(neurons), profile.name, args.samples, args.name)
+
+    async def go() -> BatchSummary:
+        backend = open_backend(profile, config=config)
+        run = NeuronRun(
+            backend,
+            options,
+            store=context.store,
+            profile=profile.name,
+            prices=config.prices,
+            run_id=spec.batch_id,
+        )
+        try:
+            return await run_batch(
+                spec, service, context.store, run, concurrency=args.concurrency, progress=_bar
+            )
+        finally:
+            await service.aclose()
+            closer = getattr(backend, "aclose", None)
+            if closer is not None:
+                await closer()
+
+    summary = asyncio.run(go())
+    print(file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=1))
+    else:
+        print(summary.describe())
+        for line in summary.errors[:10]:
+            print(f"  {line}", file=sys.stderr)
+    return EXIT_OK if summary.failed == 0 and not summary.stopped else EXIT_NOT_FOUND
+
+
+def _bar(summary: BatchSummary) -> None:
+    width = 30
+    filled = width * summary.done // max(summary.total, 1)
+    print(
+        f"\r[{'#' * filled}{'-' * (width - filled)}] {summary.done}/{summary.total} neurons"
+        f"  failed {summary.failed}",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
