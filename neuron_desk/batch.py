@@ -154,9 +154,11 @@ async def run_batch(
                 summary.stopped = str(exc)
                 stop.set()
             except asyncio.CancelledError:
-                if not stop.is_set():
-                    raise
-                return  # the budget stopped the run: this neuron's requests were cancelled
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the batch itself is being cancelled (Ctrl+C, the app)
+                stop.set()  # the run stopped (its budget) and aborted this neuron's requests
+                return
             except DataError as exc:
                 summary.no_data += 1
                 summary.errors.append(f"{layer}:{neuron}: {exc}")

@@ -218,9 +218,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.results_dock)
         self.search_dock.hide()
         self.results_dock.hide()
-        self.results_dock.visibilityChanged.connect(
-            lambda visible: visible and self.refresh_results()
-        )
+        self.results_dock.visibilityChanged.connect(self._refresh_results_if_shown)
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
