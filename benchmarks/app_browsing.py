@@ -1,5 +1,6 @@
 """The app under load (offscreen): cold start to a painted window, neuron switch time from the
-store to painted panes (median and p95 over 50 switches), and memory after browsing 100 neurons.
+store to painted panes (median and p95 over 50 switches), and memory after browsing 100 neurons
+(`--neurons 1000` for the soak run: memory growth over 1,000 neurons).
 
 Neurons are GPT-2 XL-sized (200 records x 64 tokens), already in the store, as when browsing
 cached neurons. Targets: cold start under 3 s, switch median under 100 ms and p95 under
@@ -32,7 +33,7 @@ from neuron_desk.data.store import Store
 from neuron_desk.qt.asyncbridge import new_event_loop
 from neuron_desk.qt.mainwindow import MainWindow
 
-N_NEURONS = 100
+N_NEURONS = int(sys.argv[sys.argv.index("--neurons") + 1]) if "--neurons" in sys.argv else 100
 
 
 def rss_mb() -> float:
@@ -47,7 +48,7 @@ def fill_store(store: Store) -> Dataset:
         name="bench",
         title="Benchmark",
         model="synthetic",
-        n_layers=4,
+        n_layers=N_NEURONS // 64 + 1,
         n_neurons=64,
         kinds=ALL_KINDS,
         tokenizer="gpt2",

@@ -182,6 +182,8 @@ def _decode_dataclass(value: Any, cls: type, path: str) -> Any:
     if not isinstance(value, dict):
         raise CodecError(f"expected a {cls.__name__} object, got {_describe(value)}", path)
     name = value.get("dataclass_name")
+    if name is not None and not isinstance(name, str):
+        raise CodecError(f"dataclass_name must be a string, got {_describe(name)}", path)
     if name is not None and name != cls.__name__ and name in _NAMED:
         raise CodecError(f"expected a {cls.__name__}, found a {name}", path)
     hints = _hints(cls)

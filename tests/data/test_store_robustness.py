@@ -162,3 +162,35 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match="newer neuron-desk"):
         Store.open(path)
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from neuron_desk.data.store import Store
+store = Store.open(Path(sys.argv[1]), timeout_s=30)
+me = int(sys.argv[2])
+for i in range(150):
+    store.put_file("d", "activations", me, i, f"{me}:{i}:" + "x" * 2000, "test")
+    store.add_explanation("d", me, i, f"writer {me} explanation {i}", i / 150, "generated", {"run": f"w{me}"})
+store.close()
+"""
+
+
+def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    Store.open(path).close()
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(n)], cwd=Path(__file__).resolve().parents[2])
+        for n in range(4)
+    ]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0, 0, 0]
+    store = Store.open(path)
+    assert store.integrity_check() == "ok"
+    assert len(store.stored_neurons("d")) == 4 * 150
+    for n in range(4):
+        assert len(store.explanations_of_run(f"w{n}")) == 150
+        body = store.get_file("d", "activations", n, 149)
+        assert body is not None and body.text.startswith(f"{n}:149:") and len(body.text) == len(f"{n}:149:") + 2000
+    assert len(store.search("explanation")) == 50  # the search limit; the index holds them all
+    store.close()
