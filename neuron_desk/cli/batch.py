@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from neuron_desk.batch import BatchSpec, BatchSummary, run_batch
-from neuron_desk.cli.context import EXIT_NOT_FOUND, EXIT_OK, Context
+from neuron_desk.cli.context import EXIT_NOT_FOUND, EXIT_OK, Context, parse_range
 from neuron_desk.data.service import NeuronService
 from neuron_desk.llm.capabilities import parse_method
 from neuron_desk.llm.ledger import Budget
@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
         "are made; rerunning the same command resumes without repeating finished neurons.",
     )
     p.add_argument("dataset")
-    p.add_argument("--layers", required=True, type=_span, help="a layer or a range, e.g. 0-3")
+    p.add_argument("--layers", required=True, type=parse_range, help="a layer or a range, e.g. 0-3")
     p.add_argument(
         "--neurons",
         type=_neurons,
@@ -48,24 +48,13 @@ def register(subparsers: Any) -> None:
     p.set_defaults(run=cmd_batch)
 
 
-def _span(text: str) -> tuple[int, int]:
-    first, _, last = text.partition("-")
-    try:
-        start, end = int(first), int(last or first)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number or range: {text!r}") from None
-    if end < start:
-        raise argparse.ArgumentTypeError(f"empty range: {text!r}")
-    return start, end
-
-
 def _neurons(text: str) -> list[int]:
     if "," in text:
         try:
             return sorted({int(part) for part in text.split(",") if part.strip()})
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a list of neurons: {text!r}") from None
-    start, end = _span(text)
+    start, end = parse_range(text)
     return list(range(start, end + 1))
 
 

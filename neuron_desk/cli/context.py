@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 from neuron_desk.core.errors import (
     CodecError,
-    DataError,
     NeuronOutOfRange,
-    NotAvailableOffline,
-    NotFound,
     UnknownDataset,
 )
 from neuron_desk.core.paths import store_path
@@ -20,14 +19,22 @@ EXIT_BAD_INPUT = 2
 
 
 def exit_code_of(exc: BaseException) -> int:
-    """1 for not found / not available offline, 2 for bad arguments or input, else 1."""
-    if isinstance(exc, NotFound | NotAvailableOffline):
-        return EXIT_NOT_FOUND
+    """2 for bad arguments or input; 1 for everything else (not found, offline, failures)."""
     if isinstance(exc, CodecError | NeuronOutOfRange | UnknownDataset | ValueError):
         return EXIT_BAD_INPUT
-    if isinstance(exc, DataError):
-        return EXIT_NOT_FOUND
     return EXIT_NOT_FOUND
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """ "5" or "0-99" as (first, last), for argparse."""
+    first, _, last = text.partition("-")
+    try:
+        start, end = int(first), int(last or first)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or range: {text!r}") from None
+    if end < start:
+        raise argparse.ArgumentTypeError(f"empty range: {text!r}")
+    return start, end
 
 
 class Context:

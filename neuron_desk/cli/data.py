@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from neuron_desk.cli.context import EXIT_NOT_FOUND, EXIT_OK, Context
+from neuron_desk.cli.context import EXIT_NOT_FOUND, EXIT_OK, Context, parse_range
 from neuron_desk.core import codec
 from neuron_desk.core.errors import NotAvailableOffline, NotFound
 from neuron_desk.data.exports import export_neuron
@@ -35,8 +35,8 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("fetch", help="fetch and store a neuron or a range of neurons")
     p.add_argument("dataset")
-    p.add_argument("layer", type=_layers)
-    p.add_argument("neurons", type=_range, help="a neuron or a range such as 0-99")
+    p.add_argument("layer", type=int)
+    p.add_argument("neurons", type=parse_range, help="a neuron or a range such as 0-99")
     p.add_argument("--kinds", nargs="+", choices=[k.value for k in Kind], help="default: all")
     p.add_argument("--concurrency", type=int, default=8)
     p.set_defaults(run=cmd_fetch)
@@ -74,21 +74,6 @@ def _neuron_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset")
     p.add_argument("layer", type=int)
     p.add_argument("neuron", type=int)
-
-
-def _layers(text: str) -> int:
-    return int(text)
-
-
-def _range(text: str) -> tuple[int, int]:
-    first, _, last = text.partition("-")
-    try:
-        start, end = int(first), int(last or first)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a neuron or range: {text!r}") from None
-    if end < start:
-        raise argparse.ArgumentTypeError(f"empty range: {text!r}")
-    return start, end
 
 
 def with_service(

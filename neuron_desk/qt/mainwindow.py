@@ -500,30 +500,42 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def generate(self, samples: int) -> None:
         """Generate `samples` explanations of the current neuron and score each."""
-        target = self._record_for_run()
-        if target is None or self.runner is None:
-            return
-        key, record = target
-        profile = self.explanations.profile.currentText()
-        pane = self.explanations
-        pane.estimate.setText(self.runner.describe_estimate(profile, samples, record))
-        work = self.runner.generate(
-            profile, key, record, samples, pane.set_progress, pane.estimate.setText
+        self._start_run(
+            lambda runner, profile, key, record: runner.generate(
+                profile,
+                key,
+                record,
+                samples,
+                self.explanations.set_progress,
+                self.explanations.estimate.setText,
+            ),
+            samples,
         )
-        self.tasks.start("run", self._run(key, work))
 
     def score_own(self, explanation: str) -> None:
         """Score an explanation the user wrote."""
+        self._start_run(
+            lambda runner, profile, key, record: runner.score(
+                profile,
+                key,
+                record,
+                explanation,
+                self.explanations.set_progress,
+                self.explanations.estimate.setText,
+            ),
+            1,
+        )
+
+    def _start_run(
+        self, make_work: Callable[[Runner, str, NeuronKey, NeuronRecord], Any], samples: int
+    ) -> None:
         target = self._record_for_run()
         if target is None or self.runner is None:
             return
         key, record = target
         profile = self.explanations.profile.currentText()
-        pane = self.explanations
-        work = self.runner.score(
-            profile, key, record, explanation, pane.set_progress, pane.estimate.setText
-        )
-        self.tasks.start("run", self._run(key, work))
+        self.explanations.estimate.setText(self.runner.describe_estimate(profile, samples, record))
+        self.tasks.start("run", self._run(key, make_work(self.runner, profile, key, record)))
 
     async def _run(self, key: NeuronKey, work: Any) -> None:
         self.explanations.set_busy(True)

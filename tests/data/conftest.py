@@ -1,37 +1,15 @@
-"""Fixtures: an isolated store, a mirror of the public layout on 127.0.0.1, a service."""
+"""Fixtures of the data tests: the mirror as a registered dataset."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from neuron_desk.data.registry import ALL_KINDS, Dataset, Registry
 from neuron_desk.data.store import Store
-from tests.data.mirror import Faults, Mirror, write_public_layout
+from tests.conftest import NEURONS
+from tests.data.mirror import Mirror
 
-NEURONS = [(0, n) for n in range(6)] + [(1, 0), (1, 1)]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "store.sqlite3")
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def layout(tmp_path: Path) -> Path:
-    root = tmp_path / "public"
-    write_public_layout(root, NEURONS)
-    return root
-
-
-@pytest.fixture
-def mirror(layout: Path) -> Iterator[Mirror]:
-    with Mirror(layout, Faults()) as m:
-        yield m
+__all__ = ["NEURONS", "mirror_dataset"]
 
 
 def mirror_dataset(base_url: str) -> Dataset:

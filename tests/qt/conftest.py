@@ -1,5 +1,5 @@
-"""GUI test fixtures: offscreen Qt, a Qt-driven asyncio loop per test, an isolated store and
-settings, and a main window over a dataset mirror on 127.0.0.1."""
+"""GUI test fixtures: offscreen Qt, the Qt-driven asyncio loop, isolated settings, and a main
+window over the dataset mirror on 127.0.0.1 (store and mirror come from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from neuron_desk.data.service import NeuronService
 from neuron_desk.data.store import Store
 from neuron_desk.qt.asyncbridge import new_event_loop
 from neuron_desk.qt.mainwindow import MainWindow, Runner
-from tests.data.conftest import NEURONS, mirror_dataset
-from tests.data.mirror import Faults, Mirror, write_public_layout
+from tests.data.conftest import mirror_dataset
+from tests.data.mirror import Mirror
 
 
 @pytest.fixture(scope="session")
@@ -54,21 +54,6 @@ def run_until(
             await asyncio.sleep(0.01)
 
     loop.run_until_complete(asyncio.wait_for(wait(), timeout))
-
-
-@pytest.fixture
-def mirror(tmp_path: Path) -> Iterator[Mirror]:
-    root = tmp_path / "public"
-    write_public_layout(root, NEURONS)
-    with Mirror(root, Faults()) as m:
-        yield m
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "store.sqlite3")
-    yield s
-    s.close()
 
 
 @pytest.fixture
