@@ -7,6 +7,17 @@ seeded random generator (noise). Explanation requests are answered with `explana
 Scripted failures (`fail_next`) return an HTTP status before answering normally.
 
 It tokenizes like a digit-splitting tokenizer when `split_digits` is set: "10" is "1","0".
+
+Switches for the client tests (all off by default, so the defaults behave as before):
+`echo` ("ok", "reject": 400 like llama.cpp's C++ server, "ignore": no prompt logprobs),
+`logprobs` (False: no logprobs anywhere, like many hosted chat endpoints), `completions`
+(False: /completions answers 404), `retry_after` (seconds sent with scripted 429s), `latency`
+(seconds before each answer), `hang` (never answer), `garbage_next` / `drop_next` (answer
+non-JSON, or close the connection without answering, that many times), `redirect_to` (a URL
+every POST is redirected to), `echo_auth_in_errors` (error messages repeat the Authorization
+header, as careless proxies do), `chat_logprobs` (False: chat without logprobs), `ignore_n`
+(one choice whatever `n` asks, as llama.cpp's server). It counts requests in progress (`active`, `max_active`),
+requests whose client went away (`aborted`), and the Authorization headers it saw.
 """
 
 from __future__ import annotations
@@ -15,7 +26,10 @@ import json
 import math
 import random
 import re
+import select
+import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,10 +51,27 @@ class FakeOpenAI:
     seed: int = 0
     fail_next: list[int] = field(default_factory=list)
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    echo: str = "ok"
+    logprobs: bool = True
+    completions_route: bool = True
+    retry_after: float | None = None
+    latency: float = 0.0
+    hang: bool = False
+    garbage_next: int = 0
+    drop_next: int = 0
+    redirect_to: str | None = None
+    echo_auth_in_errors: bool = False
+    chat_logprobs: bool = True
+    ignore_n: bool = False
+    active: int = 0
+    max_active: int = 0
+    aborted: int = 0
+    authorization: list[str | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
         self._lock = threading.Lock()
+        self.closing = threading.Event()
 
     # --- predictions ---
 
@@ -78,12 +109,39 @@ class FakeOpenAI:
 
     def completions(self, body: dict[str, Any]) -> dict[str, Any]:
         prompt = body.get("prompt", "")
-        if body.get("echo"):
+        if body.get("echo") and self.echo == "ok" and self.logprobs:
+            if "\n<start>\n" not in prompt:
+                return self._plain_echo(prompt)
             return self._echo(prompt)
-        if body.get("logprobs") is not None and "Last token activation" in prompt:
-            return self._one_token_completion(prompt)
+        if body.get("echo") and self.echo == "ignore":
+            return {"choices": [{"text": prompt + "x", "index": 0, "logprobs": None}]}
+        if body.get("logprobs") is not None and self.logprobs:
+            if "Last token activation" in prompt:
+                return self._one_token_completion(prompt)
+            return {
+                "choices": [
+                    {
+                        "text": "1",
+                        "index": 0,
+                        "logprobs": {"tokens": ["1"], "top_logprobs": [self._top(1)]},
+                    }
+                ]
+            }
+        n = 1 if self.ignore_n else body.get("n", 1)
+        return {"choices": [{"text": self.explanation, "index": i} for i in range(n)]}
+
+    def _plain_echo(self, prompt: str) -> dict[str, Any]:
+        """Echo of a prompt that is not a simulation (the capability probe's)."""
+        tokens = [prompt[i : i + 3] for i in range(0, len(prompt), 3)]
+        top: list[dict[str, float] | None] = [None] + [{t: -0.5} for t in tokens[1:]]
         return {
-            "choices": [{"text": self.explanation, "index": i} for i in range(body.get("n", 1))]
+            "choices": [
+                {
+                    "text": prompt + "!",
+                    "index": 0,
+                    "logprobs": {"tokens": [*tokens, "!"], "top_logprobs": [*top, {"!": -0.1}]},
+                }
+            ]
         }
 
     def _echo(self, prompt: str) -> dict[str, Any]:
@@ -161,12 +219,37 @@ class FakeOpenAI:
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         messages = body.get("messages", [])
         last = messages[-1]["content"] if messages else ""
+        response = self._chat(body, last)
+        if not self.logprobs or not self.chat_logprobs or not body.get("logprobs"):
+            for choice in response["choices"]:
+                choice.pop("logprobs", None)
+        elif isinstance(body.get("top_logprobs"), int):
+            for choice in response["choices"]:
+                for entry in (choice.get("logprobs") or {}).get("content") or []:
+                    entry["top_logprobs"] = entry["top_logprobs"][: body["top_logprobs"]]
+        return response
+
+    def _chat(self, body: dict[str, Any], last: str) -> dict[str, Any]:
         if "<start>\n" in last and "\tunknown" in last:
             return self._chat_generation(last)
         if "Last token activation" in last:
             value = self._target_of_one_token_prompt(last)
             return self._chat_answer(self._digit_tokens(value), [value])
-        n = body.get("n", 1)
+        if body.get("logprobs"):  # the capability probe: a digit with many alternatives
+            top = [{"token": str(d), "logprob": math.log(0.1)} for d in range(10)]
+            top += [{"token": f"w{i}", "logprob": -9.0} for i in range(20)]
+            return {
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "0"},
+                        "logprobs": {
+                            "content": [{"token": "0", "logprob": -2.3, "top_logprobs": top}]
+                        },
+                    }
+                ]
+            }
+        n = 1 if self.ignore_n else body.get("n", 1)
         return {
             "choices": [
                 {"index": i, "message": {"role": "assistant", "content": self.explanation}}
@@ -231,17 +314,41 @@ def _unescape(token: str) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeOpenAI
+    protocol_version = "HTTP/1.1"  # keep-alive, as real servers
 
     def log_message(self, *args: Any) -> None:  # keep test output clean
         pass
 
-    def _send(self, status: int, payload: dict[str, Any]) -> None:
+    def _send(
+        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def _client_gone(self) -> bool:
+        """Whether the client closed the connection (checked without consuming data)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _wait(self, seconds: float | None) -> bool:
+        """Wait `seconds` (None: forever); False if the client went away meanwhile."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while deadline is None or time.monotonic() < deadline:
+            if self.fake.closing.is_set() or self._client_gone():
+                return False
+            time.sleep(0.005)
+        return True
 
     def do_GET(self) -> None:
         if self.path.rstrip("/").endswith("/models"):
@@ -253,15 +360,63 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         body = json.loads(self.rfile.read(length) or b"{}")
         fake = self.fake
-        fake.requests.append((self.path, body))
-        if fake.fail_next:
-            status = fake.fail_next.pop(0)
-            self._send(status, {"error": {"message": f"scripted failure {status}"}})
+        with fake._lock:
+            fake.requests.append((self.path, body))
+            fake.authorization.append(self.headers.get("Authorization"))
+            fake.active += 1
+            fake.max_active = max(fake.max_active, fake.active)
+        try:
+            self._answer(body)
+        finally:
+            with fake._lock:
+                fake.active -= 1
+
+    def _answer(self, body: dict[str, Any]) -> None:
+        fake = self.fake
+        if (fake.hang or fake.latency) and not self._wait(None if fake.hang else fake.latency):
+            with fake._lock:
+                fake.aborted += 1
+            self.close_connection = True
+            return
+        with fake._lock:
+            status = fake.fail_next.pop(0) if fake.fail_next else None
+            drop = fake.drop_next > 0
+            fake.drop_next -= int(drop)
+            garbage = not drop and fake.garbage_next > 0
+            fake.garbage_next -= int(garbage)
+        if status is not None:
+            message = f"scripted failure {status}"
+            if fake.echo_auth_in_errors:
+                message += f" (you sent Authorization: {self.headers.get('Authorization')})"
+            headers = {}
+            if status == 429 and fake.retry_after is not None:
+                headers["Retry-After"] = f"{fake.retry_after:g}"
+            self._send(status, {"error": {"message": message}}, headers)
+            return
+        if drop:
+            self.close_connection = True
+            return
+        if garbage:
+            data = b"<html>502 Bad Gateway (not JSON)</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        if fake.redirect_to is not None:
+            self.send_response(307)
+            self.send_header("Location", fake.redirect_to + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         if self.path.endswith("/chat/completions"):
             self._send(200, fake.chat(body))
-        elif self.path.endswith("/completions"):
-            self._send(200, fake.completions(body))
+        elif self.path.endswith("/completions") and fake.completions_route:
+            if body.get("echo") and fake.echo == "reject":
+                self._send(400, {"error": {"message": "'echo' is not supported"}})
+            else:
+                self._send(200, fake.completions(body))
         else:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -273,7 +428,9 @@ class FakeServer:
         handler = type("Handler", (_Handler,), {"fake": fake})
         self.fake = fake
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def base_url(self) -> str:
@@ -285,6 +442,7 @@ class FakeServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.fake.closing.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)

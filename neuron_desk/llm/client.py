@@ -1,13 +1,29 @@
-"""A small async client for OpenAI-compatible endpoints (OpenAI, vLLM, llama.cpp, Ollama).
+"""An async client for OpenAI-compatible endpoints (OpenAI, vLLM, llama.cpp, Ollama, OpenRouter).
 
-It implements `core.backend.LLMBackend`. The API key goes only into the Authorization header
-of requests to the configured base URL; it is never part of a message, a repr or a log line.
+It implements `core.backend.LLMBackend` and adds what a long scoring run needs:
+
+- a concurrency limit (requests on the wire at once, per client, i.e. per profile);
+- retries with exponential backoff and jitter on 429, 5xx, timeouts and connection errors,
+  honouring `Retry-After` (a 429's pause applies to every request of the client), within a
+  bounded total retry time; other 4xx fail at once with the server's own message;
+- cancellation: cancelling a caller's task aborts its HTTP request at once (the connection is
+  closed), and `cancel_all()` does that for every request in flight;
+- one `httpx.AsyncClient` (one connection pool) per client, closed by `aclose()`.
+
+The API key goes only into the Authorization header of requests to the configured base URL
+(redirects are not followed), and is scrubbed from every error message built from a server's
+answer. It is never part of a repr, a log line or an exception.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -21,11 +37,56 @@ from neuron_desk.core.errors import (
     BackendUnavailable,
 )
 
+logger = logging.getLogger(__name__)
+
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+"""429 and the 5xx statuses that mean "try again" (any other 5xx is retried too)."""
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long to wait before retrying a failed request.
+
+    Delays grow as `base_delay * 2**(retry-1)`, capped at `max_delay`, and are jittered down by
+    up to `jitter` of their length. A `Retry-After` from the server replaces the computed delay.
+    No retry starts once `max_total` seconds have passed since the first attempt, or when its
+    wait would end after that; `max_attempts` bounds the number of attempts.
+    """
+
+    max_attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_total: float = 180.0
+    jitter: float = 0.5
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        """The wait before retry number `retry` (1 for the first retry)."""
+        delay = min(self.max_delay, self.base_delay * 2 ** (retry - 1))
+        return float(delay * (1.0 - self.jitter * rng.random()))
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+@dataclass
+class ClientStats:
+    """Counters of a client (for tests, the benchmark and the status bar)."""
+
+    attempts: int = 0
+    """HTTP attempts started, retries included."""
+    retries: int = 0
+    in_flight: int = 0
+    """HTTP attempts on the wire now."""
+    max_in_flight: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
 
 
 class OpenAICompatibleClient:
-    """Sends request bodies to `{base_url}/completions` and `{base_url}/chat/completions`."""
+    """Sends request bodies to `{base_url}/completions`, `/chat/completions` and `/models`."""
 
     def __init__(
         self,
@@ -34,63 +95,83 @@ class OpenAICompatibleClient:
         *,
         timeout: float = 120.0,
         max_concurrent: int = 8,
+        retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        endpoint_id: str | None = None,
+        sleep: Sleep | None = None,
+        clock: Clock | None = None,
+        seed: int | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise BackendConfigError(f"base URL must start with http:// or https://: {base_url!r}")
+        if max_concurrent < 1:
+            raise BackendConfigError("max concurrency must be at least 1")
         self.base_url = base_url.rstrip("/")
+        self.endpoint_id = endpoint_id or self.base_url
+        """What the cache, the ledger and the capability table call this endpoint."""
+        self.timeout = timeout
+        self.max_concurrent = max_concurrent
+        self.retry = retry or RetryPolicy()
+        self.stats = ClientStats()
+        self._secret = api_key or None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(
+                max_connections=max_concurrent, max_keepalive_connections=max_concurrent
+            ),
+            follow_redirects=False,
             transport=transport,
         )
         self._semaphore = asyncio.Semaphore(max_concurrent)
+        self._sleep: Sleep = sleep or asyncio.sleep
+        self._clock: Clock = clock or time.monotonic
+        self._rng = random.Random(seed)
+        self._paused_until = 0.0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleClient({self.base_url!r})"
 
+    # --- the LLMBackend protocol ---
+
     async def completions(self, body: JSONDict) -> JSONDict:
         """POST /completions."""
-        return await self._post("/completions", body)
+        return await self.request("POST", "/completions", body)
 
     async def chat_completions(self, body: JSONDict) -> JSONDict:
         """POST /chat/completions."""
-        return await self._post("/chat/completions", body)
+        return await self.request("POST", "/chat/completions", body)
 
     async def list_models(self) -> list[str]:
         """The model ids the endpoint lists under /models."""
-        data = await self._request("GET", "/models", None)
+        data = await self.request("GET", "/models", None)
         models = data.get("data")
         if not isinstance(models, list):
             raise BackendResponseError(f"{self.base_url}/models did not return a model list")
         return [str(m.get("id")) for m in models if isinstance(m, dict)]
 
-    async def _post(self, path: str, body: JSONDict) -> JSONDict:
-        async with self._semaphore:
-            return await self._request("POST", path, body)
+    # --- cancellation and closing ---
 
-    async def _request(self, method: str, path: str, body: JSONDict | None) -> JSONDict:
-        url = f"{self.base_url}{path}"
-        try:
-            response = await self._http.request(method, path, json=body)
-        except httpx.TimeoutException:
-            raise BackendUnavailable(f"{url} timed out") from None
-        except httpx.TransportError as exc:
-            raise BackendUnavailable(f"could not reach {url}: {type(exc).__name__}") from None
-        if response.status_code >= 400:
-            raise BackendHTTPError(response.status_code, _error_message(response), url)
-        try:
-            data = response.json()
-        except ValueError:
-            raise BackendResponseError(f"{url} answered with something that is not JSON") from None
-        if not isinstance(data, dict):
-            raise BackendResponseError(f"{url} answered with JSON that is not an object")
-        return data
+    @property
+    def in_flight(self) -> int:
+        """Requests started and not finished (waiting for a slot, on the wire or backing off)."""
+        return len(self._tasks)
+
+    def cancel_all(self) -> int:
+        """Cancel every request in progress (their callers get `CancelledError`); how many."""
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Cancel what is in flight and close the connection pool."""
+        self._closed = True
+        self.cancel_all()
         await self._http.aclose()
 
     async def __aenter__(self) -> OpenAICompatibleClient:
@@ -104,29 +185,188 @@ class OpenAICompatibleClient:
     ) -> None:
         await self.aclose()
 
+    # --- the request loop ---
+
+    async def request(self, method: str, path: str, body: JSONDict | None) -> JSONDict:
+        """Send one request, retrying as the policy allows; the decoded JSON object."""
+        if self._closed:
+            raise BackendConfigError(f"the client for {self.base_url} is closed")
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            return await self._with_retries(method, path, body)
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _with_retries(self, method: str, path: str, body: JSONDict | None) -> JSONDict:
+        url = f"{self.base_url}{path}"
+        policy = self.retry
+        started = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._wait_for_pause()
+            try:
+                return await self._attempt(method, path, url, body)
+            except _Retryable as failure:
+                self.stats.failures[failure.kind] = self.stats.failures.get(failure.kind, 0) + 1
+                elapsed = self._clock() - started
+                wait = (
+                    failure.retry_after
+                    if failure.retry_after is not None
+                    else policy.delay(attempt, self._rng)
+                )
+                if attempt >= policy.max_attempts:
+                    raise failure.final(attempt, elapsed, None) from None
+                if elapsed + wait > policy.max_total:
+                    raise failure.final(attempt, elapsed, wait) from None
+                logger.info(
+                    "%s %s: %s; retry %d in %.2f s", method, url, failure.kind, attempt, wait
+                )
+                self.stats.retries += 1
+                if failure.retry_after is not None and failure.status == 429:
+                    self._paused_until = max(self._paused_until, self._clock() + wait)
+                else:
+                    await self._sleep(wait)
+
+    async def _wait_for_pause(self) -> None:
+        """Wait while the endpoint has asked (Retry-After on a 429) for a pause."""
+        while True:
+            remaining = self._paused_until - self._clock()
+            if remaining <= 0:
+                return
+            await self._sleep(remaining)
+
+    async def _attempt(self, method: str, path: str, url: str, body: JSONDict | None) -> JSONDict:
+        async with self._semaphore:
+            self.stats.attempts += 1
+            self.stats.in_flight += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+            try:
+                async with asyncio.timeout(self.timeout + 5.0):
+                    response = await self._http.request(method, path, json=body)
+            except (httpx.TimeoutException, TimeoutError):
+                raise _Retryable("timeout", f"{url} timed out after {self.timeout:g} s") from None
+            except httpx.TransportError as exc:
+                raise _Retryable(
+                    "connection", f"could not reach {url}: {type(exc).__name__}"
+                ) from None
+            finally:
+                self.stats.in_flight -= 1
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise _Retryable(
+                f"HTTP {status}",
+                self._redact(_error_message(response)),
+                status=status,
+                url=url,
+                retry_after=_retry_after(response),
+            )
+        if 300 <= status < 400:
+            location = response.headers.get("location", "elsewhere")
+            raise BackendHTTPError(
+                status,
+                f"the endpoint redirects to {self._redact(location)}; set the profile's base URL "
+                "to the final address (requests are not sent on to other hosts)",
+                url,
+            )
+        if status >= 400:
+            raise BackendHTTPError(status, self._redact(_error_message(response)), url)
+        try:
+            data = response.json()
+        except ValueError:
+            raise BackendResponseError(
+                f"{url} answered with something that is not JSON: "
+                f"{self._redact(response.text[:120])!r}"
+            ) from None
+        if not isinstance(data, dict):
+            raise BackendResponseError(f"{url} answered with JSON that is not an object")
+        if data.get("error") and "choices" not in data and "data" not in data:
+            message = self._redact(str(data["error"])[:300])
+            raise BackendResponseError(f"{url} answered 200 with an error: {message}")
+        return data
+
+    def _redact(self, text: str) -> str:
+        """`text` with the API key (should a server echo it) replaced by ***."""
+        if self._secret and self._secret in text:
+            return text.replace(self._secret, "***")
+        return text
+
+
+class _Retryable(Exception):
+    """A failure worth retrying; `final` is the error raised when no retry is left."""
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        url: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.url = url
+        self.retry_after = retry_after
+
+    def final(self, attempts: int, elapsed: float, wait: float | None) -> Exception:
+        """The error to raise: no attempt left, or the next wait would pass the time limit."""
+        tried = f"gave up after {attempts} attempt{'s' * (attempts > 1)} in {elapsed:.1f} s"
+        if wait is not None:
+            tried += f" (the next wait, {wait:.1f} s, would pass the retry time limit)"
+        if self.status is not None:
+            hint = " (rate limited: lower the profile's concurrency or wait)" * (self.status == 429)
+            return BackendHTTPError(self.status, f"{self.message}{hint}; {tried}", self.url)
+        return BackendUnavailable(f"{self.message}; {tried}")
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds asked for by Retry-After (seconds or an HTTP date), or None."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        ms = response.headers.get("retry-after-ms")
+        try:
+            return max(0.0, float(ms) / 1000.0) if ms is not None else None
+        except ValueError:
+            return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
 
 def _error_message(response: httpx.Response) -> str:
+    """The server's own words for an error response (OpenAI's `error.message` if present)."""
     try:
         data: Any = response.json()
     except ValueError:
-        return response.text[:300] or response.reason_phrase
+        return response.text[:500].strip() or response.reason_phrase
     if isinstance(data, dict):
         error = data.get("error")
         if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
+            return str(error["message"])[:500]
         if isinstance(error, str):
-            return error
-    return response.text[:300]
+            return error[:500]
+        if isinstance(data.get("detail"), str | list):  # FastAPI servers (llama_cpp.server)
+            return str(data["detail"])[:500]
+        if isinstance(data.get("message"), str):
+            return str(data["message"])[:500]
+    return response.text[:500]
 
 
-def default_backend() -> OpenAICompatibleClient:
-    """A client from the environment: NEURON_DESK_BASE_URL or OPENAI_BASE_URL, OPENAI_API_KEY."""
-    base_url = os.environ.get("NEURON_DESK_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
-    base_url = base_url or OPENAI_BASE_URL
-    api_key = os.environ.get("OPENAI_API_KEY")
-    if base_url.rstrip("/") == OPENAI_BASE_URL and not api_key:
-        raise BackendConfigError(
-            "no LLM endpoint configured: set OPENAI_API_KEY for OpenAI, or NEURON_DESK_BASE_URL "
-            "to an OpenAI-compatible server (vLLM, llama.cpp, Ollama)"
-        )
-    return OpenAICompatibleClient(base_url, api_key)
+def default_backend() -> Any:
+    """The backend of the default profile (see `neuron_desk.llm.profiles.default_profile`)."""
+    from neuron_desk.llm.profiles import ProfileConfig, open_backend
+
+    config = ProfileConfig.load()
+    return open_backend(config.default_profile(), config=config)

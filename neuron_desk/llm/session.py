@@ -1,0 +1,230 @@
+"""A run's view of an endpoint: the response cache, the usage ledger and the budget.
+
+`LLMSession` wraps an endpoint backend (an `OpenAICompatibleClient` or the local backend) and
+is itself an `LLMBackend`, so explainers and simulators take it as `backend=`. For each request:
+
+1. the response cache (the store's `llm_cache`) is looked up by endpoint + path + the exact
+   request body (which names the model): a hit costs no request, so re-scoring the same
+   explanation on the same data sends nothing. Sampling with temperature > 0 (explanations
+   with n > 1) is cached the same way; `regenerate=True` skips the lookup (and refreshes it);
+2. the budget is checked (`BudgetExceeded` before anything is sent once the cap is reached);
+3. the response's usage (or a tiktoken count) goes into the ledger and the store;
+4. a request asking for n choices that comes back with fewer (llama.cpp ignores `n`) is
+   topped up with further requests, so K samples are K samples everywhere.
+
+`cancel()` aborts every request of the session in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from neuron_desk.core.backend import JSONDict
+from neuron_desk.core.errors import BackendResponseError
+from neuron_desk.llm.ledger import Budget, PriceTable, Usage, UsageLedger, prompt_text, usage_of
+from neuron_desk.method.tokens import count_tokens
+
+if TYPE_CHECKING:
+    from neuron_desk.data.store import Store
+
+logger = logging.getLogger(__name__)
+
+COMPLETIONS = "/completions"
+CHAT_COMPLETIONS = "/chat/completions"
+MAX_TOP_UP_REQUESTS = 16
+
+
+@runtime_checkable
+class EndpointBackend(Protocol):
+    """What a session needs of a backend: the LLMBackend calls and a stable endpoint name."""
+
+    endpoint_id: str
+
+    async def completions(self, body: JSONDict) -> JSONDict:
+        """POST /completions."""
+        ...
+
+    async def chat_completions(self, body: JSONDict) -> JSONDict:
+        """POST /chat/completions."""
+        ...
+
+
+def cache_key(endpoint: str, path: str, body: JSONDict) -> str:
+    """sha256 of the endpoint, the path and the request body (canonical JSON)."""
+    canonical = json.dumps(
+        {"endpoint": endpoint, "path": path, "body": body},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    """LLM responses in the store, by `cache_key`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def get(self, endpoint: str, path: str, body: JSONDict) -> JSONDict | None:
+        """The cached response of this exact request, or None."""
+        text = self.store.llm_cache_get(cache_key(endpoint, path, body))
+        if text is None:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def contains(self, endpoint: str, path: str, body: JSONDict) -> bool:
+        """Whether this exact request is cached."""
+        return self.store.llm_cache_get(cache_key(endpoint, path, body)) is not None
+
+    def put(self, endpoint: str, path: str, body: JSONDict, response: JSONDict) -> None:
+        """Cache a response (a read-only store is left alone)."""
+        if self.store.read_only:
+            return
+        self.store.llm_cache_put(
+            cache_key(endpoint, path, body),
+            endpoint,
+            str(body.get("model", "")),
+            json.dumps(response, ensure_ascii=False),
+        )
+
+
+class LLMSession:
+    """An `LLMBackend` for one run: cache, ledger, budget and cancellation over a backend."""
+
+    def __init__(
+        self,
+        backend: EndpointBackend,
+        *,
+        store: Store | None = None,
+        run: str | None = None,
+        budget: Budget | None = None,
+        prices: PriceTable | None = None,
+        use_cache: bool = True,
+        regenerate: bool = False,
+        parent_ledger: UsageLedger | None = None,
+    ) -> None:
+        self.backend = backend
+        self.endpoint = backend.endpoint_id
+        self.cache = ResponseCache(store) if store is not None and use_cache else None
+        self.regenerate = regenerate
+        self.ledger = UsageLedger(
+            run=run, budget=budget, prices=prices, store=store, parent=parent_ledger
+        )
+        self.responses: list[tuple[str, JSONDict, JSONDict]] = []
+        """(path, body, response) of every request answered, in order; for provenance."""
+        self.keep_responses = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __repr__(self) -> str:
+        return f"LLMSession({self.endpoint!r}, run={self.ledger.run!r})"
+
+    @property
+    def usage(self) -> Usage:
+        """The run's usage so far."""
+        return self.ledger.usage
+
+    @property
+    def requests_sent(self) -> int:
+        """Requests that went to the endpoint (cache hits not counted)."""
+        return self.ledger.usage.requests
+
+    @property
+    def in_flight(self) -> int:
+        """Requests of this session not yet answered."""
+        return len(self._tasks)
+
+    def pending_tasks(self) -> list[asyncio.Task[Any]]:
+        """The tasks waiting for a request of this session (for cancelling and awaiting)."""
+        return [t for t in self._tasks if not t.done()]
+
+    def cancel(self) -> int:
+        """Abort every request of this session in flight (their callers get CancelledError)."""
+        tasks = self.pending_tasks()
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
+
+    async def completions(self, body: JSONDict) -> JSONDict:
+        """POST /completions, through the cache and the ledger."""
+        return await self._call(COMPLETIONS, body, self.backend.completions)
+
+    async def chat_completions(self, body: JSONDict) -> JSONDict:
+        """POST /chat/completions, through the cache and the ledger."""
+        return await self._call(CHAT_COMPLETIONS, body, self.backend.chat_completions)
+
+    async def _call(
+        self, path: str, body: JSONDict, send: Callable[[JSONDict], Awaitable[JSONDict]]
+    ) -> JSONDict:
+        model = str(body.get("model", ""))
+        if self.cache is not None and not self.regenerate:
+            cached = self.cache.get(self.endpoint, path, body)
+            if cached is not None:
+                self.ledger.record(self.endpoint, model, usage_of(body, cached), cached=True)
+                self._remember(path, body, cached)
+                return cached
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            response = await self._send_counted(body, send)
+            wanted = body.get("n", 1)
+            if isinstance(wanted, int) and wanted > 1:
+                response = await self._top_up(body, response, wanted, send)
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+        if self.cache is not None:
+            self.cache.put(self.endpoint, path, body, response)
+        self._remember(path, body, response)
+        return response
+
+    async def _send_counted(
+        self, body: JSONDict, send: Callable[[JSONDict], Awaitable[JSONDict]]
+    ) -> JSONDict:
+        model = str(body.get("model", ""))
+        prompt_tokens = count_tokens(prompt_text(body))
+        self.ledger.reserve(model, prompt_tokens)
+        try:
+            response = await send(body)
+        finally:
+            self.ledger.release(model, prompt_tokens)
+        self.ledger.record(self.endpoint, model, usage_of(body, response), cached=False)
+        return response
+
+    async def _top_up(
+        self,
+        body: JSONDict,
+        response: JSONDict,
+        wanted: int,
+        send: Callable[[JSONDict], Awaitable[JSONDict]],
+    ) -> JSONDict:
+        """Ask again until the response has `wanted` choices (for servers that ignore n)."""
+        choices = list(response.get("choices") or [])
+        for _ in range(MAX_TOP_UP_REQUESTS):
+            if len(choices) >= wanted or not choices:
+                break
+            more = await self._send_counted({**body, "n": wanted - len(choices)}, send)
+            extra = more.get("choices")
+            if not isinstance(extra, list) or not extra:
+                raise BackendResponseError("the endpoint answered with no choices")
+            choices.extend(extra)
+        if len(choices) > wanted:
+            choices = choices[:wanted]
+        for index, choice in enumerate(choices):
+            if isinstance(choice, dict):
+                choice["index"] = index
+        return {**response, "choices": choices}
+
+    def _remember(self, path: str, body: JSONDict, response: JSONDict) -> None:
+        if self.keep_responses:
+            self.responses.append((path, body, response))
