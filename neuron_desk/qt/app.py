@@ -31,6 +31,7 @@ def make_application(argv: list[str] | None = None) -> QtWidgets.QApplication:
     app.setOrganizationName("neuron-desk")
     app.setApplicationDisplayName("neuron-desk")
     app.setDesktopFileName(APP_ID)
+    app.setWindowIcon(app_icon())
     app.setStyle("Fusion")  # follows the system's light/dark colour scheme in Qt 6.5+
     app.setQuitOnLastWindowClosed(False)  # the async main decides when to stop
     return app
