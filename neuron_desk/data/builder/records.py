@@ -1,0 +1,212 @@
+"""From one neuron's activations on every corpus sequence to its files (pure numpy).
+
+Everything here works on a neuron's full activation matrix (n_sequences, seq_len), so it is
+exact; the builder streams the corpus to disk first and reads back one layer at a time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from neuron_desk.core.model import (
+    ActivationRecord,
+    NeuronId,
+    NeuronRecord,
+    TokenLookupTableSummaryOfNeuron,
+)
+
+FloatArray = npt.NDArray[np.float32]
+IdArray = npt.NDArray[np.int32]
+
+QUANTILES = (0.5, 0.9, 0.99, 0.999)
+"""Quantiles of the per-sequence maximum that bound the `random_sample_by_quantile` bands."""
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    """How many records of each sort to keep, and how to write the numbers."""
+
+    n_top: int = 50
+    n_random: int = 50
+    n_per_quantile: int = 20
+    n_top_tokens: int = 50
+    min_token_count: int = 5
+    significant_digits: int | None = None
+    """Round activations to this many significant digits of the neuron's maximum (smaller
+    files); None keeps float32 precision."""
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Mean, variance, skewness and excess kurtosis of a neuron's activations."""
+
+    mean: float
+    variance: float
+    skewness: float
+    kurtosis: float
+
+
+def moments(values: npt.NDArray[np.floating]) -> Moments:
+    """Population moments over all values (float64); kurtosis is excess (Fisher)."""
+    data = np.asarray(values, dtype=np.float64).ravel()
+    mean = float(data.mean())
+    centred = data - mean
+    variance = float(np.mean(centred**2))
+    if variance <= 0.0:
+        return Moments(mean, variance, math.nan, math.nan)
+    skewness = float(np.mean(centred**3)) / variance**1.5
+    kurtosis = float(np.mean(centred**4)) / variance**2 - 3.0
+    return Moments(mean, variance, skewness, kurtosis)
+
+
+def moments_from_sums(
+    count: int, sums: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Variance and excess kurtosis of many neurons from raw power sums (4, n_neurons).
+
+    Used to rank neurons during a streaming pass; NaN where the variance is zero.
+    """
+    m1, m2, m3, m4 = (sums[k] / count for k in range(4))
+    variance = m2 - m1**2
+    central4 = m4 - 4 * m1 * m3 + 6 * m1**2 * m2 - 3 * m1**4
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kurtosis = np.where(variance > 0, central4 / variance**2 - 3.0, np.nan)
+    return variance, kurtosis
+
+
+def power_sums(activations: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """Sums of a, a², a³, a⁴ over all but the last axis: shape (4, n_neurons)."""
+    flat = activations.reshape(-1, activations.shape[-1]).astype(np.float64)
+    square = flat * flat
+    return np.stack([flat.sum(0), square.sum(0), (square * flat).sum(0), (square * square).sum(0)])
+
+
+def decimals_for(scale: float, significant_digits: int | None) -> int | None:
+    """Decimal places that keep `significant_digits` of `scale` (None: no rounding)."""
+    if significant_digits is None or not math.isfinite(scale) or scale <= 0:
+        return None
+    return significant_digits - 1 - math.floor(math.log10(scale))
+
+
+def short_float(value: float | np.floating) -> float:
+    """The float32 value of `value` as the Python float with the shortest decimal form."""
+    return float(np.format_float_positional(np.float32(value), unique=True)) + 0.0
+
+
+def to_numbers(values: npt.NDArray[np.float32], decimals: int | None) -> list[float]:
+    """Python floats for JSON: rounded to `decimals`, or float32's shortest form."""
+    if decimals is None:
+        return [short_float(v) for v in values]
+    return [round(float(v), decimals) + 0.0 for v in values]
+
+
+@dataclass(frozen=True)
+class RecordChoice:
+    """Which sequences go into a neuron's record, by index into the corpus sample."""
+
+    top: list[int]
+    random: list[int]
+    by_quantile: list[list[int]]
+    boundaries: list[float]
+
+
+def choose_sequences(
+    seq_max: npt.NDArray[np.float32], options: RecordOptions, rng: np.random.Generator
+) -> RecordChoice:
+    """Top sequences by maximum activation, a random sample, and random samples per band.
+
+    The bands are [0, 0.5), [0.5, 0.9), [0.9, 0.99), [0.99, 0.999), [0.999, 1] in quantiles of
+    the per-sequence maximum; a band with fewer sequences than asked gives all it has.
+    """
+    n = len(seq_max)
+    order = np.argsort(-seq_max, kind="stable")
+    top = [int(i) for i in order[: options.n_top]]
+    random = [int(i) for i in rng.choice(n, size=min(options.n_random, n), replace=False)]
+    boundaries = [float(q) for q in np.quantile(seq_max.astype(np.float64), QUANTILES)]
+    edges = [-math.inf, *boundaries, math.inf]
+    by_quantile: list[list[int]] = []
+    for low, high in itertools.pairwise(edges):
+        members = np.flatnonzero((seq_max >= low) & (seq_max < high))
+        size = min(options.n_per_quantile, len(members))
+        picked = rng.choice(members, size=size, replace=False) if size else members[:0]
+        by_quantile.append([int(i) for i in picked])
+    return RecordChoice(top, random, by_quantile, boundaries)
+
+
+def neuron_record(
+    neuron: NeuronId,
+    activations: FloatArray,
+    sequences: IdArray,
+    vocab: Sequence[str],
+    options: RecordOptions,
+    seed: int,
+) -> NeuronRecord:
+    """The NeuronRecord of a neuron from its activations (n_sequences, seq_len)."""
+    rng = np.random.default_rng([seed, neuron.layer_index, neuron.neuron_index])
+    seq_max = activations.max(axis=1)
+    choice = choose_sequences(seq_max, options, rng)
+    stats = moments(activations)
+    scale = float(seq_max.max())
+    if scale <= 0:
+        scale = float(np.abs(activations).max())
+    decimals = decimals_for(scale, options.significant_digits)
+
+    def record(index: int) -> ActivationRecord:
+        return ActivationRecord(
+            tokens=[vocab[t] for t in sequences[index]],
+            activations=to_numbers(activations[index], decimals),
+        )
+
+    return NeuronRecord(
+        neuron_id=neuron,
+        random_sample=[record(i) for i in choice.random],
+        random_sample_by_quantile=[[record(i) for i in band] for band in choice.by_quantile],
+        quantile_boundaries=[None, *choice.boundaries, None],
+        mean=stats.mean,
+        variance=stats.variance,
+        skewness=stats.skewness,
+        kurtosis=stats.kurtosis,
+        most_positive_activation_records=[record(i) for i in choice.top],
+    )
+
+
+def token_table(
+    activations: FloatArray,
+    sequences: IdArray,
+    vocab: Sequence[str],
+    options: RecordOptions,
+) -> TokenLookupTableSummaryOfNeuron:
+    """Tokens with the highest mean activation, among those seen `min_token_count` times."""
+    ids = sequences.ravel()
+    size = max(len(vocab), int(ids.max()) + 1)
+    counts = np.bincount(ids, minlength=size)
+    sums = np.bincount(ids, weights=activations.ravel().astype(np.float64), minlength=size)
+    eligible = np.flatnonzero(counts >= options.min_token_count)
+    means = sums[eligible] / counts[eligible]
+    best = eligible[np.argsort(-means, kind="stable")[: options.n_top_tokens]]
+    averages = sums[best] / counts[best]
+    return TokenLookupTableSummaryOfNeuron(
+        tokens=[vocab[int(t)] for t in best],
+        average_activations=[short_float(a) for a in averages],
+    )
+
+
+def top_token_summary(record: NeuronRecord, n: int = 3) -> str:
+    """A short description: the tokens where the top records peak, most frequent first."""
+    peaks = Counter(
+        r.tokens[int(np.argmax(r.activations))]
+        for r in record.most_positive_activation_records
+        if r.activations
+    )
+    if not peaks:
+        return ""
+    total = sum(peaks.values())
+    parts = [f"{token!r} ({count}/{total})" for token, count in peaks.most_common(n)]
+    return "peaks on " + ", ".join(parts)
