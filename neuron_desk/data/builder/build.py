@@ -394,10 +394,10 @@ class Build:
                             store, info.name, Kind.TOKENS_BY_WEIGHT, layer, int(neuron), summary
                         )
                         self._put(store, info.name, Kind.RELATED_NEURONS, layer, int(neuron), links)
-            kinds = [Kind.ACTIVATIONS, Kind.RELATED_NEURONS, Kind.TOKENS_BY_ACTIVATION]
-            kinds.append(Kind.TOKENS_BY_WEIGHT)
-            if weights is None:
-                kinds = [Kind.ACTIVATIONS, Kind.TOKENS_BY_ACTIVATION]
+            kinds = [Kind.ACTIVATIONS, Kind.TOKENS_BY_ACTIVATION]
+            if weights is not None:
+                kinds[1:1] = [Kind.RELATED_NEURONS]
+                kinds.append(Kind.TOKENS_BY_WEIGHT)
             dataset = Dataset(
                 name=info.name,
                 title=info.title,
