@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from neuron_desk.data.builder import (  # noqa: E402
+from neuron_desk.data.builder import (
     BuildOptions,
     DatasetInfo,
     RecordOptions,
