@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -107,7 +108,13 @@ def run_app(screenshot: str | None = None) -> int:
         open_first_neuron(window)
         window.destroyed.connect(closed.set)
         app.lastWindowClosed.connect(closed.set)
+        for signum in (signal.SIGTERM, signal.SIGINT):  # quit cleanly: tasks, clients, store
+            signal.signal(signum, lambda *_: window.close())
+        heartbeat = QtCore.QTimer()  # lets Python run its signal handlers inside Qt's loop
+        heartbeat.timeout.connect(lambda: None)
+        heartbeat.start(250)
         await closed.wait()
+        heartbeat.stop()
         await close_window(window)
         return 0
 
