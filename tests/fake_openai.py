@@ -421,13 +421,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": {"message": f"no route {self.path}"}})
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # many clients connecting at once (the default is 5)
+
+
 class FakeServer:
     """Runs a FakeOpenAI on 127.0.0.1 on a free port, in a thread."""
 
     def __init__(self, fake: FakeOpenAI) -> None:
         handler = type("Handler", (_Handler,), {"fake": fake})
         self.fake = fake
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _Server(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )

