@@ -16,7 +16,8 @@ Switches for the client tests (all off by default, so the defaults behave as bef
 non-JSON, or close the connection without answering, that many times), `redirect_to` (a URL
 every POST is redirected to), `echo_auth_in_errors` (error messages repeat the Authorization
 header, as careless proxies do), `chat_logprobs` (False: chat without logprobs), `ignore_n`
-(one choice whatever `n` asks, as llama.cpp's server). It counts requests in progress (`active`, `max_active`),
+(one choice whatever `n` asks, as llama.cpp's server), `reject_text` (400 for any request
+whose body contains it). It counts requests in progress (`active`, `max_active`),
 requests whose client went away (`aborted`), and the Authorization headers it saw.
 """
 
@@ -63,6 +64,7 @@ class FakeOpenAI:
     echo_auth_in_errors: bool = False
     chat_logprobs: bool = True
     ignore_n: bool = False
+    reject_text: str | None = None
     active: int = 0
     max_active: int = 0
     aborted: int = 0
@@ -377,6 +379,9 @@ class _Handler(BaseHTTPRequestHandler):
             with fake._lock:
                 fake.aborted += 1
             self.close_connection = True
+            return
+        if fake.reject_text is not None and fake.reject_text in json.dumps(body):
+            self._send(400, {"error": {"message": f"rejected: {fake.reject_text}"}})
             return
         with fake._lock:
             status = fake.fail_next.pop(0) if fake.fail_next else None

@@ -122,8 +122,10 @@ def _raise_if_fatal(exc: BackendHTTPError) -> None:
     if exc.status_code in (401, 403):
         raise exc
     text = str(exc).lower()
-    if exc.status_code == 404 and "model" in text and "not" in text:
-        raise exc
+    unknown_model = "model" in text and ("does not exist" in text or "not found" in text)
+    if exc.status_code == 404 and unknown_model and "not supported" not in text:
+        raise exc  # (OpenAI's "This is a chat model and not supported in v1/completions" is
+        # a capability: that model has no completions endpoint)
 
 
 async def _try(

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +215,7 @@ class ProfileConfig:
         """The profile used when none is named (see the module docstring for the order)."""
         env_url = os.environ.get("NEURON_DESK_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
         if env_url:
-            return adhoc_profile(env_url, api_key="env:OPENAI_API_KEY")
+            return adhoc_profile(env_url, name="environment")
         if self.default:
             return self.get(self.default)
         if os.environ.get("OPENAI_API_KEY"):
@@ -231,16 +231,15 @@ class ProfileConfig:
         return self.get(name) if name else self.default_profile()
 
 
-def adhoc_profile(base_url: str, api_key: str | None = None) -> Profile:
+def adhoc_profile(base_url: str, name: str = "command-line") -> Profile:
     """A profile for a base URL given on the command line or in the environment.
 
-    The key comes from OPENAI_API_KEY when that is set (and `api_key` is not given).
+    Its key comes from OPENAI_API_KEY when that is set; else no key is sent.
     """
-    if api_key is None:
-        api_key = "env:OPENAI_API_KEY" if os.environ.get("OPENAI_API_KEY") else "none"
     if base_url.rstrip("/") == OPENAI_BASE_URL:
-        return replace(OPENAI_PROFILE, name="openai")
-    return Profile(name="command-line", base_url=base_url.rstrip("/"), api_key=api_key)
+        return OPENAI_PROFILE
+    api_key = "env:OPENAI_API_KEY" if os.environ.get("OPENAI_API_KEY") else "none"
+    return Profile(name=name, base_url=base_url.rstrip("/"), api_key=api_key)
 
 
 def resolve_api_key(profile: Profile) -> str | None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from neuron_desk import __version__
 from neuron_desk.core import codec
-from neuron_desk.core.errors import MethodError
+from neuron_desk.core.errors import BudgetExceeded, MethodError
 from neuron_desk.core.model import NeuronRecord, ScoredExplanation, SimulatorMethod
 from neuron_desk.llm.capabilities import (
     Capabilities,
@@ -52,6 +53,10 @@ ASSUMED_CAPABILITIES = Capabilities(
     completions=True, prompt_logprobs=True, prompt_top_logprobs=15, chat=True, chat_top_logprobs=20
 )
 """What a forced simulator assumes of an endpoint never probed."""
+
+
+_CALL_SESSIONS: ContextVar[list[LLMSession] | None] = ContextVar("run_call", default=None)
+"""The sessions of the current `score`/`explain` call (shared by its gathered tasks)."""
 
 
 @dataclass
@@ -186,7 +191,24 @@ class NeuronRun:
         )
         session.keep_responses = True
         self.sessions.append(session)
+        call = _CALL_SESSIONS.get()
+        if call is not None:
+            call.append(session)
         return session
+
+    def _forget(self, sessions: list[LLMSession]) -> None:
+        """Drop finished sessions (their usage stays in the run's ledger)."""
+        for session in sessions:
+            if session in self.sessions:
+                self.sessions.remove(session)
+            session.responses.clear()
+
+    async def _stop_after(self, exc: BaseException, sessions: list[LLMSession]) -> None:
+        """After a failure: stop this call's requests, or the whole run's for a budget."""
+        if isinstance(exc, BudgetExceeded):
+            await self.stop_in_flight()
+        else:
+            await _stop_sessions(sessions)
 
     @property
     def usage(self) -> Usage:
@@ -199,12 +221,7 @@ class NeuronRun:
 
     async def stop_in_flight(self, timeout: float = 5.0) -> None:
         """Cancel the run's requests still in flight and wait until they are gone."""
-        current = asyncio.current_task()
-        tasks = [t for s in self.sessions for t in s.pending_tasks() if t is not current]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+        await _stop_sessions(self.sessions, timeout)
 
     @property
     def in_flight(self) -> int:
@@ -275,14 +292,20 @@ class NeuronRun:
     ) -> ScoreOutcome:
         """Score `explanation` on the record's valid split; stored when `where` is given.
 
-        On any failure (a budget reached, an HTTP error) the run's other requests in flight
-        are cancelled before the error is raised: nothing keeps running behind it.
+        On a failure (an HTTP error, a cancellation) this call's other requests in flight are
+        cancelled before the error is raised: nothing keeps running behind it. When the budget
+        is reached, every request of the run is cancelled (other calls get CancelledError).
         """
+        sessions: list[LLMSession] = []
+        token = _CALL_SESSIONS.set(sessions)
         try:
             return await self._score(record, explanation, where=where, source=source, extra=extra)
-        except BaseException:
-            await self.stop_in_flight()
+        except BaseException as exc:
+            await self._stop_after(exc, sessions)
             raise
+        finally:
+            _CALL_SESSIONS.reset(token)
+            self._forget(sessions)
 
     async def _score(
         self,
@@ -325,11 +348,16 @@ class NeuronRun:
         score: bool = True,
     ) -> list[ScoreOutcome]:
         """Generate `samples` explanations and score each (best first); stored if `where`."""
+        sessions: list[LLMSession] = []
+        token = _CALL_SESSIONS.set(sessions)
         try:
             return await self._explain(record, where=where, score=score)
-        except BaseException:
-            await self.stop_in_flight()
+        except BaseException as exc:
+            await self._stop_after(exc, sessions)
             raise
+        finally:
+            _CALL_SESSIONS.reset(token)
+            self._forget(sessions)
 
     async def _explain(
         self, record: NeuronRecord, *, where: tuple[str, int, int] | None, score: bool
@@ -364,7 +392,7 @@ class NeuronRun:
         }
         choice: SimulatorChoice | None = None
         if score:
-            choice = await self.choose_method()
+            choice = self.choice or await self.choose_method()
         outcomes: list[ScoreOutcome]
         if choice is None or choice.method is None:
             note = choice.reason if choice is not None else "not scored (--no-score)"
@@ -529,6 +557,16 @@ class NeuronRun:
             outcome.provenance,
             result_json=codec.dumps(scored) if scored is not None else None,
         )
+
+
+async def _stop_sessions(sessions: list[LLMSession], timeout: float = 5.0) -> None:
+    """Cancel the sessions' requests in flight and wait until they are gone."""
+    current = asyncio.current_task()
+    tasks = [t for s in list(sessions) for t in s.pending_tasks() if t is not current]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
 
 
 def _best_first(outcome: ScoreOutcome) -> float:

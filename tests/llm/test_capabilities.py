@@ -133,3 +133,25 @@ def test_method_names() -> None:
     assert parse_method("one-at-a-time") == SimulatorMethod.ONE_AT_A_TIME
     with pytest.raises(ValueError, match="unknown simulator method"):
         parse_method("guess")
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "fatal"),
+    [
+        (401, "Incorrect API key provided", True),
+        (404, "The model `gpt-5-nano` does not exist or you do not have access to it.", True),
+        (404, 'model "llama9" not found, try pulling it first', True),
+        (404, "This is a chat model and not supported in the v1/completions endpoint.", False),
+        (404, "Not Found", False),
+        (400, "'echo' is not supported", False),
+    ],
+)
+def test_which_errors_stop_the_probe(status: int, message: str, fatal: bool) -> None:
+    from neuron_desk.llm.capabilities import _raise_if_fatal
+
+    error = BackendHTTPError(status, message, "http://h/v1/completions")
+    if fatal:
+        with pytest.raises(BackendHTTPError):
+            _raise_if_fatal(error)
+    else:
+        _raise_if_fatal(error)

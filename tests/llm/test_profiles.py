@@ -111,3 +111,21 @@ def test_key_sources(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "keyring", None)  # not installed
     with pytest.raises(BackendConfigError, match="pip install keyring"):
         resolve_api_key(Profile(name="p", base_url="http://h/v1", api_key="keyring"))
+
+
+def test_default_backend_is_built_without_starting_anything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from neuron_desk.core.backend import LLMBackend, resolve_default_backend
+    from neuron_desk.llm.client import OpenAICompatibleClient
+    from neuron_desk.llm.local import LocalBackend
+
+    local = resolve_default_backend()
+    assert isinstance(local, LocalBackend) and isinstance(local, LLMBackend)
+    assert local.server.pid is None  # started on the first request only
+    monkeypatch.setenv("NEURON_DESK_BASE_URL", "http://127.0.0.1:9/v1")
+    remote = resolve_default_backend()
+    assert isinstance(remote, OpenAICompatibleClient) and remote.base_url == "http://127.0.0.1:9/v1"
+    asyncio.run(remote.aclose())

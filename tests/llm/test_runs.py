@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from neuron_desk.core import codec
-from neuron_desk.core.errors import BudgetExceeded
+from neuron_desk.core.errors import BackendHTTPError, BudgetExceeded
 from neuron_desk.core.model import ScoredExplanation, SimulatorMethod
 from neuron_desk.data.store import Store
 from neuron_desk.llm.client import OpenAICompatibleClient
@@ -254,3 +254,24 @@ def test_usage_from_responses_or_counted(store: Store) -> None:
     assert not chat.usage.counted
     echo, _ = asyncio.run(score_once(FakeOpenAI(neuron=oracle), store, "vowels"))
     assert echo.usage.counted and echo.usage.prompt_tokens > 10 * 1000  # counted by tiktoken
+
+
+def test_a_failing_call_does_not_cancel_the_others(store: Store) -> None:
+    fake = FakeOpenAI(neuron=oracle, latency=0.01, reject_text="REJECT ME")
+
+    async def go() -> list:
+        with FakeServer(fake) as server:
+            async with OpenAICompatibleClient(server.base_url, max_concurrent=4) as client:
+                run = NeuronRun(client, options(), store=store)
+                await run.choose_method()
+                results = await asyncio.gather(
+                    run.score(neuron_record(), "the letter e"),
+                    run.score(neuron_record(), "REJECT ME"),
+                    return_exceptions=True,
+                )
+                assert run.in_flight == 0 and run.sessions == []
+                return results
+
+    good, bad = asyncio.run(go())
+    assert isinstance(bad, BackendHTTPError) and "rejected" in str(bad)
+    assert isinstance(good, ScoreOutcome) and (good.scored.get_preferred_score() or 0) > 0.9
