@@ -141,6 +141,7 @@ async def run_batch(
     started = time.perf_counter()
     semaphore = asyncio.Semaphore(concurrency)
     stop = asyncio.Event()
+    outer = asyncio.current_task()
 
     async def one(layer: int, neuron: int) -> None:
         async with semaphore:
@@ -154,10 +155,13 @@ async def run_batch(
                 summary.stopped = str(exc)
                 stop.set()
             except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
+                if outer is not None and outer.cancelling():
                     raise  # the batch itself is being cancelled (Ctrl+C, the app)
-                stop.set()  # the run stopped (its budget) and aborted this neuron's requests
+                # The run stopped (its budget) and cancelled this neuron's requests.
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                stop.set()
                 return
             except DataError as exc:
                 summary.no_data += 1

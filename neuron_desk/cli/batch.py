@@ -11,7 +11,6 @@ from typing import Any
 from neuron_desk.batch import BatchSpec, BatchSummary, run_batch
 from neuron_desk.cli.context import EXIT_NOT_FOUND, EXIT_OK, Context, parse_range
 from neuron_desk.data.service import NeuronService
-from neuron_desk.llm.capabilities import parse_method
 from neuron_desk.llm.ledger import Budget
 from neuron_desk.llm.profiles import ProfileConfig, open_backend
 from neuron_desk.llm.runs import NeuronRun, RunOptions
@@ -85,12 +84,11 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
 
     config = ProfileConfig.load()
     profile = config.resolve(args.profile, args.base_url)
-    options = RunOptions(
-        explainer_model=args.model or profile.explainer_model,
-        simulator_model=args.model or profile.simulator_model,
-        method=parse_method(args.method or profile.simulator_method),
+    options = RunOptions.for_profile(
+        profile,
+        model=args.model,
+        method=args.method,
         samples=args.samples,
-        max_concurrent=profile.max_concurrency,
         budget=Budget(max_tokens=args.budget_tokens, max_cost=args.budget_usd),
     )
     spec = BatchSpec(dataset.name, tuple(neurons), profile.name, args.samples, args.name)

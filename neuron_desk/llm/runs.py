@@ -28,6 +28,7 @@ from neuron_desk.llm.capabilities import (
     choose_simulator,
     known_capabilities,
     method_name,
+    parse_method,
     simulator_factory,
 )
 from neuron_desk.llm.estimate import (
@@ -47,6 +48,7 @@ from neuron_desk.method.prompts import PromptFormat
 
 if TYPE_CHECKING:
     from neuron_desk.data.store import Store
+    from neuron_desk.llm.profiles import Profile
 
 
 ASSUMED_CAPABILITIES = Capabilities(
@@ -77,6 +79,25 @@ class RunOptions:
     use_cache: bool = True
     refresh_capabilities: bool = False
     max_concurrent: int | None = None
+
+    @classmethod
+    def for_profile(
+        cls,
+        profile: Profile,
+        *,
+        model: str | None = None,
+        method: str | None = None,
+        samples: int = 1,
+        budget: Budget | None = None,
+    ) -> RunOptions:
+        """Options from a profile's models and simulator, with the caller's overrides."""
+        return cls(
+            explainer_model=model or profile.explainer_model,
+            simulator_model=model or profile.simulator_model or profile.explainer_model,
+            method=parse_method(method or profile.simulator_method),
+            samples=samples,
+            budget=budget or Budget(),
+        )
 
     def settings(self) -> ExplainAndScoreSettings:
         """The method's settings for these options."""

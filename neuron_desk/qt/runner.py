@@ -16,7 +16,6 @@ from typing import Any
 from neuron_desk.core.errors import BackendConfigError
 from neuron_desk.core.model import NeuronRecord
 from neuron_desk.data.store import Store
-from neuron_desk.llm.capabilities import parse_method
 from neuron_desk.llm.profiles import Profile, ProfileConfig, open_backend
 from neuron_desk.llm.runs import NeuronRun, RunOptions, ScoreOutcome
 from neuron_desk.qt.explanationpane import ExplanationEntry
@@ -70,13 +69,7 @@ class LLMRunner:
 
     def _run(self, profile_name: str, samples: int) -> NeuronRun:
         profile = self.profile(profile_name)
-        options = RunOptions(
-            explainer_model=profile.explainer_model,
-            simulator_model=profile.simulator_model,
-            method=parse_method(profile.simulator_method),
-            samples=samples,
-            max_concurrent=profile.max_concurrency,
-        )
+        options = RunOptions.for_profile(profile, samples=samples)
         return NeuronRun(
             self._backend(profile),
             options,
