@@ -148,6 +148,7 @@ def switching() -> None:
         loop.run_until_complete(window.tasks.close())
         loop.run_until_complete(service.aclose())
         store.close()
+    loop.close()
     times.sort()
     p95 = times[int(0.95 * len(times)) - 1]
     print(

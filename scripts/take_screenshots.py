@@ -100,6 +100,7 @@ def main() -> None:
     DOCS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
         loop.run_until_complete(shoot(Path(folder)))
+    loop.close()  # stops the loop's worker threads before Qt goes away
     print("wrote", ", ".join(str(p.relative_to(ROOT)) for p in sorted(DOCS.glob("*.png"))))
     QtWidgets.QApplication.quit()
 

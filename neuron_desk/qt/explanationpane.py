@@ -282,8 +282,9 @@ class ExplanationPane(QtWidgets.QWidget):
             f"abs. dev. explained {format_score(s.absolute_dev_explained_score)}",
             f"{len(s.scored_sequence_simulations)} sequences",
         ]
-        if entry.method or s.method:
-            parts.append(f"simulator {entry.method or s.method}")
+        method = entry.method or s.method or ""
+        if method:
+            parts.append(f"simulator {_METHOD_LABELS.get(method, method)}")
         if entry.model or s.model:
             parts.append(f"model {entry.model or s.model}")
         if entry.usage:
