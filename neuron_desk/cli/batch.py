@@ -10,6 +10,7 @@ from typing import Any
 
 from neuron_desk.batch import BatchSpec, BatchSummary, run_batch
 from neuron_desk.cli.context import EXIT_NOT_FOUND, EXIT_OK, Context, parse_range
+from neuron_desk.cli.llm import METHOD_CHOICES, endpoint_arguments
 from neuron_desk.data.service import NeuronService
 from neuron_desk.llm.ledger import Budget
 from neuron_desk.llm.profiles import ProfileConfig, open_backend
@@ -33,11 +34,9 @@ def register(subparsers: Any) -> None:
         "bundled",
     )
     p.add_argument("--limit", type=int, help="at most this many neurons, in order")
-    endpoint = p.add_mutually_exclusive_group()
-    endpoint.add_argument("--profile", help="LLM endpoint profile (default: the default profile)")
-    endpoint.add_argument("--base-url", help="an OpenAI-compatible base URL")
+    endpoint_arguments(p)
     p.add_argument("--model", help="model for explaining and simulating (default: the profile's)")
-    p.add_argument("--method", choices=["auto", "prompt-logprobs", "chat", "one-at-a-time"])
+    p.add_argument("--method", choices=METHOD_CHOICES, help="simulator (default: the profile's)")
     p.add_argument("--samples", type=int, default=1, help="explanations per neuron (1)")
     p.add_argument("--concurrency", type=int, default=4, help="neurons at a time (4)")
     p.add_argument("--budget-tokens", type=int, help="stop when this many tokens are used")

@@ -20,9 +20,11 @@ import sys
 from typing import Any
 
 from neuron_desk.cli.context import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK, Context
+from neuron_desk.cli.data import with_service
 from neuron_desk.core.backend import JSONDict
 from neuron_desk.core.errors import BackendConfigError, BudgetExceeded
 from neuron_desk.core.model import NeuronRecord
+from neuron_desk.data.registry import Kind
 from neuron_desk.llm.capabilities import METHOD_NAMES, parse_method
 from neuron_desk.llm.estimate import RunEstimate
 from neuron_desk.llm.ledger import Budget
@@ -41,7 +43,7 @@ def register(subparsers: Any) -> None:
         "explanation by simulation (valid split). Results are stored with provenance.",
     )
     _neuron_arguments(p)
-    _endpoint_arguments(p)
+    endpoint_arguments(p)
     p.add_argument("--model", help="the explainer model (default: the profile's)")
     p.add_argument("--simulator-model", help="the simulator model (default: the profile's)")
     p.add_argument("--samples", type=_positive, default=1, help="explanations to sample (1)")
@@ -58,7 +60,7 @@ def register(subparsers: Any) -> None:
     )
     _neuron_arguments(p)
     p.add_argument("--explanation", required=True, help="the explanation to score")
-    _endpoint_arguments(p)
+    endpoint_arguments(p)
     p.add_argument("--model", help="the simulator model (default: the profile's)")
     _run_arguments(p)
     p.set_defaults(run=cmd_score)
@@ -77,7 +79,8 @@ def _neuron_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("neuron", type=int)
 
 
-def _endpoint_arguments(p: argparse.ArgumentParser) -> None:
+def endpoint_arguments(p: argparse.ArgumentParser) -> None:
+    """--profile or --base-url (shared with the batch command)."""
     group = p.add_mutually_exclusive_group()
     group.add_argument("--profile", help="an endpoint profile (see README: Endpoints)")
     group.add_argument("--base-url", help="an OpenAI-compatible base URL, e.g. http://host:8000/v1")
@@ -200,19 +203,13 @@ def _options(args: argparse.Namespace, profile: Profile, *, explain: bool) -> Ru
 
 
 def _load_record(context: Context, args: argparse.Namespace) -> NeuronRecord:
-    from neuron_desk.data.registry import Kind
-    from neuron_desk.data.service import NeuronService
-
-    async def load() -> NeuronRecord:
-        service = NeuronService(context.registry, context.store, offline=args.offline)
-        try:
-            fetched = await service.get(args.dataset, Kind.ACTIVATIONS, args.layer, args.neuron)
-        finally:
-            await service.aclose()
-        record: NeuronRecord = fetched.value
-        return record
-
-    return asyncio.run(load())
+    fetched = with_service(
+        context,
+        args.offline,
+        lambda service: service.get(args.dataset, Kind.ACTIVATIONS, args.layer, args.neuron),
+    )
+    record: NeuronRecord = fetched.value
+    return record
 
 
 async def _execute(
