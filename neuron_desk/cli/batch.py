@@ -88,7 +88,10 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
         model=args.model,
         method=args.method,
         samples=args.samples,
-        budget=Budget(max_tokens=args.budget_tokens, max_cost=args.budget_usd),
+        budget=Budget(
+            max_tokens=args.budget_tokens or profile.budget_tokens,
+            max_cost=args.budget_usd or profile.budget_usd,
+        ),
     )
     spec = BatchSpec(dataset.name, tuple(neurons), profile.name, args.samples, args.name)
 

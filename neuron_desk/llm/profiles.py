@@ -61,6 +61,10 @@ class Profile:
     timeout: float = 120.0
     simulator_method: str = "auto"
     """auto, prompt-logprobs, chat or one-at-a-time (what `score` uses without --method)."""
+    budget_tokens: int | None = None
+    """Default cap on the tokens of one run through this profile (None: no cap)."""
+    budget_usd: float | None = None
+    """Default cap on the cost of one run (needs a price for the model)."""
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -79,6 +83,10 @@ class Profile:
             raise BackendConfigError(f"profile {self.name!r}: max_concurrency must be >= 1")
         if self.timeout <= 0:
             raise BackendConfigError(f"profile {self.name!r}: timeout must be positive")
+        if (self.budget_tokens is not None and self.budget_tokens < 1) or (
+            self.budget_usd is not None and self.budget_usd <= 0
+        ):
+            raise BackendConfigError(f"profile {self.name!r}: a budget must be positive")
         if self.simulator_method not in METHODS:
             raise BackendConfigError(
                 f"profile {self.name!r}: simulator_method must be one of {', '.join(METHODS)}"

@@ -90,13 +90,13 @@ class RunOptions:
         samples: int = 1,
         budget: Budget | None = None,
     ) -> RunOptions:
-        """Options from a profile's models and simulator, with the caller's overrides."""
+        """Options from a profile's models, simulator and budget, with the caller's overrides."""
         return cls(
             explainer_model=model or profile.explainer_model,
             simulator_model=model or profile.simulator_model or profile.explainer_model,
             method=parse_method(method or profile.simulator_method),
             samples=samples,
-            budget=budget or Budget(),
+            budget=budget or Budget(profile.budget_tokens, profile.budget_usd),
         )
 
     def settings(self) -> ExplainAndScoreSettings:

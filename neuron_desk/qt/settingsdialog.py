@@ -46,6 +46,16 @@ class ProfilesPage(QtWidgets.QWidget):
         self.timeout = QtWidgets.QDoubleSpinBox(self)
         self.timeout.setRange(1, 3600)
         self.timeout.setSuffix(" s")
+        self.budget_tokens = QtWidgets.QSpinBox(self)
+        self.budget_tokens.setRange(0, 2_000_000_000)
+        self.budget_tokens.setSingleStep(100_000)
+        self.budget_tokens.setSpecialValueText("no cap")
+        self.budget_tokens.setSuffix(" tokens")
+        self.budget_usd = QtWidgets.QDoubleSpinBox(self)
+        self.budget_usd.setRange(0, 100_000)
+        self.budget_usd.setDecimals(2)
+        self.budget_usd.setSpecialValueText("no cap")
+        self.budget_usd.setPrefix("$")
         self.default = QtWidgets.QCheckBox("default profile", self)
         form = QtWidgets.QFormLayout()
         for label, widget in (
@@ -57,6 +67,8 @@ class ProfilesPage(QtWidgets.QWidget):
             ("Simulator", self.method),
             ("Max concurrent requests", self.concurrency),
             ("Timeout", self.timeout),
+            ("Budget per run", self.budget_tokens),
+            ("Money per run", self.budget_usd),
         ):
             widget.setAccessibleName(label)
             form.addRow(label, widget)
@@ -102,6 +114,8 @@ class ProfilesPage(QtWidgets.QWidget):
         self.method.setCurrentText(profile.simulator_method)
         self.concurrency.setValue(profile.max_concurrency)
         self.timeout.setValue(profile.timeout)
+        self.budget_tokens.setValue(profile.budget_tokens or 0)
+        self.budget_usd.setValue(profile.budget_usd or 0.0)
         self.default.setChecked(self.config.default == profile.name)
         self.result.setText("")
 
@@ -116,6 +130,8 @@ class ProfilesPage(QtWidgets.QWidget):
             max_concurrency=self.concurrency.value(),
             timeout=self.timeout.value(),
             simulator_method=self.method.currentText(),
+            budget_tokens=self.budget_tokens.value() or None,
+            budget_usd=self.budget_usd.value() or None,
         )
 
     def save(self) -> None:

@@ -9,7 +9,12 @@ from pathlib import Path
 from PySide6 import QtCore, QtGui
 
 from neuron_desk.core import codec
-from neuron_desk.core.model import ActivationRecord, NeuronSimulationResults
+from neuron_desk.core.model import (
+    ActivationRecord,
+    NeuronId,
+    NeuronSimulationResults,
+    TokenLookupTableSummaryOfNeuron,
+)
 from neuron_desk.qt.heatmap import (
     HeatmapDelegate,
     HeatmapRow,
@@ -150,3 +155,25 @@ def test_markup_in_tokens_is_text(qtbot, loop: asyncio.AbstractEventLoop) -> Non
     hot = Palette(palette).heat(2.0, 2.0)
     assert any(image.pixelColor(x, 5) == hot for x in range(0, 600, 2))
     assert isinstance(HeatmapDelegate(), HeatmapDelegate)
+
+
+def test_markup_tokens_in_the_real_window(
+    make_window: WindowFactory, loop: asyncio.AbstractEventLoop, layout: Path
+) -> None:
+    markup = ["<b>bold</b>", "<script>alert(1)</script>", " &amp;", "<i>"]
+    record = neuron_record(seed=11)
+    record.neuron_id = NeuronId(1, 1)
+    record.most_positive_activation_records[0].tokens[:4] = markup
+    (layout / "collated-activations/1/1.json").write_text(codec.dumps(record))
+    tokens = TokenLookupTableSummaryOfNeuron(markup, [3.0, 2.0, 1.0, 0.5])
+    (layout / "related-tokens/activation-based/1/1.json").write_text(codec.dumps(tokens))
+    window = make_window()
+    window.go_to("mirror", 1, 1)
+    run_until(loop, lambda: shown(window, ("mirror", 1, 1)))
+    row = window.dataset_pane.model.index(1, 0).data(QtCore.Qt.ItemDataRole.UserRole + 1)
+    assert list(row.tokens[:4]) == markup
+    shown_tokens = [window.tokens_dock.by_activation.item(i, 0).text() for i in range(4)]
+    assert shown_tokens == markup  # the table shows the literal text
+    tooltip = window.tokens_dock.by_activation.item(0, 0).toolTip()
+    assert "&lt;b&gt;" in tooltip and "<b>" not in tooltip.removeprefix("<qt>")
+    assert not window.grab().isNull()  # painting the row with markup tokens works

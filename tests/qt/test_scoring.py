@@ -4,6 +4,7 @@ fake OpenAI-compatible server on 127.0.0.1 (a neuron that fires on the letter e)
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,3 +183,33 @@ def test_explained_neurons_table(
     assert table.item(0, 2).text() == "n/a"
     table.cellActivated.emit(2, 0)  # the 0.90 row, now last
     run_until(loop, lambda: window.current == ("mirror", 0, 3) and window.current_data is not None)
+
+
+def test_a_profile_budget_stops_the_run(
+    make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    config = ProfileConfig(path=tmp_path / "profiles.json")
+    config.put(
+        Profile(
+            name="capped",
+            base_url=fake[1].base_url,
+            explainer_model="fake-model",
+            simulator_model="fake-model",
+            budget_tokens=3000,
+        )
+    )
+    config.default = "capped"
+    config.save()
+    assert (
+        json.loads((tmp_path / "profiles.json").read_text())["profiles"][0]["budget_tokens"] == 3000
+    )
+    window = make_window(LLMRunner(store, ProfileConfig.load(tmp_path / "profiles.json")))
+    open_neuron(window, loop, 1)
+    outcomes: list[str] = []
+    window.run_finished.connect(outcomes.append)
+    window.generate(1)
+    run_until(loop, lambda: outcomes != [], timeout=30)
+    assert "budget" in outcomes[0]
+    assert "budget" in window.statusBar().currentMessage()
+    assert window.explanations.generate_button.isEnabled()
+    assert store.explanations("mirror", 0, 1, source="generated") == []
