@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from neuron_desk import __version__
 from neuron_desk.cli.context import EXIT_BAD_INPUT, Context, exit_code_of
 
-COMMAND_MODULES = ("neuron_desk.cli.data", "neuron_desk.cli.batch", "neuron_desk.cli.llm")
+COMMAND_MODULES = ("neuron_desk.cli.data", "neuron_desk.cli.llm", "neuron_desk.cli.batch")
 
 
 def build_parser() -> argparse.ArgumentParser:
