@@ -10,8 +10,10 @@ why it was chosen, parameters, token usage and cost, time, and the cache keys of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +22,12 @@ from typing import TYPE_CHECKING, Any
 from neuron_desk import __version__
 from neuron_desk.core import codec
 from neuron_desk.core.errors import BudgetExceeded, MethodError
-from neuron_desk.core.model import NeuronRecord, ScoredExplanation, SimulatorMethod
+from neuron_desk.core.model import (
+    ActivationRecordSliceParams,
+    NeuronRecord,
+    ScoredExplanation,
+    SimulatorMethod,
+)
 from neuron_desk.llm.capabilities import (
     Capabilities,
     SimulatorChoice,
@@ -217,6 +224,20 @@ class NeuronRun:
             call.append(session)
         return session
 
+    @contextlib.asynccontextmanager
+    async def _call(self) -> AsyncIterator[None]:
+        """One explain/score call: its sessions, stopped on failure and forgotten after."""
+        sessions: list[LLMSession] = []
+        token = _CALL_SESSIONS.set(sessions)
+        try:
+            yield
+        except BaseException as exc:
+            await self._stop_after(exc, sessions)
+            raise
+        finally:
+            _CALL_SESSIONS.reset(token)
+            self._forget(sessions)
+
     def _forget(self, sessions: list[LLMSession]) -> None:
         """Drop finished sessions (their usage stays in the run's ledger)."""
         for session in sessions:
@@ -317,16 +338,8 @@ class NeuronRun:
         cancelled before the error is raised: nothing keeps running behind it. When the budget
         is reached, every request of the run is cancelled (other calls get CancelledError).
         """
-        sessions: list[LLMSession] = []
-        token = _CALL_SESSIONS.set(sessions)
-        try:
+        async with self._call():
             return await self._score(record, explanation, where=where, source=source, extra=extra)
-        except BaseException as exc:
-            await self._stop_after(exc, sessions)
-            raise
-        finally:
-            _CALL_SESSIONS.reset(token)
-            self._forget(sessions)
 
     async def _score(
         self,
@@ -369,16 +382,8 @@ class NeuronRun:
         score: bool = True,
     ) -> list[ScoreOutcome]:
         """Generate `samples` explanations and score each (best first); stored if `where`."""
-        sessions: list[LLMSession] = []
-        token = _CALL_SESSIONS.set(sessions)
-        try:
+        async with self._call():
             return await self._explain(record, where=where, score=score)
-        except BaseException as exc:
-            await self._stop_after(exc, sessions)
-            raise
-        finally:
-            _CALL_SESSIONS.reset(token)
-            self._forget(sessions)
 
     async def _explain(
         self, record: NeuronRecord, *, where: tuple[str, int, int] | None, score: bool
@@ -392,8 +397,6 @@ class NeuronRun:
             options.explainer_model, prompt_format=PromptFormat.HARMONY_V4, backend=session
         )
         settings = options.settings()
-        from neuron_desk.core.model import ActivationRecordSliceParams
-
         params = ActivationRecordSliceParams(n_examples_per_split=settings.n_examples_per_split)
         texts = await explainer.generate_explanations(
             all_activation_records=record.train_activation_records(params),

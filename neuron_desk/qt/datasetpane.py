@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.model import ActivationRecord, NeuronRecord
-from neuron_desk.qt.heatmap import HeatmapDelegate, HeatmapRow, RowRole
+from neuron_desk.qt.heatmap import HeatmapDelegate, HeatmapRow, RowRole, RowsModel
 
 Qt = QtCore.Qt
 
@@ -54,7 +54,7 @@ def sections_of(record: NeuronRecord) -> list[Section]:
     return sections
 
 
-class DatasetModel(QtCore.QAbstractListModel):
+class DatasetModel(RowsModel):
     """Header rows and record rows of all sections, in one list (so one view scrolls them)."""
 
     def __init__(self, parent: QtCore.QObject | None = None) -> None:
@@ -95,19 +95,8 @@ class DatasetModel(QtCore.QAbstractListModel):
         """The activation drawn at full colour."""
         return self._scale
 
-    def rowCount(
-        self, parent: QtCore.QModelIndex | QtCore.QPersistentModelIndex = QtCore.QModelIndex()
-    ) -> int:
-        return 0 if parent.isValid() else len(self._rows)
-
-    def data(
-        self,
-        index: QtCore.QModelIndex | QtCore.QPersistentModelIndex,
-        role: int = Qt.ItemDataRole.DisplayRole,
-    ) -> object:
-        if not index.isValid():
-            return None
-        section_index, record_index = self._rows[index.row()]
+    def row_data(self, row: int, role: int) -> object:
+        section_index, record_index = self._rows[row]
         section = self._sections[section_index]
         if record_index is None:
             if role == Qt.ItemDataRole.DisplayRole:

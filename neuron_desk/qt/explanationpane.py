@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.model import ScoredExplanation
-from neuron_desk.qt.heatmap import HeatmapDelegate, HeatmapRow, RowRole, plain_tooltip
+from neuron_desk.qt.heatmap import HeatmapDelegate, HeatmapRow, RowRole, RowsModel, plain_tooltip
 
 Qt = QtCore.Qt
 
@@ -41,7 +41,7 @@ def format_score(score: float | None) -> str:
     return "n/a" if score is None else f"{score:.2f}"
 
 
-class SimulationModel(QtCore.QAbstractListModel):
+class SimulationModel(RowsModel):
     """One row per scored sequence: real activations with the simulation underneath."""
 
     def __init__(self, parent: QtCore.QObject | None = None) -> None:
@@ -71,23 +71,12 @@ class SimulationModel(QtCore.QAbstractListModel):
                 )
         self.endResetModel()
 
-    def rowCount(
-        self, parent: QtCore.QModelIndex | QtCore.QPersistentModelIndex = QtCore.QModelIndex()
-    ) -> int:
-        return 0 if parent.isValid() else len(self._rows)
-
-    def data(
-        self,
-        index: QtCore.QModelIndex | QtCore.QPersistentModelIndex,
-        role: int = Qt.ItemDataRole.DisplayRole,
-    ) -> object:
-        if not index.isValid():
-            return None
+    def row_data(self, row: int, role: int) -> object:
+        heatmap = self._rows[row]
         if role == RowRole:
-            return self._rows[index.row()]
+            return heatmap
         if role == Qt.ItemDataRole.AccessibleTextRole:
-            row = self._rows[index.row()]
-            return f"sequence {index.row() + 1}, {row.caption}: " + "".join(row.tokens)
+            return f"sequence {row + 1}, {heatmap.caption}: " + "".join(heatmap.tokens)
         return None
 
 

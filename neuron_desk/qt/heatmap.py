@@ -189,6 +189,30 @@ def token_at(
     return None
 
 
+class RowsModel(QtCore.QAbstractListModel):
+    """A flat list model over `self._rows`; subclasses say what each row shows in `row_data`."""
+
+    def __init__(self, parent: QtCore.QObject | None = None) -> None:
+        super().__init__(parent)
+        self._rows: Sequence[object] = ()
+
+    def rowCount(
+        self, parent: QtCore.QModelIndex | QtCore.QPersistentModelIndex = QtCore.QModelIndex()
+    ) -> int:
+        return 0 if parent.isValid() else len(self._rows)
+
+    def data(
+        self,
+        index: QtCore.QModelIndex | QtCore.QPersistentModelIndex,
+        role: int = Qt.ItemDataRole.DisplayRole,
+    ) -> object:
+        return self.row_data(index.row(), role) if index.isValid() else None
+
+    def row_data(self, row: int, role: int) -> object:
+        """What row `row` shows for `role` (None: nothing)."""
+        raise NotImplementedError
+
+
 class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
     """Paints `HeatmapRow` items; header items (no row) are painted as bold section titles."""
 

@@ -94,15 +94,21 @@ def test_score_your_own_explanation(
     assert "the letter e" in texts
 
 
-def test_cancel_mid_run_leaves_nothing_running(
-    make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+def start_slow_run(make_window, loop, store, fake, tmp_path):  # type: ignore[no-untyped-def]
+    """A window generating for neuron 0:4 against a server that answers in 0.5 s, mid-request."""
     server_fake, server = fake
     server_fake.latency = 0.5
     window = make_window(runner_for(store, server.base_url, tmp_path))
     open_neuron(window, loop, 4)
     window.generate(1)
     run_until(loop, lambda: server_fake.active > 0, timeout=10)
+    return server_fake, window
+
+
+def test_cancel_mid_run_leaves_nothing_running(
+    make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    server_fake, window = start_slow_run(make_window, loop, store, fake, tmp_path)
     window.cancel_run()
     assert not window.tasks.running("run")
     assert window.explanations.generate_button.isEnabled()
@@ -116,12 +122,7 @@ def test_cancel_mid_run_leaves_nothing_running(
 def test_switching_neurons_cancels_the_run(
     make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    server_fake, server = fake
-    server_fake.latency = 0.5
-    window = make_window(runner_for(store, server.base_url, tmp_path))
-    open_neuron(window, loop, 4)
-    window.generate(1)
-    run_until(loop, lambda: server_fake.active > 0, timeout=10)
+    server_fake, window = start_slow_run(make_window, loop, store, fake, tmp_path)
     open_neuron(window, loop, 5)
     loop.run_until_complete(asyncio.sleep(0.8))
     assert server_fake.active == 0
