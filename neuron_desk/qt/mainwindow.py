@@ -374,8 +374,8 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.current_data = data
         self._show(data)
-        self.neuron_shown.emit(*key)
         neurons = self.related_dock.show_neuron(data)
+        self.neuron_shown.emit(*key)
         if neurons:
             self.tasks.start("related", self._load_related(key, neurons))
 
