@@ -14,8 +14,8 @@ python -c 'import neuron_desk' 2>/dev/null || {
     exit 1
 }
 python -c 'import PyInstaller' 2>/dev/null || python -m pip install --quiet 'pyinstaller>=6.10'
-ls neuron_desk/resources/datasets/*.sqlite3 >/dev/null || {
-    echo "the bundled sample dataset is missing (neuron_desk/resources/datasets)" >&2
+ls resources/datasets/*.sqlite3 >/dev/null || {
+    echo "the bundled sample dataset is missing (resources/datasets)" >&2
     exit 1
 }
 

@@ -13,7 +13,7 @@ share=$prefix/share
 
 install -Dm644 "packaging/$app_id.desktop" "$share/applications/$app_id.desktop"
 install -Dm644 "packaging/$app_id.metainfo.xml" "$share/metainfo/$app_id.metainfo.xml"
-install -Dm644 neuron_desk/resources/icons/neuron-desk.svg \
+install -Dm644 resources/icons/neuron-desk.svg \
     "$share/icons/hicolor/scalable/apps/$app_id.svg"
 for png in packaging/icons/hicolor/*/apps/"$app_id".png; do
     size=$(basename "$(dirname "$(dirname "$png")")")

@@ -17,7 +17,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from PySide6 import QtCore, QtGui, QtSvg
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "neuron_desk" / "resources" / "icons" / "neuron-desk.svg"
+SOURCE = ROOT / "resources" / "icons" / "neuron-desk.svg"
 OUT = ROOT / "packaging" / "icons" / "hicolor"
 APP_ID = "io.github.neuron_desk.NeuronDesk"
 SIZES = (16, 24, 32, 48, 64, 128, 256, 512)

@@ -1,4 +1,7 @@
-"""Packaging: the desktop entry, the AppStream metainfo, the icons, and the wheel's resources.
+"""Packaging: the desktop entry, the AppStream metainfo, the icons, and the runtime resources.
+
+The resources live in the top-level resources/ folder, which pyproject.toml maps to the package
+neuron_desk.resources: checked in a wheel built here and in the current (editable) install.
 
 The validators run where their Debian packages are installed (desktop-file-utils, appstream);
 elsewhere those two tests are skipped. The bundle itself is built by packaging/build_bundle.sh,
@@ -8,6 +11,7 @@ not here (it takes a minute and PyInstaller is not a dependency).
 from __future__ import annotations
 
 import configparser
+import json
 import shutil
 import struct
 import subprocess
@@ -20,10 +24,12 @@ from xml.etree import ElementTree
 import pytest
 
 import neuron_desk
+from neuron_desk import resources
 from neuron_desk.qt.app import APP_ID
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGING = ROOT / "packaging"
+RESOURCES = ROOT / "resources"
 DESKTOP_FILE = PACKAGING / f"{APP_ID}.desktop"
 METAINFO = PACKAGING / f"{APP_ID}.metainfo.xml"
 ICON_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
@@ -92,7 +98,7 @@ def test_hicolor_icons_have_their_size(size: int) -> None:
 
 
 def test_icon_source_is_svg() -> None:
-    source = ROOT / "neuron_desk" / "resources" / "icons" / "neuron-desk.svg"
+    source = RESOURCES / "icons" / "neuron-desk.svg"
     root = ElementTree.parse(source).getroot()
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
 
@@ -112,12 +118,76 @@ def test_wheel_contains_the_runtime_resources(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     (wheel,) = tmp_path.glob("neuron_desk-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert any(
-        n.startswith("neuron_desk/resources/datasets/") and n.endswith(".sqlite3") for n in names
-    ), "the bundled sample dataset"
     assert {
-        "neuron_desk/method/data/few_shot_examples.json",
-        "neuron_desk/method/data/token_space_few_shot_examples.json",
-        "neuron_desk/data/interesting_gpt2_xl.json",
+        "neuron_desk/resources/__init__.py",
+        "neuron_desk/resources/datasets/smollm2-135m-instruct.sqlite3",
         "neuron_desk/resources/icons/neuron-desk.svg",
+        "neuron_desk/resources/few_shot/few_shot_examples.json",
+        "neuron_desk/resources/few_shot/token_space_few_shot_examples.json",
+        "neuron_desk/resources/interesting/gpt2-xl.json",
     } <= names
+    assert not [n for n in names if "screenshots" in n or n.endswith(".png")], "README images"
+    assert not [n for n in names if n.startswith(("resources/", "tests/", "packaging/"))]
+    # Every Python file of the package and of resources/ is in the wheel.
+    package = ROOT / "neuron_desk"
+    sources = {f"neuron_desk/{p.relative_to(package).as_posix()}" for p in package.rglob("*.py")}
+    sources |= {f"neuron_desk/resources/{p.name}" for p in RESOURCES.glob("*.py")}
+    assert sources <= names, sorted(sources - names)
+
+
+def test_every_package_folder_is_listed_in_pyproject() -> None:
+    # The package-dir mapping of resources/ rules out packages.find: a new package folder has to
+    # be added to [tool.setuptools] packages, or the wheel leaves it out.
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    folders = {
+        ".".join(p.relative_to(ROOT).parts)
+        for p in (ROOT / "neuron_desk").rglob("*")
+        if p.is_dir() and p.name != "__pycache__" and any(p.glob("*.py"))
+    }
+    assert folders <= listed, f"add to [tool.setuptools] packages: {sorted(folders - listed)}"
+    assert "neuron_desk.resources" in listed
+    assert setuptools["package-dir"] == {"neuron_desk.resources": "resources"}
+
+
+def test_editable_install_finds_every_resource() -> None:
+    # The current environment: `pip install -e .` maps neuron_desk.resources to resources/.
+    assert Path(str(resources.root())).resolve() == RESOURCES.resolve()
+    datasets = resources.bundled_datasets()
+    assert [p.name for p in datasets] == ["smollm2-135m-instruct.sqlite3"]
+    assert datasets[0].is_file() and datasets[0].read_bytes()[:16] == b"SQLite format 3\x00"
+    icon = resources.icon_path()
+    assert icon is not None and icon.is_file()
+    assert ElementTree.parse(icon).getroot().tag == "{http://www.w3.org/2000/svg}svg"
+    few_shot = json.loads(resources.read_text("few_shot", "few_shot_examples.json"))
+    assert few_shot["ORIGINAL_EXAMPLES"] and few_shot["TEST_SINGLE_TOKEN_EXAMPLE"]
+    token_space = json.loads(resources.read_text("few_shot", "token_space_few_shot_examples.json"))
+    assert token_space["ORIGINAL_EXAMPLES"]
+    interesting = json.loads(resources.read_text("interesting", "gpt2-xl.json"))["neurons"]
+    assert interesting and all({"layer", "neuron", "label"} <= set(n) for n in interesting)
+
+
+def test_editable_install_finds_resources_from_another_directory(tmp_path: Path) -> None:
+    # Not through the checkout being the current directory: only the install's mapping.
+    probe = (
+        "from neuron_desk import resources; import json; "
+        "print(json.dumps([str(p) for p in resources.bundled_datasets()] + "
+        "[str(resources.icon_path()), len(resources.read_text('interesting', 'gpt2-xl.json'))]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    *datasets, icon, interesting = json.loads(result.stdout)
+    assert [Path(p).resolve() for p in datasets] == sorted(
+        p.resolve() for p in (RESOURCES / "datasets").glob("*.sqlite3")
+    )
+    assert Path(icon).resolve() == (RESOURCES / "icons" / "neuron-desk.svg").resolve()
+    assert interesting > 0
+
+
+def test_screenshots_are_not_package_data() -> None:
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"]
+    assert setuptools.get("include-package-data") is False
+    assert not any("screenshots" in p for p in setuptools["package-data"]["neuron_desk.resources"])
+    assert (RESOURCES / "screenshots" / "main-window.png").is_file()  # the README's image

@@ -1,22 +1,25 @@
-"""The `neuron-desk` command line: plain `neuron-desk` starts the app, subcommands do the rest.
+"""The `neuron-desk` command line: subcommands for everything that is not looking.
 
 Each command module registers its subcommands (`register(subparsers)`) and sets `run` to a
-function of the parsed arguments and a `Context` that opens the store on demand. Errors are
-one line on stderr (a traceback only with --debug); exit codes: 0 success, 1 not found or not
-available offline, 2 bad arguments or bad input.
+function of the parsed arguments and a `Context` that opens the desk on demand. Errors are one
+line on stderr (a traceback only with --debug); exit codes: 0 success, 1 not found or not
+available offline, 2 bad arguments or bad input. Plain `neuron-desk` (no subcommand) starts the
+app: that is decided by the entry point, `neuron_desk.__main__`, not here.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from neuron_desk import __version__
+from neuron_desk.cli import batch, data, llm
 from neuron_desk.cli.context import EXIT_BAD_INPUT, Context, exit_code_of
 
-COMMAND_MODULES = ("neuron_desk.cli.data", "neuron_desk.cli.llm", "neuron_desk.cli.batch")
+COMMAND_MODULES = (data, llm, batch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,20 +37,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the app, save the window once a neuron is shown, and quit",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    import importlib
-
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for module in COMMAND_MODULES:
+        module.register(subparsers)
     return parser
 
 
+EXIT_CLOSED_PIPE = 141
+"""128 + SIGPIPE, as shells report a command whose reader closed the pipe."""
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so flushing it at exit raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    """Debug logs with --debug, warnings otherwise."""
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run a subcommand, or start the app when none is given."""
+    """Run a subcommand (without one: print the usage, exit 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     if args.command is None:
-        return start_app(args.screenshot)
+        parser.print_usage(sys.stderr)
+        return EXIT_BAD_INPUT
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the parsed subcommand; one line on stderr and an exit code if it fails."""
+    configure_logging(args)
     context = Context()
     try:
         result: int = args.run(args, context)
@@ -55,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        _silence_stdout()
+        return EXIT_CLOSED_PIPE
     except Exception as exc:  # one clear line, never a traceback unless --debug
         if args.debug:
             raise
@@ -62,17 +90,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code_of(exc)
     finally:
         context.close()
-
-
-def start_app(screenshot: str | None = None) -> int:
-    """Start the desktop app (the Qt layer is imported only here)."""
-    try:
-        from neuron_desk.qt.app import run_app
-    except ImportError as exc:
-        print(f"neuron-desk: the desktop app is not available: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return int(run_app(screenshot))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

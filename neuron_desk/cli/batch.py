@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from typing import Any
 
-from neuron_desk.batch import BatchSpec, BatchSummary, run_batch
-from neuron_desk.cli.context import EXIT_NOT_FOUND, EXIT_OK, Context, parse_range
-from neuron_desk.cli.llm import METHOD_CHOICES, endpoint_arguments
-from neuron_desk.data.service import NeuronService
-from neuron_desk.llm.ledger import Budget
-from neuron_desk.llm.profiles import ProfileConfig, open_backend
-from neuron_desk.llm.runs import NeuronRun, RunOptions
+from neuron_desk.cli.context import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    Context,
+    parse_range,
+    positive_float,
+    positive_int,
+)
+from neuron_desk.cli.llm import METHOD_CHOICES, endpoint_arguments, run_options
+from neuron_desk.core.refs import NeuronRef
+from neuron_desk.runs.batch import BatchSpec, BatchSummary
 
 
 def register(subparsers: Any) -> None:
@@ -37,10 +40,10 @@ def register(subparsers: Any) -> None:
     endpoint_arguments(p)
     p.add_argument("--model", help="model for explaining and simulating (default: the profile's)")
     p.add_argument("--method", choices=METHOD_CHOICES, help="simulator (default: the profile's)")
-    p.add_argument("--samples", type=int, default=1, help="explanations per neuron (1)")
-    p.add_argument("--concurrency", type=int, default=4, help="neurons at a time (4)")
-    p.add_argument("--budget-tokens", type=int, help="stop when this many tokens are used")
-    p.add_argument("--budget-usd", type=float, help="stop when this much money is spent")
+    p.add_argument("--samples", type=positive_int, default=1, help="explanations per neuron (1)")
+    p.add_argument("--concurrency", type=positive_int, default=4, help="neurons at a time (4)")
+    p.add_argument("--budget-tokens", type=positive_int, help="stop when this many tokens are used")
+    p.add_argument("--budget-usd", type=positive_float, help="stop when this much money is spent")
     p.add_argument("--name", default="", help="name the batch (default: from its spec)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_batch)
@@ -58,21 +61,21 @@ def _neurons(text: str) -> list[int]:
 
 def cmd_batch(args: argparse.Namespace, context: Context) -> int:
     """Run (or resume) a batch and print its summary."""
-    dataset = context.registry.get(args.dataset)
+    desk = context.desk
+    dataset = desk.dataset(args.dataset)
     first, last = args.layers
     for layer in (first, last):
         dataset.check(layer, 0)
-    service = NeuronService(context.registry, context.store)
     if args.neurons is not None:
         for n in args.neurons:
             dataset.check(first, n)
-        neurons = [(layer, n) for layer in range(first, last + 1) for n in args.neurons]
-    else:
         neurons = [
-            (layer, n)
-            for layer, n in service.available_neurons(dataset.name)
-            if first <= layer <= last
+            NeuronRef(dataset.name, layer, n)
+            for layer in range(first, last + 1)
+            for n in args.neurons
         ]
+    else:
+        neurons = [r for r in desk.available_neurons(dataset.name) if first <= r.layer <= last]
         if not neurons:
             raise ValueError(
                 f"no neurons of {dataset.name} layers {first}-{last} are stored or bundled: "
@@ -81,41 +84,13 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
     if args.limit is not None:
         neurons = neurons[: args.limit]
 
-    config = ProfileConfig.load()
-    profile = config.resolve(args.profile, args.base_url)
-    options = RunOptions.for_profile(
-        profile,
-        model=args.model,
-        method=args.method,
-        samples=args.samples,
-        budget=Budget(
-            max_tokens=args.budget_tokens or profile.budget_tokens,
-            max_cost=args.budget_usd or profile.budget_usd,
-        ),
-    )
+    profile = desk.profile(args.profile, args.base_url)
+    options = run_options(args, profile, explain=True)
     spec = BatchSpec(dataset.name, tuple(neurons), profile.name, args.samples, args.name)
-
-    async def go() -> BatchSummary:
-        backend = open_backend(profile, config=config)
-        run = NeuronRun(
-            backend,
-            options,
-            store=context.store,
-            profile=profile.name,
-            prices=config.prices,
-            run_id=spec.batch_id,
-        )
-        try:
-            return await run_batch(
-                spec, service, context.store, run, concurrency=args.concurrency, progress=_bar
-            )
-        finally:
-            await service.aclose()
-            closer = getattr(backend, "aclose", None)
-            if closer is not None:
-                await closer()
-
-    summary = asyncio.run(go())
+    run = desk.run(profile, options, run_id=spec.batch_id)
+    summary = context.run(
+        lambda desk: desk.batch(spec, run, concurrency=args.concurrency, progress=_bar)
+    )
     print(file=sys.stderr)
     if args.json:
         print(json.dumps(summary.to_json(), indent=1))

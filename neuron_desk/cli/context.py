@@ -1,17 +1,20 @@
-"""What every command needs: the store, the registry and the neuron service, opened lazily."""
+"""What every command needs: the desk (opened on first use), exit codes and argument types."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from neuron_desk.core.errors import (
     CodecError,
     NeuronOutOfRange,
     UnknownDataset,
 )
-from neuron_desk.core.paths import store_path
-from neuron_desk.data.registry import Registry
-from neuron_desk.data.store import Store
+from neuron_desk.desk import Desk
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -37,28 +40,55 @@ def parse_range(text: str) -> tuple[int, int]:
     return start, end
 
 
+def positive_int(text: str) -> int:
+    """An integer of at least 1, for argparse (a concurrency of 0 would wait forever)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A number above 0, for argparse (budgets: to run without a cap, leave the flag out)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be above 0 (leave the flag out for no cap)")
+    return value
+
+
 class Context:
-    """Lazily opened resources shared by the commands of one invocation."""
+    """The desk shared by the commands of one invocation, opened on first use."""
 
     def __init__(self) -> None:
-        self._store: Store | None = None
-        self._registry: Registry | None = None
+        self._desk: Desk | None = None
 
     @property
-    def store(self) -> Store:
-        """The user's store (created on first use)."""
-        if self._store is None:
-            self._store = Store.open(store_path())
-        return self._store
+    def desk(self) -> Desk:
+        """The user's desk (its store is created on first use)."""
+        if self._desk is None:
+            self._desk = Desk.open()
+        return self._desk
 
-    @property
-    def registry(self) -> Registry:
-        """Every known dataset."""
-        if self._registry is None:
-            self._registry = Registry(self.store)
-        return self._registry
+    def run(self, work: Callable[[Desk], Awaitable[T]], *, offline: bool = False) -> T:
+        """Run `work(desk)` in an event loop; the desk's clients are closed before it ends."""
+        desk = self.desk
+        desk.offline = offline
+
+        async def run() -> T:
+            try:
+                return await work(desk)
+            finally:
+                await desk.aclose()
+
+        return asyncio.run(run())
 
     def close(self) -> None:
         """Close what was opened."""
-        if self._store is not None:
-            self._store.close()
+        if self._desk is not None:
+            self._desk.close()

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from neuron_desk.cli.context import EXIT_NOT_FOUND, EXIT_OK, Context, parse_range
-from neuron_desk.core import codec
+from neuron_desk.cli.context import EXIT_NOT_FOUND, EXIT_OK, Context, parse_range, positive_int
+from neuron_desk.cli.progress import ProgressLine
 from neuron_desk.core.errors import NotAvailableOffline, NotFound
-from neuron_desk.data.exports import export_neuron
+from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.importer import import_paths
 from neuron_desk.data.registry import Kind
-from neuron_desk.data.service import Fetched, NeuronService, PrefetchProgress, describe
-
-T = TypeVar("T")
+from neuron_desk.data.service import Fetched
+from neuron_desk.desk import Desk
 
 
 def register(subparsers: Any) -> None:
@@ -31,6 +28,13 @@ def register(subparsers: Any) -> None:
     _neuron_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--offline", action="store_true", help="use only the store and bundled data")
+    p.add_argument(
+        "--excerpts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the N top-activating excerpts as text, with the tokens' activations",
+    )
     p.set_defaults(run=cmd_show)
 
     p = subparsers.add_parser("fetch", help="fetch and store a neuron or a range of neurons")
@@ -38,7 +42,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("layer", type=int)
     p.add_argument("neurons", type=parse_range, help="a neuron or a range such as 0-99")
     p.add_argument("--kinds", nargs="+", choices=[k.value for k in Kind], help="default: all")
-    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--concurrency", type=positive_int, default=8, help="files at a time (8)")
     p.set_defaults(run=cmd_fetch)
 
     p = subparsers.add_parser("import", help="import files in the public layout, or single files")
@@ -66,6 +70,7 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("export", help="export a neuron's explanations and scores")
     _neuron_arguments(p)
+    p.add_argument("--offline", action="store_true", help="use only the store and bundled data")
     p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     p.set_defaults(run=cmd_export)
 
@@ -76,24 +81,9 @@ def _neuron_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("neuron", type=int)
 
 
-def with_service(
-    context: Context, offline: bool, work: Callable[[NeuronService], Coroutine[Any, Any, T]]
-) -> T:
-    """Run `work` with a neuron service in an event loop, closing it afterwards."""
-
-    async def run() -> T:
-        service = NeuronService(context.registry, context.store, offline=offline)
-        try:
-            return await work(service)
-        finally:
-            await service.aclose()
-
-    return asyncio.run(run())
-
-
 def cmd_datasets(args: argparse.Namespace, context: Context) -> int:
     """List datasets."""
-    datasets = context.registry.all()
+    datasets = context.desk.registry.all()
     if args.json:
         print(json.dumps([{**d.to_spec(), "origin": d.origin} for d in datasets], indent=1))
         return EXIT_OK
@@ -104,19 +94,58 @@ def cmd_datasets(args: argparse.Namespace, context: Context) -> int:
 
 def cmd_show(args: argparse.Namespace, context: Context) -> int:
     """Show one neuron."""
-    data = with_service(
-        context, args.offline, lambda s: s.neuron(args.dataset, args.layer, args.neuron)
-    )
-    stored = context.store.explanations(data.dataset.name, args.layer, args.neuron)
-    summary = describe(data, stored)
+    ref = context.desk.ref(args.dataset, args.layer, args.neuron)
+
+    async def show(desk: Desk) -> tuple[Any, dict[str, Any]]:
+        data = await desk.neuron(ref)
+        return data, desk.describe(data)
+
+    data, summary = context.run(show, offline=args.offline)
+    excerpts = _excerpts(data, args.excerpts)
     if args.json:
+        if args.excerpts:
+            summary["excerpts"] = excerpts
         print(json.dumps(summary, indent=1, ensure_ascii=False))
     else:
         _print_summary(summary)
+        _print_excerpts(excerpts)
     if isinstance(data.record, NotFound | NotAvailableOffline) and not summary["explanations"]:
         print(f"neuron-desk: {data.record}", file=sys.stderr)
         return EXIT_NOT_FOUND
     return EXIT_OK
+
+
+def _excerpts(data: Any, count: int) -> list[dict[str, Any]]:
+    """The `count` top records: text, max activation, and the tokens that fired, strongest first."""
+    if count <= 0 or not isinstance(data.record, Fetched):
+        return []
+    records = sorted(
+        data.record.value.most_positive_activation_records,
+        key=lambda r: max(r.activations, default=0.0),
+        reverse=True,
+    )
+    out = []
+    for record in records[:count]:
+        fired = sorted(
+            ((t, a) for t, a in zip(record.tokens, record.activations, strict=False) if a > 0),
+            key=lambda pair: -pair[1],
+        )
+        out.append(
+            {
+                "text": "".join(record.tokens),
+                "max_activation": max(record.activations, default=0.0),
+                "tokens": [[t, a] for t, a in fired[:12]],
+            }
+        )
+    return out
+
+
+def _print_excerpts(excerpts: list[dict[str, Any]]) -> None:
+    for i, excerpt in enumerate(excerpts, 1):
+        text = excerpt["text"].replace("\n", "↵").replace("\t", "⇥")
+        print(f"  excerpt {i} (max {excerpt['max_activation']:.3g}): {text}")
+        tokens = " · ".join(f"{t!r} {a:.3g}" for t, a in excerpt["tokens"])
+        print(f"      {tokens}")
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -140,38 +169,42 @@ def cmd_fetch(args: argparse.Namespace, context: Context) -> int:
     """Prefetch a range of neurons with a progress bar."""
     start, end = args.neurons
     kinds = [Kind(k) for k in args.kinds] if args.kinds else None
-    report = with_service(
-        context,
-        False,
-        lambda s: s.prefetch(
-            args.dataset,
-            [(args.layer, n) for n in range(start, end + 1)],
+    dataset = context.desk.dataset(args.dataset)
+    refs = [NeuronRef(dataset.name, args.layer, n) for n in range(start, end + 1)]
+    line = ProgressLine.for_args("files", False)
+    report = context.run(
+        lambda desk: desk.service.prefetch(
+            dataset.name,
+            refs,
             kinds,
             concurrency=args.concurrency,
-            progress=_progress_bar,
-        ),
+            progress=lambda p: line.update(p.done, p.total, extra=f"failed {p.failed}"),
+        )
     )
-    print(file=sys.stderr)
+    line.finish()
     print(
         f"fetched {report.fetched}, already stored {report.already}, absent {report.absent}, "
         f"failed {report.failed}"
     )
-    for line in report.errors[:20]:
-        print(f"  {line}", file=sys.stderr)
+    for reason, where in _grouped(report.errors):
+        print(f"  {len(where)} × {reason}: {', '.join(where)}", file=sys.stderr)
     return EXIT_OK if report.failed == 0 else EXIT_NOT_FOUND
 
 
-def _progress_bar(report: PrefetchProgress) -> None:
-    width = 30
-    filled = width * report.done // max(report.total, 1)
-    bar = "#" * filled + "-" * (width - filled)
-    print(f"\r[{bar}] {report.done}/{report.total}", end="", file=sys.stderr, flush=True)
+def _grouped(errors: list[str]) -> list[tuple[str, list[str]]]:
+    """Prefetch errors ("layer:neuron kind: reason (url)") grouped by reason, every one kept."""
+    groups: dict[str, list[str]] = {}
+    for error in errors:
+        where, _, reason = error.partition(": ")
+        reason = reason.rsplit(" (http", 1)[0]
+        groups.setdefault(reason, []).append(where)
+    return sorted(groups.items(), key=lambda item: -len(item[1]))
 
 
 def cmd_import(args: argparse.Namespace, context: Context) -> int:
     """Import files into the store, validating each."""
-    dataset = context.registry.get(args.dataset)
-    result = import_paths(context.store, dataset, args.paths)
+    dataset = context.desk.dataset(args.dataset)
+    result = import_paths(context.desk.store, dataset, args.paths)
     for path, message in result.rejected:
         print(f"rejected {path}: {message}", file=sys.stderr)
     print(f"imported {len(result.imported)} files into {dataset.name}")
@@ -180,11 +213,12 @@ def cmd_import(args: argparse.Namespace, context: Context) -> int:
 
 def cmd_neurons(args: argparse.Namespace, context: Context) -> int:
     """List neurons: all of the dataset's shape, or those stored/bundled with --offline."""
-    dataset = context.registry.get(args.dataset)
+    dataset = context.desk.dataset(args.dataset)
     if args.layer is not None:
         dataset.check(args.layer, 0)
     if args.offline or dataset.bundled:
-        neurons = with_service(context, True, _available(args.dataset, args.layer))
+        available = context.desk.available_neurons(dataset.name, args.layer)
+        neurons = [(r.layer, r.index) for r in available]
     else:
         layers = [args.layer] if args.layer is not None else range(dataset.n_layers)
         neurons = [(layer, n) for layer in layers for n in range(dataset.n_neurons)]
@@ -196,26 +230,17 @@ def cmd_neurons(args: argparse.Namespace, context: Context) -> int:
     return EXIT_OK
 
 
-def _available(
-    dataset: str, layer: int | None
-) -> Callable[[NeuronService], Coroutine[Any, Any, list[tuple[int, int]]]]:
-    async def available(service: NeuronService) -> list[tuple[int, int]]:
-        return service.available_neurons(dataset, layer)
-
-    return available
-
-
 def cmd_search(args: argparse.Namespace, context: Context) -> int:
     """Full-text search over explanations."""
-    rows = context.store.search(args.text, args.dataset)
+    rows = context.desk.search(args.text, args.dataset)
     if args.json:
         print(
             json.dumps(
                 [
                     {
-                        "dataset": r.dataset,
-                        "layer": r.layer,
-                        "neuron": r.neuron,
+                        "dataset": r.ref.dataset,
+                        "layer": r.ref.layer,
+                        "neuron": r.ref.index,
                         "explanation": r.explanation,
                         "score": r.score,
                         "source": r.source,
@@ -225,61 +250,36 @@ def cmd_search(args: argparse.Namespace, context: Context) -> int:
                 ensure_ascii=False,
             )
         )
-        return EXIT_OK
+        return EXIT_OK if rows else EXIT_NOT_FOUND
     for r in rows:
         score = "  n/a" if r.score is None else f"{r.score:.2f}"
-        print(f"{r.dataset} {r.layer}:{r.neuron} [{score}] {r.explanation.strip()} ({r.source})")
+        print(f"{r.ref} [{score}] {r.explanation.strip()} ({r.source})")
     return EXIT_OK if rows else EXIT_NOT_FOUND
 
 
 def cmd_cache(args: argparse.Namespace, context: Context) -> int:
     """Show or clear stored files."""
-    if args.dataset:
-        context.registry.get(args.dataset)
+    desk = context.desk
     if args.action == "clear":
-        count = context.store.clear_files(args.dataset)
+        count = desk.clear_cache(args.dataset)
         print(f"removed {count} stored files" + (f" of {args.dataset}" if args.dataset else ""))
         return EXIT_OK
-    stats = {
-        "path": str(context.store.path),
-        "bytes": context.store.size_bytes(),
-        "files": [
-            {"dataset": d, "kind": k, "count": n, "compressed_bytes": b}
-            for d, k, n, b in context.store.file_stats(args.dataset)
-        ],
-    }
-    print(json.dumps(stats, indent=1))
+    if args.dataset:
+        desk.dataset(args.dataset)
+    print(json.dumps(desk.cache_stats(args.dataset), indent=1))
     return EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace, context: Context) -> int:
     """Export a neuron's published and generated explanations (upstream-readable JSON)."""
-
-    async def published(service: NeuronService) -> Fetched[Any] | None:
-        try:
-            return await service.get(args.dataset, Kind.EXPLANATIONS, args.layer, args.neuron)
-        except (NotFound, NotAvailableOffline):
-            return None
-
-    dataset = context.registry.get(args.dataset)
-    dataset.check(args.layer, args.neuron)
-    fetched = (
-        with_service(context, False, published) if Kind.EXPLANATIONS in dataset.kinds else None
-    )
-    export = export_neuron(
-        context.store,
-        dataset.name,
-        args.layer,
-        args.neuron,
-        fetched.value if fetched is not None else None,
-    )
-    text = codec.dumps(export.results, upstream=True)
+    ref = context.desk.ref(args.dataset, args.layer, args.neuron)
+    export = context.run(lambda desk: desk.export(ref), offline=args.offline)
+    if export.missing:
+        print(f"neuron-desk: exported without them: {export.missing}", file=sys.stderr)
     if args.output is None:
-        print(text)
+        print(export.text())
         return EXIT_OK
-    args.output.write_text(text + "\n", encoding="utf-8")
-    sidecar = args.output.with_name(args.output.name + ".provenance.json")
-    sidecar.write_text(json.dumps(export.provenance, indent=1), encoding="utf-8")
-    print(f"wrote {args.output} ({len(export.results.scored_explanations)} explanations)")
+    path, sidecar = context.desk.write_export(export, args.output)
+    print(f"wrote {path} ({len(export.results.scored_explanations)} explanations)")
     print(f"wrote {sidecar}")
     return EXIT_OK

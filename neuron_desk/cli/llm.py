@@ -15,21 +15,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
+from collections.abc import Awaitable
 from typing import Any
 
-from neuron_desk.cli.context import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK, Context
-from neuron_desk.cli.data import with_service
-from neuron_desk.core.backend import JSONDict
+from neuron_desk.cli.context import (
+    EXIT_BAD_INPUT,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    Context,
+    positive_float,
+    positive_int,
+)
+from neuron_desk.cli.progress import ProgressLine
 from neuron_desk.core.errors import BackendConfigError, BudgetExceeded
-from neuron_desk.core.model import NeuronRecord
-from neuron_desk.data.registry import Kind
-from neuron_desk.llm.capabilities import METHOD_NAMES, parse_method
-from neuron_desk.llm.estimate import RunEstimate
-from neuron_desk.llm.ledger import Budget
-from neuron_desk.llm.profiles import Profile, ProfileConfig, open_backend
-from neuron_desk.llm.runs import NeuronRun, RunOptions, ScoreOutcome
+from neuron_desk.core.refs import NeuronRef
+from neuron_desk.desk import Desk
+from neuron_desk.llm.capabilities import METHOD_NAMES
+from neuron_desk.llm.profiles import Profile
+from neuron_desk.runs.options import RunOptions
+from neuron_desk.runs.run import NeuronRun, ScoreOutcome
 
 METHOD_CHOICES = ["auto", *METHOD_NAMES]
 
@@ -46,7 +53,7 @@ def register(subparsers: Any) -> None:
     endpoint_arguments(p)
     p.add_argument("--model", help="the explainer model (default: the profile's)")
     p.add_argument("--simulator-model", help="the simulator model (default: the profile's)")
-    p.add_argument("--samples", type=_positive, default=1, help="explanations to sample (1)")
+    p.add_argument("--samples", type=positive_int, default=1, help="explanations to sample (1)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (1.0)")
     p.add_argument("--no-score", action="store_true", help="only generate the explanations")
     _run_arguments(p)
@@ -93,8 +100,10 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
         help="simulator (default: the profile's, normally auto: chosen from what the endpoint "
         "supports)",
     )
-    p.add_argument("--budget-tokens", type=_positive, help="stop the run at this many tokens")
-    p.add_argument("--budget-usd", type=float, help="stop the run at this cost (needs prices)")
+    p.add_argument("--budget-tokens", type=positive_int, help="stop the run at this many tokens")
+    p.add_argument(
+        "--budget-usd", type=positive_float, help="stop the run at this cost (needs prices)"
+    )
     p.add_argument("--regenerate", action="store_true", help="ask again instead of the cache")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--probe-again", action="store_true", help="probe the endpoint again")
@@ -103,13 +112,6 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="print prompts and estimates; send nothing"
     )
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 # --- commands ---
@@ -130,21 +132,23 @@ def cmd_score(args: argparse.Namespace, context: Context) -> int:
 
 def cmd_usage(args: argparse.Namespace, context: Context) -> int:
     """Print token totals per endpoint and model."""
-    rows = context.store.usage_totals(args.run_id)
-    prices = ProfileConfig.load().prices
-    out = []
-    for endpoint, model, sent, cached, prompt, completion in rows:
-        out.append(
-            {
-                "endpoint": endpoint,
-                "model": model,
-                "requests": sent,
-                "cached_requests": cached,
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "cost_usd": prices.cost(model, prompt, completion),
-            }
-        )
+    desk = context.desk
+    prices = desk.profiles.prices
+    out = [
+        {
+            "endpoint": total.endpoint,
+            "model": total.model,
+            "requests": total.requests,
+            "cached_requests": total.cached_requests,
+            "prompt_tokens": total.prompt_tokens,
+            "completion_tokens": total.completion_tokens,
+            "cost_usd": prices.cost(total.model, total.prompt_tokens, total.completion_tokens),
+        }
+        for total in desk.usage(args.run_id)
+    ]
+    if args.run_id is not None and not out:
+        print(f"neuron-desk: no LLM requests are recorded for run {args.run_id!r}", file=sys.stderr)
+        return EXIT_NOT_FOUND
     if args.json:
         print(json.dumps(out, indent=1))
         return EXIT_OK
@@ -164,75 +168,41 @@ def cmd_usage(args: argparse.Namespace, context: Context) -> int:
 
 
 def _run(args: argparse.Namespace, context: Context, *, explain: bool) -> int:
+    desk = context.desk
     try:
-        config = ProfileConfig.load()
-        profile = config.resolve(args.profile, args.base_url)
-        options = _options(args, profile, explain=explain)
+        profile = desk.profile(args.profile, args.base_url)
+        options = run_options(args, profile, explain=explain)
     except (BackendConfigError, ValueError) as exc:
         print(f"neuron-desk: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    record = _load_record(context, args)
+    ref = desk.ref(args.dataset, args.layer, args.neuron)
     if args.dry_run:
-        return _dry_run(args, context, config, profile, options, record, explain=explain)
-    return asyncio.run(_execute(args, context, config, profile, options, record, explain=explain))
+        return _dry_run(args, desk.dry_run(profile, options), ref, context, explain=explain)
+    run = desk.run(profile, options)
+    progress = ProgressLine.for_args("requests", args.json)
 
-
-def _options(args: argparse.Namespace, profile: Profile, *, explain: bool) -> RunOptions:
-    method = parse_method(args.method or profile.simulator_method)
-    if explain:
-        explainer = args.model or profile.explainer_model
-        simulator = (
-            args.simulator_model or args.model or profile.simulator_model or profile.explainer_model
-        )
-    else:
-        explainer = profile.explainer_model
-        simulator = args.model or profile.simulator_model or profile.explainer_model
-    if not simulator or (explain and not explainer):
-        raise BackendConfigError(f"no model: pass --model (profile {profile.name!r} names none)")
-    return RunOptions(
-        explainer_model=explainer,
-        simulator_model=simulator,
-        method=method,
-        samples=getattr(args, "samples", 1),
-        temperature=getattr(args, "temperature", 1.0),
-        budget=Budget(args.budget_tokens, args.budget_usd),
-        regenerate=args.regenerate,
-        use_cache=not args.no_cache,
-        refresh_capabilities=args.probe_again,
-    )
-
-
-def _load_record(context: Context, args: argparse.Namespace) -> NeuronRecord:
-    fetched = with_service(
-        context,
-        args.offline,
-        lambda service: service.get(args.dataset, Kind.ACTIVATIONS, args.layer, args.neuron),
-    )
-    record: NeuronRecord = fetched.value
-    return record
-
-
-async def _execute(
-    args: argparse.Namespace,
-    context: Context,
-    config: ProfileConfig,
-    profile: Profile,
-    options: RunOptions,
-    record: NeuronRecord,
-    *,
-    explain: bool,
-) -> int:
-    backend = open_backend(profile, config=config)
-    run = NeuronRun(
-        backend, options, store=context.store, profile=profile.name, prices=config.prices
-    )
-    where = (args.dataset, args.layer, args.neuron)
-    try:
+    async def execute(desk: Desk) -> list[ScoreOutcome]:
+        record = await desk.record(ref)
+        expected = 0
+        if progress.enabled:
+            estimate = await (
+                run.estimate_explain(record, score=not args.no_score)
+                if explain
+                else run.estimate_score(record, args.explanation)
+            )
+            expected = estimate.requests
         if explain:
-            outcomes = await run.explain(record, where=where, score=not args.no_score)
+            work = run.explain(record, ref=ref, score=not args.no_score)
         else:
-            outcomes = [await run.score(record, args.explanation, where=where)]
+            work = _single(run.score(record, args.explanation, ref=ref))
+        if not progress.enabled:
+            return await work
+        return await _with_progress(run, expected, progress, work)
+
+    try:
+        outcomes = context.run(execute, offline=args.offline)
     except BudgetExceeded as exc:
+        progress.finish()
         usage = run.usage
         print(
             f"neuron-desk: stopped: {exc} (used {usage.requests} requests, "
@@ -241,9 +211,56 @@ async def _execute(
         )
         return EXIT_NOT_FOUND
     finally:
-        await backend.aclose()
+        progress.finish()
     _print_outcomes(args, run, outcomes, explain=explain)
     return EXIT_OK
+
+
+async def _single(work: Awaitable[ScoreOutcome]) -> list[ScoreOutcome]:
+    return [await work]
+
+
+async def _with_progress(
+    run: NeuronRun, expected: int, progress: ProgressLine, work: Awaitable[list[ScoreOutcome]]
+) -> list[ScoreOutcome]:
+    """Await `work`, redrawing the progress line from the run's usage meanwhile."""
+
+    async def watch() -> None:
+        while True:
+            usage = run.usage
+            progress.update(
+                usage.requests + usage.cached_requests,
+                max(expected, usage.requests + usage.cached_requests),
+                tokens=usage.total_tokens,
+            )
+            await asyncio.sleep(0.25)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await work
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+def run_options(args: argparse.Namespace, profile: Profile, *, explain: bool) -> RunOptions:
+    """The run options of an explain/score/batch command: the profile's, with its flags."""
+    options = RunOptions.for_profile(
+        profile,
+        model=args.model,
+        simulator_model=getattr(args, "simulator_model", None),
+        method=args.method,
+        samples=getattr(args, "samples", 1),
+        temperature=getattr(args, "temperature", 1.0),
+        budget_tokens=args.budget_tokens,
+        budget_usd=args.budget_usd,
+        regenerate=getattr(args, "regenerate", False),
+        use_cache=not getattr(args, "no_cache", False),
+        refresh_capabilities=getattr(args, "probe_again", False),
+    )
+    options.require_models(explain=explain, profile=profile.name)
+    return options
 
 
 def _print_outcomes(
@@ -292,49 +309,24 @@ def _num(value: Any) -> str:
 # --- dry run ---
 
 
-class _NoRequests:
-    """The backend of a dry run: it has a name and refuses to send anything."""
-
-    def __init__(self, endpoint_id: str) -> None:
-        self.endpoint_id = endpoint_id
-
-    async def completions(self, body: JSONDict) -> JSONDict:
-        raise AssertionError("a dry run sent a request")
-
-    async def chat_completions(self, body: JSONDict) -> JSONDict:
-        raise AssertionError("a dry run sent a request")
-
-
 def _dry_run(
-    args: argparse.Namespace,
-    context: Context,
-    config: ProfileConfig,
-    profile: Profile,
-    options: RunOptions,
-    record: NeuronRecord,
-    *,
-    explain: bool,
+    args: argparse.Namespace, run: NeuronRun, ref: NeuronRef, context: Context, *, explain: bool
 ) -> int:
-    run = NeuronRun(
-        _NoRequests(profile.endpoint_id),
-        options,
-        store=context.store,
-        profile=profile.name,
-        prices=config.prices,
-    )
+    options = run.options
 
-    async def estimate() -> RunEstimate:
+    async def estimate(desk: Desk) -> Any:
+        record = await desk.record(ref)
         if explain:
             return await run.estimate_explain(record, options.method, score=not args.no_score)
         return await run.estimate_score(record, args.explanation, options.method)
 
-    result = asyncio.run(estimate())
+    result = context.run(estimate, offline=args.offline)
     if args.json:
         print(
             json.dumps(
                 {
-                    "endpoint": profile.endpoint_id,
-                    "profile": profile.name,
+                    "endpoint": run.endpoint,
+                    "profile": run.profile,
                     "explainer_model": options.explainer_model if explain else None,
                     "simulator_model": options.simulator_model,
                     **result.to_json(),
@@ -348,6 +340,6 @@ def _dry_run(
         print(f"=== {label} prompt ===")
         print(text)
         print()
-    print(f"=== dry run: nothing was sent to {profile.endpoint_id} ===")
+    print(f"=== dry run: nothing was sent to {run.endpoint} ===")
     print(result.describe())
     return EXIT_OK

@@ -1,1 +1,2 @@
-"""Data model, JSON codec, errors and paths: pure Python, no Qt, no I/O policy."""
+"""Value types (NeuronRef, the data model), JSON codec, errors, the best-first ordering and
+Paths: pure Python, no Qt, no I/O policy."""

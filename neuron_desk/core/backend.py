@@ -8,7 +8,7 @@ minimal one without touching the method.
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 JSONDict = dict[str, Any]
@@ -27,8 +27,31 @@ class LLMBackend(Protocol):
         ...
 
 
-def resolve_default_backend() -> LLMBackend:
-    """The backend configured by settings/environment; built on first use, never at import."""
-    llm = importlib.import_module("neuron_desk.llm")
-    backend: LLMBackend = llm.default_backend()
-    return backend
+class DeferredBackend:
+    """An LLMBackend that builds the real one on its first request, never before.
+
+    Explainers and simulators built without `backend=` hold one of these, so building them,
+    or reading their `backend`, needs no network, no key and no local model.
+    """
+
+    def __init__(self, resolve: Callable[[], LLMBackend]) -> None:
+        self._resolve = resolve
+        self._backend: LLMBackend | None = None
+
+    @property
+    def resolved(self) -> LLMBackend | None:
+        """The real backend, once a request has been sent (None before)."""
+        return self._backend
+
+    def _real(self) -> LLMBackend:
+        if self._backend is None:
+            self._backend = self._resolve()
+        return self._backend
+
+    async def completions(self, body: JSONDict) -> JSONDict:
+        """POST /v1/completions through the real backend."""
+        return await self._real().completions(body)
+
+    async def chat_completions(self, body: JSONDict) -> JSONDict:
+        """POST /v1/chat/completions through the real backend."""
+        return await self._real().chat_completions(body)

@@ -76,6 +76,9 @@ class NotAvailableOffline(DataError):
 class SourceUnavailable(DataError):
     """The dataset's source could not be reached, or kept failing."""
 
+    reason: str = ""
+    """The source's own words, without the neuron (for grouping many failures)."""
+
 
 class StoreError(NeuronDeskError):
     """The SQLite store is locked, read-only, full or corrupt."""

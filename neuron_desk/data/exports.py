@@ -1,8 +1,14 @@
-"""Exports of explanations and scores that the original tooling reads back."""
+"""Exports of explanations and scores that the original tooling reads back.
+
+An export is a `NeuronSimulationResults` (upstream fields only) and, beside it in
+`<file>.provenance.json`, where each explanation came from (never a key). `write_export` is the
+one writer of both files.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,66 +20,88 @@ from neuron_desk.core.model import (
     ScoredExplanation,
     ScoredSimulation,
 )
-from neuron_desk.data.store import Store
+from neuron_desk.core.refs import NeuronRef
+from neuron_desk.data.explanations import (
+    PUBLISHED,
+    Explanations,
+    NeuronExplanation,
+    neuron_explanations,
+)
 
 
 @dataclass
 class NeuronExport:
     """A NeuronSimulationResults, and per explanation where it came from (no secrets)."""
 
+    ref: NeuronRef
     results: NeuronSimulationResults
     provenance: list[dict[str, Any]]
+    missing: str = ""
+    """Why part of it could not be had (e.g. the published explanations, offline), or ""."""
+
+    def text(self) -> str:
+        """The results as one JSON line the original tooling reads."""
+        return codec.dumps(self.results, upstream=True)
 
 
-def export_neuron(
-    store: Store,
-    dataset: str,
-    layer: int,
-    neuron: int,
-    published: NeuronSimulationResults | None,
-) -> NeuronExport:
-    """Published explanations first, then the generated and user-written ones, oldest first."""
+def export_of(ref: NeuronRef, listed: Iterable[NeuronExplanation]) -> NeuronExport:
+    """The export of a neuron's listed explanations (published first, then its own)."""
     scored: list[ScoredExplanation] = []
     provenance: list[dict[str, Any]] = []
-    for explanation in published.scored_explanations if published else []:
-        scored.append(explanation)
-        provenance.append({"source": "published", "dataset": dataset})
-    for row in reversed(store.explanations(dataset, layer, neuron)):
-        if row.source == "published":
-            continue
-        stored = store.explanation_result(row.id)
-        if stored is not None:
-            scored.append(codec.loads(stored, ScoredExplanation, source=f"explanation {row.id}"))
+    for item in listed:
+        if item.scored is not None:
+            scored.append(item.scored)
         else:
             unscored = ScoredSimulation(
-                scored_sequence_simulations=[], ev_correlation_score=row.score
+                scored_sequence_simulations=[], ev_correlation_score=item.score
             )
             scored.append(
-                ScoredExplanation(explanation=row.explanation, scored_simulation=unscored)
+                ScoredExplanation(explanation=item.explanation, scored_simulation=unscored)
             )
-        provenance.append(
-            {
-                **row.provenance,
-                "source": row.source,
-                "dataset": dataset,
-                "created_at": row.created_at,
-                "score": row.score,
-            }
-        )
-    return NeuronExport(NeuronSimulationResults(NeuronId(layer, neuron), scored), provenance)
+        if item.source == PUBLISHED:
+            provenance.append({"source": PUBLISHED, "dataset": ref.dataset})
+        else:
+            provenance.append(
+                {
+                    **item.provenance,
+                    "source": item.source,
+                    "dataset": ref.dataset,
+                    "created_at": item.created_at,
+                    "score": item.score,
+                }
+            )
+    results = NeuronSimulationResults(NeuronId(ref.layer, ref.index), scored)
+    return NeuronExport(ref, results, provenance)
 
 
-def export_generated(store: Store, dataset: str, path: str | Path) -> int:
-    """Every neuron of `dataset` with generated or user explanations: one results line each.
+def write_export(export: NeuronExport, path: str | Path) -> list[Path]:
+    """Write one neuron's results line and its provenance list beside it; both paths."""
+    return _write([export], export.provenance, Path(path))
 
-    Provenance goes to `<path>.provenance.json`. Returns the number of neurons written.
-    """
-    neurons = store.neurons_with_explanations(dataset, exclude_source="published")
-    provenance = []
+
+def write_exports(exports: Iterable[NeuronExport], path: str | Path) -> list[Path]:
+    """Write one results line per neuron, and beside it one provenance entry per neuron
+    ({"layer", "neuron", "explanations"}); both paths."""
+    exports = list(exports)
+    provenance = [
+        {"layer": e.ref.layer, "neuron": e.ref.index, "explanations": e.provenance}
+        for e in exports
+    ]
+    return _write(exports, provenance, Path(path))
+
+
+def _write(exports: list[NeuronExport], provenance: Any, path: Path) -> list[Path]:
     with open(path, "w", encoding="utf-8") as out:
-        for layer, neuron in neurons:
-            export = export_neuron(store, dataset, layer, neuron, None)
-            out.write(codec.dumps(export.results, upstream=True) + "\n")
-            provenance.append({"layer": layer, "neuron": neuron, "explanations": export.provenance})
-    Path(f"{path}.provenance.json").write_text(json.dumps(provenance, indent=1), encoding="utf-8")
-    return len(neurons)
+        for export in exports:
+            out.write(export.text() + "\n")
+    sidecar = path.with_name(path.name + ".provenance.json")
+    sidecar.write_text(json.dumps(provenance, indent=1), encoding="utf-8")
+    return [path, sidecar]
+
+
+def generated_exports(explanations: Explanations, dataset: str) -> list[NeuronExport]:
+    """One export per neuron of `dataset` with generated or user explanations."""
+    return [
+        export_of(ref, neuron_explanations(explanations, ref, None))
+        for ref in explanations.neurons(dataset, published=False)
+    ]

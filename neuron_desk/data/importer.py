@@ -10,6 +10,8 @@ from typing import Any
 from neuron_desk.core.codec import parse_json
 from neuron_desk.core.errors import NeuronDeskError
 from neuron_desk.core.model import NeuronRecord, NeuronSimulationResults
+from neuron_desk.core.refs import NeuronRef
+from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.registry import Dataset, Kind
 from neuron_desk.data.service import parse_file
 from neuron_desk.data.store import Store
@@ -27,7 +29,7 @@ _LAYOUT = {
 class ImportResult:
     """What an import stored, and what it rejected with the reason."""
 
-    imported: list[tuple[Path, Kind, int, int]] = field(default_factory=list)
+    imported: list[tuple[Path, Kind, NeuronRef]] = field(default_factory=list)
     rejected: list[tuple[Path, str]] = field(default_factory=list)
 
 
@@ -72,6 +74,7 @@ def _files(paths: list[Path]) -> list[Path]:
 def import_paths(store: Store, dataset: Dataset, paths: list[Path]) -> ImportResult:
     """Validate and store every file; a file that fails is reported and not stored."""
     result = ImportResult()
+    explanations = Explanations(store)
     for path in _files(paths):
         try:
             kind, layer, neuron, text = _read(path)
@@ -80,11 +83,11 @@ def import_paths(store: Store, dataset: Dataset, paths: list[Path]) -> ImportRes
         except (NeuronDeskError, OSError, UnicodeDecodeError) as exc:
             result.rejected.append((path, str(exc)))
             continue
-        store.put_file(dataset.name, kind.value, layer, neuron, text, "import")
+        ref = NeuronRef(dataset.name, layer, neuron)
+        store.put_file(ref, kind.value, text, "import")
         if isinstance(value, NeuronSimulationResults):
-            rows = [(e.explanation, e.get_preferred_score()) for e in value.scored_explanations]
-            store.replace_published(dataset.name, layer, neuron, rows)
-        result.imported.append((path, kind, layer, neuron))
+            explanations.index_published(ref, value)
+        result.imported.append((path, kind, ref))
     return result
 
 

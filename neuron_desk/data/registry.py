@@ -11,10 +11,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import neuron_desk.resources as resources  # resources/, mapped by pyproject's package-dir
 from neuron_desk.core.errors import NeuronOutOfRange, UnknownDataset
 from neuron_desk.core.model import (
     NeuronRecord,
@@ -144,7 +144,7 @@ class Dataset:
 
 @cache
 def _gpt2_xl_interesting() -> tuple[InterestingNeuron, ...]:
-    text = resources.files("neuron_desk.data").joinpath("interesting_gpt2_xl.json").read_text()
+    text = resources.read_text("interesting", "gpt2-xl.json")
     return tuple(InterestingNeuron(**n) for n in json.loads(text)["neurons"])
 
 
@@ -181,17 +181,15 @@ def public_datasets() -> list[Dataset]:
 
 def bundled_dataset_files() -> list[Path]:
     """Read-only dataset stores shipped in the package (resources/datasets/*.sqlite3)."""
-    folder = resources.files("neuron_desk").joinpath("resources", "datasets")
-    if not folder.is_dir():
-        return []
-    return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".sqlite3"))
+    files: list[Path] = resources.bundled_datasets()  # typed here: mypy cannot see the mapping
+    return files
 
 
 def read_bundled(path: Path) -> Dataset:
     """The dataset a bundled store describes (its `meta` entry "dataset")."""
     store = Store.open_read_only(path)
     try:
-        spec = store.get_json("meta", ("dataset",))
+        spec = store.get_json("meta", "dataset")
     finally:
         store.close()
     if not isinstance(spec, dict):
@@ -200,19 +198,28 @@ def read_bundled(path: Path) -> Dataset:
 
 
 class Registry:
-    """Every dataset the app knows: bundled first, then public, then the user's own."""
+    """Every dataset the app knows: bundled first, then public, then the user's own.
+
+    Lookups are answered from memory; the user's datasets are read from the store once and
+    again only after `add` or `remove`.
+    """
 
     def __init__(self, store: Store | None = None, bundled: list[Path] | None = None) -> None:
         self._store = store
         files = bundled_dataset_files() if bundled is None else bundled
-        self._bundled = [read_bundled(p) for p in files]
+        self._built_in = [*(read_bundled(p) for p in files), *public_datasets()]
+        self._all: list[Dataset] | None = None
+        self._by_name: dict[str, Dataset] = {}
 
     def all(self) -> list[Dataset]:
         """All datasets, the default first."""
-        user = []
-        if self._store is not None:
-            user = [Dataset.from_spec(spec) for _, spec in self._store.all_json("datasets")]
-        return [*self._bundled, *public_datasets(), *user]
+        if self._all is None:
+            user = []
+            if self._store is not None:
+                user = [Dataset.from_spec(spec) for _, spec in self._store.all_json("datasets")]
+            self._all = [*self._built_in, *user]
+            self._by_name = {d.name: d for d in reversed(self._all)}
+        return list(self._all)
 
     def default(self) -> Dataset:
         """The dataset the app opens on: the bundled sample if there is one."""
@@ -220,23 +227,26 @@ class Registry:
 
     def get(self, name: str) -> Dataset:
         """The dataset called `name`."""
-        for dataset in self.all():
-            if dataset.name == name:
-                return dataset
-        known = ", ".join(d.name for d in self.all())
-        raise UnknownDataset(f"no dataset named {name!r} (known: {known})")
+        self.all()
+        dataset = self._by_name.get(name)
+        if dataset is None:
+            known = ", ".join(d.name for d in self.all())
+            raise UnknownDataset(f"no dataset named {name!r} (known: {known})")
+        return dataset
 
     def add(self, dataset: Dataset) -> None:
         """Register a user dataset (a folder or an HTTP mirror) in the store."""
         if self._store is None:
             raise UnknownDataset("user datasets need a store")
-        if any(d.name == dataset.name for d in [*self._bundled, *public_datasets()]):
+        if any(d.name == dataset.name for d in self._built_in):
             raise UnknownDataset(f"{dataset.name!r} is a built-in dataset name")
         if not (dataset.folder or dataset.base_url):
             raise UnknownDataset("a user dataset needs a folder or a base URL")
-        self._store.put_json("datasets", (dataset.name,), dataset.to_spec())
+        self._store.put_json("datasets", dataset.name, dataset.to_spec())
+        self._all = None
 
     def remove(self, name: str) -> None:
         """Forget a user dataset (its stored files stay until the cache is cleared)."""
         if self._store is not None:
             self._store.delete_json("datasets", name)
+            self._all = None

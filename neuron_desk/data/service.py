@@ -32,12 +32,14 @@ from neuron_desk.core.model import (
     TokenLookupTableSummaryOfNeuron,
     WeightBasedSummaryOfNeuron,
 )
+from neuron_desk.core.refs import NeuronRef
+from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.registry import Dataset, Kind, Registry
 from neuron_desk.data.sources import FolderSource, HttpSource, Source
-from neuron_desk.data.store import ExplanationRow, Store
+from neuron_desk.data.store import Store
 
 T = TypeVar("T")
-Key = tuple[str, Kind, int, int]
+FileKey = tuple[NeuronRef, Kind]
 
 
 @dataclass(frozen=True)
@@ -54,13 +56,25 @@ class NeuronData:
     """Everything known about one neuron; a kind that failed holds its error instead."""
 
     dataset: Dataset
-    layer: int
-    neuron: int
+    ref: NeuronRef
     record: Fetched[NeuronRecord] | NeuronDeskError | None = None
     explanations: Fetched[NeuronSimulationResults] | NeuronDeskError | None = None
     related: Fetched[RelatedNeurons] | NeuronDeskError | None = None
     tokens_by_activation: Fetched[TokenLookupTableSummaryOfNeuron] | NeuronDeskError | None = None
     tokens_by_weight: Fetched[WeightBasedSummaryOfNeuron] | NeuronDeskError | None = None
+
+    def of_kind(self, kind: Kind) -> Fetched[Any] | NeuronDeskError | None:
+        """What was had of one kind: the file, the error that kept it away, or None."""
+        value: Fetched[Any] | NeuronDeskError | None = getattr(self, _FIELD_OF_KIND[kind])
+        return value
+
+    def errors(self) -> dict[str, str]:
+        """The message of every kind that failed, by kind."""
+        return {
+            kind.value: str(value)
+            for kind in Kind
+            if isinstance(value := self.of_kind(kind), NeuronDeskError)
+        }
 
 
 _FIELD_OF_KIND = {
@@ -119,20 +133,22 @@ class NeuronService:
         self._http_retries = http_retries
         self._http_backoff_s = http_backoff_s
         self._bundled: dict[str, Store] = {}
-        self._inflight: dict[Key, tuple[asyncio.Task[Fetched[Any]], list[int]]] = {}
+        self._sources: dict[str, Source] = {}
+        self._inflight: dict[FileKey, tuple[asyncio.Task[Fetched[Any]], list[int]]] = {}
+        self.explanations = Explanations(store)
 
     # --- reading ---
 
-    async def get(self, dataset: str, kind: Kind, layer: int, neuron: int) -> Fetched[Any]:
+    async def get(self, ref: NeuronRef, kind: Kind) -> Fetched[Any]:
         """The parsed file, from the store, the bundled sample or the source."""
-        ds = self.registry.get(dataset)
-        ds.check(layer, neuron)
+        ds = self.registry.get(ref.dataset)
+        ds.check(ref.layer, ref.index)
         if kind not in ds.kinds:
             raise NotFound(f"{ds.title} has no {kind.label} files")
-        key: Key = (ds.name, kind, layer, neuron)
+        key: FileKey = (ref, kind)
         entry = self._inflight.get(key)
         if entry is None:
-            task = asyncio.ensure_future(self._load(ds, kind, layer, neuron))
+            task = asyncio.ensure_future(self._load(ds, ref, kind))
             entry = (task, [0])
             self._inflight[key] = entry
             task.add_done_callback(self._forget(key))
@@ -147,21 +163,21 @@ class NeuronService:
         finally:
             waiters[0] -= 1
 
-    def _forget(self, key: Key) -> Callable[[asyncio.Task[Fetched[Any]]], None]:
+    def _forget(self, key: FileKey) -> Callable[[asyncio.Task[Fetched[Any]]], None]:
         def forget(_task: asyncio.Task[Fetched[Any]]) -> None:
             self._inflight.pop(key, None)
 
         return forget
 
-    async def neuron(self, dataset: str, layer: int, neuron: int) -> NeuronData:
+    async def neuron(self, ref: NeuronRef) -> NeuronData:
         """All kinds of one neuron at once; per-kind failures are kept, not raised."""
-        ds = self.registry.get(dataset)
-        ds.check(layer, neuron)
-        data = NeuronData(ds, layer, neuron)
+        ds = self.registry.get(ref.dataset)
+        ds.check(ref.layer, ref.index)
+        data = NeuronData(ds, ref)
 
         async def one(kind: Kind) -> None:
             try:
-                value: Fetched[Any] | NeuronDeskError = await self.get(ds.name, kind, layer, neuron)
+                value: Fetched[Any] | NeuronDeskError = await self.get(ref, kind)
             except NeuronDeskError as exc:  # a missing, malformed or unreachable file
                 value = exc
             setattr(data, _FIELD_OF_KIND[kind], value)
@@ -169,50 +185,46 @@ class NeuronService:
         await asyncio.gather(*(one(kind) for kind in Kind))
         return data
 
-    async def _load(self, ds: Dataset, kind: Kind, layer: int, neuron: int) -> Fetched[Any]:
-        stored = self.store.get_file(ds.name, kind.value, layer, neuron)
+    async def _load(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> Fetched[Any]:
+        where = f"neuron {ref.short}"
+        stored = self.store.get_file(ref, kind.value)
         if stored is not None:
             value = await asyncio.to_thread(parse_file, kind, stored.text, "store")
             return Fetched(value, "store", stored.fetched_at)
         if ds.bundled:
-            bundled = self._bundled_store(ds).get_file(ds.name, kind.value, layer, neuron)
+            bundled = self._bundled_store(ds).get_file(ref, kind.value)
             if bundled is None:
-                raise NotFound(f"the {ds.title} sample has no {kind.label} for {layer}:{neuron}")
+                raise NotFound(f"the {ds.title} sample has no {kind.label} for {ref.short}")
             value = await asyncio.to_thread(parse_file, kind, bundled.text, "bundled sample")
             return Fetched(value, "bundled", bundled.fetched_at)
-        if self.store.is_absent(ds.name, kind.value, layer, neuron):
-            raise NotFound(f"neuron {layer}:{neuron} of {ds.title} has no {kind.label}")
+        if self.store.is_absent(ref, kind.value):
+            raise NotFound(f"{where} of {ds.title} has no {kind.label}")
         if self.offline:
             raise NotAvailableOffline(
-                f"the {kind.label} of neuron {layer}:{neuron} are not available offline"
+                f"the {kind.label} of {where} are not available offline"
                 if kind is not Kind.EXPLANATIONS
-                else f"the published explanation of neuron {layer}:{neuron} is not available "
-                "offline"
+                else f"the published explanation of {where} is not available offline"
             )
         source = self._source(ds)
-        relative = kind.relative_path(layer, neuron)
+        relative = kind.relative_path(ref.layer, ref.index)
         try:
             body = await source.fetch(relative)
         except NotFound:
-            self.store.mark_absent(ds.name, kind.value, layer, neuron)
-            raise NotFound(f"neuron {layer}:{neuron} of {ds.title} has no {kind.label}") from None
+            self.store.mark_absent(ref, kind.value)
+            raise NotFound(f"{where} of {ds.title} has no {kind.label}") from None
         except SourceUnavailable as exc:
-            raise SourceUnavailable(
-                f"could not fetch the {kind.label} of neuron {layer}:{neuron}: {exc}. "
+            failure = SourceUnavailable(
+                f"could not fetch the {kind.label} of {where}: {exc}. "
                 "Check the connection, or switch to offline mode to browse stored neurons."
-            ) from None
+            )
+            failure.reason = str(exc)
+            raise failure from None
         value = await asyncio.to_thread(parse_file, kind, body, relative)
         text = body.decode("utf-8")
-        self.store.put_file(ds.name, kind.value, layer, neuron, text, source.origin)
+        self.store.put_file(ref, kind.value, text, source.origin)
         if kind is Kind.EXPLANATIONS:
-            self._index_published(ds.name, layer, neuron, value)
+            self.explanations.index_published(ref, value)
         return Fetched(value, source.origin, time.time())
-
-    def _index_published(
-        self, dataset: str, layer: int, neuron: int, results: NeuronSimulationResults
-    ) -> None:
-        rows = [(e.explanation, e.get_preferred_score()) for e in results.scored_explanations]
-        self.store.replace_published(dataset, layer, neuron, rows)
 
     def _bundled_store(self, ds: Dataset) -> Store:
         assert ds.bundled is not None
@@ -221,6 +233,13 @@ class NeuronService:
         return self._bundled[ds.name]
 
     def _source(self, ds: Dataset) -> Source:
+        """The dataset's source, one per dataset (it remembers an unreachable host)."""
+        source = self._sources.get(ds.name)
+        if source is None:
+            source = self._sources[ds.name] = self._new_source(ds)
+        return source
+
+    def _new_source(self, ds: Dataset) -> Source:
         if ds.folder:
             return FolderSource(Path(ds.folder))
         assert ds.base_url is not None
@@ -235,8 +254,8 @@ class NeuronService:
 
     # --- listing, prefetch, cache ---
 
-    def available_neurons(self, dataset: str, layer: int | None = None) -> list[tuple[int, int]]:
-        """Neurons with activation records in the store or the bundled sample."""
+    def available_neurons(self, dataset: str, layer: int | None = None) -> list[NeuronRef]:
+        """Neurons with activation records in the store or the bundled sample, in order."""
         ds = self.registry.get(dataset)
         found = set(self.store.stored_neurons(ds.name, Kind.ACTIVATIONS.value, layer))
         if ds.bundled:
@@ -248,7 +267,7 @@ class NeuronService:
     async def prefetch(
         self,
         dataset: str,
-        neurons: Iterable[tuple[int, int]],
+        neurons: Iterable[NeuronRef],
         kinds: Iterable[Kind] | None = None,
         *,
         concurrency: int = 8,
@@ -257,27 +276,30 @@ class NeuronService:
         """Fetch and store many files; already stored ones are skipped (so a rerun resumes)."""
         ds = self.registry.get(dataset)
         wanted = [k for k in (kinds or ds.kinds) if k in ds.kinds]
-        jobs = [(layer, neuron, kind) for layer, neuron in neurons for kind in wanted]
-        for layer, neuron, _ in jobs:
-            ds.check(layer, neuron)
+        jobs = [(ref, kind) for ref in neurons for kind in wanted]
+        for ref, _ in jobs:
+            if ref.dataset != ds.name:
+                raise DataError(f"{ref} is not a neuron of {ds.name}")
+            ds.check(ref.layer, ref.index)
         report = PrefetchProgress(total=len(jobs))
         semaphore = asyncio.Semaphore(concurrency)
 
-        async def one(layer: int, neuron: int, kind: Kind) -> None:
+        async def one(ref: NeuronRef, kind: Kind) -> None:
             async with semaphore:
-                if self.store.get_file(ds.name, kind.value, layer, neuron) is not None:
+                if self.store.get_file(ref, kind.value) is not None:
                     report.already += 1
-                elif self.store.is_absent(ds.name, kind.value, layer, neuron):
+                elif self.store.is_absent(ref, kind.value):
                     report.absent += 1
                 else:
                     try:
-                        await self.get(ds.name, kind, layer, neuron)
+                        await self.get(ref, kind)
                         report.fetched += 1
                     except NotFound:
                         report.absent += 1
                     except DataError as exc:
                         report.failed += 1
-                        report.errors.append(f"{layer}:{neuron} {kind.value}: {exc}")
+                        reason = getattr(exc, "reason", None) or str(exc)
+                        report.errors.append(f"{ref.short} {kind.value}: {reason}")
                 report.done += 1
                 if progress is not None:
                     progress(report)
@@ -285,78 +307,15 @@ class NeuronService:
         await asyncio.gather(*(one(*job) for job in jobs))
         return report
 
-    def cache_stats(self, dataset: str | None = None) -> dict[str, Any]:
-        """Stored files per dataset and kind, and the store's size on disk."""
-        return {
-            "path": str(self.store.path),
-            "bytes": self.store.size_bytes(),
-            "files": [
-                {"dataset": d, "kind": k, "count": n, "compressed_bytes": b}
-                for d, k, n, b in self.store.file_stats(dataset)
-            ],
-        }
-
     async def aclose(self) -> None:
         """Cancel fetches in flight, close the HTTP client and bundled stores."""
         for task, _ in list(self._inflight.values()):
             task.cancel()
         if self._http is not None and self._owns_http:
             await self._http.aclose()
+            self._http = None  # a later event loop gets a client of its own
+        self._sources.clear()
         for store in self._bundled.values():
             store.close()
         self._bundled.clear()
 
-
-def describe(data: NeuronData, stored: Iterable[ExplanationRow] = ()) -> dict[str, Any]:
-    """A JSON-ready summary of a neuron (what `neuron-desk show --json` prints)."""
-    out: dict[str, Any] = {"dataset": data.dataset.name, "layer": data.layer, "neuron": data.neuron}
-    errors: dict[str, str] = {}
-    for kind in Kind:
-        value = getattr(data, _FIELD_OF_KIND[kind])
-        if isinstance(value, NeuronDeskError):
-            errors[kind.value] = str(value)
-    record = data.record
-    if isinstance(record, Fetched):
-        r: NeuronRecord = record.value
-        out["max_activation"] = r.max_activation
-        out["counts"] = {
-            "top": len(r.most_positive_activation_records),
-            "quantiles": [len(q) for q in r.random_sample_by_quantile or []],
-            "random": len(r.random_sample),
-        }
-        out["origin"] = record.origin
-    explanations: list[dict[str, Any]] = []
-    if isinstance(data.explanations, Fetched):
-        explanations += [
-            {"explanation": e.explanation, "score": e.get_preferred_score(), "source": "published"}
-            for e in data.explanations.value.scored_explanations
-        ]
-    explanations += [
-        {"explanation": row.explanation, "score": row.score, "source": row.source}
-        for row in stored
-        if row.source != "published"
-    ]
-    out["explanations"] = explanations
-    tokens: dict[str, Any] = {}
-    if isinstance(data.tokens_by_activation, Fetched):
-        tokens["activation"] = data.tokens_by_activation.value.pairs()[:20]
-    if isinstance(data.tokens_by_weight, Fetched):
-        weights = data.tokens_by_weight.value
-        for name in ("input_positive", "input_negative", "output_positive", "output_negative"):
-            tokens[name] = getattr(weights, name).pairs()[:20]
-    out["top_tokens"] = tokens
-    related: dict[str, Any] = {}
-    if isinstance(data.related, Fetched):
-        sides = (("upstream", data.related.value.c_fc), ("downstream", data.related.value.c_proj))
-        for name, connections in sides:
-            if connections is not None:
-                related[name] = {
-                    sign: [[n.layer_index, n.neuron_index, w] for n, w in pairs[:20]]
-                    for sign, pairs in (
-                        ("positive", connections.positive()),
-                        ("negative", connections.negative()),
-                    )
-                }
-    out["related"] = related
-    out["errors"] = errors
-    return out

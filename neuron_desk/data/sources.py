@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -25,7 +26,11 @@ class Source(Protocol):
 
 
 class HttpSource:
-    """Files under an HTTP(S) root, with timeouts and retries on transient errors."""
+    """Files under an HTTP(S) root, with timeouts and retries on transient errors.
+
+    Once a file could not be fetched because the host cannot be reached at all, the source is
+    taken as down for `down_for_s`: further fetches fail at once instead of each retrying.
+    """
 
     origin = "network"
 
@@ -37,17 +42,27 @@ class HttpSource:
         retries: int = 3,
         backoff_s: float = 0.5,
         max_bytes: int = 64 * 1024 * 1024,
+        down_for_s: float = 30.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = client
         self._retries = retries
         self._backoff_s = backoff_s
         self._max_bytes = max_bytes
+        self._down_for_s = down_for_s
+        self._down: tuple[float, str] | None = None
+        """(until when, why) the host is taken as unreachable."""
 
     async def fetch(self, relative: str) -> bytes:
         """GET the file; retry timeouts, dropped connections and 429/5xx a few times."""
         url = f"{self.base_url}/{relative}"
+        if self._down is not None:
+            until, why = self._down
+            if time.monotonic() < until:
+                raise SourceUnavailable(f"{why}; not tried again yet ({url})")
+            self._down = None
         problem = ""
+        unreachable = False
         for attempt in range(self._retries + 1):
             if attempt:
                 await asyncio.sleep(self._backoff_s * 2 ** (attempt - 1) * random.uniform(0.8, 1.2))
@@ -58,7 +73,9 @@ class HttpSource:
                 continue
             except httpx.TransportError as exc:
                 problem = f"could not connect ({type(exc).__name__})"
+                unreachable = isinstance(exc, httpx.ConnectError)
                 continue
+            unreachable = False
             if response.status_code == 404:
                 raise NotFound(f"{relative} does not exist at {self.base_url}")
             if response.status_code in TRANSIENT_STATUS:
@@ -69,7 +86,10 @@ class HttpSource:
             if len(response.content) > self._max_bytes:
                 raise SourceUnavailable(f"{url} is larger than {self._max_bytes} bytes")
             return response.content
-        raise SourceUnavailable(f"{problem} after {self._retries + 1} tries ({url})")
+        message = f"{problem} after {self._retries + 1} tries"
+        if unreachable:
+            self._down = (time.monotonic() + self._down_for_s, f"{self.base_url} is unreachable")
+        raise SourceUnavailable(f"{message} ({url})")
 
 
 class FolderSource:

@@ -1,9 +1,18 @@
 """The SQLite store: everything fetched, generated and cached, in one file per user.
 
-One file (WAL mode), migrated by `PRAGMA user_version`, every write in a transaction, file
-bodies compressed. The bundled sample dataset is a read-only file with the same schema.
-A corrupt file is moved aside (never overwritten) and a fresh store created; a locked,
-read-only or full store raises a `StoreError` that says so.
+One file (WAL mode), one connection, one migration list (`PRAGMA user_version`), every write
+in a transaction, bodies compressed. The bundled sample dataset is a read-only file with the
+same schema. A corrupt file is moved aside (never overwritten) and a fresh store created; a
+locked, read-only or full store raises a `StoreError` that says so.
+
+`Store` owns the connection and the file tables (`files`, `absent`) and two small key/value
+tables (`datasets` for the registry, `meta`). Every other table family is owned by the module
+that uses it, on this connection:
+
+    explanations, explanations_fts   neuron_desk.data.explanations   (results, search)
+    llm_cache                        neuron_desk.llm.cache           (response cache)
+    usage                            neuron_desk.llm.ledger          (usage ledger)
+    capabilities                     neuron_desk.llm.capabilities    (probe results)
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from neuron_desk.core.errors import StoreError
+from neuron_desk.core.refs import NeuronRef
 
 logger = logging.getLogger(__name__)
 
@@ -124,21 +134,6 @@ class StoredFile:
     fetched_at: float
 
 
-@dataclass(frozen=True)
-class ExplanationRow:
-    """One stored explanation (published, generated or written by the user)."""
-
-    id: int
-    dataset: str
-    layer: int
-    neuron: int
-    explanation: str
-    score: float | None
-    source: str
-    provenance: dict[str, Any]
-    created_at: float
-
-
 class Store:
     """A SQLite store file; thread-safe; use `Store.open` or `Store.open_read_only`."""
 
@@ -237,7 +232,8 @@ class Store:
             except sqlite3.Error as exc:
                 raise _store_error(exc, self.path) from None
 
-    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only statement (for the modules that own a table family)."""
         with self._lock:
             try:
                 return self._db.execute(sql, params).fetchall()
@@ -246,53 +242,51 @@ class Store:
 
     # --- files ---
 
-    def put_file(
-        self, dataset: str, kind: str, layer: int, neuron: int, text: str, origin: str
-    ) -> None:
+    def put_file(self, ref: NeuronRef, kind: str, text: str, origin: str) -> None:
         """Store a validated file body (replacing an older copy, clearing an absence)."""
+        key = (ref.dataset, kind, ref.layer, ref.index)
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (dataset, kind, layer, neuron, compress(text), origin, time.time()),
+                (*key, compress(text), origin, time.time()),
             )
             db.execute(
-                "DELETE FROM absent WHERE dataset=? AND kind=? AND layer=? AND neuron=?",
-                (dataset, kind, layer, neuron),
+                "DELETE FROM absent WHERE dataset=? AND kind=? AND layer=? AND neuron=?", key
             )
 
-    def get_file(self, dataset: str, kind: str, layer: int, neuron: int) -> StoredFile | None:
+    def get_file(self, ref: NeuronRef, kind: str) -> StoredFile | None:
         """The stored body of a file, or None."""
-        rows = self._query(
+        rows = self.query(
             "SELECT body, origin, fetched_at FROM files "
             "WHERE dataset=? AND kind=? AND layer=? AND neuron=?",
-            (dataset, kind, layer, neuron),
+            (ref.dataset, kind, ref.layer, ref.index),
         )
         if not rows:
             return None
         body, origin, fetched_at = rows[0]
         return StoredFile(decompress(body), origin, fetched_at)
 
-    def mark_absent(self, dataset: str, kind: str, layer: int, neuron: int) -> None:
+    def mark_absent(self, ref: NeuronRef, kind: str) -> None:
         """Remember that the source has no such file (HTTP 404)."""
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO absent VALUES (?, ?, ?, ?, ?)",
-                (dataset, kind, layer, neuron, time.time()),
+                (ref.dataset, kind, ref.layer, ref.index, time.time()),
             )
 
-    def is_absent(self, dataset: str, kind: str, layer: int, neuron: int) -> bool:
+    def is_absent(self, ref: NeuronRef, kind: str) -> bool:
         """Whether the source was found to have no such file."""
         return bool(
-            self._query(
+            self.query(
                 "SELECT 1 FROM absent WHERE dataset=? AND kind=? AND layer=? AND neuron=?",
-                (dataset, kind, layer, neuron),
+                (ref.dataset, kind, ref.layer, ref.index),
             )
         )
 
     def stored_neurons(
         self, dataset: str, kind: str | None = None, layer: int | None = None
-    ) -> list[tuple[int, int]]:
-        """(layer, neuron) pairs with at least one stored file (of `kind`, in `layer`)."""
+    ) -> list[NeuronRef]:
+        """Neurons with at least one stored file (of `kind`, in `layer`), in order."""
         sql = "SELECT DISTINCT layer, neuron FROM files WHERE dataset=?"
         params: list[Any] = [dataset]
         if kind is not None:
@@ -301,9 +295,8 @@ class Store:
         if layer is not None:
             sql += " AND layer=?"
             params.append(layer)
-        return [
-            (int(a), int(b)) for a, b in self._query(sql + " ORDER BY layer, neuron", tuple(params))
-        ]
+        rows = self.query(sql + " ORDER BY layer, neuron", tuple(params))
+        return [NeuronRef(dataset, int(a), int(b)) for a, b in rows]
 
     def file_stats(self, dataset: str | None = None) -> list[tuple[str, str, int, int]]:
         """(dataset, kind, file count, compressed bytes), per dataset and kind."""
@@ -314,162 +307,40 @@ class Store:
             params = (dataset,)
         return [
             (str(d), str(k), int(n), int(b or 0))
-            for d, k, n, b in self._query(sql + " GROUP BY dataset, kind ORDER BY 1, 2", params)
+            for d, k, n, b in self.query(sql + " GROUP BY dataset, kind ORDER BY 1, 2", params)
         ]
 
     def clear_files(self, dataset: str | None = None) -> int:
-        """Forget fetched files (of one dataset); generated explanations are kept."""
+        """Forget fetched files and absences (of one dataset); how many files."""
         with self.transaction() as db:
             where, params = ("WHERE dataset=?", (dataset,)) if dataset else ("", ())
             count = db.execute(f"DELETE FROM files {where}", params).rowcount
             db.execute(f"DELETE FROM absent {where}", params)
-            published = f"{where} AND" if where else "WHERE"
-            db.execute(f"DELETE FROM explanations {published} source='published'", params)
         return int(count)
 
-    # --- explanations ---
+    # --- small key/value tables: datasets (the registry's), meta ---
 
-    def add_explanation(
-        self,
-        dataset: str,
-        layer: int,
-        neuron: int,
-        explanation: str,
-        score: float | None,
-        source: str,
-        provenance: dict[str, Any],
-        result_json: str | None = None,
-    ) -> int:
-        """Store an explanation at once (with its scoring result and provenance); its id."""
-        with self.transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO explanations (dataset, layer, neuron, explanation, score, source, "
-                "provenance, result, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    dataset,
-                    layer,
-                    neuron,
-                    explanation,
-                    score,
-                    source,
-                    json.dumps(provenance),
-                    compress(result_json) if result_json is not None else None,
-                    time.time(),
-                ),
-            )
-            return int(cursor.lastrowid or 0)
-
-    def replace_published(
-        self, dataset: str, layer: int, neuron: int, rows: list[tuple[str, float | None]]
-    ) -> None:
-        """Index a neuron's published explanations for search (replacing earlier ones)."""
-        with self.transaction() as db:
-            db.execute(
-                "DELETE FROM explanations WHERE dataset=? AND layer=? AND neuron=? "
-                "AND source='published'",
-                (dataset, layer, neuron),
-            )
-            for text, score in rows:
-                db.execute(
-                    "INSERT INTO explanations (dataset, layer, neuron, explanation, score, source, "
-                    "provenance, result, created_at) VALUES (?, ?, ?, ?, ?, 'published', '{}', "
-                    "NULL, ?)",
-                    (dataset, layer, neuron, text, score, time.time()),
-                )
-
-    def explanations(
-        self, dataset: str, layer: int, neuron: int, source: str | None = None
-    ) -> list[ExplanationRow]:
-        """Stored explanations of a neuron, newest first."""
-        sql = (
-            "SELECT id, dataset, layer, neuron, explanation, score, source, provenance, created_at "
-            "FROM explanations WHERE dataset=? AND layer=? AND neuron=?"
-        )
-        params: tuple[Any, ...] = (dataset, layer, neuron)
-        if source is not None:
-            sql += " AND source=?"
-            params += (source,)
-        return [_row(r) for r in self._query(sql + " ORDER BY created_at DESC, id DESC", params)]
-
-    def neurons_with_explanations(
-        self, dataset: str, exclude_source: str | None = None
-    ) -> list[tuple[int, int]]:
-        """(layer, neuron) pairs with stored explanations (other than `exclude_source`)."""
-        sql = "SELECT DISTINCT layer, neuron FROM explanations WHERE dataset=?"
-        params: tuple[Any, ...] = (dataset,)
-        if exclude_source is not None:
-            sql += " AND source != ?"
-            params += (exclude_source,)
-        return [(int(a), int(b)) for a, b in self._query(sql + " ORDER BY layer, neuron", params)]
-
-    def explanations_of_run(self, run: str) -> list[ExplanationRow]:
-        """Explanations whose provenance names `run` (a batch or an app run), oldest first."""
-        sql = (
-            "SELECT id, dataset, layer, neuron, explanation, score, source, provenance, created_at "
-            "FROM explanations WHERE json_extract(provenance, '$.run') = ? ORDER BY id"
-        )
-        return [_row(r) for r in self._query(sql, (run,))]
-
-    def best_generated(self, dataset: str) -> list[ExplanationRow]:
-        """The best-scoring generated or user explanation of every neuron of `dataset`."""
-        sql = (
-            "SELECT id, dataset, layer, neuron, explanation, MAX(COALESCE(score, -2)), source, "
-            "provenance, created_at FROM explanations WHERE dataset = ? AND source != 'published' "
-            "GROUP BY layer, neuron ORDER BY layer, neuron"
-        )
-        rows = [_row(r) for r in self._query(sql, (dataset,))]
-        return [r if r.score != -2 else _without_score(r) for r in rows]
-
-    def explanation_result(self, explanation_id: int) -> str | None:
-        """The stored ScoredExplanation JSON of an explanation, if it was scored."""
-        rows = self._query("SELECT result FROM explanations WHERE id=?", (explanation_id,))
-        return decompress(rows[0][0]) if rows and rows[0][0] is not None else None
-
-    def search(
-        self, text: str, dataset: str | None = None, limit: int = 50
-    ) -> list[ExplanationRow]:
-        """Explanations matching `text` (full-text, every word must appear), best first."""
-        words = [w for w in "".join(c if c.isalnum() else " " for c in text).split() if w]
-        if not words:
-            return []
-        query = " ".join(f'"{w}"' for w in words)
-        sql = (
-            "SELECT e.id, e.dataset, e.layer, e.neuron, e.explanation, e.score, e.source, "
-            "e.provenance, e.created_at FROM explanations_fts f JOIN explanations e "
-            "ON e.id = f.rowid WHERE explanations_fts MATCH ?"
-        )
-        params: tuple[Any, ...] = (query,)
-        if dataset is not None:
-            sql += " AND e.dataset=?"
-            params += (dataset,)
-        sql += " ORDER BY rank LIMIT ?"
-        return [_row(r) for r in self._query(sql, (*params, limit))]
-
-    # --- small key/value tables for other layers ---
-
-    def get_json(self, table: str, key: tuple[str, ...]) -> Any:
-        """A JSON value from `capabilities`, `datasets` or `meta` by its key columns."""
-        sql, _ = _KEYED[table]
-        rows = self._query(sql, key)
+    def get_json(self, table: str, key: str) -> Any:
+        """A JSON value of `datasets` or `meta` by its key."""
+        column, value = _columns(table)
+        rows = self.query(f"SELECT {value} FROM {table} WHERE {column}=?", (key,))
         return json.loads(rows[0][0]) if rows else None
 
-    def put_json(self, table: str, key: tuple[str, ...], value: Any) -> None:
-        """Store a JSON value in `capabilities`, `datasets` or `meta`."""
-        _, sql = _KEYED[table]
+    def put_json(self, table: str, key: str, value: Any) -> None:
+        """Store a JSON value in `datasets` or `meta`."""
+        _columns(table)
         with self.transaction() as db:
-            db.execute(
-                sql, (*key, json.dumps(value), *((time.time(),) if table == "capabilities" else ()))
-            )
+            db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", (key, json.dumps(value)))
 
     def all_json(self, table: str) -> list[tuple[str, Any]]:
-        """Every (first key, value) of `datasets` or `meta`."""
-        column = {"datasets": ("name", "spec"), "meta": ("key", "value")}[table]
-        rows = self._query(f"SELECT {column[0]}, {column[1]} FROM {table} ORDER BY 1")
+        """Every (key, value) of `datasets` or `meta`, by key."""
+        column, value = _columns(table)
+        rows = self.query(f"SELECT {column}, {value} FROM {table} ORDER BY 1")
         return [(str(k), json.loads(v)) for k, v in rows]
 
     def delete_json(self, table: str, key: str) -> None:
         """Remove an entry of `datasets` or `meta`."""
-        column = {"datasets": "name", "meta": "key"}[table]
+        column, _ = _columns(table)
         with self.transaction() as db:
             db.execute(f"DELETE FROM {table} WHERE {column}=?", (key,))
 
@@ -477,81 +348,22 @@ class Store:
 
     def integrity_check(self) -> str:
         """SQLite's integrity_check verdict ("ok" when healthy)."""
-        return str(self._query("PRAGMA integrity_check")[0][0])
+        return str(self.query("PRAGMA integrity_check")[0][0])
 
     def size_bytes(self) -> int:
         """Size of the store file and its WAL on disk."""
         wal = self.path.with_name(self.path.name + "-wal")
         return self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
-    # --- LLM response cache and usage ledger (used by neuron_desk.llm) ---
 
-    def llm_cache_get(self, key: str) -> str | None:
-        """A cached LLM response (JSON text) by its key, or None."""
-        rows = self._query("SELECT response FROM llm_cache WHERE key=?", (key,))
-        return decompress(rows[0][0]) if rows else None
-
-    def llm_cache_put(self, key: str, endpoint: str, model: str, response: str) -> None:
-        """Cache an LLM response (JSON text), replacing an older one with the same key."""
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO llm_cache VALUES (?, ?, ?, ?, ?)",
-                (key, endpoint, model, compress(response), time.time()),
-            )
-
-    def llm_cache_count(self, endpoint: str | None = None) -> int:
-        """Number of cached responses (of one endpoint)."""
-        where, params = ("WHERE endpoint=?", (endpoint,)) if endpoint else ("", ())
-        return int(self._query(f"SELECT COUNT(*) FROM llm_cache {where}", params)[0][0])
-
-    def llm_cache_clear(self, endpoint: str | None = None) -> int:
-        """Forget cached responses (of one endpoint); how many."""
-        where, params = ("WHERE endpoint=?", (endpoint,)) if endpoint else ("", ())
-        with self.transaction() as db:
-            return int(db.execute(f"DELETE FROM llm_cache {where}", params).rowcount)
-
-    def add_usage(
-        self,
-        run: str | None,
-        endpoint: str,
-        model: str,
-        prompt_tokens: int,
-        completion_tokens: int,
-        cached: bool,
-    ) -> None:
-        """Record one LLM request's token usage (cached: answered from the response cache)."""
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO usage (run, endpoint, model, prompt_tokens, completion_tokens, "
-                "cached, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (run, endpoint, model, prompt_tokens, completion_tokens, int(cached), time.time()),
-            )
-
-    def usage_totals(self, run: str | None = None) -> list[tuple[str, str, int, int, int, int]]:
-        """(endpoint, model, requests sent, requests cached, prompt tokens, completion tokens)
-        per endpoint and model, of one run or of all; cached requests' tokens are not counted."""
-        where, params = ("WHERE run=?", (run,)) if run is not None else ("", ())
-        rows = self._query(
-            "SELECT endpoint, model, SUM(1 - cached), SUM(cached), "
-            "SUM(CASE WHEN cached THEN 0 ELSE prompt_tokens END), "
-            "SUM(CASE WHEN cached THEN 0 ELSE completion_tokens END) "
-            f"FROM usage {where} GROUP BY endpoint, model ORDER BY endpoint, model",
-            params,
-        )
-        return [(str(e), str(m), int(s), int(c), int(p), int(o)) for e, m, s, c, p, o in rows]
+_KEYED = {"datasets": ("name", "spec"), "meta": ("key", "value")}
+"""The key/value tables: (key column, value column)."""
 
 
-_KEYED = {
-    "capabilities": (
-        "SELECT data FROM capabilities WHERE endpoint=? AND model=?",
-        "INSERT OR REPLACE INTO capabilities VALUES (?, ?, ?, ?)",
-    ),
-    "datasets": (
-        "SELECT spec FROM datasets WHERE name=?",
-        "INSERT OR REPLACE INTO datasets VALUES (?, ?)",
-    ),
-    "meta": ("SELECT value FROM meta WHERE key=?", "INSERT OR REPLACE INTO meta VALUES (?, ?)"),
-}
+def _columns(table: str) -> tuple[str, str]:
+    if table not in _KEYED:
+        raise ValueError(f"{table!r} is not a key/value table of the store")
+    return _KEYED[table]
 
 
 class _Tx:
@@ -578,27 +390,6 @@ def _statements(script: str) -> list[str]:
     if current.strip():
         statements.append(current.strip())
     return statements
-
-
-def _row(r: tuple[Any, ...]) -> ExplanationRow:
-    return ExplanationRow(
-        id=int(r[0]),
-        dataset=str(r[1]),
-        layer=int(r[2]),
-        neuron=int(r[3]),
-        explanation=str(r[4]),
-        score=None if r[5] is None else float(r[5]),
-        source=str(r[6]),
-        provenance=json.loads(r[7]) if r[7] else {},
-        created_at=float(r[8]),
-    )
-
-
-def _without_score(row: ExplanationRow) -> ExplanationRow:
-    return ExplanationRow(
-        row.id, row.dataset, row.layer, row.neuron, row.explanation, None, row.source,
-        row.provenance, row.created_at,
-    )
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:

@@ -1,17 +1,20 @@
 """LLM endpoints: the OpenAI-compatible client, profiles, capability probe, cache and ledger.
 
 - `client`: `OpenAICompatibleClient` (httpx; concurrency limit, retries, cancellation).
-- `profiles`: endpoint profiles in `llm_profiles.json` (keys from env or the OS keyring).
-- `capabilities`: the probe and the automatic simulator choice.
+- `profiles`: endpoint profiles in `llm_profiles.json` (keys from env or the OS keyring),
+  `open_backend` and the default backend.
+- `capabilities`: the probe and the automatic simulator choice (table `capabilities`).
 - `session`: `LLMSession`, a run's backend with the response cache, ledger and budget.
-- `ledger`: token usage, prices and budgets; `estimate`: requests and tokens before a run.
+- `cache`: the response cache (table `llm_cache`).
+- `ledger`: token usage, prices and budgets (table `usage`).
 - `local`: the bundled SmolLM2 model behind a managed llama.cpp server.
-- `runs`: `NeuronRun`, explain and score one neuron with provenance (CLI and app).
+
+Runs (explain, score, estimates, batches) are one layer up, in `neuron_desk.runs`.
 """
 
-from neuron_desk.llm.client import OpenAICompatibleClient, RetryPolicy, default_backend
+from neuron_desk.llm.client import OpenAICompatibleClient, RetryPolicy
 from neuron_desk.llm.ledger import Budget, Price, PriceTable, Usage
-from neuron_desk.llm.profiles import Profile, ProfileConfig, open_backend
+from neuron_desk.llm.profiles import Profile, ProfileConfig, default_backend, open_backend
 from neuron_desk.llm.session import LLMSession
 
 __all__ = [

@@ -16,6 +16,7 @@ says why in words.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -247,18 +248,25 @@ async def capabilities_for(
 ) -> Capabilities:
     """The remembered capabilities of `endpoint` + `model`, probing (and storing) on a miss."""
     if store is not None and not refresh:
-        known = Capabilities.from_json(store.get_json("capabilities", (endpoint, model)))
+        known = known_capabilities(store, endpoint, model)
         if known is not None:
             return known
     caps = await probe(backend, model)
     if store is not None and not store.read_only:
-        store.put_json("capabilities", (endpoint, model), caps.to_json())
+        with store.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO capabilities VALUES (?, ?, ?, ?)",
+                (endpoint, model, json.dumps(caps.to_json()), time.time()),
+            )
     return caps
 
 
 def known_capabilities(store: Store, endpoint: str, model: str) -> Capabilities | None:
-    """What an earlier probe found, without probing."""
-    return Capabilities.from_json(store.get_json("capabilities", (endpoint, model)))
+    """What an earlier probe found (the `capabilities` table), without probing."""
+    rows = store.query(
+        "SELECT data FROM capabilities WHERE endpoint=? AND model=?", (endpoint, model)
+    )
+    return Capabilities.from_json(json.loads(rows[0][0])) if rows else None
 
 
 @dataclass(frozen=True)

@@ -436,11 +436,3 @@ def _error_message(response: httpx.Response) -> str:
         if isinstance(data.get("message"), str):
             return str(data["message"])[:500]
     return response.text[:500]
-
-
-def default_backend() -> Any:
-    """The backend of the default profile (see `neuron_desk.llm.profiles.default_profile`)."""
-    from neuron_desk.llm.profiles import ProfileConfig, open_backend
-
-    config = ProfileConfig.load()
-    return open_backend(config.default_profile(), config=config)

@@ -9,6 +9,7 @@ money cap is refused with `BudgetExceeded` before it is sent, and so is every la
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -240,15 +241,48 @@ class UsageLedger:
         if self.parent is not None:
             self.parent.record(endpoint, model, usage, cached=cached)
         if self.store is not None and not self.store.read_only:
-            self.store.add_usage(
-                self.run,
-                endpoint,
-                model,
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                cached=cached,
-            )
+            with self.store.transaction() as db:
+                db.execute(
+                    "INSERT INTO usage (run, endpoint, model, prompt_tokens, completion_tokens, "
+                    "cached, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        self.run,
+                        endpoint,
+                        model,
+                        usage.prompt_tokens,
+                        usage.completion_tokens,
+                        int(cached),
+                        time.time(),
+                    ),
+                )
 
     def _stop(self, reason: str) -> None:
         self.exceeded = reason
         raise BudgetExceeded(reason)
+
+
+@dataclass(frozen=True)
+class UsageTotal:
+    """Requests and tokens of one endpoint and model (cached requests cost no tokens)."""
+
+    endpoint: str
+    model: str
+    requests: int
+    cached_requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def usage_totals(store: Store, run: str | None = None) -> list[UsageTotal]:
+    """Totals per endpoint and model from the `usage` table, of one run or of all."""
+    where, params = ("WHERE run=?", (run,)) if run is not None else ("", ())
+    rows = store.query(
+        "SELECT endpoint, model, SUM(1 - cached), SUM(cached), "
+        "SUM(CASE WHEN cached THEN 0 ELSE prompt_tokens END), "
+        "SUM(CASE WHEN cached THEN 0 ELSE completion_tokens END) "
+        f"FROM usage {where} GROUP BY endpoint, model ORDER BY endpoint, model",
+        params,
+    )
+    return [
+        UsageTotal(str(e), str(m), int(s), int(c), int(p), int(o)) for e, m, s, c, p, o in rows
+    ]

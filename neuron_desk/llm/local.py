@@ -35,7 +35,7 @@ import httpx
 
 from neuron_desk.core.backend import JSONDict
 from neuron_desk.core.errors import BackendConfigError, BackendResponseError, BackendUnavailable
-from neuron_desk.core.paths import data_dir
+from neuron_desk.core.paths import Paths
 from neuron_desk.llm.client import OpenAICompatibleClient, RetryPolicy
 from neuron_desk.llm.local_logprobs import PromptLogprobsEngine
 
@@ -115,7 +115,7 @@ class LocalServer:
         self.max_restarts = max_restarts
         self.restarts = 0
         self.port: int | None = None
-        self.log_path = log_path or data_dir() / "local-llm-server.log"
+        self.log_path = log_path or Paths.from_env().local_server_log
         self._command = list(command) if command is not None else None
         self._model_path = model_path
         self._process: subprocess.Popen[bytes] | None = None

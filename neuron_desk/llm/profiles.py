@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from neuron_desk.core.errors import BackendConfigError
-from neuron_desk.core.paths import data_dir
+from neuron_desk.core.paths import Paths
 from neuron_desk.llm.client import OPENAI_BASE_URL, OpenAICompatibleClient, RetryPolicy
 from neuron_desk.llm.ledger import Price, PriceTable
+from neuron_desk.llm.session import EndpointBackend
 
 PROFILES_FILE = "llm_profiles.json"
 KEYRING_SERVICE = "neuron-desk"
@@ -140,8 +141,8 @@ BUILT_IN = (OPENAI_PROFILE, LOCAL_PROFILE)
 
 
 def profiles_path() -> Path:
-    """The profiles file in the data directory."""
-    return data_dir() / PROFILES_FILE
+    """The profiles file of this environment's data directory."""
+    return Paths.from_env().profiles
 
 
 @dataclass
@@ -310,11 +311,19 @@ def open_client(
     )
 
 
-def open_backend(profile: Profile, *, config: ProfileConfig | None = None) -> Any:
-    """The backend of a profile: an HTTP client, or the managed local server's backend."""
-    del config
+def open_backend(profile: Profile) -> EndpointBackend:
+    """The backend of a profile: an HTTP client, or the managed local server's backend.
+
+    Either way it is an `EndpointBackend`: close it with `await backend.aclose()`.
+    """
     if profile.is_local:
         from neuron_desk.llm.local import LocalBackend
 
         return LocalBackend(timeout=profile.timeout)
     return open_client(profile)
+
+
+def default_backend(config: ProfileConfig | None = None) -> EndpointBackend:
+    """The backend of the default profile (what the method uses when given no backend)."""
+    config = config or ProfileConfig.load()
+    return open_backend(config.default_profile())

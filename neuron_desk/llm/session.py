@@ -3,7 +3,7 @@
 `LLMSession` wraps an endpoint backend (an `OpenAICompatibleClient` or the local backend) and
 is itself an `LLMBackend`, so explainers and simulators take it as `backend=`. For each request:
 
-1. the response cache (the store's `llm_cache`) is looked up by endpoint + path + the exact
+1. the response cache (`neuron_desk.llm.cache`) is looked up by endpoint + path + the exact
    request body (which names the model): a hit costs no request, so re-scoring the same
    explanation on the same data sends nothing. Sampling with temperature > 0 (explanations
    with n > 1) is cached the same way; `regenerate=True` skips the lookup (and refreshes it);
@@ -18,14 +18,13 @@ is itself an `LLMBackend`, so explainers and simulators take it as `backend=`. F
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from neuron_desk.core.backend import JSONDict
 from neuron_desk.core.errors import BackendResponseError
+from neuron_desk.llm.cache import ResponseCache
 from neuron_desk.llm.ledger import Budget, PriceTable, Usage, UsageLedger, prompt_text, usage_of
 from neuron_desk.method.tokens import count_tokens
 
@@ -53,49 +52,9 @@ class EndpointBackend(Protocol):
         """POST /chat/completions."""
         ...
 
-
-def cache_key(endpoint: str, path: str, body: JSONDict) -> str:
-    """sha256 of the endpoint, the path and the request body (canonical JSON)."""
-    canonical = json.dumps(
-        {"endpoint": endpoint, "path": path, "body": body},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-class ResponseCache:
-    """LLM responses in the store, by `cache_key`."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def get(self, endpoint: str, path: str, body: JSONDict) -> JSONDict | None:
-        """The cached response of this exact request, or None."""
-        text = self.store.llm_cache_get(cache_key(endpoint, path, body))
-        if text is None:
-            return None
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return None
-        return value if isinstance(value, dict) else None
-
-    def contains(self, endpoint: str, path: str, body: JSONDict) -> bool:
-        """Whether this exact request is cached."""
-        return self.store.llm_cache_get(cache_key(endpoint, path, body)) is not None
-
-    def put(self, endpoint: str, path: str, body: JSONDict, response: JSONDict) -> None:
-        """Cache a response (a read-only store is left alone)."""
-        if self.store.read_only:
-            return
-        self.store.llm_cache_put(
-            cache_key(endpoint, path, body),
-            endpoint,
-            str(body.get("model", "")),
-            json.dumps(response, ensure_ascii=False),
-        )
+    async def aclose(self) -> None:
+        """Close connections (and stop a managed local server)."""
+        ...
 
 
 class LLMSession:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
-from neuron_desk.core.backend import JSONDict, LLMBackend, resolve_default_backend
+from neuron_desk.core.backend import JSONDict, LLMBackend
 from neuron_desk.core.errors import BackendResponseError, PromptTooLongError
 from neuron_desk.core.model import ActivationRecord
 from neuron_desk.method.activations import (
@@ -22,6 +22,7 @@ from neuron_desk.method.activations import (
     format_activation_records,
     non_zero_activation_proportion,
 )
+from neuron_desk.method.default_backend import deferred_default_backend
 from neuron_desk.method.few_shot import FewShotExampleSet, TokenSpaceFewShotExampleSet
 from neuron_desk.method.prompts import Prompt, PromptBuilder, PromptFormat, Role, chat_messages
 
@@ -104,9 +105,9 @@ class NeuronExplainer(ABC):
 
     @property
     def backend(self) -> LLMBackend:
-        """The LLM backend, resolved from settings on first use if none was passed."""
+        """The LLM backend: the one passed, else the default profile's (built on first request)."""
         if self._backend is None:
-            self._backend = resolve_default_backend()
+            self._backend = deferred_default_backend()
         return self._backend
 
     async def generate_explanations(

@@ -1,7 +1,8 @@
 """The few-shot example sets of the original prompts, loaded from package data.
 
-The examples are data (`data/*.json`), carried over unchanged from neuron-explainer, since the
-prompts they appear in are a protocol: published scores were computed with them.
+The examples are data (`few_shot/*.json` in `neuron_desk.resources`), carried over unchanged
+from neuron-explainer, since the prompts they appear in are a protocol: published scores were
+computed with them.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import json
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
-from importlib import resources
 from typing import Any
 
+import neuron_desk.resources as resources  # resources/, mapped by pyproject's package-dir
 from neuron_desk.core.model import ActivationRecord
 
 
@@ -38,7 +39,7 @@ class TokenSpaceExample:
 
 @cache
 def _load(name: str) -> dict[str, Any]:
-    text = resources.files("neuron_desk.method").joinpath("data", name).read_text("utf-8")
+    text = resources.read_text("few_shot", name)
     data: dict[str, Any] = json.loads(text)
     return data
 

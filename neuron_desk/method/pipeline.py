@@ -1,4 +1,8 @@
-"""The paper's loop for one neuron: explain on the train split, score on the valid split."""
+"""The paper's loop for one neuron: explain on the train split, score on the valid split.
+
+This is the one explain→score loop: runs, estimates and batches all go through
+`generate_explanations` and `score_explanation`.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,12 @@ from neuron_desk.core.model import (
     NeuronRecord,
     ScoredExplanation,
 )
+from neuron_desk.core.scores import best_first
 from neuron_desk.method.calibration import (
     CalibratedNeuronSimulator,
     UncalibratedNeuronSimulator,
 )
-from neuron_desk.method.explainers import TokenActivationPairExplainer
+from neuron_desk.method.explainers import NeuronExplainer
 from neuron_desk.method.scoring import simulate_and_score
 from neuron_desk.method.simulators import NeuronSimulator
 
@@ -33,6 +38,28 @@ class ExplainAndScoreSettings:
     temperature: float = 1.0
     calibration: type[CalibratedNeuronSimulator] = UncalibratedNeuronSimulator
 
+    @property
+    def slices(self) -> ActivationRecordSliceParams:
+        """How the records are split (train, calibration, valid, test)."""
+        return ActivationRecordSliceParams(n_examples_per_split=self.n_examples_per_split)
+
+
+async def generate_explanations(
+    record: NeuronRecord,
+    explainer: NeuronExplainer,
+    settings: ExplainAndScoreSettings | None = None,
+) -> list[str]:
+    """The explainer's answers for the record's train split, as the model wrote them."""
+    settings = settings or ExplainAndScoreSettings()
+    answers = await explainer.generate_explanations(
+        all_activation_records=record.train_activation_records(settings.slices),
+        max_activation=record.max_activation,
+        num_samples=settings.num_samples,
+        max_tokens=settings.max_tokens,
+        temperature=settings.temperature,
+    )
+    return [str(answer) for answer in answers]
+
 
 async def score_explanation(
     record: NeuronRecord,
@@ -42,31 +69,22 @@ async def score_explanation(
 ) -> ScoredExplanation:
     """Score one explanation (generated or written by hand) on the valid split."""
     settings = settings or ExplainAndScoreSettings()
-    params = ActivationRecordSliceParams(n_examples_per_split=settings.n_examples_per_split)
     simulator = settings.calibration(make_simulator(explanation))
-    await simulator.calibrate(record.calibration_activation_records(params))
-    scored = await simulate_and_score(simulator, record.valid_activation_records(params))
+    await simulator.calibrate(record.calibration_activation_records(settings.slices))
+    scored = await simulate_and_score(simulator, record.valid_activation_records(settings.slices))
     return ScoredExplanation(explanation=explanation, scored_simulation=scored)
 
 
 async def explain_and_score(
     record: NeuronRecord,
-    explainer: TokenActivationPairExplainer,
+    explainer: NeuronExplainer,
     make_simulator: SimulatorFactory,
     settings: ExplainAndScoreSettings | None = None,
 ) -> list[ScoredExplanation]:
     """Generate explanations from the train split and score each one; best first."""
     settings = settings or ExplainAndScoreSettings()
-    params = ActivationRecordSliceParams(n_examples_per_split=settings.n_examples_per_split)
-    train = record.train_activation_records(params)
-    explanations = await explainer.generate_explanations(
-        all_activation_records=train,
-        max_activation=record.max_activation,
-        num_samples=settings.num_samples,
-        max_tokens=settings.max_tokens,
-        temperature=settings.temperature,
-    )
+    explanations = [e.strip() for e in await generate_explanations(record, explainer, settings)]
     scored = await asyncio.gather(
-        *(score_explanation(record, e.strip(), make_simulator, settings) for e in explanations)
+        *(score_explanation(record, e, make_simulator, settings) for e in explanations if e)
     )
-    return sorted(scored, key=lambda s: -(s.get_preferred_score() or -2.0))
+    return best_first(scored, ScoredExplanation.get_preferred_score)

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from neuron_desk.core.backend import JSONDict, LLMBackend, resolve_default_backend
+from neuron_desk.core.backend import JSONDict, LLMBackend
 from neuron_desk.core.errors import BackendResponseError, MethodError, SimulationParseError
 from neuron_desk.core.model import (
     ActivationRecord,
@@ -44,6 +44,7 @@ from neuron_desk.method.activations import (
     format_sequences_for_simulation,
     normalize_activations,
 )
+from neuron_desk.method.default_backend import deferred_default_backend
 from neuron_desk.method.explainers import EXPLANATION_PREFIX
 from neuron_desk.method.few_shot import FewShotExampleSet
 from neuron_desk.method.prompts import Prompt, PromptBuilder, PromptFormat, Role, chat_messages
@@ -171,9 +172,9 @@ class _LLMSimulator(NeuronSimulator):
 
     @property
     def backend(self) -> LLMBackend:
-        """The LLM backend, resolved from settings on first use if none was passed."""
+        """The LLM backend: the one passed, else the default profile's (built on first request)."""
         if self._backend is None:
-            self._backend = resolve_default_backend()
+            self._backend = deferred_default_backend()
         return self._backend
 
     async def _send(self, prompt: Prompt, **params: Any) -> JSONDict:

@@ -17,11 +17,12 @@ import importlib.util
 import logging
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+
+from neuron_desk.core import paths
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +44,8 @@ _lock = threading.Lock()
 
 
 def tiktoken_cache_dir() -> Path:
-    """The directory tiktoken reads its cache from (set for tiktoken if it was not)."""
-    configured = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
-    if configured:
-        return Path(configured)
-    path = Path(tempfile.gettempdir()) / "data-gym-cache"
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(path)
-    return path
+    """The directory tiktoken reads its cache from (its own variables, else its default)."""
+    return paths.tiktoken_cache_dir(os.environ)
 
 
 def _package_file(package: str, relative: str) -> Path | None:

@@ -10,12 +10,12 @@ import sys
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.errors import NeuronDeskError
-from neuron_desk.core.paths import data_dir, store_path
-from neuron_desk.data.registry import Registry
-from neuron_desk.data.service import NeuronService
-from neuron_desk.data.store import Store
-from neuron_desk.qt import asyncbridge
-from neuron_desk.qt.mainwindow import MainWindow, Runner
+from neuron_desk.core.paths import Paths
+from neuron_desk.desk import Desk
+from neuron_desk.llm.profiles import ProfileConfig
+from neuron_desk.qt import asyncbridge, preflight
+from neuron_desk.qt.browser import BrowserState
+from neuron_desk.qt.mainwindow import MainWindow
 
 logger = logging.getLogger(__name__)
 
@@ -38,67 +38,68 @@ def make_application(argv: list[str] | None = None) -> QtWidgets.QApplication:
     return app
 
 
-def make_runner(store: Store) -> Runner | None:
-    """The LLM runner for the app, or None when no endpoint library is usable."""
+def open_settings(paths: Paths) -> QtCore.QSettings:
+    """The app's window settings (an INI file in the data directory)."""
+    return QtCore.QSettings(str(paths.settings), QtCore.QSettings.Format.IniFormat)
+
+
+def open_desk(paths: Paths | None = None) -> tuple[Desk, QtCore.QSettings]:
+    """The user's desk (offline as when last closed) and the app's settings."""
+    paths = paths or Paths.from_env()
+    settings = open_settings(paths)
+    desk = Desk.open(paths, offline=BrowserState.saved_offline(settings))
+    return desk, settings
+
+
+async def check_profiles(desk: Desk) -> None:
+    """Fall back to the built-in profiles (logged) when the profiles file can't be read."""
     try:
-        from neuron_desk.qt.runner import LLMRunner
-    except ImportError as exc:  # pragma: no cover - a broken install
-        logger.warning("LLM features unavailable: %s", exc)
-        return None
-    runner: Runner = LLMRunner(store)
-    return runner
+        desk.profiles  # noqa: B018 - reads the file
+    except NeuronDeskError as exc:
+        logger.error("%s; using the built-in profiles", exc)
+        await desk.use_profiles(ProfileConfig(path=desk.paths.profiles))
 
 
-def build_window(store: Store, settings: QtCore.QSettings) -> MainWindow:
-    """The main window over the user's store, before it is shown."""
-    registry = Registry(store)
-    offline = settings.value("offline", False) in (True, "true")
-    service = NeuronService(registry, store, offline=offline)
-    return MainWindow(registry, store, service, make_runner(store), settings)
+def build_window(desk: Desk, settings: QtCore.QSettings) -> MainWindow:
+    """The main window over a desk, before it is shown."""
+    return MainWindow(desk, settings)
 
 
 def open_first_neuron(window: MainWindow) -> None:
     """The last neuron shown, else the default dataset's first interesting or available one."""
-    last = window.last_neuron()
-    if last is not None:
-        window.go_to(*last)
-        return
-    dataset = window.registry.default()
-    if dataset.interesting:
-        first = dataset.interesting[0]
-        window.go_to(dataset.name, first.layer, first.neuron)
-        return
-    available = window.service.available_neurons(dataset.name)
-    layer, neuron = available[0] if available else (0, 0)
-    window.go_to(dataset.name, layer, neuron)
+    window.browser.go_to(window.browser.first_neuron())
 
 
 async def close_window(window: MainWindow) -> None:
-    """Cancel and await every task, then close the service and the runner (loop still running)."""
+    """Cancel and await every task, then close the desk's clients and backends (the loop still
+    running; the store stays open for the caller to close)."""
     await window.tasks.close()
-    await window.service.aclose()
-    if window.runner is not None:
-        await window.runner.aclose()
+    await window.desk.aclose()
 
 
 def run_app(screenshot: str | None = None) -> int:
     """Run the app until its window closes; the exit code.
 
     With `screenshot`, the window is saved to that PNG file once the first neuron is shown,
-    and the app quits (a smoke test for installs and bundles).
+    and the app quits (a smoke test for installs and bundles). Without a display, or with a
+    system library of Qt's X11 plugin missing, it says so in one line and returns 1.
     """
+    problem = preflight.problem()
+    if problem is not None:
+        print(f"neuron-desk: {problem}", file=sys.stderr)
+        return 1
     app = make_application()
     try:
-        store = Store.open(store_path())
+        desk, settings = open_desk()
     except NeuronDeskError as exc:
         QtWidgets.QMessageBox.critical(
             None, "neuron-desk", f"The store could not be opened:\n{exc}"
         )
         return 1
-    settings = QtCore.QSettings(str(data_dir() / "settings.ini"), QtCore.QSettings.Format.IniFormat)
 
     async def main() -> int:
-        window = build_window(store, settings)
+        await check_profiles(desk)
+        window = build_window(desk, settings)
         window.restore_state()
         window.resize(window.size().expandedTo(QtCore.QSize(1200, 800)))
         window.show()
@@ -121,7 +122,7 @@ def run_app(screenshot: str | None = None) -> int:
     try:
         return asyncbridge.run(app, main)
     finally:
-        store.close()
+        desk.close()
 
 
 def _save_and_close(window: MainWindow, path: str) -> None:
@@ -133,7 +134,7 @@ def _save_and_close(window: MainWindow, path: str) -> None:
 
 def app_icon() -> QtGui.QIcon:
     """The application icon from the package resources (empty if missing)."""
-    from importlib import resources
+    import neuron_desk.resources as resources
 
-    path = resources.files("neuron_desk").joinpath("resources", "icons", "neuron-desk.svg")
-    return QtGui.QIcon(str(path)) if path.is_file() else QtGui.QIcon()
+    path = resources.icon_path()
+    return QtGui.QIcon(str(path)) if path is not None else QtGui.QIcon()

@@ -1,9 +1,11 @@
 """The one place where asyncio meets Qt.
 
 The app runs one asyncio event loop driven by Qt's (qasync), so coroutines run on the Qt
-thread: they may update widgets directly once they resume. `TaskSlots` keeps named tasks: a
-new task under a name cancels its predecessor (switching neurons cancels the stale load), and
-everything is cancelled and awaited on quit while the loop still runs.
+thread. `TaskSlots` keeps named tasks (FeelUOwn's preemptive task specs): a new task under a
+name cancels its predecessor (switching neurons cancels the stale load), and everything is
+cancelled and awaited on quit while the loop still runs. Task names are constants of the object
+that starts them (`BrowserState.LOAD_TASK = "browser.load"`, `Operations.RUN_TASK = "ops.run"`),
+so several owners share one `TaskSlots` without clashing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ os.environ.setdefault("QT_API", "pyside6")  # before qasync: it picks the bindin
 
 import qasync
 from PySide6 import QtWidgets
+
+from neuron_desk.core.errors import NeuronDeskError
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +38,42 @@ def new_event_loop(app: QtWidgets.QApplication) -> asyncio.AbstractEventLoop:
     return loop
 
 
-class TaskSlots:
-    """Named tasks, at most one running per name; errors go to `on_error`."""
+ErrorHandler = Callable[[str, BaseException], None]
 
-    def __init__(self, on_error: Callable[[str, BaseException], None]) -> None:
+
+def error_message(error: BaseException) -> str:
+    """A failed task's error for the user: our own errors say it all, others name their type."""
+    if isinstance(error, NeuronDeskError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def log_error(name: str, error: BaseException) -> None:
+    """The default error handler: log the failed task's error."""
+    logger.error("task %s failed: %s", name, error, exc_info=error)
+
+
+class TaskSlots:
+    """Named tasks, at most one running per name; errors go to `on_error` (or the handler
+    given to `start`)."""
+
+    def __init__(self, on_error: ErrorHandler = log_error) -> None:
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._on_error = on_error
+        self._handlers: dict[asyncio.Task[Any], ErrorHandler] = {}
 
-    def start(self, name: str, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    def start(
+        self,
+        name: str,
+        coroutine: Coroutine[Any, Any, Any],
+        on_error: ErrorHandler | None = None,
+    ) -> asyncio.Task[Any]:
         """Run `coroutine` as the task called `name`, cancelling the one running before."""
         self.cancel(name)
         task = asyncio.ensure_future(coroutine)
         self._tasks[name] = task
+        if on_error is not None:
+            self._handlers[task] = on_error
         task.add_done_callback(self._on_done(name))
         return task
 
@@ -76,8 +104,9 @@ class TaskSlots:
     def _finished(self, name: str, task: asyncio.Task[Any]) -> None:
         if self._tasks.get(name) is task:
             del self._tasks[name]
+        handler = self._handlers.pop(task, self._on_error)
         if task.cancelled():
             return
         error = task.exception()
         if error is not None:
-            self._on_error(name, error)
+            handler(name, error)

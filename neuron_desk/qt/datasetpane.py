@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.model import ActivationRecord, NeuronRecord
+from neuron_desk.data.service import Fetched, NeuronData
 from neuron_desk.qt.heatmap import HeatmapDelegate, HeatmapRow, RowRole, RowsModel
 
 Qt = QtCore.Qt
@@ -35,6 +36,19 @@ class Section:
 
 
 _DEFAULT_SHOWN = {"Top activations": 4, "Random sample": 2}
+
+ORIGINS = {
+    "store": "from the local store",
+    "bundled": "from the bundled sample",
+    "network": "fetched from the network",
+    "folder": "from a local folder",
+}
+
+
+def where_from(data: NeuronData) -> str:
+    """Where a neuron's activation records came from, e.g. "from the local store"."""
+    record = data.record
+    return ORIGINS.get(record.origin, "") if isinstance(record, Fetched) else ""
 
 
 def sections_of(record: NeuronRecord) -> list[Section]:
@@ -146,6 +160,14 @@ class DatasetPane(QtWidgets.QWidget):
             f"max activation {record.max_activation:.3f}; hover a token for its value"
         )
         self.view.scrollToTop()
+
+    def show_neuron(self, data: NeuronData) -> None:
+        """Show a loaded neuron's records, or why it has none."""
+        record = data.record
+        if isinstance(record, Fetched):
+            self.show_record(record.value)
+        else:
+            self.show_message(str(record) if record else "no activation records")
 
     def show_message(self, message: str) -> None:
         """Clear the records and say why (loading, not found, offline...)."""

@@ -1,4 +1,5 @@
-"""Docks: top tokens (by activation and by weight) and related neurons (upstream, downstream)."""
+"""Docks: top tokens (by activation and by weight), related neurons (upstream, downstream),
+search results, and the explained neurons of a dataset."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from collections.abc import Callable
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.errors import NeuronDeskError
-from neuron_desk.core.model import NeuronConnections, NeuronId
+from neuron_desk.core.refs import NeuronRef
+from neuron_desk.data.explanations import ExplanationRow
 from neuron_desk.data.service import Fetched, NeuronData
+from neuron_desk.qt.browser import related_connections
 from neuron_desk.qt.heatmap import Palette, plain_tooltip, visible_token
+from neuron_desk.qt.models import ExplainedNeuronsModel, ScoreSortProxy, format_score
 
 Qt = QtCore.Qt
 
@@ -101,7 +105,7 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
 
     def __init__(
         self,
-        navigate: Callable[[int, int], None],
+        navigate: Callable[[NeuronRef], object],
         parent: QtWidgets.QWidget | None = None,
     ) -> None:
         super().__init__("Related neurons", parent)
@@ -113,9 +117,9 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
         self.tree.itemActivated.connect(self._activated)
         self.tree.itemClicked.connect(self._activated)
         self.setWidget(self.tree)
-        self._items: dict[tuple[int, int], list[QtWidgets.QTreeWidgetItem]] = {}
+        self._items: dict[NeuronRef, list[QtWidgets.QTreeWidgetItem]] = {}
 
-    def show_neuron(self, data: NeuronData) -> list[tuple[int, int]]:
+    def show_neuron(self, data: NeuronData) -> list[NeuronRef]:
         """Fill from a neuron's related-neurons file; returns the neurons listed."""
         self.tree.clear()
         self._items.clear()
@@ -127,35 +131,22 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
             ("Upstream", related.value.c_fc),
             ("Downstream", related.value.c_proj),
         ):
-            self._add_group(title, connections)
+            group = QtWidgets.QTreeWidgetItem([title])
+            self.tree.addTopLevelItem(group)
+            if connections is None:
+                group.addChild(QtWidgets.QTreeWidgetItem(["none in this direction"]))
+            for sign, ref, weight in related_connections(connections, data.ref.dataset):
+                item = QtWidgets.QTreeWidgetItem([ref.short, f"{sign}{abs(weight):.3f}", "…", ""])
+                item.setData(0, Qt.ItemDataRole.UserRole, ref)
+                group.addChild(item)
+                self._items.setdefault(ref, []).append(item)
         self.tree.expandAll()
         self.tree.resizeColumnToContents(0)
         return list(self._items)
 
-    def _add_group(self, title: str, connections: NeuronConnections | None) -> None:
-        group = QtWidgets.QTreeWidgetItem([title])
-        self.tree.addTopLevelItem(group)
-        if connections is None:
-            group.addChild(QtWidgets.QTreeWidgetItem(["none in this direction"]))
-            return
-        for sign, pairs in (("+", connections.positive()), ("−", connections.negative())):
-            for neuron, weight in pairs[:10]:
-                self._add_neuron(group, neuron, weight, sign)
-
-    def _add_neuron(
-        self, group: QtWidgets.QTreeWidgetItem, neuron: NeuronId, weight: float, sign: str
-    ) -> None:
-        key = (neuron.layer_index, neuron.neuron_index)
-        item = QtWidgets.QTreeWidgetItem(
-            [f"{key[0]}:{key[1]}", f"{sign}{abs(weight):.3f}", "…", ""]
-        )
-        item.setData(0, Qt.ItemDataRole.UserRole, key)
-        group.addChild(item)
-        self._items.setdefault(key, []).append(item)
-
-    def set_explanation(self, layer: int, neuron: int, text: str, score: float | None) -> None:
+    def set_explanation(self, ref: NeuronRef, text: str, score: float | None) -> None:
         """Fill in a related neuron's explanation once it has loaded."""
-        for item in self._items.get((layer, neuron), []):
+        for item in self._items.get(ref, []):
             item.setText(2, text.strip())  # QTreeWidgetItem text is plain text
             item.setText(3, "" if score is None else f"{score:.2f}")
 
@@ -172,22 +163,46 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
         item.setFirstColumnSpanned(True)
 
     def _activated(self, item: QtWidgets.QTreeWidgetItem) -> None:
-        key = item.data(0, Qt.ItemDataRole.UserRole)
-        if key:
-            self._navigate(int(key[0]), int(key[1]))
+        ref = item.data(0, Qt.ItemDataRole.UserRole)
+        if isinstance(ref, NeuronRef):
+            self._navigate(ref)
 
 
-class _ScoreItem(QtWidgets.QTableWidgetItem):
-    """A table cell that sorts by its number, not its text (n/a last)."""
+class SearchDock(QtWidgets.QDockWidget):
+    """Stored explanations matching a search; click one to go to its neuron."""
 
-    def __init__(self, value: float | None) -> None:
-        super().__init__("n/a" if value is None else f"{value:.2f}")
-        self.value = -9.0 if value is None else value
+    def __init__(
+        self, navigate: Callable[[NeuronRef], object], parent: QtWidgets.QWidget | None = None
+    ) -> None:
+        super().__init__("Search results", parent)
+        self.setObjectName("SearchDock")
+        self._navigate = navigate
+        self.results = QtWidgets.QListWidget(self)
+        self.results.setAccessibleName("Search results")
+        self.results.itemActivated.connect(self._chosen)
+        self.results.itemClicked.connect(self._chosen)
+        self.setWidget(self.results)
 
-    def __lt__(self, other: QtWidgets.QTableWidgetItem) -> bool:
-        if isinstance(other, _ScoreItem):
-            return self.value < other.value
-        return super().__lt__(other)
+    def show_results(self, text: str, rows: list[ExplanationRow]) -> None:
+        """List the rows found for `text` (or say that none were), and show the dock."""
+        self.results.clear()
+        for row in rows:
+            item = QtWidgets.QListWidgetItem(  # plain text, never HTML
+                f"{row.ref} [{format_score(row.score)}] {row.explanation.strip()}"
+            )
+            item.setData(Qt.ItemDataRole.UserRole, row.ref)
+            self.results.addItem(item)
+        if text and not rows:
+            self.results.addItem(
+                "No stored explanation mentions that (only visited or fetched neurons are indexed)."
+            )
+        self.show()
+        self.raise_()
+
+    def _chosen(self, item: QtWidgets.QListWidgetItem) -> None:
+        ref = item.data(Qt.ItemDataRole.UserRole)
+        if isinstance(ref, NeuronRef):
+            self._navigate(ref)
 
 
 class BatchResultsDock(QtWidgets.QDockWidget):
@@ -195,14 +210,16 @@ class BatchResultsDock(QtWidgets.QDockWidget):
 
     def __init__(
         self,
-        navigate: Callable[[int, int], None],
+        navigate: Callable[[NeuronRef], object],
         parent: QtWidgets.QWidget | None = None,
     ) -> None:
         super().__init__("Explained neurons", parent)
         self.setObjectName("BatchResultsDock")
         self._navigate = navigate
-        self.table = QtWidgets.QTableWidget(0, 4, self)
-        self.table.setHorizontalHeaderLabels(["layer", "neuron", "score", "explanation"])
+        self.model = ExplainedNeuronsModel(self)
+        self.proxy = ScoreSortProxy(self.model, self)
+        self.table = QtWidgets.QTableView(self)
+        self.table.setModel(self.proxy)
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setSectionResizeMode(
             3, QtWidgets.QHeaderView.ResizeMode.Stretch
@@ -210,31 +227,19 @@ class BatchResultsDock(QtWidgets.QDockWidget):
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setAccessibleName("Explained neurons by score")
-        self.table.cellActivated.connect(self._activated)
-        self.table.cellDoubleClicked.connect(self._activated)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(self.model.SCORE_COLUMN, Qt.SortOrder.DescendingOrder)
+        self.table.activated.connect(self._activated)
+        self.table.doubleClicked.connect(self._activated)
         self.setWidget(self.table)
 
-    def show_results(self, rows: list[tuple[int, int, float | None, str]]) -> None:
-        """(layer, neuron, best score, explanation) rows, best first until re-sorted."""
-        self.table.setSortingEnabled(False)
-        self.table.setRowCount(len(rows))
-        for i, (layer, neuron, score, text) in enumerate(rows):
-            for j, item in enumerate(
-                (
-                    _ScoreItem(layer),
-                    _ScoreItem(neuron),
-                    _ScoreItem(score),
-                    QtWidgets.QTableWidgetItem(text.strip()),
-                )
-            ):
-                if j < 2:
-                    item.setText(str(layer if j == 0 else neuron))
-                self.table.setItem(i, j, item)
-        self.table.setSortingEnabled(True)
-        self.table.sortItems(2, Qt.SortOrder.DescendingOrder)
+    def show_results(self, rows: list[ExplanationRow]) -> None:
+        """Each explained neuron's best row, best first until re-sorted."""
+        self.model.set_items(rows)
+        self.table.sortByColumn(self.model.SCORE_COLUMN, Qt.SortOrder.DescendingOrder)
         self.setWindowTitle(f"Explained neurons ({len(rows)})")
 
-    def _activated(self, row: int, _column: int) -> None:
-        layer, neuron = self.table.item(row, 0), self.table.item(row, 1)
-        if layer is not None and neuron is not None:
-            self._navigate(int(layer.text()), int(neuron.text()))
+    def _activated(self, index: QtCore.QModelIndex) -> None:
+        row = self.proxy.item_at(index.row())
+        if isinstance(row, ExplanationRow):
+            self._navigate(row.ref)

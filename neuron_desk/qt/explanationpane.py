@@ -3,42 +3,49 @@ the scoring details (real vs simulated activations per sequence)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from neuron_desk.core.errors import NeuronDeskError
 from neuron_desk.core.model import ScoredExplanation
-from neuron_desk.qt.heatmap import HeatmapDelegate, HeatmapRow, RowRole, RowsModel, plain_tooltip
+from neuron_desk.data.explanations import NeuronExplanation
+from neuron_desk.data.registry import Kind
+from neuron_desk.data.service import NeuronData
+from neuron_desk.qt.heatmap import HeatmapDelegate, HeatmapRow, RowRole, RowsModel
+from neuron_desk.qt.models import (
+    ExplanationsModel,
+    ScoreSortProxy,
+    format_score,
+    method_label,
+)
 
 Qt = QtCore.Qt
 
 
-@dataclass
-class ExplanationEntry:
-    """One explanation as listed: text, score, where it came from, and its scoring if any."""
-
-    explanation: str
-    score: float | None
-    source: str
-    method: str = ""
-    model: str = ""
-    created_at: float | None = None
-    scored: ScoredExplanation | None = None
-    usage: str = ""
+def why_none_listed(data: NeuronData) -> str:
+    """Why a neuron lists no published explanations ("" when it may have some)."""
+    if isinstance(data.explanations, NeuronDeskError):
+        return str(data.explanations)
+    if Kind.EXPLANATIONS not in data.dataset.kinds:
+        return (
+            f"{data.dataset.title} has no published explanations: "
+            "generate one, or write your own."
+        )
+    return ""
 
 
-_METHOD_LABELS = {
-    "all_at_once_prompt_logprobs": "prompt-logprobs",
-    "all_at_once_chat_generation": "chat",
-    "one_at_a_time": "one-at-a-time",
-}
-
-
-def format_score(score: float | None) -> str:
-    """A score for display; "n/a" when undefined."""
-    return "n/a" if score is None else f"{score:.2f}"
+def usage_text(usage: object) -> str:
+    """A run's token usage from its provenance, e.g. "1234 tokens in 12 requests"."""
+    if not isinstance(usage, dict):
+        return ""
+    prompt = usage.get("prompt_tokens", 0)
+    completion = usage.get("completion_tokens", 0)
+    requests = usage.get("requests")
+    text = f"{prompt + completion} tokens"
+    if requests is not None:
+        text += f" in {requests} requests"
+    return text
 
 
 class SimulationModel(RowsModel):
@@ -89,13 +96,13 @@ class ExplanationPane(QtWidgets.QWidget):
     """Score this explanation written by the user."""
     cancel_requested = QtCore.Signal()
 
-    COLUMNS = ("score", "explanation", "source", "simulator", "model", "when")
-
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
-        self._entries: list[ExplanationEntry] = []
-        self.table = QtWidgets.QTableWidget(0, len(self.COLUMNS), self)
-        self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
+        self.model = ExplanationsModel(self)
+        self.proxy = ScoreSortProxy(self.model, self)
+        self.proxy.sort_best_first()
+        self.table = QtWidgets.QTableView(self)
+        self.table.setModel(self.proxy)
         self.table.verticalHeader().hide()
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
@@ -104,7 +111,7 @@ class ExplanationPane(QtWidgets.QWidget):
             1, QtWidgets.QHeaderView.ResizeMode.Stretch
         )
         self.table.setAccessibleName("Explanations of this neuron")
-        self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.table.selectionModel().selectionChanged.connect(self._selection_changed)
 
         self.profile = QtWidgets.QComboBox(self)
         self.profile.setAccessibleName("LLM endpoint profile")
@@ -195,40 +202,22 @@ class ExplanationPane(QtWidgets.QWidget):
 
     # --- content ---
 
-    def set_entries(self, entries: list[ExplanationEntry], message: str = "") -> None:
+    def set_entries(self, entries: list[NeuronExplanation], message: str = "") -> None:
         """List explanations, best score first; select the best one."""
-        self._entries = sorted(entries, key=lambda e: 2.0 if e.score is None else -e.score)
         self.table.clearSelection()
-        self.table.setRowCount(len(self._entries))
-        for row, entry in enumerate(self._entries):
-            when = (
-                time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created_at))
-                if entry.created_at
-                else ""
-            )
-            method = _METHOD_LABELS.get(entry.method, entry.method)
-            cells = (
-                format_score(entry.score),
-                entry.explanation.strip(),
-                entry.source,
-                method,
-                entry.model,
-                when,
-            )
-            for column, text in enumerate(cells):
-                item = QtWidgets.QTableWidgetItem(text)  # plain text, never rich text
-                if column == 1:
-                    item.setToolTip(plain_tooltip(text))
-                self.table.setItem(row, column, item)
+        self.model.set_items(entries)
         self.table.resizeColumnToContents(0)
         self.details.setText(message)
         self.simulations.set_scored(None)
-        if self._entries:
+        if self.proxy.rowCount():
             self.table.selectRow(0)
 
-    def entries(self) -> list[ExplanationEntry]:
+    def entries(self) -> list[NeuronExplanation]:
         """The listed explanations, in display order."""
-        return list(self._entries)
+        return [self._entry(row) for row in range(self.proxy.rowCount())]
+
+    def _entry(self, row: int) -> NeuronExplanation:
+        return self.model.item(self.proxy.mapToSource(self.proxy.index(row, 0)).row())
 
     def set_profiles(self, names: list[str], current: str) -> None:
         """Fill the profile selector."""
@@ -252,13 +241,11 @@ class ExplanationPane(QtWidgets.QWidget):
         self.progress.setValue(done)
 
     def _selection_changed(self) -> None:
-        rows = {i.row() for i in self.table.selectedIndexes()}
-        if not rows:
-            return
-        entry = self._entries[min(rows)]
-        self.show_details(entry)
+        rows = {i.row() for i in self.table.selectionModel().selectedIndexes()}
+        if rows:
+            self.show_details(self._entry(min(rows)))
 
-    def show_details(self, entry: ExplanationEntry) -> None:
+    def show_details(self, entry: NeuronExplanation) -> None:
         """The scoring details of one explanation."""
         self.simulations.set_scored(entry.scored)
         if entry.scored is None:
@@ -271,13 +258,13 @@ class ExplanationPane(QtWidgets.QWidget):
             f"abs. dev. explained {format_score(s.absolute_dev_explained_score)}",
             f"{len(s.scored_sequence_simulations)} sequences",
         ]
-        method = entry.method or s.method or ""
-        if method:
-            parts.append(f"simulator {_METHOD_LABELS.get(method, method)}")
-        if entry.model or s.model:
-            parts.append(f"model {entry.model or s.model}")
-        if entry.usage:
-            parts.append(entry.usage)
+        if entry.method:
+            parts.append(f"simulator {method_label(entry.method)}")
+        if entry.model:
+            parts.append(f"model {entry.model}")
+        usage = usage_text(entry.provenance.get("usage"))
+        if usage:
+            parts.append(usage)
         self.details.setText(" · ".join(parts))
 
     def _toggle_side_by_side(self, on: bool) -> None:

@@ -3,29 +3,25 @@ and the store's size with per-dataset clearing. Opened with `open()`, never `exe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any
-
 from PySide6 import QtCore, QtWidgets
 
 from neuron_desk.core.errors import NeuronDeskError
-from neuron_desk.data.registry import ALL_KINDS, Dataset, Registry
-from neuron_desk.data.store import Store
-from neuron_desk.llm.capabilities import capabilities_for, choose_simulator
-from neuron_desk.llm.profiles import METHODS, Profile, ProfileConfig, open_backend
+from neuron_desk.data.registry import ALL_KINDS, Dataset
+from neuron_desk.desk import Desk
+from neuron_desk.llm.profiles import METHODS, Profile, ProfileConfig
+from neuron_desk.qt.asyncbridge import error_message
+from neuron_desk.qt.operations import Operations
 
 Qt = QtCore.Qt
-StartTask = Callable[[str, Coroutine[Any, Any, Any]], Any]
 
 
 class ProfilesPage(QtWidgets.QWidget):
     """Edit endpoint profiles; the key is never typed here, only where it comes from."""
 
-    def __init__(self, config: ProfileConfig, store: Store, start: StartTask) -> None:
+    def __init__(self, config: ProfileConfig, ops: Operations) -> None:
         super().__init__()
         self.config = config
-        self.store = store
-        self._start = start
+        self.ops = ops
         self.list = QtWidgets.QListWidget(self)
         self.list.setAccessibleName("Profiles")
         self.list.currentTextChanged.connect(self._load)
@@ -157,24 +153,9 @@ class ProfilesPage(QtWidgets.QWidget):
             return
         self.result.setText("Testing…")
         self.test_button.setEnabled(False)
-        self._start("probe", self._probe(profile))
-
-    async def _probe(self, profile: Profile) -> None:
-        backend = open_backend(profile, config=self.config)
-        model = profile.simulator_model or profile.explainer_model
-        try:
-            caps = await capabilities_for(
-                backend, backend.endpoint_id, model, self.store, refresh=True
-            )
-            choice = choose_simulator(caps)
-            self.result.setText(f"Connected. {caps.describe()}\nSimulator: {choice.reason}")
-        except NeuronDeskError as exc:
-            self.result.setText(f"Failed: {exc}")
-        finally:
-            self.test_button.setEnabled(True)
-            closer = getattr(backend, "aclose", None)
-            if closer is not None:
-                await closer()
+        probe = self.ops.probe(profile).success(self.result.setText)
+        probe.failure(lambda exc: self.result.setText(f"Failed: {error_message(exc)}"))
+        probe.finished(lambda: self.test_button.setEnabled(True)).run()
 
 
 class DataPage(QtWidgets.QWidget):
@@ -182,12 +163,11 @@ class DataPage(QtWidgets.QWidget):
 
     offline_changed = QtCore.Signal(bool)
 
-    def __init__(self, registry: Registry, store: Store, offline: bool) -> None:
+    def __init__(self, desk: Desk) -> None:
         super().__init__()
-        self.registry = registry
-        self.store = store
+        self.desk = desk
         self.offline = QtWidgets.QCheckBox("Offline: use only stored and bundled data", self)
-        self.offline.setChecked(offline)
+        self.offline.setChecked(desk.offline)
         self.offline.toggled.connect(self.offline_changed.emit)
         self.stats = QtWidgets.QTableWidget(0, 3, self)
         self.stats.setHorizontalHeaderLabels(["dataset", "kind", "files"])
@@ -204,7 +184,7 @@ class DataPage(QtWidgets.QWidget):
         self.new_location = QtWidgets.QLineEdit(self)
         self.new_location.setPlaceholderText("https://… or /path/to/folder in the public layout")
         self.new_like = QtWidgets.QComboBox(self)
-        self.new_like.addItems([d.name for d in registry.all()])
+        self.new_like.addItems([d.name for d in desk.registry.all()])
         add = QtWidgets.QPushButton("Add dataset", self)
         add.clicked.connect(self.add_dataset)
         self.message = QtWidgets.QLabel(self)
@@ -230,23 +210,22 @@ class DataPage(QtWidgets.QWidget):
 
     def refresh(self) -> None:
         """Show the store's size and stored files."""
-        rows = self.store.file_stats()
+        stats = self.desk.cache_stats()
+        rows = stats["files"]
         self.stats.setRowCount(len(rows))
-        for i, (dataset, kind, count, _) in enumerate(rows):
-            for j, text in enumerate((dataset, kind, str(count))):
+        for i, row in enumerate(rows):
+            for j, text in enumerate((row["dataset"], row["kind"], str(row["count"]))):
                 self.stats.setItem(i, j, QtWidgets.QTableWidgetItem(text))
-        self.size_label.setText(
-            f"Store: {self.store.path} ({self.store.size_bytes() / 1e6:.1f} MB)"
-        )
+        self.size_label.setText(f"Store: {stats['path']} ({stats['bytes'] / 1e6:.1f} MB)")
         self.clear_box.clear()
         self.clear_box.addItem("all datasets", None)
-        for name in sorted({r[0] for r in rows}):
+        for name in sorted({row["dataset"] for row in rows}):
             self.clear_box.addItem(name, name)
 
     def clear(self) -> None:
         """Forget the stored files of the chosen dataset (or all)."""
         dataset = self.clear_box.currentData()
-        count = self.store.clear_files(dataset)
+        count = self.desk.clear_cache(dataset)
         self.message.setText(f"Removed {count} stored files")
         self.refresh()
 
@@ -254,7 +233,7 @@ class DataPage(QtWidgets.QWidget):
         """Register a folder or a mirror with the shape of an existing dataset."""
         location = self.new_location.text().strip()
         try:
-            like = self.registry.get(self.new_like.currentText())
+            like = self.desk.dataset(self.new_like.currentText())
             remote = location.startswith(("http://", "https://"))
             dataset = Dataset(
                 name=self.new_name.text().strip(),
@@ -269,7 +248,7 @@ class DataPage(QtWidgets.QWidget):
             )
             if not dataset.name:
                 raise ValueError("give the dataset a name")
-            self.registry.add(dataset)
+            self.desk.registry.add(dataset)
         except (NeuronDeskError, ValueError) as exc:
             self.message.setText(str(exc))
             return
@@ -282,19 +261,17 @@ class SettingsDialog(QtWidgets.QDialog):
     def __init__(
         self,
         parent: QtWidgets.QWidget,
+        desk: Desk,
+        ops: Operations,
         config: ProfileConfig,
-        registry: Registry,
-        store: Store,
-        offline: bool,
-        start: StartTask,
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.setObjectName("SettingsDialog")
         self.resize(820, 520)
         tabs = QtWidgets.QTabWidget(self)
-        self.profiles = ProfilesPage(config, store, start)
-        self.data = DataPage(registry, store, offline)
+        self.profiles = ProfilesPage(config, ops)
+        self.data = DataPage(desk)
         tabs.addTab(self.profiles, "LLM endpoints")
         tabs.addTab(self.data, "Data")
         close = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Close, self)

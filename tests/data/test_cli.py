@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,9 @@ import pytest
 from neuron_desk.cli import main
 from neuron_desk.core import codec
 from neuron_desk.core.model import NeuronSimulationResults, ScoredExplanation, ScoredSimulation
-from neuron_desk.core.paths import store_path
+from neuron_desk.core.paths import Paths
+from neuron_desk.core.refs import NeuronRef
+from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.registry import Registry
 from neuron_desk.data.store import Store
 from tests.data.conftest import mirror_dataset
@@ -20,7 +23,7 @@ from tests.data.mirror import Mirror
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror: Mirror) -> Path:
     monkeypatch.setenv("NEURON_DESK_HOME", str(tmp_path / "home"))
-    store = Store.open(store_path())
+    store = Store.open(Paths.from_env().store)
     Registry(store).add(mirror_dataset(mirror.base_url))
     store.close()
     return tmp_path / "home"
@@ -65,11 +68,16 @@ def test_show_offline_and_errors(home: Path, capsys: pytest.CaptureFixture[str])
     assert run_cli(capsys, "show", "mirror", "0", "4", "--offline")[0] == 0
 
 
-def test_fetch_neurons_search_cache(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fetch_neurons_search_cache(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, err = run_cli(capsys, "fetch", "mirror", "0", "0-1", "--kinds", "activations")
+    assert code == 0 and "fetched 2" in out and err == ""  # no progress line into a pipe
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: a progress line
     code, out, err = run_cli(
         capsys, "fetch", "mirror", "0", "0-5", "--kinds", "activations", "explanations"
     )
-    assert code == 0 and "fetched 12" in out and "12/12" in err
+    assert code == 0 and "fetched 10, already stored 2" in out and "12/12" in err
     code, out, _ = run_cli(capsys, "neurons", "mirror", "--offline", "--json")
     assert json.loads(out) == [{"layer": 0, "neuron": n} for n in range(6)]
     code, out, _ = run_cli(capsys, "search", "letter", "--json")
@@ -82,6 +90,8 @@ def test_fetch_neurons_search_cache(home: Path, capsys: pytest.CaptureFixture[st
     code, out, _ = run_cli(capsys, "cache", "clear", "--dataset", "mirror")
     assert out.strip() == "removed 12 stored files of mirror"
     assert run_cli(capsys, "search", "letter")[0] == 1
+    code, out, _ = run_cli(capsys, "search", "letter", "--json")
+    assert (code, json.loads(out)) == (1, [])  # no match: 1 in both modes
 
 
 def test_import_layout_and_single_files(
@@ -104,14 +114,12 @@ def test_import_layout_and_single_files(
 
 
 def test_export_reads_back(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    store = Store.open(store_path())
+    store = Store.open(Paths.from_env().store)
     mine = ScoredExplanation(
         " my hypothesis", ScoredSimulation([], ev_correlation_score=0.9, method="x", model="m")
     )
-    store.add_explanation(
-        "mirror",
-        0,
-        1,
+    Explanations(store).add(
+        NeuronRef("mirror", 0, 1),
         " my hypothesis",
         0.9,
         "user",
@@ -137,3 +145,33 @@ def test_datasets_json(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _code, out, _ = run_cli(capsys, "datasets", "--json")
     names = [d["name"] for d in json.loads(out)]
     assert "gpt2-xl" in names and "gpt2-small" in names and "mirror" in names
+
+
+def test_show_excerpts_export_offline_and_bad_arguments(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(capsys, "show", "mirror", "0", "1", "--excerpts", "2")
+    assert code == 0
+    lines = [line for line in out.splitlines() if line.startswith("  excerpt ")]
+    assert len(lines) == 2 and lines[0].startswith("  excerpt 1 (max ")
+    code, out, _ = run_cli(capsys, "show", "mirror", "0", "1", "--excerpts", "1", "--json")
+    (excerpt,) = json.loads(out)["excerpts"]
+    assert excerpt["tokens"] and excerpt["tokens"][0][1] == excerpt["max_activation"]
+    # Offline, a neuron whose published file was never fetched: exported without it, said so.
+    store = Store.open(Paths.from_env().store)
+    Explanations(store).add(NeuronRef("mirror", 0, 4), "mine", 0.5, "user", {})
+    store.close()
+    target = tmp_path / "offline.jsonl"
+    code, _, err = run_cli(
+        capsys, "export", "mirror", "0", "4", "--offline", "-o", str(target)
+    )
+    assert code == 0 and "not available offline" in err
+    results = codec.loads(target.read_text(), NeuronSimulationResults)
+    assert [e.explanation for e in results.scored_explanations] == ["mine"]
+    for bad in (["fetch", "mirror", "0", "0-1", "--concurrency", "0"],
+                ["batch", "mirror", "--layers", "0", "--budget-tokens", "0"],
+                ["score", "mirror", "0", "1", "--explanation", "e", "--budget-usd", "0"]):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(capsys, *bad)
+        assert exit_info.value.code == 2
+        assert "must be" in capsys.readouterr().err

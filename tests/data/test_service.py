@@ -17,9 +17,12 @@ from neuron_desk.core.errors import (
     UnknownDataset,
 )
 from neuron_desk.core.model import NeuronRecord
+from neuron_desk.core.refs import NeuronRef
+from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.registry import Kind, Registry
-from neuron_desk.data.service import NeuronService, describe
+from neuron_desk.data.service import NeuronService
 from neuron_desk.data.store import Store
+from neuron_desk.desk import Desk
 from tests.data.mirror import Mirror
 
 ACT = "collated-activations/0/1.json"
@@ -39,8 +42,8 @@ def test_fetch_then_store(registry: Registry, store: Store, mirror: Mirror) -> N
     async def go() -> tuple[str, str]:
         s = service(registry, store)
         try:
-            first = await s.get("mirror", Kind.ACTIVATIONS, 0, 1)
-            second = await s.get("mirror", Kind.ACTIVATIONS, 0, 1)
+            first = await s.get(NeuronRef("mirror", 0, 1), Kind.ACTIVATIONS)
+            second = await s.get(NeuronRef("mirror", 0, 1), Kind.ACTIVATIONS)
             assert isinstance(first.value, NeuronRecord) and first.value == second.value
             return first.origin, second.origin
         finally:
@@ -56,7 +59,7 @@ def test_404_is_not_found_and_remembered(registry: Registry, store: Store, mirro
         try:
             for _ in range(2):
                 with pytest.raises(NotFound, match="has no related neurons"):
-                    await s.get("mirror", Kind.RELATED_NEURONS, 0, 1)
+                    await s.get(NeuronRef("mirror", 0, 1), Kind.RELATED_NEURONS)
         finally:
             await s.aclose()
 
@@ -75,7 +78,7 @@ def test_slow_response_past_the_timeout(registry: Registry, store: Store, mirror
     mirror.faults.delay_s[ACT] = 1.5
     with pytest.raises(SourceUnavailable, match="timed out after 1 tries"):
         run(_get(service(registry, store, timeout_s=0.3, http_retries=0), Kind.ACTIVATIONS, 0, 1))
-    assert store.get_file("mirror", "activations", 0, 1) is None
+    assert store.get_file(NeuronRef("mirror", 0, 1), "activations") is None
 
 
 def test_truncated_body_is_reported_and_not_stored(
@@ -84,7 +87,7 @@ def test_truncated_body_is_reported_and_not_stored(
     mirror.faults.truncate.add(ACT)
     with pytest.raises(CodecError, match=r"collated-activations/0/1\.json"):
         run(_get(service(registry, store), Kind.ACTIVATIONS, 0, 1))
-    assert store.get_file("mirror", "activations", 0, 1) is None
+    assert store.get_file(NeuronRef("mirror", 0, 1), "activations") is None
 
 
 def test_nan_and_no_dataclass_name(registry: Registry, store: Store, layout: Path) -> None:
@@ -114,7 +117,7 @@ def test_concurrent_requests_share_one_fetch(
         s = service(registry, store)
         try:
             results = await asyncio.gather(
-                *(s.get("mirror", Kind.ACTIVATIONS, 0, 1) for _ in range(5))
+                *(s.get(NeuronRef("mirror", 0, 1), Kind.ACTIVATIONS) for _ in range(5))
             )
             assert len({id(r) for r in results}) == 1
         finally:
@@ -132,7 +135,7 @@ def test_cancelled_waiter_cancels_the_fetch(
     async def go() -> None:
         s = service(registry, store)
         try:
-            task = asyncio.ensure_future(s.get("mirror", Kind.ACTIVATIONS, 0, 1))
+            task = asyncio.ensure_future(s.get(NeuronRef("mirror", 0, 1), Kind.ACTIVATIONS))
             await asyncio.sleep(0.1)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -143,7 +146,7 @@ def test_cancelled_waiter_cancels_the_fetch(
             await s.aclose()
 
     run(go())
-    assert store.get_file("mirror", "activations", 0, 1) is None
+    assert store.get_file(NeuronRef("mirror", 0, 1), "activations") is None
 
 
 def test_bad_names_and_indices(registry: Registry, store: Store) -> None:
@@ -159,18 +162,18 @@ def test_neuron_collects_every_kind_and_search_finds_it(registry: Registry, stor
     async def go():  # type: ignore[no-untyped-def]
         s = service(registry, store)
         try:
-            return await s.neuron("mirror", 0, 3)
+            return await s.neuron(NeuronRef("mirror", 0, 3))
         finally:
             await s.aclose()
 
     data = run(go())
-    summary = describe(data)
+    summary = Desk(store, registry, service(registry, store)).describe(data)
     assert summary["counts"] == {"top": 20, "quantiles": [], "random": 15}
     assert summary["explanations"][0]["score"] == 0.42
     assert summary["top_tokens"]["activation"] == [(" eager", 4.0)]
     assert "related-neurons" in summary["errors"]
-    hits = store.search("letter")
-    assert [(h.layer, h.neuron, h.source) for h in hits] == [(0, 3, "published")]
+    hits = Explanations(store).search("letter")
+    assert [(h.ref, h.source) for h in hits] == [(NeuronRef("mirror", 0, 3), "published")]
 
 
 def test_prefetch_progress_and_resume(registry: Registry, store: Store, mirror: Mirror) -> None:
@@ -181,7 +184,7 @@ def test_prefetch_progress_and_resume(registry: Registry, store: Store, mirror: 
         try:
             return await s.prefetch(
                 "mirror",
-                [(0, n) for n in range(8)],
+                [NeuronRef("mirror", 0, n) for n in range(8)],
                 [Kind.ACTIVATIONS],
                 progress=lambda p: seen.append(p.done),
             )
@@ -199,6 +202,6 @@ def test_prefetch_progress_and_resume(registry: Registry, store: Store, mirror: 
 
 async def _get(s: NeuronService, kind: Kind, layer: int, neuron: int, dataset: str = "mirror"):  # type: ignore[no-untyped-def]
     try:
-        return await s.get(dataset, kind, layer, neuron)
+        return await s.get(NeuronRef(dataset, layer, neuron), kind)
     finally:
         await s.aclose()

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from neuron_desk.core.errors import StoreError
+from neuron_desk.core.refs import NeuronRef
+from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.store import Store
 from tests.data.conftest import NEURONS
 from tests.data.mirror import Faults, Mirror
@@ -21,6 +23,7 @@ from tests.data.mirror import Faults, Mirror
 PREFETCH = """
 import asyncio, sys
 from pathlib import Path
+from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.registry import Registry
 from neuron_desk.data.service import NeuronService
 from neuron_desk.data.store import Store
@@ -30,7 +33,8 @@ registry = Registry(store, bundled=[])
 registry.add(mirror_dataset(sys.argv[2]))
 async def main():
     service = NeuronService(registry, store, http_backoff_s=0.01)
-    report = await service.prefetch("mirror", [(0, n) for n in range(6)] + [(1, 0), (1, 1)], concurrency=2,
+    neurons = [NeuronRef("mirror", 0, n) for n in range(6)] + [NeuronRef("mirror", 1, 0), NeuronRef("mirror", 1, 1)]
+    report = await service.prefetch("mirror", neurons, concurrency=2,
                                     progress=lambda p: print(p.done, flush=True))
     await service.aclose()
     print("done", report.fetched, report.already, report.absent, report.failed, flush=True)
@@ -63,7 +67,7 @@ def test_killed_mid_prefetch_then_resumed(tmp_path: Path, layout: Path) -> None:
         partial = store.file_stats("mirror")
         assert sum(n for _, _, n, _ in partial) > 0
         for dataset, kind, layer, neuron in _rows(store_path):
-            assert store.get_file(dataset, kind, layer, neuron) is not None  # every row is whole
+            assert store.get_file(NeuronRef(dataset, layer, neuron), kind) is not None  # every row is whole
         store.close()
 
         process = _prefetch(store_path, mirror.base_url)
@@ -92,8 +96,9 @@ def test_readers_while_another_process_writes(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import sys; from pathlib import Path; from neuron_desk.data.store import Store\n"
+            "from neuron_desk.core.refs import NeuronRef\n"
             "s = Store.open(Path(sys.argv[1]))\n"
-            "for i in range(300): s.put_file('d', 'activations', 0, i, 'x' * 5000, 'test')\n",
+            "for i in range(300): s.put_file(NeuronRef('d', 0, i), 'activations', 'x' * 5000, 'test')\n",
             str(store_path),
         ]
     )
@@ -106,7 +111,7 @@ def test_readers_while_another_process_writes(tmp_path: Path) -> None:
         while writer.poll() is None:
             try:
                 seen = max(seen, len(reader.stored_neurons("d")))
-                body = reader.get_file("d", "activations", 0, 0)
+                body = reader.get_file(NeuronRef("d", 0, 0), "activations")
                 assert body is None or body.text == "x" * 5000
             except Exception as exc:  # pragma: no cover - reported below
                 errors.append(exc)
@@ -140,7 +145,7 @@ def test_locked_store_is_a_clear_error(tmp_path: Path) -> None:
     holder.execute("BEGIN EXCLUSIVE")
     writer = Store.open(path, timeout_s=0.2)
     with pytest.raises(StoreError, match="locked by another neuron-desk"):
-        writer.put_file("d", "k", 0, 0, "x", "test")
+        writer.put_file(NeuronRef("d", 0, 0), "k", "x", "test")
     writer.close()
     holder.execute("ROLLBACK")
     holder.close()
@@ -151,7 +156,7 @@ def test_read_only_store_refuses_writes(tmp_path: Path) -> None:
     Store.open(path).close()
     store = Store.open_read_only(path)
     with pytest.raises(StoreError, match="read-only"):
-        store.put_file("d", "k", 0, 0, "x", "test")
+        store.put_file(NeuronRef("d", 0, 0), "k", "x", "test")
     store.close()
 
 
@@ -167,12 +172,15 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from pathlib import Path
+from neuron_desk.core.refs import NeuronRef
+from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.store import Store
 store = Store.open(Path(sys.argv[1]), timeout_s=30)
+explanations = Explanations(store)
 me = int(sys.argv[2])
 for i in range(150):
-    store.put_file("d", "activations", me, i, f"{me}:{i}:" + "x" * 2000, "test")
-    store.add_explanation("d", me, i, f"writer {me} explanation {i}", i / 150, "generated", {"run": f"w{me}"})
+    store.put_file(NeuronRef("d", me, i), "activations", f"{me}:{i}:" + "x" * 2000, "test")
+    explanations.add(NeuronRef("d", me, i), f"writer {me} explanation {i}", i / 150, "generated", {"run": f"w{me}"})
 store.close()
 """
 
@@ -189,8 +197,8 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     assert store.integrity_check() == "ok"
     assert len(store.stored_neurons("d")) == 4 * 150
     for n in range(4):
-        assert len(store.explanations_of_run(f"w{n}")) == 150
-        body = store.get_file("d", "activations", n, 149)
+        assert len(Explanations(store).of_run(f"w{n}")) == 150
+        body = store.get_file(NeuronRef("d", n, 149), "activations")
         assert body is not None and body.text.startswith(f"{n}:149:") and len(body.text) == len(f"{n}:149:") + 2000
-    assert len(store.search("explanation")) == 50  # the search limit; the index holds them all
+    assert len(Explanations(store).search("explanation")) == 50  # the search limit; the index holds them all
     store.close()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from neuron_desk.cli import main
 from neuron_desk.core import codec
-from neuron_desk.core.paths import store_path
+from neuron_desk.core.paths import Paths
+from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.registry import Kind
 from neuron_desk.data.store import Store
 from tests.fake_openai import FakeOpenAI, FakeServer
@@ -24,9 +28,8 @@ NEURON = ["gpt2-small", "3", "7"]
 @pytest.fixture
 def stored_neuron(isolated_environment: object) -> None:
     """The synthetic neuron filed as gpt2-small 3/7 in the user's store (no network needed)."""
-    store = Store.open(store_path())
-    store.put_file(
-        "gpt2-small", Kind.ACTIVATIONS.value, 3, 7, codec.dumps(neuron_record()), "import"
+    store = Store.open(Paths.from_env().store)
+    store.put_file(NeuronRef("gpt2-small", 3, 7), Kind.ACTIVATIONS.value, codec.dumps(neuron_record()), "import"
     )
     store.close()
 
@@ -63,6 +66,43 @@ def test_score_json_then_cached(
     code, out, _ = run_cli(capsys, "llm-usage", "--json")
     (row,) = json.loads(out)
     assert row["requests"] == 10 and row["cached_requests"] == 10  # the probe is not billed
+    # Scored twice the same way: one stored result, the same id both times.
+    assert again["stored_id"] == result["stored_id"]
+    code, out, _ = run_cli(capsys, "show", *NEURON, "--json", "--offline")
+    assert [e["explanation"] for e in json.loads(out)["explanations"]] == ["the letter e"]
+    assert run_cli(capsys, "llm-usage", "--run", "nosuch")[0] == 1
+    assert run_cli(capsys, "llm-usage", "--run", "nosuch", "--json")[0] == 1
+
+
+def test_progress_on_a_terminal_only(
+    stored_neuron: None,
+    server: FakeServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    args = ["score", *NEURON, "--explanation", "vowels", "--base-url", server.base_url,
+            "--model", "fake-model", "--method", "chat"]  # fmt: skip
+    code, _, err = run_cli(capsys, *args, "--json")
+    assert code == 0 and "requests" not in err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, _, err = run_cli(capsys, *args, "--regenerate", "--no-cache")
+    assert code == 0 and "/10 requests" in err and "tokens" in err
+    code, _, err = run_cli(capsys, *args, "--json", "--regenerate")
+    assert code == 0 and "requests" not in err  # --json: quiet even on a terminal
+
+
+def test_a_closed_pipe_ends_quietly(stored_neuron: None, tmp_path: Path) -> None:
+    import subprocess
+
+    env = {**os.environ, "NEURON_DESK_HOME": os.environ["NEURON_DESK_HOME"]}
+    command = f"{sys.executable} -m neuron_desk neurons gpt2-xl | head -n 2"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, env=env,
+        timeout=120,
+    )  # fmt: skip
+    assert done.stdout.splitlines() == ["0 0", "0 1"]
+    assert done.stderr == ""  # no traceback, no "[Errno 32] Broken pipe"
+    assert done.returncode == 141
 
 
 def test_score_human_output_and_forced_method(
@@ -125,6 +165,28 @@ def test_budget_stop_and_bad_input(
     assert code == 2 and "no model" in err
     code, _, err = run_cli(capsys, "score", *NEURON, "--explanation", " ", "--model", "m")
     assert code == 2
+
+
+def test_the_profile_budget_is_honoured(
+    stored_neuron: None,
+    server: FakeServer,
+    isolated_environment: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    profile = {"name": "capped", "base_url": server.base_url, "explainer_model": "fake-model",
+               "simulator_model": "fake-model", "budget_tokens": 2000}  # fmt: skip
+    isolated_environment.mkdir(parents=True, exist_ok=True)
+    (isolated_environment / "llm_profiles.json").write_text(json.dumps({"profiles": [profile]}))
+    code, _, err = run_cli(
+        capsys, "score", *NEURON, "--explanation", "e", "--profile", "capped"
+    )
+    assert code == 1 and "stopped: the run's budget of 2,000 tokens is reached" in err
+    code, out, err = run_cli(
+        capsys, "score", *NEURON, "--explanation", "e", "--profile", "capped",
+        "--budget-tokens", "100000000", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["requests"] > 0
 
 
 def test_no_logprobs_endpoint_explains_but_does_not_score(

@@ -118,14 +118,20 @@ def test_default_backend_is_built_without_starting_anything(
 ) -> None:
     import asyncio
 
-    from neuron_desk.core.backend import LLMBackend, resolve_default_backend
+    from neuron_desk.core.backend import DeferredBackend, LLMBackend
     from neuron_desk.llm.client import OpenAICompatibleClient
     from neuron_desk.llm.local import LocalBackend
+    from neuron_desk.llm.profiles import default_backend
+    from neuron_desk.method import TokenActivationPairExplainer
 
-    local = resolve_default_backend()
+    local = default_backend()
     assert isinstance(local, LocalBackend) and isinstance(local, LLMBackend)
     assert local.server.pid is None  # started on the first request only
     monkeypatch.setenv("NEURON_DESK_BASE_URL", "http://127.0.0.1:9/v1")
-    remote = resolve_default_backend()
+    remote = default_backend()
     assert isinstance(remote, OpenAICompatibleClient) and remote.base_url == "http://127.0.0.1:9/v1"
     asyncio.run(remote.aclose())
+    # An explainer built without backend= builds nothing until its first request.
+    explainer = TokenActivationPairExplainer("m")
+    assert isinstance(explainer.backend, DeferredBackend)
+    assert explainer.backend.resolved is None

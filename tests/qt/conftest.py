@@ -1,5 +1,6 @@
-"""GUI test fixtures: offscreen Qt, the Qt-driven asyncio loop, isolated settings, and a main
-window over the dataset mirror on 127.0.0.1 (store and mirror come from tests/conftest.py)."""
+"""GUI test fixtures: offscreen Qt, the Qt-driven asyncio loop, isolated settings, a desk over
+the dataset mirror on 127.0.0.1 (store and mirror come from tests/conftest.py), and main
+windows over such a desk."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest
 from PySide6 import QtCore, QtWidgets
 
+from neuron_desk.core.paths import Paths
 from neuron_desk.data.registry import Registry
 from neuron_desk.data.service import NeuronService
 from neuron_desk.data.store import Store
+from neuron_desk.desk import Desk
+from neuron_desk.llm.profiles import ProfileConfig
 from neuron_desk.qt.asyncbridge import new_event_loop
-from neuron_desk.qt.mainwindow import MainWindow, Runner
+from neuron_desk.qt.mainwindow import MainWindow
 from tests.data.conftest import mirror_dataset
 from tests.data.mirror import Mirror
 
@@ -61,6 +65,36 @@ def settings(tmp_path: Path) -> QtCore.QSettings:
     return QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
 
 
+DeskFactory = Callable[..., Desk]
+
+
+@pytest.fixture
+def make_desk(
+    loop: asyncio.AbstractEventLoop, store: Store, mirror: Mirror, tmp_path: Path
+) -> Iterator[DeskFactory]:
+    """Desks over the test store with the mirror registered (no bundled sample), their
+    profiles from `tmp_path` unless given; closed (clients, backends) after the test."""
+    desks: list[Desk] = []
+
+    def make(profiles: ProfileConfig | None = None) -> Desk:
+        registry = Registry(store, bundled=[])
+        registry.add(mirror_dataset(mirror.base_url))
+        service = NeuronService(registry, store, http_backoff_s=0.01, timeout_s=5.0)
+        desk = Desk(
+            store,
+            registry,
+            service,
+            paths=Paths.at(tmp_path),
+            profiles=profiles or ProfileConfig(path=tmp_path / "profiles.json"),
+        )
+        desks.append(desk)
+        return desk
+
+    yield make
+    for desk in desks:
+        loop.run_until_complete(desk.aclose())
+
+
 WindowFactory = Callable[..., MainWindow]
 
 
@@ -68,19 +102,15 @@ WindowFactory = Callable[..., MainWindow]
 def make_window(
     qtbot: Any,
     loop: asyncio.AbstractEventLoop,
-    store: Store,
-    mirror: Mirror,
+    make_desk: DeskFactory,
     settings: QtCore.QSettings,
 ) -> Iterator[WindowFactory]:
     windows: list[MainWindow] = []
 
-    def make(runner: Runner | None = None) -> MainWindow:
-        registry = Registry(store, bundled=[])
-        registry.add(mirror_dataset(mirror.base_url))
-        service = NeuronService(registry, store, http_backoff_s=0.01, timeout_s=5.0)
-        window = MainWindow(registry, store, service, runner, settings)
-        index = window.dataset_box.findData("mirror")
-        window.dataset_box.setCurrentIndex(index)
+    def make(profiles: ProfileConfig | None = None) -> MainWindow:
+        window = MainWindow(make_desk(profiles), settings)
+        index = window.picker.dataset_box.findData("mirror")
+        window.picker.dataset_box.setCurrentIndex(index)
         # Not qtbot.addWidget: pytest-qt would delete the window before this fixture has
         # cancelled its tasks; the teardown below closes it in the right order.
         window.resize(1200, 800)
@@ -91,9 +121,6 @@ def make_window(
     yield make
     for window in windows:
         loop.run_until_complete(window.tasks.close())
-        loop.run_until_complete(window.service.aclose())
-        if window.runner is not None:
-            loop.run_until_complete(window.runner.aclose())
         window.close()
         window.deleteLater()
     QtWidgets.QApplication.processEvents()

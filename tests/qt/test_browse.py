@@ -15,6 +15,7 @@ from neuron_desk.core.model import (
     NeuronSimulationResults,
     TokenLookupTableSummaryOfNeuron,
 )
+from neuron_desk.core.refs import NeuronRef
 from neuron_desk.qt.heatmap import (
     HeatmapDelegate,
     HeatmapRow,
@@ -30,14 +31,22 @@ from tests.synthetic import neuron_record
 
 
 def shown(window: MainWindow, key: tuple[str, int, int]) -> bool:
-    return window.current == key and window.current_data is not None
+    return window.browser.current == NeuronRef(*key) and window.browser.data is not None
+
+
+def go_to(window: MainWindow, dataset: str, layer: int, neuron: int) -> None:
+    window.browser.go_to(NeuronRef(dataset, layer, neuron))
+
+
+def cell(view, row: int, column: int) -> str:  # type: ignore[no-untyped-def]
+    return str(view.model().index(row, column).data())
 
 
 def test_open_a_neuron_fills_every_pane(
     make_window: WindowFactory, loop: asyncio.AbstractEventLoop
 ) -> None:
     window = make_window()
-    window.go_to("mirror", 0, 2)
+    go_to(window, "mirror", 0, 2)
     run_until(loop, lambda: shown(window, ("mirror", 0, 2)))
     assert window.title.text() == "Test mirror · layer 0 · neuron 2"
     assert "fetched from the network" in window.subtitle.text()
@@ -49,9 +58,9 @@ def test_open_a_neuron_fills_every_pane(
     assert list(first.tokens) == expected.most_positive_activation_records[0].tokens
     # Explanation pane lists the published explanation with its score.
     table = window.explanations.table
-    assert table.rowCount() == 1
-    assert table.item(0, 1).text() == "words with the letter e (0:2)"
-    assert table.item(0, 0).text() == "0.42"
+    assert table.model().rowCount() == 1
+    assert cell(table, 0, 1) == "words with the letter e (0:2)"
+    assert cell(table, 0, 0) == "0.42"
     # Top tokens dock: the activation-based list; weights say why they are missing.
     assert window.tokens_dock.by_activation.item(0, 0).text() == " eager"
     assert (
@@ -70,19 +79,19 @@ def test_quick_switches_show_only_the_last_neuron(
         mirror.faults.delay_s[f"collated-activations/0/{n}.json"] = round(0.4 - 0.1 * n, 2)
     window = make_window()
     seen: list[tuple[str, int, int]] = []
-    window.neuron_shown.connect(lambda d, layer, n: seen.append((d, layer, n)))
+    window.neuron_shown.connect(lambda ref: seen.append((ref.dataset, ref.layer, ref.index)))
     for n in range(1, 4):
-        window.go_to("mirror", 0, n)
+        go_to(window, "mirror", 0, n)
     run_until(loop, lambda: shown(window, ("mirror", 0, 3)))
     loop.run_until_complete(asyncio.sleep(0.4))  # let any stale load finish, if one survived
     assert seen == [("mirror", 0, 3)]
     first = window.dataset_pane.model.index(1, 0).data(QtCore.Qt.ItemDataRole.UserRole + 1)
     assert list(first.tokens) == neuron_record(seed=3).most_positive_activation_records[0].tokens
-    assert window.explanations.table.item(0, 1).text() == "words with the letter e (0:3)"
-    assert window.layer_box.value() == 0 and window.neuron_box.value() == 3
-    window.back()
+    assert cell(window.explanations.table, 0, 1) == "words with the letter e (0:3)"
+    assert window.picker.layer_box.value() == 0 and window.picker.neuron_box.value() == 3
+    window.browser.back()
     run_until(loop, lambda: shown(window, ("mirror", 0, 2)))
-    window.forward()
+    window.browser.forward()
     run_until(loop, lambda: shown(window, ("mirror", 0, 3)))
 
 
@@ -90,14 +99,14 @@ def test_offline_on_cached_and_uncached_neurons(
     make_window: WindowFactory, loop: asyncio.AbstractEventLoop, mirror: Mirror
 ) -> None:
     window = make_window()
-    window.go_to("mirror", 0, 1)
+    go_to(window, "mirror", 0, 1)
     run_until(loop, lambda: shown(window, ("mirror", 0, 1)))
     window.offline_action.setChecked(True)
     run_until(loop, lambda: shown(window, ("mirror", 0, 1)))
     assert "from the local store" in window.subtitle.text() and "offline" in window.subtitle.text()
     assert window.dataset_pane.model.rowCount() > 0
     requests = len(mirror.faults.requests)
-    window.go_to("mirror", 0, 5)
+    go_to(window, "mirror", 0, 5)
     run_until(loop, lambda: shown(window, ("mirror", 0, 5)))
     assert "not available offline" in window.dataset_pane.status.text()
     assert window.dataset_pane.model.rowCount() == 0
@@ -108,9 +117,9 @@ def test_out_of_range_and_errors_go_to_the_status_bar(
     make_window: WindowFactory, loop: asyncio.AbstractEventLoop
 ) -> None:
     window = make_window()
-    window.go_to("mirror", 5, 0)
+    go_to(window, "mirror", 5, 0)
     assert "no layer 5" in window.statusBar().currentMessage()
-    window.go_to("mirror", 1, 7)  # in range, but the mirror has no files for it
+    go_to(window, "mirror", 1, 7)  # in range, but the mirror has no files for it
     run_until(loop, lambda: shown(window, ("mirror", 1, 7)))
     assert "has no activation records" in window.dataset_pane.status.text()
 
@@ -119,10 +128,12 @@ def test_export_reads_back(
     make_window: WindowFactory, loop: asyncio.AbstractEventLoop, tmp_path: Path
 ) -> None:
     window = make_window()
-    window.go_to("mirror", 0, 4)
+    go_to(window, "mirror", 0, 4)
     run_until(loop, lambda: shown(window, ("mirror", 0, 4)))
     target = tmp_path / "export.jsonl"
-    window.export_to(str(target))
+    task = window.export_to(str(target))
+    assert task is not None
+    loop.run_until_complete(task)
     results = codec.loads(target.read_text(), NeuronSimulationResults)
     assert results.neuron_id.neuron_index == 4
     assert [e.explanation for e in results.scored_explanations] == [
@@ -168,7 +179,7 @@ def test_markup_tokens_in_the_real_window(
     tokens = TokenLookupTableSummaryOfNeuron(markup, [3.0, 2.0, 1.0, 0.5])
     (layout / "related-tokens/activation-based/1/1.json").write_text(codec.dumps(tokens))
     window = make_window()
-    window.go_to("mirror", 1, 1)
+    go_to(window, "mirror", 1, 1)
     run_until(loop, lambda: shown(window, ("mirror", 1, 1)))
     row = window.dataset_pane.model.index(1, 0).data(QtCore.Qt.ItemDataRole.UserRole + 1)
     assert list(row.tokens[:4]) == markup

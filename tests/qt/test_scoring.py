@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from PySide6 import QtCore
 
+from neuron_desk.core.refs import NeuronRef
+from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.store import Store
 from neuron_desk.llm.profiles import Profile, ProfileConfig
 from neuron_desk.qt.mainwindow import MainWindow
-from neuron_desk.qt.runner import LLMRunner
+from neuron_desk.qt.operations import Operations
 from tests.fake_openai import FakeOpenAI, FakeServer
 from tests.qt.conftest import WindowFactory, run_until
 from tests.synthetic import oracle
@@ -27,7 +29,15 @@ def fake() -> Iterator[tuple[FakeOpenAI, FakeServer]]:
         yield fake, server
 
 
-def runner_for(store: Store, base_url: str, tmp_path: Path) -> LLMRunner:
+def explanations(store: Store, layer: int, neuron: int, source: str):  # type: ignore[no-untyped-def]
+    return Explanations(store).of(NeuronRef("mirror", layer, neuron), source=source)
+
+
+def cell(view, row: int, column: int) -> str:  # type: ignore[no-untyped-def]
+    return str(view.model().index(row, column).data())
+
+
+def profiles_for(base_url: str, tmp_path: Path) -> ProfileConfig:
     config = ProfileConfig(path=tmp_path / "profiles.json")
     config.put(
         Profile(
@@ -39,32 +49,33 @@ def runner_for(store: Store, base_url: str, tmp_path: Path) -> LLMRunner:
         )
     )
     config.default = "fake"
-    return LLMRunner(store, config)
+    return config
 
 
 def open_neuron(window: MainWindow, loop: asyncio.AbstractEventLoop, neuron: int = 2) -> None:
-    window.go_to("mirror", 0, neuron)
+    browser = window.browser
+    browser.go_to(NeuronRef("mirror", 0, neuron))
     run_until(
-        loop, lambda: window.current_data is not None and window.current == ("mirror", 0, neuron)
+        loop, lambda: browser.data is not None and browser.current == NeuronRef("mirror", 0, neuron)
     )
 
 
 def test_generate_and_score(
     make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    window = make_window(runner_for(store, fake[1].base_url, tmp_path))
+    window = make_window(profiles_for(fake[1].base_url, tmp_path))
     open_neuron(window, loop)
     outcomes: list[str] = []
     window.run_finished.connect(outcomes.append)
     window.generate(2)
     run_until(loop, lambda: outcomes != [], timeout=30)
     assert outcomes == ["done"], window.explanations.details.text()
-    rows = store.explanations("mirror", 0, 2, source="generated")
+    rows = explanations(store, 0, 2, source="generated")
     assert [r.explanation for r in rows] == ["words with the letter e"] * 2
     assert rows[0].score is not None and rows[0].score > 0.9
     assert rows[0].provenance["endpoint"] == fake[1].base_url
     table = window.explanations.table
-    sources = [table.item(r, 2).text() for r in range(table.rowCount())]
+    sources = [cell(table, r, 2) for r in range(table.model().rowCount())]
     assert sources.count("generated") == 2 and "published" in sources
     # The best (a generated one, ~0.99) is selected and its scoring details are shown.
     assert window.explanations.simulations.rowCount() == 10
@@ -78,18 +89,18 @@ def test_generate_and_score(
 def test_score_your_own_explanation(
     make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    window = make_window(runner_for(store, fake[1].base_url, tmp_path))
+    window = make_window(profiles_for(fake[1].base_url, tmp_path))
     open_neuron(window, loop, 3)
     outcomes: list[str] = []
     window.run_finished.connect(outcomes.append)
     window.explanations.own.setText("the letter e")
     window.explanations.score_button.click()
     run_until(loop, lambda: outcomes != [], timeout=30)
-    (row,) = store.explanations("mirror", 0, 3, source="user")
+    (row,) = explanations(store, 0, 3, source="user")
     assert row.explanation == "the letter e" and row.score is not None and row.score > 0.9
     texts = [
-        window.explanations.table.item(r, 1).text()
-        for r in range(window.explanations.table.rowCount())
+        cell(window.explanations.table, r, 1)
+        for r in range(window.explanations.table.model().rowCount())
     ]
     assert "the letter e" in texts
 
@@ -98,7 +109,7 @@ def start_slow_run(make_window, loop, store, fake, tmp_path):  # type: ignore[no
     """A window generating for neuron 0:4 against a server that answers in 0.5 s, mid-request."""
     server_fake, server = fake
     server_fake.latency = 0.5
-    window = make_window(runner_for(store, server.base_url, tmp_path))
+    window = make_window(profiles_for(server.base_url, tmp_path))
     open_neuron(window, loop, 4)
     window.generate(1)
     run_until(loop, lambda: server_fake.active > 0, timeout=10)
@@ -110,7 +121,7 @@ def test_cancel_mid_run_leaves_nothing_running(
 ) -> None:  # type: ignore[no-untyped-def]
     server_fake, window = start_slow_run(make_window, loop, store, fake, tmp_path)
     window.cancel_run()
-    assert not window.tasks.running("run")
+    assert not window.ops.running(Operations.RUN_TASK)
     assert window.explanations.generate_button.isEnabled()
     loop.run_until_complete(asyncio.sleep(0.8))
     assert server_fake.active == 0
@@ -126,14 +137,13 @@ def test_switching_neurons_cancels_the_run(
     open_neuron(window, loop, 5)
     loop.run_until_complete(asyncio.sleep(0.8))
     assert server_fake.active == 0
-    assert store.explanations("mirror", 0, 4, source="generated") == []
+    assert explanations(store, 0, 4, source="generated") == []
 
 
 def test_settings_test_connection_and_offline(
     make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    runner = runner_for(store, fake[1].base_url, tmp_path)
-    window = make_window(runner)
+    window = make_window(profiles_for(fake[1].base_url, tmp_path))
     dialog = window.open_settings()
     profiles = dialog.profiles  # type: ignore[attr-defined]
     profiles.list.setCurrentRow(profiles.list.count() - 1)  # "+ new profile"
@@ -153,7 +163,7 @@ def test_settings_test_connection_and_offline(
     assert profiles.result.text().startswith("Connected"), profiles.result.text()
     assert "prompt-logprobs" in profiles.result.text()
     dialog.data.offline.setChecked(True)  # type: ignore[attr-defined]
-    assert window.service.offline
+    assert window.desk.offline
     dialog.reject()
     run_until(
         loop,
@@ -170,20 +180,24 @@ def test_settings_test_connection_and_offline(
 def test_explained_neurons_table(
     make_window: WindowFactory, loop, store: Store, fake, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    store.add_explanation("mirror", 0, 1, "weak idea", 0.10, "generated", {"run": "batch-x"})
-    store.add_explanation("mirror", 0, 3, "good idea", 0.80, "generated", {"run": "batch-x"})
-    store.add_explanation("mirror", 0, 3, "better idea", 0.90, "user", {})
-    store.add_explanation("mirror", 1, 0, "unscored", None, "generated", {})
-    window = make_window(runner_for(store, fake[1].base_url, tmp_path))
+    stored = Explanations(store)
+    stored.add(NeuronRef("mirror", 0, 1), "weak idea", 0.10, "generated", {"run": "batch-x"})
+    stored.add(NeuronRef("mirror", 0, 3), "good idea", 0.80, "generated", {"run": "batch-x"})
+    stored.add(NeuronRef("mirror", 0, 3), "better idea", 0.90, "user", {})
+    stored.add(NeuronRef("mirror", 1, 0), "unscored", None, "generated", {})
+    window = make_window(profiles_for(fake[1].base_url, tmp_path))
     window.results_dock.show()
     table = window.results_dock.table
-    assert table.rowCount() == 3
-    assert [table.item(r, 2).text() for r in range(3)] == ["0.90", "0.10", "n/a"]
-    assert table.item(0, 3).text() == "better idea"
-    table.sortItems(2, QtCore.Qt.SortOrder.AscendingOrder)
-    assert table.item(0, 2).text() == "n/a"
-    table.cellActivated.emit(2, 0)  # the 0.90 row, now last
-    run_until(loop, lambda: window.current == ("mirror", 0, 3) and window.current_data is not None)
+    assert table.model().rowCount() == 3
+    assert [cell(table, r, 2) for r in range(3)] == ["0.90", "0.10", "n/a"]
+    assert cell(table, 0, 3) == "better idea"
+    table.sortByColumn(2, QtCore.Qt.SortOrder.AscendingOrder)
+    assert cell(table, 0, 2) == "n/a"
+    table.activated.emit(table.model().index(2, 0))  # the 0.90 row, now last
+    browser = window.browser
+    run_until(
+        loop, lambda: browser.current == NeuronRef("mirror", 0, 3) and browser.data is not None
+    )
 
 
 def test_a_profile_budget_stops_the_run(
@@ -204,7 +218,7 @@ def test_a_profile_budget_stops_the_run(
     assert (
         json.loads((tmp_path / "profiles.json").read_text())["profiles"][0]["budget_tokens"] == 3000
     )
-    window = make_window(LLMRunner(store, ProfileConfig.load(tmp_path / "profiles.json")))
+    window = make_window(ProfileConfig.load(tmp_path / "profiles.json"))
     open_neuron(window, loop, 1)
     outcomes: list[str] = []
     window.run_finished.connect(outcomes.append)
@@ -213,4 +227,4 @@ def test_a_profile_budget_stops_the_run(
     assert "budget" in outcomes[0]
     assert "budget" in window.statusBar().currentMessage()
     assert window.explanations.generate_button.isEnabled()
-    assert store.explanations("mirror", 0, 1, source="generated") == []
+    assert explanations(store, 0, 1, source="generated") == []

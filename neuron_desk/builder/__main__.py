@@ -1,0 +1,104 @@
+"""Command line: build a dataset store for a Hugging Face causal LM over text files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from neuron_desk.builder.build import (
+    BuildError,
+    BuildOptions,
+    DatasetInfo,
+    build_dataset,
+    print_progress,
+)
+from neuron_desk.builder.records import RecordOptions
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m neuron_desk.builder",
+        description="Build neuron records, top tokens and related neurons for a causal LM.",
+    )
+    parser.add_argument("model", type=Path, help="a Hugging Face model folder or a .gguf file")
+    parser.add_argument("corpus", type=Path, nargs="+", help="UTF-8 text files")
+    parser.add_argument("--out", type=Path, required=True, help="the dataset file to write")
+    parser.add_argument("--work", type=Path, required=True, help="state folder (for resuming)")
+    parser.add_argument("--name", required=True, help="dataset name, e.g. my-model")
+    parser.add_argument("--title", help="dataset title (default: the name)")
+    parser.add_argument("--model-name", help="the model's Hugging Face name (for the tokenizer)")
+    parser.add_argument("--licence", default="", help="licences of the model and the corpus")
+    parser.add_argument("--description", default="")
+    parser.add_argument("--sequences", type=int, help="at most this many sequences (sampled)")
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layers", type=int, nargs="+", help="only these layers")
+    parser.add_argument("--neurons", type=int, nargs="+", help="only these neurons per layer")
+    parser.add_argument("--top-kurtosis", type=int, default=0, help="per layer, by kurtosis")
+    parser.add_argument("--random", type=int, default=0, help="per layer, at random")
+    parser.add_argument("--selection-sequences", type=int, default=256)
+    parser.add_argument("--digits", type=int, help="round activations (significant digits)")
+    parser.add_argument("--threads", type=int, help="torch threads")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a build; 0 on success."""
+    args = parse_args(argv)
+    from neuron_desk.builder.hf import library_versions, load_model
+
+    model = load_model(args.model, name=args.model_name, threads=args.threads)
+    options = BuildOptions(
+        seq_len=args.seq_len,
+        max_sequences=args.sequences,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        layers=tuple(args.layers) if args.layers else None,
+        neurons=tuple(args.neurons) if args.neurons else None,
+        top_kurtosis=args.top_kurtosis,
+        random_neurons=args.random,
+        selection_sequences=args.selection_sequences,
+        records=RecordOptions(significant_digits=args.digits),
+    )
+    name = args.model_name or args.model.name
+    info = DatasetInfo(
+        name=args.name,
+        title=args.title or args.name,
+        model=name,
+        tokenizer=name,
+        licence=args.licence,
+        description=args.description,
+    )
+    try:
+        result = build_dataset(
+            model,
+            args.corpus,
+            args.out,
+            args.work,
+            info,
+            options,
+            print_progress(),
+            extra_meta={"versions": library_versions()},
+        )
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    summary = {
+        "out": str(result.path),
+        "neurons": len(result.neurons),
+        "sequences": result.n_sequences,
+        "seconds": round(result.seconds, 1),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""The facade every operation goes through (as Anki's `Collection`): the CLI and the app both
+build one `Desk`, and ask it what they would otherwise assemble from the layers below.
+
+A desk owns the store, the registry, the neuron service, the endpoint profiles and one LLM
+backend per profile. It answers, once for every caller: a neuron's data and explanations,
+exports with their provenance, search, the best results of a dataset, cache statistics and
+clearing, runs (explain, score, estimate, batch) and their token usage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from neuron_desk.core.errors import NotAvailableOffline, NotFound
+from neuron_desk.core.model import NeuronRecord, NeuronSimulationResults
+from neuron_desk.core.paths import Paths
+from neuron_desk.core.refs import NeuronRef
+from neuron_desk.core.scores import best_of
+from neuron_desk.data.explanations import (
+    ExplanationRow,
+    Explanations,
+    NeuronExplanation,
+    neuron_explanations,
+)
+from neuron_desk.data.exports import (
+    NeuronExport,
+    export_of,
+    generated_exports,
+    write_export,
+    write_exports,
+)
+from neuron_desk.data.registry import Dataset, Kind, Registry
+from neuron_desk.data.service import Fetched, NeuronData, NeuronService
+from neuron_desk.data.store import Store
+from neuron_desk.llm.cache import ResponseCache
+from neuron_desk.llm.ledger import UsageTotal, usage_totals
+from neuron_desk.llm.profiles import Profile, ProfileConfig, open_backend
+from neuron_desk.llm.session import EndpointBackend
+from neuron_desk.runs.batch import BatchSpec, BatchSummary, Progress, run_batch
+from neuron_desk.runs.estimate import RefusingBackend
+from neuron_desk.runs.options import RunOptions
+from neuron_desk.runs.run import NeuronRun
+
+
+class Desk:
+    """The store, datasets, neuron service, profiles and runs of one user."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        service: NeuronService,
+        *,
+        paths: Paths | None = None,
+        profiles: ProfileConfig | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.service = service
+        self.paths = paths or Paths.from_env()
+        self.explanations = Explanations(store)
+        self._profiles = profiles
+        self._backends: dict[str, EndpointBackend] = {}
+
+    @classmethod
+    def open(
+        cls,
+        paths: Paths | None = None,
+        *,
+        offline: bool = False,
+        bundled: list[Path] | None = None,
+        **service_options: Any,
+    ) -> Desk:
+        """Open the user's store (creating it) and everything over it."""
+        paths = paths or Paths.from_env()
+        store = Store.open(paths.store)
+        registry = Registry(store, bundled=bundled)
+        service = NeuronService(registry, store, offline=offline, **service_options)
+        return cls(store, registry, service, paths=paths)
+
+    # --- datasets and neurons ---
+
+    @property
+    def offline(self) -> bool:
+        """Whether only stored and bundled data is read (misses fail at once)."""
+        return self.service.offline
+
+    @offline.setter
+    def offline(self, offline: bool) -> None:
+        self.service.offline = offline
+
+    def dataset(self, name: str) -> Dataset:
+        """The dataset called `name` (UnknownDataset if none)."""
+        return self.registry.get(name)
+
+    def ref(self, dataset: str, layer: int, index: int) -> NeuronRef:
+        """A checked reference: the dataset exists and the neuron is inside its shape."""
+        ds = self.registry.get(dataset)
+        ds.check(layer, index)
+        return NeuronRef(ds.name, layer, index)
+
+    async def neuron(self, ref: NeuronRef) -> NeuronData:
+        """Every kind of file of a neuron (a kind that failed holds its error)."""
+        return await self.service.neuron(ref)
+
+    async def record(self, ref: NeuronRef) -> NeuronRecord:
+        """A neuron's activation records (raises if they can't be had)."""
+        fetched = await self.service.get(ref, Kind.ACTIVATIONS)
+        record: NeuronRecord = fetched.value
+        return record
+
+    def available_neurons(self, dataset: str, layer: int | None = None) -> list[NeuronRef]:
+        """Neurons with activation records stored or bundled."""
+        return self.service.available_neurons(dataset, layer)
+
+    # --- explanations, search, exports ---
+
+    def explanations_of(
+        self, ref: NeuronRef, published: NeuronSimulationResults | None = None
+    ) -> list[NeuronExplanation]:
+        """A neuron's published explanations (given), then its own, oldest first."""
+        return neuron_explanations(self.explanations, ref, published)
+
+    def listed_explanations(self, data: NeuronData) -> list[NeuronExplanation]:
+        """The explanations of a loaded neuron: its published file's, then its own."""
+        return self.explanations_of(data.ref, _published(data))
+
+    def best_explanation(self, ref: NeuronRef) -> ExplanationRow | None:
+        """A neuron's best stored explanation (published ones included once indexed)."""
+        return best_of(self.explanations.of(ref), lambda row: row.score)
+
+    async def best_known_explanation(self, ref: NeuronRef) -> tuple[str, float | None] | None:
+        """A neuron's best explanation: stored, else the first of its published file (fetched
+        if needed and allowed); None if it has none that can be had."""
+        row = self.best_explanation(ref)
+        if row is not None:
+            return row.explanation, row.score
+        if Kind.EXPLANATIONS not in self.registry.get(ref.dataset).kinds:
+            return None
+        try:
+            fetched = await self.service.get(ref, Kind.EXPLANATIONS)
+        except (NotFound, NotAvailableOffline):
+            return None
+        listed = fetched.value.scored_explanations
+        return (listed[0].explanation, listed[0].get_preferred_score()) if listed else None
+
+    def search(
+        self, text: str, dataset: str | None = None, limit: int = 50
+    ) -> list[ExplanationRow]:
+        """Stored explanations (published ones of visited neurons too) matching `text`."""
+        return self.explanations.search(text, dataset, limit)
+
+    def best_results(self, dataset: str) -> list[ExplanationRow]:
+        """The best generated or user explanation of every neuron of `dataset`."""
+        return self.explanations.best_own(dataset)
+
+    def export_of(self, data: NeuronData) -> NeuronExport:
+        """The export of a loaded neuron (its published file's explanations and its own)."""
+        return export_of(data.ref, self.listed_explanations(data))
+
+    async def export(self, ref: NeuronRef) -> NeuronExport:
+        """The export of a neuron: its published explanations, if they can be had (offline:
+        if stored; else `missing` says so), and its own."""
+        published = None
+        missing = ""
+        if Kind.EXPLANATIONS in self.registry.get(ref.dataset).kinds:
+            try:
+                published = (await self.service.get(ref, Kind.EXPLANATIONS)).value
+            except NotAvailableOffline as exc:
+                missing = str(exc)
+            except NotFound:
+                published = None
+        export = export_of(ref, self.explanations_of(ref, published))
+        export.missing = missing
+        return export
+
+    def write_export(self, export: NeuronExport, path: str | Path) -> list[Path]:
+        """Write an export and its provenance sidecar; both paths."""
+        return write_export(export, path)
+
+    def export_generated(self, dataset: str, path: str | Path) -> int:
+        """Every neuron of `dataset` with own explanations, one line each (and the sidecar);
+        the number of neurons."""
+        exports = generated_exports(self.explanations, self.registry.get(dataset).name)
+        write_exports(exports, path)
+        return len(exports)
+
+    def describe(self, data: NeuronData) -> dict[str, Any]:
+        """A JSON-ready summary of a loaded neuron (what `neuron-desk show --json` prints)."""
+        return describe(data, self.listed_explanations(data))
+
+    # --- the store ---
+
+    def cache_stats(self, dataset: str | None = None) -> dict[str, Any]:
+        """Stored files per dataset and kind, cached LLM responses, and the size on disk."""
+        return {
+            "path": str(self.store.path),
+            "bytes": self.store.size_bytes(),
+            "files": [
+                {"dataset": d, "kind": k, "count": n, "compressed_bytes": b}
+                for d, k, n, b in self.store.file_stats(dataset)
+            ],
+            "llm_responses": ResponseCache(self.store).count(),
+        }
+
+    def clear_cache(self, dataset: str | None = None) -> int:
+        """Forget fetched files (of one dataset) and their indexed published explanations;
+        generated explanations are kept. The number of files removed."""
+        if dataset is not None:
+            dataset = self.registry.get(dataset).name
+        count = self.store.clear_files(dataset)
+        self.explanations.clear_published(dataset)
+        return count
+
+    # --- profiles, backends, runs ---
+
+    @property
+    def profiles(self) -> ProfileConfig:
+        """The endpoint profiles (read from the profiles file on first use)."""
+        if self._profiles is None:
+            self._profiles = ProfileConfig.load(self.paths.profiles)
+        return self._profiles
+
+    async def use_profiles(self, profiles: ProfileConfig) -> None:
+        """Use edited profiles from now on; the old profiles' backends are closed."""
+        await self.close_backends()
+        self._profiles = profiles
+
+    def profile(self, name: str | None = None, base_url: str | None = None) -> Profile:
+        """A profile by name, an ad hoc one for a base URL, or the default."""
+        return self.profiles.resolve(name, base_url)
+
+    def backend(self, profile: Profile) -> EndpointBackend:
+        """The profile's backend, shared by every run through it."""
+        if profile.name not in self._backends:
+            self._backends[profile.name] = open_backend(profile)
+        return self._backends[profile.name]
+
+    def run(self, profile: Profile, options: RunOptions, *, run_id: str | None = None) -> NeuronRun:
+        """A run through the profile's backend, storing its results in this desk's store."""
+        return NeuronRun(
+            self.backend(profile),
+            options,
+            store=self.store,
+            profile=profile.name,
+            prices=self.profiles.prices,
+            run_id=run_id,
+        )
+
+    def dry_run(self, profile: Profile, options: RunOptions) -> NeuronRun:
+        """A run for estimates only: its backend refuses to send anything."""
+        return NeuronRun(
+            RefusingBackend(profile.endpoint_id),
+            options,
+            store=self.store,
+            profile=profile.name,
+            prices=self.profiles.prices,
+        )
+
+    async def batch(
+        self,
+        spec: BatchSpec,
+        run: NeuronRun,
+        *,
+        concurrency: int = 4,
+        progress: Progress | None = None,
+    ) -> BatchSummary:
+        """Run (or resume) a batch; its results are stored as they are made."""
+        return await run_batch(
+            spec, self.service, self.store, run, concurrency=concurrency, progress=progress
+        )
+
+    def usage(self, run: str | None = None) -> list[UsageTotal]:
+        """Token usage per endpoint and model, of one run or of all."""
+        return usage_totals(self.store, run)
+
+    # --- closing ---
+
+    async def close_backends(self) -> None:
+        """Close every profile's backend (HTTP clients; a managed local server)."""
+        backends = list(self._backends.values())
+        self._backends.clear()
+        for backend in backends:
+            await backend.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel fetches, close HTTP clients and backends (the loop must still run).
+
+        The store stays open: a later event loop may use the desk again.
+        """
+        await self.service.aclose()
+        await self.close_backends()
+
+    def close(self) -> None:
+        """Close the store (after `aclose`)."""
+        self.store.close()
+
+
+def _published(data: NeuronData) -> NeuronSimulationResults | None:
+    value = data.explanations
+    return value.value if isinstance(value, Fetched) else None
+
+
+def describe(data: NeuronData, listed: list[NeuronExplanation]) -> dict[str, Any]:
+    """A JSON-ready summary of a neuron and its listed explanations."""
+    ref = data.ref
+    out: dict[str, Any] = {"dataset": ref.dataset, "layer": ref.layer, "neuron": ref.index}
+    record = data.record
+    if isinstance(record, Fetched):
+        r: NeuronRecord = record.value
+        out["max_activation"] = r.max_activation
+        out["counts"] = {
+            "top": len(r.most_positive_activation_records),
+            "quantiles": [len(q) for q in r.random_sample_by_quantile or []],
+            "random": len(r.random_sample),
+        }
+        out["origin"] = record.origin
+    out["explanations"] = [
+        {"explanation": e.explanation, "score": e.score, "source": e.source} for e in listed
+    ]
+    tokens: dict[str, Any] = {}
+    if isinstance(data.tokens_by_activation, Fetched):
+        tokens["activation"] = data.tokens_by_activation.value.pairs()[:20]
+    if isinstance(data.tokens_by_weight, Fetched):
+        weights = data.tokens_by_weight.value
+        for name in ("input_positive", "input_negative", "output_positive", "output_negative"):
+            tokens[name] = getattr(weights, name).pairs()[:20]
+    out["top_tokens"] = tokens
+    related: dict[str, Any] = {}
+    if isinstance(data.related, Fetched):
+        sides = (("upstream", data.related.value.c_fc), ("downstream", data.related.value.c_proj))
+        for name, connections in sides:
+            if connections is not None:
+                related[name] = {
+                    sign: [[n.layer_index, n.neuron_index, w] for n, w in pairs[:20]]
+                    for sign, pairs in (
+                        ("positive", connections.positive()),
+                        ("negative", connections.negative()),
+                    )
+                }
+    out["related"] = related
+    out["errors"] = data.errors()
+    return out

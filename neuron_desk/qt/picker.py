@@ -1,0 +1,102 @@
+"""The neuron toolbar: dataset, layer and neuron pickers, back/forward/random, the interesting
+neurons of the dataset, and the search box. It only lays out and announces what was picked."""
+
+from __future__ import annotations
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from neuron_desk.core.refs import NeuronRef
+from neuron_desk.data.registry import Dataset
+from neuron_desk.qt.heatmap import plain_tooltip
+
+
+class NeuronPicker(QtWidgets.QToolBar):
+    """Picks a dataset and a neuron; `back_action`, `forward_action` and `random_action` are
+    shared with the Go menu."""
+
+    dataset_picked = QtCore.Signal(str)
+    """A dataset was chosen in the list (by name)."""
+    go_requested = QtCore.Signal(int, int)
+    """Go to (layer, neuron) of the chosen dataset."""
+    neuron_picked = QtCore.Signal(object)
+    """Go to a `NeuronRef` (an interesting neuron)."""
+    search_requested = QtCore.Signal(str)
+
+    def __init__(self, datasets: list[Dataset], parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__("Neuron", parent)
+        self.setObjectName("NeuronToolbar")
+        self.dataset_box = QtWidgets.QComboBox(self)
+        self.dataset_box.setAccessibleName("Dataset")
+        for dataset in datasets:
+            self.dataset_box.addItem(dataset.title, dataset.name)
+        self.dataset_box.currentIndexChanged.connect(
+            lambda _: self.dataset_picked.emit(str(self.dataset_box.currentData()))
+        )
+        self.layer_box = QtWidgets.QSpinBox(self)
+        self.layer_box.setPrefix("layer ")
+        self.layer_box.setAccessibleName("Layer")
+        self.neuron_box = QtWidgets.QSpinBox(self)
+        self.neuron_box.setPrefix("neuron ")
+        self.neuron_box.setAccessibleName("Neuron")
+        self.go_button = QtWidgets.QPushButton("Go", self)
+        self.go_button.setAccessibleName("Go to neuron")
+        self.go_button.clicked.connect(self._go)
+        self.neuron_box.editingFinished.connect(self._go)
+        self.interesting_button = QtWidgets.QToolButton(self)
+        self.interesting_button.setText("Interesting ▾")
+        self.interesting_button.setAccessibleName("Interesting neurons")
+        self.interesting_button.setPopupMode(QtWidgets.QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.search_box = QtWidgets.QLineEdit(self)
+        self.search_box.setPlaceholderText("Search explanations…")
+        self.search_box.setAccessibleName("Search explanations")
+        self.search_box.setClearButtonEnabled(True)
+        self.search_box.returnPressed.connect(
+            lambda: self.search_requested.emit(self.search_box.text().strip())
+        )
+        for widget in (self.dataset_box, self.layer_box, self.neuron_box, self.go_button):
+            self.addWidget(widget)
+        self.back_action = self.addAction("◀ Back")
+        self.forward_action = self.addAction("Forward ▶")
+        self.random_action = self.addAction("Random")
+        self.addWidget(self.interesting_button)
+        self.addSeparator()
+        self.addWidget(self.search_box)
+        self.back_action.setShortcut(QtGui.QKeySequence.StandardKey.Back)
+        self.forward_action.setShortcut(QtGui.QKeySequence.StandardKey.Forward)
+        self.random_action.setShortcut("Ctrl+R")
+
+    def show_dataset(self, dataset: Dataset) -> None:
+        """Select `dataset` (without announcing it), its ranges and interesting neurons."""
+        index = self.dataset_box.findData(dataset.name)
+        if index != self.dataset_box.currentIndex():
+            self.dataset_box.blockSignals(True)
+            self.dataset_box.setCurrentIndex(index)
+            self.dataset_box.blockSignals(False)
+        self.layer_box.setRange(0, dataset.n_layers - 1)
+        self.neuron_box.setRange(0, dataset.n_neurons - 1)
+        menu = QtWidgets.QMenu(self.interesting_button)
+        group = None
+        for item in dataset.interesting:
+            if item.group and item.group != group:
+                group = item.group
+                menu.addSection(group)
+            action = menu.addAction(f"{item.layer}:{item.neuron}  {item.label}")
+            action.setToolTip(plain_tooltip(item.description))
+            ref = NeuronRef(dataset.name, item.layer, item.neuron)
+            action.triggered.connect(lambda _=False, r=ref: self.neuron_picked.emit(r))
+        if not dataset.interesting:
+            menu.addAction("(no list for this dataset)").setEnabled(False)
+        self.interesting_button.setMenu(menu)
+
+    def show_neuron(self, ref: NeuronRef) -> None:
+        """Show the current neuron's layer and index."""
+        self.layer_box.setValue(ref.layer)
+        self.neuron_box.setValue(ref.index)
+
+    def focus(self) -> None:
+        """Put the keyboard focus on the neuron number."""
+        self.neuron_box.setFocus()
+        self.neuron_box.selectAll()
+
+    def _go(self) -> None:
+        self.go_requested.emit(self.layer_box.value(), self.neuron_box.value())

@@ -1,0 +1,262 @@
+"""The browser state without any window: a real desk over the mirror on 127.0.0.1 and a real
+SQLite store; history, the last pick winning, stepping and random picks staying in range,
+offline mode, the last neuron kept in the settings, and the related neurons' fill-in."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PySide6 import QtCore
+
+from neuron_desk.core import codec
+from neuron_desk.core.model import NeuronConnections, RelatedNeurons
+from neuron_desk.core.refs import NeuronRef
+from neuron_desk.data.explanations import Explanations
+from neuron_desk.data.store import Store
+from neuron_desk.qt.browser import NOT_EXPLAINED, BrowserState, History
+from tests.data.mirror import Mirror
+from tests.qt.conftest import DeskFactory, run_until
+
+
+def ref(layer: int, index: int) -> NeuronRef:
+    return NeuronRef("mirror", layer, index)
+
+
+class Events:
+    """Everything a browser announced, in order."""
+
+    def __init__(self, browser: BrowserState) -> None:
+        self.log: list[tuple[str, Any]] = []
+        browser.loading.connect(lambda r: self.log.append(("loading", r)))
+        browser.loaded.connect(lambda r, data: self.log.append(("loaded", (r, data))))
+        browser.failed.connect(lambda r, message: self.log.append(("failed", (r, message))))
+        browser.dataset_changed.connect(lambda d: self.log.append(("dataset", d.name)))
+        browser.offline_changed.connect(lambda on: self.log.append(("offline", on)))
+        browser.related_explained.connect(
+            lambda r, text, score: self.log.append(("related", (r, text, score)))
+        )
+
+    def of(self, kind: str) -> list[Any]:
+        return [value for k, value in self.log if k == kind]
+
+
+@pytest.fixture
+def browser(
+    make_desk: DeskFactory, settings: QtCore.QSettings, loop: asyncio.AbstractEventLoop
+) -> Any:
+    state = BrowserState(make_desk(), settings)
+    state.set_dataset("mirror")
+    yield state
+    loop.run_until_complete(state.tasks.close())
+
+
+def wait_loaded(loop: asyncio.AbstractEventLoop, browser: BrowserState, target: NeuronRef) -> None:
+    run_until(loop, lambda: browser.current == target and browser.data is not None)
+
+
+def test_loading_announces_then_fills_and_remembers_the_neuron(
+    browser: BrowserState, loop: asyncio.AbstractEventLoop, settings: QtCore.QSettings
+) -> None:
+    events = Events(browser)
+    assert browser.go(0, 2)
+    assert browser.current == ref(0, 2) and browser.data is None
+    assert events.of("loading") == [ref(0, 2)]
+    wait_loaded(loop, browser, ref(0, 2))
+    ((loaded_ref, data),) = events.of("loaded")
+    assert loaded_ref == ref(0, 2) and data is browser.data and data.ref == ref(0, 2)
+    assert [e.explanation for e in browser.listed_explanations()] == [
+        " words with the letter e (0:2)"
+    ]
+    assert NeuronRef.from_json(settings.value(BrowserState.LAST_NEURON_KEY)) == ref(0, 2)
+    # A new browser over the same settings starts where this one was.
+    again = BrowserState(browser.desk, settings)
+    assert again.last_neuron() == ref(0, 2)
+    assert again.first_neuron() == ref(0, 2)
+
+
+def test_a_bad_or_missing_last_neuron_is_ignored(
+    make_desk: DeskFactory, settings: QtCore.QSettings
+) -> None:
+    desk = make_desk()
+    default = desk.registry.default()  # GPT-2 XL here: no bundled sample in these tests
+    first = default.interesting[0]
+    for value in (["mirror", 9, 0], ["nowhere", 0, 0], "garbage", None):
+        settings.setValue(BrowserState.LAST_NEURON_KEY, value)
+        state = BrowserState(desk, settings)
+        assert state.last_neuron() is None
+        assert state.first_neuron() == NeuronRef(default.name, first.layer, first.neuron)
+    assert BrowserState(desk, None).last_neuron() is None
+
+
+def test_a_pick_outside_the_dataset_changes_nothing(
+    browser: BrowserState, loop: asyncio.AbstractEventLoop
+) -> None:
+    browser.go(0, 1)
+    wait_loaded(loop, browser, ref(0, 1))
+    events = Events(browser)
+    assert not browser.go_to(ref(5, 0))
+    assert not browser.go_to(NeuronRef("nowhere", 0, 0))
+    (first, second) = events.of("failed")
+    assert first[0] == ref(5, 0) and "no layer 5" in first[1]
+    assert "nowhere" in second[1]
+    assert events.of("loading") == []
+    assert browser.current == ref(0, 1) and browser.data is not None
+    assert browser.history.items == [ref(0, 1)]
+
+
+def test_history_back_forward_and_branching(
+    browser: BrowserState, loop: asyncio.AbstractEventLoop
+) -> None:
+    for n in (1, 2, 3):
+        browser.go(0, n)
+    assert browser.history.items == [ref(0, 1), ref(0, 2), ref(0, 3)]
+    assert browser.back() and browser.current == ref(0, 2)
+    assert browser.back() and browser.current == ref(0, 1)
+    assert not browser.back() and browser.current == ref(0, 1)  # at the start
+    assert browser.forward() and browser.current == ref(0, 2)
+    browser.go(1, 0)  # a new branch drops the forward part
+    assert browser.history.items == [ref(0, 1), ref(0, 2), ref(1, 0)]
+    assert not browser.forward()
+    browser.go(1, 0)  # the same neuron again is not a new entry
+    browser.reload()  # nor is reloading
+    assert browser.history.items == [ref(0, 1), ref(0, 2), ref(1, 0)]
+    wait_loaded(loop, browser, ref(1, 0))
+
+
+def test_history_alone() -> None:
+    history = History()
+    assert history.back() is None and history.forward() is None
+    history.visit(ref(0, 1))
+    history.visit(ref(0, 1))
+    assert history.items == [ref(0, 1)] and history.position == 0
+
+
+def test_the_last_pick_wins_and_stale_loads_are_cancelled(
+    browser: BrowserState, loop: asyncio.AbstractEventLoop, mirror: Mirror
+) -> None:
+    for n in range(1, 4):  # the first picks are the slowest to answer
+        mirror.faults.delay_s[f"collated-activations/0/{n}.json"] = round(0.4 - 0.1 * n, 2)
+    events = Events(browser)
+    for n in range(1, 4):
+        browser.go(0, n)
+    wait_loaded(loop, browser, ref(0, 3))
+    loop.run_until_complete(asyncio.sleep(0.5))  # a stale load, had one survived, ends here
+    assert events.of("loading") == [ref(0, 1), ref(0, 2), ref(0, 3)]
+    assert [r for r, _ in events.of("loaded")] == [ref(0, 3)]
+    assert browser.data is not None and browser.data.ref == ref(0, 3)
+    assert not browser.tasks.running(BrowserState.LOAD_TASK)
+
+
+def test_step_wraps_around_and_stays_in_range(browser: BrowserState) -> None:
+    assert not browser.next()  # nothing is current yet
+    browser.go(0, 7)
+    assert browser.next() and browser.current == ref(1, 0)  # the next layer's first
+    browser.go(1, 7)
+    assert browser.next() and browser.current == ref(0, 0)  # the dataset's end wraps
+    assert browser.previous() and browser.current == ref(1, 7)
+    assert browser.step(-17) and browser.current == ref(1, 6)  # 16 neurons in all
+    for _ in range(40):
+        browser.step(5)
+        current = browser.current
+        assert current is not None and 0 <= current.layer < 2 and 0 <= current.index < 8
+
+
+def test_random_stays_in_range_and_offline_among_stored_neurons(
+    browser: BrowserState, loop: asyncio.AbstractEventLoop, store: Store
+) -> None:
+    rng = random.Random(7)
+    seen = set()
+    for _ in range(30):
+        assert browser.random(rng)
+        current = browser.current
+        assert current is not None and current.dataset == "mirror"
+        assert 0 <= current.layer < 2 and 0 <= current.index < 8
+        seen.add(current)
+    assert len(seen) > 5
+    loop.run_until_complete(browser.tasks.close())
+    events = Events(browser)
+    browser.desk.offline = True
+    store.clear_files("mirror")
+    assert not browser.random(rng)
+    assert events.of("failed") == [(None, "No neurons are available offline in this dataset")]
+    browser.desk.offline = False
+    browser.go(0, 4)
+    wait_loaded(loop, browser, ref(0, 4))
+    browser.desk.offline = True
+    for _ in range(5):
+        assert browser.random(rng) and browser.current == ref(0, 4)  # the only stored one
+
+
+def test_offline_is_kept_and_reloads_the_neuron(
+    browser: BrowserState, loop: asyncio.AbstractEventLoop, settings: QtCore.QSettings
+) -> None:
+    browser.go(0, 1)
+    wait_loaded(loop, browser, ref(0, 1))
+    events = Events(browser)
+    browser.set_offline(True)
+    assert browser.desk.offline and BrowserState.saved_offline(settings)
+    assert events.of("offline") == [True]
+    assert events.of("loading") == [ref(0, 1)]
+    wait_loaded(loop, browser, ref(0, 1))
+    record = browser.data.record if browser.data is not None else None
+    assert record is not None and getattr(record, "origin", "") == "store"
+    browser.set_offline(True)  # no change: no announcement
+    assert events.of("offline") == [True]
+    browser.set_offline(False)
+    assert not BrowserState.saved_offline(settings)
+    wait_loaded(loop, browser, ref(0, 1))
+
+
+def write_related(layout: Path, layer: int, index: int, related: RelatedNeurons) -> None:
+    path = layout / f"related-neurons/weight-based/{layer}/{index}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(codec.dumps(related))
+
+
+RELATED = RelatedNeurons(
+    c_fc=None,
+    c_proj=NeuronConnections(
+        top_positive_neurons=["0_1", "0_2", "0_1"],
+        top_negative_neurons=["1_5"],
+        top_positive_weights=[0.5, 0.4, 0.3],
+        top_negative_weights=[-0.3],
+    ),
+)
+
+
+def test_related_neurons_get_their_best_explanation(
+    browser: BrowserState, loop: asyncio.AbstractEventLoop, layout: Path, store: Store
+) -> None:
+    write_related(layout, 0, 0, RELATED)
+    own = Explanations(store)
+    own.add(ref(0, 2), "a stored idea", 0.1, "generated", {})
+    own.add(ref(0, 2), "the best stored idea", 0.7, "user", {})
+    events = Events(browser)
+    browser.go(0, 0)
+    run_until(loop, lambda: len(events.of("related")) == 3)
+    assert events.of("related") == [
+        (ref(0, 1), " words with the letter e (0:1)", 0.42),  # published, fetched
+        (ref(0, 2), "the best stored idea", 0.7),
+        (ref(1, 5), NOT_EXPLAINED, None),  # the mirror has nothing for 1:5
+    ]
+    assert not browser.tasks.running(BrowserState.RELATED_TASK)
+
+
+def test_the_related_fill_in_stops_when_another_neuron_is_picked(
+    browser: BrowserState, loop: asyncio.AbstractEventLoop, layout: Path, mirror: Mirror
+) -> None:
+    write_related(layout, 0, 0, RELATED)
+    mirror.faults.delay_s["explanations/0/1.jsonl"] = 0.3
+    events = Events(browser)
+    browser.go(0, 0)
+    wait_loaded(loop, browser, ref(0, 0))
+    assert browser.tasks.running(BrowserState.RELATED_TASK)
+    browser.go(0, 3)
+    assert not browser.tasks.running(BrowserState.RELATED_TASK)
+    wait_loaded(loop, browser, ref(0, 3))
+    loop.run_until_complete(asyncio.sleep(0.5))
+    assert events.of("related") == []
