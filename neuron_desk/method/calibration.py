@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 from abc import abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn import linear_model
 
 from neuron_desk.core.model import ActivationRecord, ActivationScale, SequenceSimulation
 from neuron_desk.method.simulators import NeuronSimulator
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LinearRegression
 
 FloatArray = NDArray[np.float64]
 
@@ -120,12 +123,14 @@ class LinearCalibratedNeuronSimulator(CalibratedNeuronSimulator):
 
     def __init__(self, uncalibrated_simulator: NeuronSimulator) -> None:
         super().__init__(uncalibrated_simulator)
-        self._regression: linear_model.LinearRegression | None = None
+        self._regression: LinearRegression | None = None
 
     def _calibrate_from_flattened_activations(
         self, true_activations: FloatArray, uncalibrated_activations: FloatArray
     ) -> None:
-        self._regression = linear_model.LinearRegression()
+        from sklearn.linear_model import LinearRegression  # 1-2 s to import: only when used
+
+        self._regression = LinearRegression()
         self._regression.fit(uncalibrated_activations.reshape(-1, 1), true_activations)
 
     def apply_calibration(self, values: Sequence[float]) -> list[float]:
