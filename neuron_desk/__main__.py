@@ -14,7 +14,7 @@ from neuron_desk.cli.context import EXIT_BAD_INPUT
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a subcommand, or start the desktop app when none is given."""
-    args = cli.build_parser().parse_args(argv)
+    args = cli.build_parser(argv).parse_args(argv)
     if args.command is not None:
         return cli.run_command(args)
     cli.configure_logging(args)

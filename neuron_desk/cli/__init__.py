@@ -14,16 +14,61 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from neuron_desk import __version__
-from neuron_desk.cli import batch, data, llm
 from neuron_desk.cli.context import EXIT_BAD_INPUT, Context, exit_code_of
 
-COMMAND_MODULES = (data, llm, batch)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "datasets": ("data", "list the datasets"),
+    "show": ("data", "show what is known about a neuron"),
+    "fetch": ("data", "fetch and store a neuron or a range of neurons"),
+    "import": ("data", "import files in the public layout, or single files"),
+    "neurons": ("data", "list the neurons of a dataset"),
+    "search": ("data", "search published and generated explanations"),
+    "cache": ("data", "show or clear the stored files"),
+    "export": ("data", "export a neuron's explanations and scores"),
+    "explain": ("llm", "have an LLM explain a neuron, and score the explanations"),
+    "score": ("llm", "score an explanation of a neuron by simulation"),
+    "llm-usage": ("llm", "tokens used by LLM requests, per endpoint"),
+    "batch": ("batch", "explain and score many neurons (rerun the same command to resume)"),
+}
+"""Every subcommand: the module that registers it, and its one line of help (for the list that
+`--help` prints without importing any command module)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
+def command_module(key: str) -> ModuleType:
+    """The command module called `key` ("data", "llm", "batch"), imported now."""
+    if key == "data":
+        from neuron_desk.cli import data
+
+        return data
+    if key == "llm":
+        from neuron_desk.cli import llm
+
+        return llm
+    from neuron_desk.cli import batch
+
+    return batch
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand named in `argv` (the first word that is not an option or its value)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--screenshot":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser. Only the module of the subcommand in `argv` is imported (all of
+    them when `argv` is None); the others are listed by name and help."""
+    argv = sys.argv[1:] if argv is None else argv
+    command = _command_in(argv)
+    wanted = {COMMANDS[command][0]} if command in COMMANDS else set()
     parser = argparse.ArgumentParser(
         prog="neuron-desk",
         description="Browse the neurons of a language model, explain them with an LLM and "
@@ -37,8 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the app, save the window once a neuron is shown, and quit",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMAND_MODULES:
-        module.register(subparsers)
+    for key in dict.fromkeys(module for module, _ in COMMANDS.values()):
+        if key in wanted:
+            command_module(key).register(subparsers)
+    for name, (_, help_text) in COMMANDS.items():
+        if name not in subparsers.choices:
+            subparsers.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
@@ -62,7 +111,7 @@ def configure_logging(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a subcommand (without one: print the usage, exit 2)."""
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_usage(sys.stderr)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from neuron_desk.core.errors import (
     CodecError,
     NeuronOutOfRange,
     UnknownDataset,
 )
-from neuron_desk.desk import Desk
+
+if TYPE_CHECKING:
+    from neuron_desk.desk import Desk
 
 T = TypeVar("T")
 
@@ -72,6 +74,8 @@ class Context:
     def desk(self) -> Desk:
         """The user's desk (its store is created on first use)."""
         if self._desk is None:
+            from neuron_desk.desk import Desk  # the whole stack: only for a command that runs
+
             self._desk = Desk.open()
         return self._desk
 
