@@ -16,8 +16,9 @@ from neuron_desk.cli.context import (
     positive_int,
 )
 from neuron_desk.cli.llm import METHOD_CHOICES, endpoint_arguments, run_options
+from neuron_desk.cli.progress import ProgressLine
 from neuron_desk.core.refs import NeuronRef
-from neuron_desk.runs.batch import BatchSpec, BatchSummary
+from neuron_desk.runs.batch import BatchSpec
 
 
 def register(subparsers: Any) -> None:
@@ -88,26 +89,22 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
     options = run_options(args, profile, explain=True)
     spec = BatchSpec(dataset.name, tuple(neurons), profile.name, args.samples, args.name)
     run = desk.run(profile, options, run_id=spec.batch_id)
+    line = ProgressLine.for_args("neurons", args.json)
     summary = context.run(
-        lambda desk: desk.batch(spec, run, concurrency=args.concurrency, progress=_bar)
+        lambda desk: desk.batch(
+            spec,
+            run,
+            concurrency=args.concurrency,
+            progress=lambda s: line.update(
+                s.done, s.total, tokens=run.usage.total_tokens, extra=f"failed {s.failed}"
+            ),
+        )
     )
-    print(file=sys.stderr)
+    line.finish()
     if args.json:
         print(json.dumps(summary.to_json(), indent=1))
     else:
         print(summary.describe())
-        for line in summary.errors[:10]:
-            print(f"  {line}", file=sys.stderr)
+        for error in summary.errors[:10]:
+            print(f"  {error}", file=sys.stderr)
     return EXIT_OK if summary.failed == 0 and not summary.stopped else EXIT_NOT_FOUND
-
-
-def _bar(summary: BatchSummary) -> None:
-    width = 30
-    filled = width * summary.done // max(summary.total, 1)
-    print(
-        f"\r[{'#' * filled}{'-' * (width - filled)}] {summary.done}/{summary.total} neurons"
-        f"  failed {summary.failed}",
-        end="",
-        file=sys.stderr,
-        flush=True,
-    )
