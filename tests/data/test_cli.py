@@ -175,3 +175,26 @@ def test_show_excerpts_export_offline_and_bad_arguments(
             run_cli(capsys, *bad)
         assert exit_info.value.code == 2
         assert "must be" in capsys.readouterr().err
+
+
+def test_fetch_from_an_unreachable_host_gives_up_and_lists_every_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("NEURON_DESK_HOME", str(tmp_path / "home"))
+    store = Store.open(Paths.from_env().store)
+    Registry(store).add(mirror_dataset(f"http://127.0.0.1:{port}"))
+    store.close()
+    code, out, err = run_cli(
+        capsys, "fetch", "mirror", "1", "0-7", "--kinds", "activations", "explanations",
+        "--concurrency", "2",
+    )  # fmt: skip
+    assert code == 1 and "failed 16" in out
+    groups = [line for line in err.splitlines() if " × " in line]
+    assert sum(int(line.split(" × ")[0]) for line in groups) == 16  # every failure accounted
+    skipped = next(line for line in groups if "not tried again yet" in line)
+    assert int(skipped.split(" × ")[0]) >= 16 - 2  # only the first ones in flight were tried
