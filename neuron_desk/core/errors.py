@@ -30,15 +30,28 @@ class NeuronDeskError(Exception):
     """Base class of all errors neuron-desk raises on purpose."""
 
 
+MAX_MESSAGE_CHARS = 400
+"""A refused file's message is one line of at most this many characters."""
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` on one line, cut to `limit` characters (an ellipsis marks the cut)."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 class CodecError(NeuronDeskError, ValueError):
-    """A JSON value does not match the data model; `path` names the field at fault."""
+    """A JSON value does not match the data model; `path` names the field at fault.
+
+    The message is one line, bounded: the file, what is wrong, and the field.
+    """
 
     def __init__(self, message: str, path: str = "", source: str | None = None) -> None:
-        self.path = path
-        self.source = source
-        where = f"{source}: " if source else ""
-        at = f" (at {path})" if path else ""
-        super().__init__(f"{where}{message}{at}")
+        self.path = bounded(path, 160)
+        self.source = bounded(source, 200) if source else source
+        where = f"{self.source}: " if source else ""
+        at = f" (at {self.path})" if path else ""
+        super().__init__(f"{where}{bounded(message, 200)}{at}")
 
 
 class MethodError(NeuronDeskError):

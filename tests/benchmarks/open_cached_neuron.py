@@ -23,7 +23,8 @@ from _synthetic import gpt2_xl_sized_record
 from neuron_desk.core import codec
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.registry import Kind
-from neuron_desk.data.service import parse_file
+from neuron_desk.data.validation import accept
+from neuron_desk.data.registry import public_datasets
 from neuron_desk.data.store import Store
 
 
@@ -45,7 +46,7 @@ def main() -> None:
         def open_cached() -> None:
             stored = store.get_file(NeuronRef("gpt2-xl", 5, 131), "activations")
             assert stored is not None
-            parse_file(Kind.ACTIVATIONS, stored.text, "store")
+            accept(Kind.ACTIVATIONS, stored.text, dataset=GPT2_XL, ref=REF, source="store")
 
         full = median_ms(open_cached)
         bare = median_ms(lambda: orjson.loads(text))
