@@ -129,6 +129,16 @@ class Explanations:
         )
         return _rows(self.store.query(sql, (run,)))
 
+    def delete_of_run(self, run: str, ref: NeuronRef) -> int:
+        """Remove a run's explanations of one neuron (an interrupted, partial result)."""
+        with self.store.transaction() as db:
+            count = db.execute(
+                "DELETE FROM explanations WHERE json_extract(provenance, '$.run') = ? "
+                "AND dataset = ? AND layer = ? AND neuron = ?",
+                (run, ref.dataset, ref.layer, ref.index),
+            ).rowcount
+        return int(count)
+
     def best_own(self, dataset: str) -> list[ExplanationRow]:
         """The best generated or user explanation of every neuron of `dataset` (a scored one
         if the neuron has any), by layer and neuron."""

@@ -91,6 +91,8 @@ def import_paths(store: Store, dataset: Dataset, paths: list[Path]) -> ImportRes
             kind, ref, checked = _read(dataset, path)
         except (NeuronDeskError, OSError) as exc:
             message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if str(path) not in message:
+                message = f"{path}: {message}"
             result.rejected.append((path, bounded(message)))
             continue
         store.put_file(ref, kind.value, checked.text, "import")
