@@ -401,9 +401,7 @@ class Build:
                     )
                     related = related_neurons(weights, layer, list(ns), self.options.n_related)
                     for neuron, summary, links in zip(ns, by_weight, related, strict=True):
-                        self._put(
-                            store, shape, Kind.TOKENS_BY_WEIGHT, layer, int(neuron), summary
-                        )
+                        self._put(store, shape, Kind.TOKENS_BY_WEIGHT, layer, int(neuron), summary)
                         self._put(store, shape, Kind.RELATED_NEURONS, layer, int(neuron), links)
             kinds = [Kind.ACTIVATIONS, Kind.TOKENS_BY_ACTIVATION]
             if weights is not None:

@@ -10,7 +10,8 @@
     │   ├── NeuronOutOfRange    the layer or neuron index is outside the dataset's shape
     │   ├── NotFound            the dataset has no such file (HTTP 404, missing file)
     │   ├── NotAvailableOffline not in the store or the bundled sample, and offline
-    │   └── SourceUnavailable   the source could not be reached or kept failing
+    │   ├── SourceUnavailable   the source could not be reached, kept failing, or sent too much
+    │   └── ReadOnlyDataset     a bundled dataset: nothing can be imported into it
     ├── StoreError              the SQLite store is locked, read-only, full or corrupt
     ├── BudgetExceeded          a run reached its token or money budget and stopped
     └── BackendError            talking to an LLM endpoint failed
@@ -91,6 +92,10 @@ class SourceUnavailable(DataError):
 
     reason: str = ""
     """The source's own words, without the neuron (for grouping many failures)."""
+
+
+class ReadOnlyDataset(DataError):
+    """The dataset is bundled with the app and read-only: nothing can be imported into it."""
 
 
 class StoreError(NeuronDeskError):

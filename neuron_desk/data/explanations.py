@@ -21,9 +21,7 @@ PUBLISHED = "published"
 GENERATED = "generated"
 USER = "user"
 
-_COLUMNS = (
-    "id, dataset, layer, neuron, explanation, score, source, provenance, created_at"
-)
+_COLUMNS = "id, dataset, layer, neuron, explanation, score, source, provenance, created_at"
 
 
 @dataclass(frozen=True)
@@ -188,7 +186,6 @@ def _rows(rows: list[tuple[Any, ...]]) -> list[ExplanationRow]:
         )
         for r in rows
     ]
-
 
 
 @dataclass(frozen=True)

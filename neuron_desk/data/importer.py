@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from neuron_desk.core.codec import parse_json
-from neuron_desk.core.errors import DataError, NeuronDeskError, bounded
+from neuron_desk.core.errors import NeuronDeskError, ReadOnlyDataset, bounded
 from neuron_desk.core.model import NeuronSimulationResults
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.explanations import Explanations
@@ -80,7 +80,7 @@ def import_paths(store: Store, dataset: Dataset, paths: list[Path]) -> ImportRes
     A bundled dataset is read-only: nothing is imported into it.
     """
     if dataset.bundled:
-        raise DataError(
+        raise ReadOnlyDataset(
             f"{dataset.name} is a bundled, read-only dataset: import into another dataset "
             "(--dataset gpt2-xl, or a folder dataset you added)"
         )

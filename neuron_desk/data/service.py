@@ -352,4 +352,3 @@ class NeuronService:
         for store in self._bundled.values():
             store.close()
         self._bundled.clear()
-

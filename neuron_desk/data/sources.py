@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import zlib
 from pathlib import Path
 from typing import Protocol
 
@@ -120,21 +121,67 @@ class HttpSource:
         async with self._client.stream("GET", url) as response:
             if not 200 <= response.status_code < 300:
                 return response.status_code, None
+            encoding = response.headers.get("content-encoding", "").strip().lower()
             declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > self._max_bytes and not (
-                response.headers.get("content-encoding")
-            ):
+            if declared.isdigit() and int(declared) > self._max_bytes and not encoding:
                 raise SourceUnavailable(f"{url} is larger than {self._max_bytes:,} bytes")
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self._max_bytes:
-                    raise SourceUnavailable(
-                        f"{url} is larger than {self._max_bytes:,} bytes (decompressed)"
-                    )
-                chunks.append(chunk)
-            return response.status_code, b"".join(chunks)
+            capped = _Capped(url, self._max_bytes, encoding)
+            if encoding in ("", "identity", *_ZLIB_ENCODINGS):
+                async for chunk in response.aiter_raw():
+                    capped.add(chunk)
+            else:  # another encoding (br, zstd): httpx decodes, the cap is checked per chunk
+                async for chunk in response.aiter_bytes():
+                    capped.add_decoded(chunk)
+            return response.status_code, capped.body()
+
+
+_ZLIB_ENCODINGS = ("gzip", "x-gzip", "deflate")
+
+
+class _Capped:
+    """A body collected up to a byte cap, inflated here (never past the cap) when gzip/deflate."""
+
+    def __init__(self, url: str, max_bytes: int, encoding: str) -> None:
+        self._url = url
+        self._max = max_bytes
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._inflate = (
+            zlib.decompressobj(zlib.MAX_WBITS | 32) if encoding in _ZLIB_ENCODINGS else None
+        )
+
+    def add(self, raw: bytes) -> None:
+        """Take a raw chunk as it came off the wire."""
+        if self._inflate is None:
+            self.add_decoded(raw)
+            return
+        data = raw
+        while data:
+            try:
+                out = self._inflate.decompress(data, self._max - self._size + 1)
+            except zlib.error as exc:
+                raise SourceUnavailable(
+                    f"a body that cannot be decoded: {exc} ({self._url})"
+                ) from None
+            self.add_decoded(out)
+            data = self._inflate.unconsumed_tail
+            if self._inflate.eof:
+                break
+
+    def add_decoded(self, chunk: bytes) -> None:
+        """Take a decoded chunk; refuse the body once it passes the cap."""
+        self._size += len(chunk)
+        if self._size > self._max:
+            raise SourceUnavailable(
+                f"{self._url} is larger than {self._max:,} bytes (decompressed)"
+            )
+        self._chunks.append(chunk)
+
+    def body(self) -> bytes:
+        """The whole (decoded) body."""
+        if self._inflate is not None and not self._inflate.eof and self._size == 0:
+            raise SourceUnavailable(f"a body that cannot be decoded: truncated ({self._url})")
+        return b"".join(self._chunks)
 
 
 class FolderSource:

@@ -197,8 +197,10 @@ class Store:
                 )
                 db.execute("PRAGMA user_version").fetchone()
             except sqlite3.Error:
-                raise _store_error(exc, path) if isinstance(exc, sqlite3.Error) else StoreError(
-                    f"the store {path} cannot be opened: {why}"
+                raise (
+                    _store_error(exc, path)
+                    if isinstance(exc, sqlite3.Error)
+                    else StoreError(f"the store {path} cannot be opened: {why}")
                 ) from None
         logger.warning("the store %s cannot be written (%s); opened read-only", path, why)
         return cls(db, path, read_only=True, why_read_only=why)
@@ -470,8 +472,7 @@ def _statements(script: str) -> list[str]:
 def _is_unwritable(exc: sqlite3.DatabaseError) -> bool:
     text = str(exc).lower()
     return any(
-        words in text
-        for words in ("readonly", "read-only", "unable to open", "full", "disk i/o")
+        words in text for words in ("readonly", "read-only", "unable to open", "full", "disk i/o")
     )
 
 

@@ -82,9 +82,7 @@ def accept(
         if not lines:
             raise CodecError("the explanations file is empty", source=source)
         payload = lines[0]
-    value: Any = codec.from_jsonable(
-        codec.parse_json(payload, source), kind.model_class, source
-    )
+    value: Any = codec.from_jsonable(codec.parse_json(payload, source), kind.model_class, source)
     if _SURROGATE_ESCAPE.search(payload):
         count = _replace_surrogates(value)
         if count:
@@ -152,9 +150,7 @@ def _check_identity(value: Any, dataset: Dataset, ref: NeuronRef | None) -> None
             "neuron_id",
         )
     if ref is not None and (layer, neuron) != (ref.layer, ref.index):
-        raise CodecError(
-            f"the file is for neuron {layer}:{neuron}, not {ref.short}", "neuron_id"
-        )
+        raise CodecError(f"the file is for neuron {layer}:{neuron}, not {ref.short}", "neuron_id")
 
 
 def _finite(values: list[Any], path: str, *, nullable: bool = False) -> None:
@@ -253,4 +249,3 @@ def _check(value: Any, path: str) -> None:
         for i, item in enumerate(value):
             if isinstance(item, list | str) or dataclasses.is_dataclass(item):
                 _check(item, f"{path}[{i}]")
-
