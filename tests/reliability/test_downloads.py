@@ -59,7 +59,9 @@ def test_a_gzip_bomb_is_refused_without_being_inflated_whole() -> None:
     with HostileMirror(Attacks(bombs={"bomb.json": bomb})) as mirror:
         tracemalloc.start()
         try:
-            with pytest.raises(SourceUnavailable, match=r"bomb\.json is larger than .* \(decompressed\)"):
+            with pytest.raises(
+                SourceUnavailable, match=r"bomb\.json is larger than .* \(decompressed\)"
+            ):
                 fetch(mirror.base_url, "bomb.json", max_bytes=MB)
             _, peak = tracemalloc.get_traced_memory()
         finally:
