@@ -106,7 +106,7 @@ def neuron_of(value: Any) -> tuple[int, int] | None:
 
 def _text_of(body: str | bytes, repairs: list[str]) -> str:
     if isinstance(body, str):
-        if _SURROGATE.search(body):
+        if not body.isascii() and _SURROGATE.search(body):
             repairs.append("lone surrogates replaced by U+FFFD")
             return _SURROGATE.sub("\ufffd", body)
         return body
@@ -154,6 +154,12 @@ def _check_identity(value: Any, dataset: Dataset, ref: NeuronRef | None) -> None
 
 
 def _finite(values: list[Any], path: str, *, nullable: bool = False) -> None:
+    if not nullable:
+        try:
+            if math.isfinite(sum(values)):  # one pass in C; NaN and ±Infinity propagate
+                return
+        except TypeError:
+            pass
     for i, v in enumerate(values):
         if v is None and nullable:
             continue
@@ -167,6 +173,8 @@ def _same_length(a: list[Any], b: list[Any], path: str, names: tuple[str, str]) 
 
 
 def _strings(values: list[str], path: str) -> None:
+    if max(map(len, values), default=0) <= MAX_STRING_CHARS:
+        return
     for i, s in enumerate(values):
         if len(s) > MAX_STRING_CHARS:
             raise CodecError(f"a string of {len(s):,} characters", f"{path}[{i}]")

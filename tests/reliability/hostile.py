@@ -36,6 +36,8 @@ class Attacks:
 
     files: dict[str, bytes] = field(default_factory=dict)
     endless: set[str] = field(default_factory=set)
+    endless_bytes: int | None = None
+    """Where an `endless` body ends (None: never)."""
     bombs: dict[str, bytes] = field(default_factory=dict)
     trickle: dict[str, float] = field(default_factory=dict)
     """Path -> seconds between bytes."""
@@ -86,8 +88,11 @@ class HostileMirror:
             h.end_headers()
             block = b"[" * 65536
             line = f"{len(block):x}\r\n".encode() + block + b"\r\n"
-            while not self.stop.is_set():
+            sent = 0
+            while not self.stop.is_set() and (a.endless_bytes is None or sent < a.endless_bytes):
                 h.wfile.write(line)
+                sent += len(block)
+            h.wfile.write(b"0\r\n\r\n")
         elif relative in a.bombs:
             self._send(h, a.bombs[relative], gzip=True)
         elif relative in a.bad_gzip:
