@@ -169,7 +169,7 @@ class Store:
         """
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return cls._open_checked(path, timeout_s)
+            return cls._open_retrying(path, timeout_s)
         except OSError as exc:
             return cls._read_only_fallback(path, exc.strerror or str(exc), exc)
         except sqlite3.DatabaseError as exc:
@@ -178,6 +178,19 @@ class Store:
             if _is_unwritable(exc):
                 return cls._read_only_fallback(path, str(exc), exc)
             raise _store_error(exc, path) from None
+
+    @classmethod
+    def _open_retrying(cls, path: Path, timeout_s: float, attempts: int = 4) -> Store:
+        """Open, trying again while other processes hold the lock (many first opens at once)."""
+        for attempt in range(attempts):
+            try:
+                return cls._open_checked(path, timeout_s)
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if attempt == attempts - 1 or not ("locked" in text or "busy" in text):
+                    raise
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @classmethod
     def _read_only_fallback(cls, path: Path, why: str, exc: Exception) -> Store:
