@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from neuron_desk.core.errors import NotAvailableOffline, NotFound
+from neuron_desk.core.errors import NotAvailableOffline, NotFound, StoreError
 from neuron_desk.core.model import NeuronRecord, NeuronSimulationResults
 from neuron_desk.core.paths import Paths
 from neuron_desk.core.refs import NeuronRef
@@ -31,7 +31,7 @@ from neuron_desk.data.exports import (
     write_exports,
 )
 from neuron_desk.data.registry import Dataset, Kind, Registry
-from neuron_desk.data.service import Fetched, NeuronData, NeuronService
+from neuron_desk.data.service import Fetched, NeuronData, NeuronService, PrefetchProgress
 from neuron_desk.data.store import Store
 from neuron_desk.llm.cache import ResponseCache
 from neuron_desk.llm.ledger import UsageTotal, usage_totals
@@ -41,6 +41,9 @@ from neuron_desk.runs.batch import BatchSpec, BatchSummary, Progress, run_batch
 from neuron_desk.runs.estimate import RefusingBackend
 from neuron_desk.runs.options import RunOptions
 from neuron_desk.runs.run import NeuronRun
+
+FETCH_FAILURES = "fetch-failures:"
+"""Prefix of the meta entry that keeps, per dataset, the files a fetch could not store."""
 
 
 class Desk:
@@ -203,6 +206,26 @@ class Desk:
             ],
             "llm_responses": ResponseCache(self.store).count(),
         }
+
+    def record_fetch_failures(
+        self, dataset: str, refs: list[NeuronRef], report: PrefetchProgress
+    ) -> dict[str, str]:
+        """Keep the files of a fetch that failed, with their reasons (meta "fetch-failures:"),
+        dropping those of `refs` that no longer fail; the failures still recorded."""
+        key = f"{FETCH_FAILURES}{dataset}"
+        failures: dict[str, str] = self.store.get_json("meta", key) or {}
+        asked = {ref.short for ref in refs}
+        failures = {k: v for k, v in failures.items() if k.split(" ", 1)[0] not in asked}
+        for ref, kind, reason in report.failed_files:
+            failures[f"{ref.short} {kind.value}"] = reason
+        try:
+            if failures:
+                self.store.put_json("meta", key, failures)
+            else:
+                self.store.delete_json("meta", key)
+        except StoreError:
+            pass  # a read-only or full store: the summary still says what failed
+        return failures
 
     def clear_cache(self, dataset: str | None = None) -> int:
         """Forget fetched files (of one dataset) and their indexed published explanations;

@@ -30,8 +30,9 @@ from neuron_desk.builder.weights import MlpWeights, related_neurons, token_weigh
 from neuron_desk.core import codec
 from neuron_desk.core.model import NeuronId
 from neuron_desk.core.refs import NeuronRef
-from neuron_desk.data.registry import Dataset, InterestingNeuron, Kind
+from neuron_desk.data.registry import ALL_KINDS, Dataset, InterestingNeuron, Kind
 from neuron_desk.data.store import Store
+from neuron_desk.data.validation import accept
 
 Progress = Callable[[str, int, int], None]
 """Called as progress(stage, done, total) while a stage runs."""
@@ -355,6 +356,15 @@ class Build:
         for suffix in ("", "-wal", "-shm"):
             staging.with_name(staging.name + suffix).unlink(missing_ok=True)
         store = Store.open(staging)
+        shape = Dataset(
+            name=info.name,
+            title=info.title,
+            model=info.model,
+            n_layers=self.model.n_layers,
+            n_neurons=self.model.n_neurons,
+            kinds=ALL_KINDS,
+            tokenizer=info.tokenizer,
+        )
         descriptions: dict[tuple[int, int], str] = {}
         done = 0
         try:
@@ -380,8 +390,8 @@ class Build:
                         )
                         descriptions[layer, neuron] = rec.top_token_summary(record)
                         table = rec.token_table(values, sequences, vocab, self.options.records)
-                        self._put(store, info.name, Kind.ACTIVATIONS, layer, neuron, record)
-                        self._put(store, info.name, Kind.TOKENS_BY_ACTIVATION, layer, neuron, table)
+                        self._put(store, shape, Kind.ACTIVATIONS, layer, neuron, record)
+                        self._put(store, shape, Kind.TOKENS_BY_ACTIVATION, layer, neuron, table)
                         done += 1
                         self.progress("records", done, len(selected))
                 del acts
@@ -391,10 +401,8 @@ class Build:
                     )
                     related = related_neurons(weights, layer, list(ns), self.options.n_related)
                     for neuron, summary, links in zip(ns, by_weight, related, strict=True):
-                        self._put(
-                            store, info.name, Kind.TOKENS_BY_WEIGHT, layer, int(neuron), summary
-                        )
-                        self._put(store, info.name, Kind.RELATED_NEURONS, layer, int(neuron), links)
+                        self._put(store, shape, Kind.TOKENS_BY_WEIGHT, layer, int(neuron), summary)
+                        self._put(store, shape, Kind.RELATED_NEURONS, layer, int(neuron), links)
             kinds = [Kind.ACTIVATIONS, Kind.TOKENS_BY_ACTIVATION]
             if weights is not None:
                 kinds[1:1] = [Kind.RELATED_NEURONS]
@@ -433,9 +441,12 @@ class Build:
         return dataset
 
     @staticmethod
-    def _put(store: Store, name: str, kind: Kind, layer: int, neuron: int, obj: Any) -> None:
-        ref = NeuronRef(name, layer, neuron)
-        store.put_file(ref, kind.value, codec.dumps(obj), origin="builder")
+    def _put(store: Store, shape: Dataset, kind: Kind, layer: int, neuron: int, obj: Any) -> None:
+        """Store a built file after the same validation as every file that comes in."""
+        ref = NeuronRef(shape.name, layer, neuron)
+        text = codec.dumps(obj)
+        checked = accept(kind, text, dataset=shape, ref=ref, source=f"built {kind.value}")
+        store.put_file(ref, kind.value, checked.text, origin="builder")
 
 
 def _compact(path: Path) -> None:

@@ -1,5 +1,9 @@
 """The `neuron-desk` command line: subcommands for everything that is not looking.
 
+Output is made safe for a terminal in one place: stdout is wrapped so every control character,
+bidi override, zero-width character or lone surrogate from a file or a model is printed as an
+escape (`\\u001b`), and the one-line error on stderr is escaped and bounded the same way.
+
 Each command module registers its subcommands (`register(subparsers)`) and sets `run` to a
 function of the parsed arguments and a `Context` that opens the desk on demand. Errors are one
 line on stderr (a traceback only with --debug); exit codes: 0 success, 1 not found or not
@@ -18,6 +22,8 @@ from types import ModuleType
 
 from neuron_desk import __version__
 from neuron_desk.cli.context import EXIT_BAD_INPUT, Context, exit_code_of
+from neuron_desk.core.errors import bounded
+from neuron_desk.core.text import TerminalWriter, for_terminal
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "datasets": ("data", "list the datasets"),
@@ -123,6 +129,8 @@ def run_command(args: argparse.Namespace) -> int:
     """Run the parsed subcommand; one line on stderr and an exit code if it fails."""
     configure_logging(args)
     context = Context()
+    stdout = sys.stdout
+    sys.stdout = TerminalWriter(stdout)  # text from files and models is printed escaped
     try:
         result: int = args.run(args, context)
         return result
@@ -135,7 +143,8 @@ def run_command(args: argparse.Namespace) -> int:
     except Exception as exc:  # one clear line, never a traceback unless --debug
         if args.debug:
             raise
-        print(f"neuron-desk: {exc}", file=sys.stderr)
+        print(f"neuron-desk: {for_terminal(bounded(str(exc), 2000))}", file=sys.stderr)
         return exit_code_of(exc)
     finally:
+        sys.stdout = stdout
         context.close()

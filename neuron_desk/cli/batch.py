@@ -18,6 +18,7 @@ from neuron_desk.cli.context import (
 from neuron_desk.cli.llm import METHOD_CHOICES, endpoint_arguments, run_options
 from neuron_desk.cli.progress import ProgressLine
 from neuron_desk.core.refs import NeuronRef
+from neuron_desk.core.text import for_terminal
 from neuron_desk.runs.batch import BatchSpec
 
 
@@ -105,6 +106,10 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
         print(json.dumps(summary.to_json(), indent=1))
     else:
         print(summary.describe())
-        for error in summary.errors[:10]:
-            print(f"  {error}", file=sys.stderr)
+        for error in summary.errors[:20]:
+            print(f"  {for_terminal(error, keep_newlines=False)}", file=sys.stderr)
+        if len(summary.errors) > 20:
+            print(f"  … and {len(summary.errors) - 20} more (--json lists all)", file=sys.stderr)
+        if summary.errors:
+            print("  rerun the same command to retry only the neurons not done", file=sys.stderr)
     return EXIT_OK if summary.failed == 0 and not summary.stopped else EXIT_NOT_FOUND

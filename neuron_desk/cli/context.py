@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, TypeVar
 from neuron_desk.core.errors import (
     CodecError,
     NeuronOutOfRange,
+    ReadOnlyDataset,
     UnknownDataset,
 )
 
@@ -25,7 +26,9 @@ EXIT_BAD_INPUT = 2
 
 def exit_code_of(exc: BaseException) -> int:
     """2 for bad arguments or input; 1 for everything else (not found, offline, failures)."""
-    if isinstance(exc, CodecError | NeuronOutOfRange | UnknownDataset | ValueError):
+    if isinstance(
+        exc, CodecError | NeuronOutOfRange | UnknownDataset | ReadOnlyDataset | ValueError
+    ):
         return EXIT_BAD_INPUT
     return EXIT_NOT_FOUND
 

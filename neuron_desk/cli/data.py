@@ -8,10 +8,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from neuron_desk.cli.context import EXIT_NOT_FOUND, EXIT_OK, Context, parse_range, positive_int
+from neuron_desk.cli.context import (
+    EXIT_BAD_INPUT,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    Context,
+    parse_range,
+    positive_int,
+)
 from neuron_desk.cli.progress import ProgressLine
-from neuron_desk.core.errors import NotAvailableOffline, NotFound
+from neuron_desk.core.errors import CodecError, NotAvailableOffline, NotFound
 from neuron_desk.core.refs import NeuronRef
+from neuron_desk.core.text import for_terminal
 from neuron_desk.data.importer import import_paths
 from neuron_desk.data.registry import Kind
 from neuron_desk.data.service import Fetched
@@ -43,6 +51,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("neurons", type=parse_range, help="a neuron or a range such as 0-99")
     p.add_argument("--kinds", nargs="+", choices=[k.value for k in Kind], help="default: all")
     p.add_argument("--concurrency", type=positive_int, default=8, help="files at a time (8)")
+    p.add_argument(
+        "--recheck-absent",
+        action="store_true",
+        help="ask again for files the source had not (404); otherwise re-asked after a week",
+    )
     p.set_defaults(run=cmd_fetch)
 
     p = subparsers.add_parser("import", help="import files in the public layout, or single files")
@@ -109,6 +122,15 @@ def cmd_show(args: argparse.Namespace, context: Context) -> int:
     else:
         _print_summary(summary)
         _print_excerpts(excerpts)
+    for kind in Kind:
+        fetched = data.of_kind(kind)
+        if isinstance(fetched, Fetched) and fetched.repaired:
+            print(f"neuron-desk: note: the {kind.label}: {fetched.repaired}", file=sys.stderr)
+    refused = [kind for kind in Kind if isinstance(data.of_kind(kind), CodecError)]
+    if refused:
+        for kind in refused:
+            print(f"neuron-desk: refused {for_terminal(str(data.of_kind(kind)))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if isinstance(data.record, NotFound | NotAvailableOffline) and not summary["explanations"]:
         print(f"neuron-desk: {data.record}", file=sys.stderr)
         return EXIT_NOT_FOUND
@@ -179,15 +201,19 @@ def cmd_fetch(args: argparse.Namespace, context: Context) -> int:
             kinds,
             concurrency=args.concurrency,
             progress=lambda p: line.update(p.done, p.total, extra=f"failed {p.failed}"),
+            recheck_absent=args.recheck_absent,
         )
     )
     line.finish()
+    context.desk.record_fetch_failures(dataset.name, refs, report)
     print(
         f"fetched {report.fetched}, already stored {report.already}, absent {report.absent}, "
         f"failed {report.failed}"
     )
     for reason, where in _grouped(report.errors):
-        print(f"  {len(where)} × {reason}: {', '.join(where)}", file=sys.stderr)
+        print(f"  {len(where)} × {for_terminal(reason)}: {', '.join(where)}", file=sys.stderr)
+    if report.failed:
+        print("  rerun the same command to retry only the files that failed", file=sys.stderr)
     return EXIT_OK if report.failed == 0 else EXIT_NOT_FOUND
 
 
@@ -205,10 +231,12 @@ def cmd_import(args: argparse.Namespace, context: Context) -> int:
     """Import files into the store, validating each."""
     dataset = context.desk.dataset(args.dataset)
     result = import_paths(context.desk.store, dataset, args.paths)
-    for path, message in result.rejected:
-        print(f"rejected {path}: {message}", file=sys.stderr)
+    for _path, message in result.rejected:
+        print(f"rejected {for_terminal(message, keep_newlines=False)}", file=sys.stderr)
+    for path, repaired in result.repaired:
+        print(f"note: {path}: {repaired}", file=sys.stderr)
     print(f"imported {len(result.imported)} files into {dataset.name}")
-    return EXIT_OK if not result.rejected else 2
+    return EXIT_OK if not result.rejected else EXIT_BAD_INPUT
 
 
 def cmd_neurons(args: argparse.Namespace, context: Context) -> int:

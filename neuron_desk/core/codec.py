@@ -170,11 +170,18 @@ def _decode(value: Any, tp: Any, path: str) -> Any:
     raise CodecError(f"unsupported type {tp}", path)  # pragma: no cover
 
 
+def _shortened(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _decode_float(value: Any, path: str) -> float:
     if isinstance(value, float):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise CodecError("an integer too large for a number", path) from None
     raise CodecError(f"expected a number, got {_describe(value)}", path)
 
 
@@ -184,15 +191,18 @@ def _decode_dataclass(value: Any, cls: type, path: str) -> Any:
     name = value.get("dataclass_name")
     if name is not None and not isinstance(name, str):
         raise CodecError(f"dataclass_name must be a string, got {_describe(name)}", path)
-    if name is not None and name != cls.__name__ and name in _NAMED:
-        raise CodecError(f"expected a {cls.__name__}, found a {name}", path)
+    if name is not None and name != cls.__name__:
+        found = f"a {name}" if name in _NAMED else f"an unknown dataclass_name {name!r}"
+        raise CodecError(f"expected a {cls.__name__}, found {found}", path)
     hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     for key, item in value.items():
         if key == "dataclass_name":
             continue
         if key not in hints:
-            raise CodecError(f"unknown field {key!r} in {cls.__name__}", f"{path}.{key}")
+            raise CodecError(
+                f"unknown field {key!r} in {cls.__name__}", f"{path}.{_shortened(key)}"
+            )
         kwargs[key] = _decode(item, hints[key], f"{path}.{key}")
     missing = sorted(_required(cls) - kwargs.keys())
     if missing:

@@ -10,7 +10,8 @@
     │   ├── NeuronOutOfRange    the layer or neuron index is outside the dataset's shape
     │   ├── NotFound            the dataset has no such file (HTTP 404, missing file)
     │   ├── NotAvailableOffline not in the store or the bundled sample, and offline
-    │   └── SourceUnavailable   the source could not be reached or kept failing
+    │   ├── SourceUnavailable   the source could not be reached, kept failing, or sent too much
+    │   └── ReadOnlyDataset     a bundled dataset: nothing can be imported into it
     ├── StoreError              the SQLite store is locked, read-only, full or corrupt
     ├── BudgetExceeded          a run reached its token or money budget and stopped
     └── BackendError            talking to an LLM endpoint failed
@@ -30,15 +31,28 @@ class NeuronDeskError(Exception):
     """Base class of all errors neuron-desk raises on purpose."""
 
 
+MAX_MESSAGE_CHARS = 400
+"""A refused file's message is one line of at most this many characters."""
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` on one line, cut to `limit` characters (an ellipsis marks the cut)."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 class CodecError(NeuronDeskError, ValueError):
-    """A JSON value does not match the data model; `path` names the field at fault."""
+    """A JSON value does not match the data model; `path` names the field at fault.
+
+    The message is one line, bounded: the file, what is wrong, and the field.
+    """
 
     def __init__(self, message: str, path: str = "", source: str | None = None) -> None:
-        self.path = path
-        self.source = source
-        where = f"{source}: " if source else ""
-        at = f" (at {path})" if path else ""
-        super().__init__(f"{where}{message}{at}")
+        self.path = bounded(path, 160)
+        self.source = bounded(source, 200) if source else source
+        where = f"{self.source}: " if source else ""
+        at = f" (at {self.path})" if path else ""
+        super().__init__(f"{where}{bounded(message, 200)}{at}")
 
 
 class MethodError(NeuronDeskError):
@@ -78,6 +92,10 @@ class SourceUnavailable(DataError):
 
     reason: str = ""
     """The source's own words, without the neuron (for grouping many failures)."""
+
+
+class ReadOnlyDataset(DataError):
+    """The dataset is bundled with the app and read-only: nothing can be imported into it."""
 
 
 class StoreError(NeuronDeskError):

@@ -21,9 +21,7 @@ PUBLISHED = "published"
 GENERATED = "generated"
 USER = "user"
 
-_COLUMNS = (
-    "id, dataset, layer, neuron, explanation, score, source, provenance, created_at"
-)
+_COLUMNS = "id, dataset, layer, neuron, explanation, score, source, provenance, created_at"
 
 
 @dataclass(frozen=True)
@@ -129,6 +127,16 @@ class Explanations:
         )
         return _rows(self.store.query(sql, (run,)))
 
+    def delete_of_run(self, run: str, ref: NeuronRef) -> int:
+        """Remove a run's explanations of one neuron (an interrupted, partial result)."""
+        with self.store.transaction() as db:
+            count = db.execute(
+                "DELETE FROM explanations WHERE json_extract(provenance, '$.run') = ? "
+                "AND dataset = ? AND layer = ? AND neuron = ?",
+                (run, ref.dataset, ref.layer, ref.index),
+            ).rowcount
+        return int(count)
+
     def best_own(self, dataset: str) -> list[ExplanationRow]:
         """The best generated or user explanation of every neuron of `dataset` (a scored one
         if the neuron has any), by layer and neuron."""
@@ -178,7 +186,6 @@ def _rows(rows: list[tuple[Any, ...]]) -> list[ExplanationRow]:
         )
         for r in rows
     ]
-
 
 
 @dataclass(frozen=True)

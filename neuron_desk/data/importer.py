@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from neuron_desk.core.codec import parse_json
-from neuron_desk.core.errors import NeuronDeskError
-from neuron_desk.core.model import NeuronRecord, NeuronSimulationResults
+from neuron_desk.core.errors import NeuronDeskError, ReadOnlyDataset, bounded
+from neuron_desk.core.model import NeuronSimulationResults
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.registry import Dataset, Kind
-from neuron_desk.data.service import parse_file
+from neuron_desk.data.sources import read_capped
 from neuron_desk.data.store import Store
+from neuron_desk.data.validation import Accepted, accept, neuron_of
 
 _LAYOUT = {
     Kind(k): re.compile(
@@ -31,6 +32,8 @@ class ImportResult:
 
     imported: list[tuple[Path, Kind, NeuronRef]] = field(default_factory=list)
     rejected: list[tuple[Path, str]] = field(default_factory=list)
+    repaired: list[tuple[Path, str]] = field(default_factory=list)
+    """Files stored with invalid UTF-8 or lone surrogates replaced, and what was replaced."""
 
 
 def kind_of_content(value: Any) -> Kind | None:
@@ -72,39 +75,54 @@ def _files(paths: list[Path]) -> list[Path]:
 
 
 def import_paths(store: Store, dataset: Dataset, paths: list[Path]) -> ImportResult:
-    """Validate and store every file; a file that fails is reported and not stored."""
+    """Validate and store every file; a file that fails is reported and not stored.
+
+    A bundled dataset is read-only: nothing is imported into it.
+    """
+    if dataset.bundled:
+        raise ReadOnlyDataset(
+            f"{dataset.name} is a bundled, read-only dataset: import into another dataset "
+            "(--dataset gpt2-xl, or a folder dataset you added)"
+        )
     result = ImportResult()
     explanations = Explanations(store)
     for path in _files(paths):
         try:
-            kind, layer, neuron, text = _read(path)
-            dataset.check(layer, neuron)
-            value = parse_file(kind, text, str(path))
-        except (NeuronDeskError, OSError, UnicodeDecodeError) as exc:
-            result.rejected.append((path, str(exc)))
+            kind, ref, checked = _read(dataset, path)
+        except (NeuronDeskError, OSError) as exc:
+            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if str(path) not in message:
+                message = f"{path}: {message}"
+            result.rejected.append((path, bounded(message)))
             continue
-        ref = NeuronRef(dataset.name, layer, neuron)
-        store.put_file(ref, kind.value, text, "import")
-        if isinstance(value, NeuronSimulationResults):
-            explanations.index_published(ref, value)
+        store.put_file(ref, kind.value, checked.text, "import")
+        if isinstance(checked.value, NeuronSimulationResults):
+            explanations.index_published(ref, checked.value)
         result.imported.append((path, kind, ref))
+        if checked.repaired:
+            result.repaired.append((path, checked.repaired))
     return result
 
 
-def _read(path: Path) -> tuple[Kind, int, int, str]:
-    text = path.read_text(encoding="utf-8")
+def _read(dataset: Dataset, path: Path) -> tuple[Kind, NeuronRef, Accepted]:
+    """Kind, neuron and validated content of a file (its own neuron id, else its path's)."""
+    body = read_capped(path)
+    text = body.decode("utf-8", errors="replace")
     first_line = next((line for line in text.splitlines() if line.strip()), "")
     content = parse_json(first_line if path.suffix == ".jsonl" else text, str(path))
     place = place_of_path(path)
     kind = kind_of_content(content) or (place[0] if place else None)
     if kind is None:
         raise NeuronDeskError(f"{path}: not a neuron-explainer file (unknown content)")
-    parsed = parse_file(kind, text, str(path))
-    if isinstance(parsed, NeuronRecord | NeuronSimulationResults):
-        return kind, parsed.neuron_id.layer_index, parsed.neuron_id.neuron_index, text
-    if place is None:
+    ref = NeuronRef(dataset.name, place[1], place[2]) if place and place[0] is kind else None
+    checked = accept(kind, body, dataset=dataset, ref=ref, source=str(path))
+    own = neuron_of(checked.value)
+    if own is not None:
+        return kind, NeuronRef(dataset.name, *own), checked
+    if ref is None:
         raise NeuronDeskError(
             f"{path}: a {kind.label} file says nothing of its neuron; "
             "import it in the public layout (<kind>/<layer>/<neuron>.json)"
         )
-    return kind, place[1], place[2], text
+    dataset.check(ref.layer, ref.index)
+    return kind, ref, checked

@@ -1,13 +1,17 @@
 """The neuron service: store first, then the bundled sample, then the dataset's source.
 
-Everything fetched is validated through the codec before it is stored; a malformed file is
-reported with its path and field, and not stored. Concurrent requests for the same file share
-one fetch; a fetch nobody waits for any more is cancelled. Offline, a miss says so at once.
+Every file, whether fetched, read from a folder, the bundled sample or the store itself, passes
+`neuron_desk.data.validation.accept` before it is stored or shown; a refused file is reported
+with its path and field, and not stored (a stored good copy is never replaced by a bad one).
+A file the source answered 404 for is asked for again once `absent_ttl_s` has passed.
+Concurrent requests for the same file share one fetch; a fetch nobody waits for any more is
+cancelled. Offline, a miss says so at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,14 +20,13 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from neuron_desk.core import codec
 from neuron_desk.core.errors import (
-    CodecError,
     DataError,
     NeuronDeskError,
     NotAvailableOffline,
     NotFound,
     SourceUnavailable,
+    StoreError,
 )
 from neuron_desk.core.model import (
     NeuronRecord,
@@ -37,6 +40,12 @@ from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.registry import Dataset, Kind, Registry
 from neuron_desk.data.sources import FolderSource, HttpSource, Source
 from neuron_desk.data.store import Store
+from neuron_desk.data.validation import accept
+
+logger = logging.getLogger(__name__)
+
+ABSENT_TTL_S = 7 * 24 * 3600.0
+"""How long a file the source answered 404 for is taken as absent before it is asked again."""
 
 T = TypeVar("T")
 FileKey = tuple[NeuronRef, Kind]
@@ -49,6 +58,8 @@ class Fetched(Generic[T]):
     value: T
     origin: str
     fetched_at: float
+    repaired: str = ""
+    """What validation replaced in the file (invalid UTF-8, lone surrogates), or ""."""
 
 
 @dataclass
@@ -97,17 +108,8 @@ class PrefetchProgress:
     absent: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
-
-
-def parse_file(kind: Kind, text: str | bytes, source: str) -> Any:
-    """Validate and parse a file body of `kind` (an explanations file is one JSON line)."""
-    if kind is Kind.EXPLANATIONS:
-        raw = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
-        lines = [line for line in raw.splitlines() if line.strip()]
-        if not lines:
-            raise CodecError("the explanations file is empty", source=source)
-        text = lines[0]
-    return codec.loads(text, kind.model_class, source=source)
+    failed_files: list[tuple[NeuronRef, Kind, str]] = field(default_factory=list)
+    """(neuron, kind, reason) of every file that failed, for the failure record."""
 
 
 class NeuronService:
@@ -123,6 +125,8 @@ class NeuronService:
         http: httpx.AsyncClient | None = None,
         http_retries: int = 3,
         http_backoff_s: float = 0.5,
+        file_time_s: float = 120.0,
+        absent_ttl_s: float = ABSENT_TTL_S,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -132,6 +136,8 @@ class NeuronService:
         self._owns_http = http is None
         self._http_retries = http_retries
         self._http_backoff_s = http_backoff_s
+        self._file_time_s = file_time_s
+        self.absent_ttl_s = absent_ttl_s
         self._bundled: dict[str, Store] = {}
         self._sources: dict[str, Source] = {}
         self._inflight: dict[FileKey, tuple[asyncio.Task[Fetched[Any]], list[int]]] = {}
@@ -189,15 +195,19 @@ class NeuronService:
         where = f"neuron {ref.short}"
         stored = self.store.get_file(ref, kind.value)
         if stored is not None:
-            value = await asyncio.to_thread(parse_file, kind, stored.text, "store")
-            return Fetched(value, "store", stored.fetched_at)
+            checked = await asyncio.to_thread(
+                accept, kind, stored.text, dataset=ds, ref=ref, source=f"the stored {kind.label}"
+            )
+            return Fetched(checked.value, "store", stored.fetched_at, checked.repaired)
         if ds.bundled:
             bundled = self._bundled_store(ds).get_file(ref, kind.value)
             if bundled is None:
                 raise NotFound(f"the {ds.title} sample has no {kind.label} for {ref.short}")
-            value = await asyncio.to_thread(parse_file, kind, bundled.text, "bundled sample")
-            return Fetched(value, "bundled", bundled.fetched_at)
-        if self.store.is_absent(ref, kind.value):
+            checked = await asyncio.to_thread(
+                accept, kind, bundled.text, dataset=ds, ref=ref, source="bundled sample"
+            )
+            return Fetched(checked.value, "bundled", bundled.fetched_at, checked.repaired)
+        if self.store.absent_since(ref, kind.value, self.absent_ttl_s):
             raise NotFound(f"{where} of {ds.title} has no {kind.label}")
         if self.offline:
             raise NotAvailableOffline(
@@ -210,7 +220,7 @@ class NeuronService:
         try:
             body = await source.fetch(relative)
         except NotFound:
-            self.store.mark_absent(ref, kind.value)
+            self._keep(self.store.mark_absent, ref, kind.value)
             raise NotFound(f"{where} of {ds.title} has no {kind.label}") from None
         except SourceUnavailable as exc:
             failure = SourceUnavailable(
@@ -219,12 +229,21 @@ class NeuronService:
             )
             failure.reason = str(exc)
             raise failure from None
-        value = await asyncio.to_thread(parse_file, kind, body, relative)
-        text = body.decode("utf-8")
-        self.store.put_file(ref, kind.value, text, source.origin)
+        checked = await asyncio.to_thread(
+            accept, kind, body, dataset=ds, ref=ref, source=f"{source.origin} file {relative}"
+        )
+        self._keep(self.store.put_file, ref, kind.value, checked.text, source.origin)
         if kind is Kind.EXPLANATIONS:
-            self.explanations.index_published(ref, value)
-        return Fetched(value, source.origin, time.time())
+            self._keep(self.explanations.index_published, ref, checked.value)
+        return Fetched(checked.value, source.origin, time.time(), checked.repaired)
+
+    def _keep(self, write: Callable[..., None], *args: Any) -> None:
+        """Write to the store if it can be written; a full or read-only store only warns, so
+        what was fetched is still shown."""
+        try:
+            write(*args)
+        except StoreError as exc:
+            logger.warning("not stored: %s", exc)
 
     def _bundled_store(self, ds: Dataset) -> Store:
         assert ds.bundled is not None
@@ -249,7 +268,11 @@ class NeuronService:
                 follow_redirects=True,
             )
         return HttpSource(
-            ds.base_url, self._http, retries=self._http_retries, backoff_s=self._http_backoff_s
+            ds.base_url,
+            self._http,
+            retries=self._http_retries,
+            backoff_s=self._http_backoff_s,
+            file_time_s=self._file_time_s,
         )
 
     # --- listing, prefetch, cache ---
@@ -272,8 +295,15 @@ class NeuronService:
         *,
         concurrency: int = 8,
         progress: Callable[[PrefetchProgress], None] | None = None,
+        recheck_absent: bool = False,
     ) -> PrefetchProgress:
-        """Fetch and store many files; already stored ones are skipped (so a rerun resumes)."""
+        """Fetch and store many files; already stored ones are skipped (so a rerun resumes).
+
+        A file that fails (unreachable, refused by validation) is counted and its reason kept;
+        the others go on. `recheck_absent`: ask again for files the source answered 404 for.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         ds = self.registry.get(dataset)
         wanted = [k for k in (kinds or ds.kinds) if k in ds.kinds]
         jobs = [(ref, kind) for ref in neurons for kind in wanted]
@@ -283,23 +313,27 @@ class NeuronService:
             ds.check(ref.layer, ref.index)
         report = PrefetchProgress(total=len(jobs))
         semaphore = asyncio.Semaphore(concurrency)
+        ttl = 0.0 if recheck_absent else self.absent_ttl_s
 
         async def one(ref: NeuronRef, kind: Kind) -> None:
             async with semaphore:
                 if self.store.get_file(ref, kind.value) is not None:
                     report.already += 1
-                elif self.store.is_absent(ref, kind.value):
+                elif not ds.bundled and self.store.absent_since(ref, kind.value, ttl):
                     report.absent += 1
                 else:
                     try:
+                        if recheck_absent:
+                            self._keep(self.store.clear_absent, ref, kind.value)
                         await self.get(ref, kind)
                         report.fetched += 1
                     except NotFound:
                         report.absent += 1
-                    except DataError as exc:
+                    except NeuronDeskError as exc:  # unreachable, refused, store full
                         report.failed += 1
                         reason = getattr(exc, "reason", None) or str(exc)
                         report.errors.append(f"{ref.short} {kind.value}: {reason}")
+                        report.failed_files.append((ref, kind, reason))
                 report.done += 1
                 if progress is not None:
                     progress(report)
@@ -318,4 +352,3 @@ class NeuronService:
         for store in self._bundled.values():
             store.close()
         self._bundled.clear()
-

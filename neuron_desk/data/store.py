@@ -2,8 +2,16 @@
 
 One file (WAL mode), one connection, one migration list (`PRAGMA user_version`), every write
 in a transaction, bodies compressed. The bundled sample dataset is a read-only file with the
-same schema. A corrupt file is moved aside (never overwritten) and a fresh store created; a
-locked, read-only or full store raises a `StoreError` that says so.
+same schema. Robustness:
+
+- creating a store is safe when several processes open a fresh home at once (the schema
+  version is read inside the migration's write transaction);
+- a store that cannot be written (read-only file or folder, full disk) opens read-only for
+  browsing, with a warning; writes then raise a `StoreError` that says why;
+- a corrupt store is salvaged: the file is kept aside (never overwritten), a fresh store is
+  created, every row that can still be read is copied into it and the rest is reported
+  (`Store.salvage`);
+- a locked, read-only or full store raises a `StoreError` that says so.
 
 `Store` owns the connection and the file tables (`files`, `absent`) and two small key/value
 tables (`datasets` for the registry, `meta`). Every other table family is owned by the module
@@ -137,40 +145,101 @@ class StoredFile:
 class Store:
     """A SQLite store file; thread-safe; use `Store.open` or `Store.open_read_only`."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path, read_only: bool) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, path: Path, read_only: bool, why_read_only: str = ""
+    ) -> None:
         self._db = connection
         self.path = path
         self.read_only = read_only
+        self.why_read_only = why_read_only
+        """Why a store meant to be written was opened read-only, or ""."""
+        self.salvage: Salvage | None = None
+        """What was copied and lost when this store was salvaged from a corrupt file."""
         self._lock = threading.RLock()
 
     # --- opening ---
 
     @classmethod
     def open(cls, path: Path, timeout_s: float = 5.0) -> Store:
-        """Open (creating and migrating) a writable store; a corrupt file is moved aside.
+        """Open (creating and migrating) a writable store.
 
-        `timeout_s` is how long a write waits for another process's transaction to end.
+        A corrupt file is salvaged into a fresh store (the original kept aside); a store that
+        cannot be written is opened read-only. `timeout_s` is how long a write waits for
+        another process's transaction to end.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            return cls._open_checked(path, timeout_s)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return cls._open_retrying(path, timeout_s)
+        except OSError as exc:
+            return cls._read_only_fallback(path, exc.strerror or str(exc), exc)
         except sqlite3.DatabaseError as exc:
-            if not _is_corruption(exc):
-                raise _store_error(exc, path) from None
-            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            logger.error("store %s is corrupt (%s); moved to %s", path, exc, aside)
-            path.replace(aside)
-            for suffix in ("-wal", "-shm"):
-                sidecar = path.with_name(path.name + suffix)
-                if sidecar.exists():
-                    sidecar.replace(aside.with_name(aside.name + suffix))
-            return cls._open_checked(path, timeout_s)
+            if _is_corruption(exc):
+                return cls._salvaged(path, timeout_s, exc)
+            if _is_unwritable(exc):
+                return cls._read_only_fallback(path, str(exc), exc)
+            raise _store_error(exc, path) from None
+
+    @classmethod
+    def _open_retrying(cls, path: Path, timeout_s: float, attempts: int = 4) -> Store:
+        """Open, trying again while other processes hold the lock (many first opens at once)."""
+        for attempt in range(attempts):
+            try:
+                return cls._open_checked(path, timeout_s)
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if attempt == attempts - 1 or not ("locked" in text or "busy" in text):
+                    raise
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @classmethod
+    def _read_only_fallback(cls, path: Path, why: str, exc: Exception) -> Store:
+        if not path.is_file():
+            raise StoreError(f"the store {path} cannot be created: {why}") from None
+        try:
+            db = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
+            )
+            db.execute("PRAGMA user_version").fetchone()
+        except sqlite3.Error:
+            try:  # no -shm can be made next to a WAL store: read the file as it is
+                db = sqlite3.connect(
+                    f"{path.resolve().as_uri()}?mode=ro&immutable=1",
+                    uri=True,
+                    check_same_thread=False,
+                )
+                db.execute("PRAGMA user_version").fetchone()
+            except sqlite3.Error:
+                raise (
+                    _store_error(exc, path)
+                    if isinstance(exc, sqlite3.Error)
+                    else StoreError(f"the store {path} cannot be opened: {why}")
+                ) from None
+        logger.warning("the store %s cannot be written (%s); opened read-only", path, why)
+        return cls(db, path, read_only=True, why_read_only=why)
+
+    @classmethod
+    def _salvaged(cls, path: Path, timeout_s: float, exc: sqlite3.DatabaseError) -> Store:
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.replace(aside)
+        for suffix in ("-wal", "-shm"):
+            sidecar = path.with_name(path.name + suffix)
+            if sidecar.exists():
+                sidecar.replace(aside.with_name(aside.name + suffix))
+        store = cls._open_checked(path, timeout_s)
+        store.salvage = salvage_into(aside, store)
+        logger.error(
+            "store %s was corrupt (%s): kept aside as %s; %s", path, exc, aside, store.salvage
+        )
+        return store
 
     @classmethod
     def _open_checked(cls, path: Path, timeout_s: float) -> Store:
         db = sqlite3.connect(path, timeout=timeout_s, check_same_thread=False, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
@@ -205,6 +274,9 @@ class Store:
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self.transaction() as db:
+                # Read again under the write lock: another process may have migrated meanwhile.
+                if db.execute("PRAGMA user_version").fetchone()[0] >= target:
+                    continue
                 db.executescript_in_transaction(_MIGRATIONS[target])
                 db.execute(f"PRAGMA user_version = {target}")
 
@@ -282,6 +354,24 @@ class Store:
                 (ref.dataset, kind, ref.layer, ref.index),
             )
         )
+
+    def absent_since(self, ref: NeuronRef, kind: str, within_s: float) -> bool:
+        """Whether the source answered 404 for the file less than `within_s` seconds ago."""
+        return bool(
+            self.query(
+                "SELECT 1 FROM absent WHERE dataset=? AND kind=? AND layer=? AND neuron=? "
+                "AND checked_at > ?",
+                (ref.dataset, kind, ref.layer, ref.index, time.time() - within_s),
+            )
+        )
+
+    def clear_absent(self, ref: NeuronRef, kind: str) -> None:
+        """Forget that the source had no such file (so it is asked again)."""
+        with self.transaction() as db:
+            db.execute(
+                "DELETE FROM absent WHERE dataset=? AND kind=? AND layer=? AND neuron=?",
+                (ref.dataset, kind, ref.layer, ref.index),
+            )
 
     def stored_neurons(
         self, dataset: str, kind: str | None = None, layer: int | None = None
@@ -392,6 +482,13 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
+def _is_unwritable(exc: sqlite3.DatabaseError) -> bool:
+    text = str(exc).lower()
+    return any(
+        words in text for words in ("readonly", "read-only", "unable to open", "full", "disk i/o")
+    )
+
+
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
     text = str(exc).lower()
     return "malformed" in text or "not a database" in text or "file is encrypted" in text
@@ -406,5 +503,147 @@ def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
     if "full" in text or "disk i/o" in text:
         return StoreError(f"the store {path} could not be written: the disk is full or failing")
     if _is_corruption(exc) if isinstance(exc, sqlite3.DatabaseError) else False:
-        return StoreError(f"the store {path} is corrupt: restart neuron-desk to move it aside")
+        return StoreError(f"the store {path} is corrupt: restart neuron-desk to salvage it")
     return StoreError(f"store {path}: {exc}")
+
+
+@dataclass
+class Salvage:
+    """Rows copied from a corrupt store into a fresh one, and rows that could not be read."""
+
+    aside: Path
+    copied: dict[str, int]
+    lost: dict[str, str]
+    """Per table that lost rows, what was lost (e.g. "rows after rowid 41 unreadable")."""
+
+    def __str__(self) -> str:
+        copied = ", ".join(f"{n} {table}" for table, n in self.copied.items() if n)
+        lost = "; ".join(f"{table}: {what}" for table, what in self.lost.items())
+        return f"salvaged {copied or 'nothing'}" + (f"; lost {lost}" if lost else "; lost nothing")
+
+
+_SALVAGED_TABLES = (
+    "files",
+    "absent",
+    "explanations",
+    "llm_cache",
+    "capabilities",
+    "usage",
+    "datasets",
+    "meta",
+)
+_ROWID_TABLES = frozenset({"explanations", "usage"})
+_SALVAGE_SKIPS = (1, 2, 4, 8, 16, 64, 256, 1024, 4096, 16384, 65536)
+"""How far past an unreadable row salvage seeks for the next readable one (rowid or neuron)."""
+
+
+def salvage_into(corrupt: Path, fresh: Store) -> Salvage:
+    """Copy every readable row of the store file `corrupt` into the empty store `fresh`."""
+    report = Salvage(corrupt, {}, {})
+    try:
+        src = sqlite3.connect(f"{corrupt.resolve().as_uri()}?mode=ro", uri=True)
+        tables = {row[0] for row in src.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError as exc:
+        report.lost["everything"] = f"the schema is unreadable ({exc})"
+        return report
+    try:
+        for table in _SALVAGED_TABLES:
+            if table not in tables:
+                continue
+            columns = [row[1] for row in fresh.query(f"PRAGMA table_info({table})")]
+            reader = _rowid_rows if table in _ROWID_TABLES else _keyed_rows
+            rows, lost = reader(src, table, columns)
+            with fresh.transaction() as db:
+                db.execute(f"DELETE FROM {table}")
+                marks = ", ".join("?" * len(columns))
+                cols = ", ".join(columns)
+                for row in rows:
+                    db.execute(f"INSERT OR REPLACE INTO {table} ({cols}) VALUES ({marks})", row)
+            report.copied[table] = len(rows)
+            if lost:
+                report.lost[table] = lost
+    finally:
+        src.close()
+    return report
+
+
+def _rowid_rows(
+    src: sqlite3.Connection, table: str, columns: list[str]
+) -> tuple[list[tuple[Any, ...]], str]:
+    """Rows in rowid order; an unreadable stretch is skipped by seeking further on."""
+    rows: list[tuple[Any, ...]] = []
+    skipped: list[str] = []
+    after = -1
+    sql = f"SELECT rowid, {', '.join(columns)} FROM {table} WHERE rowid > ? ORDER BY rowid"
+    while True:
+        try:
+            for row in src.execute(sql, (after,)):
+                rows.append(tuple(row[1:]))
+                after = row[0]
+            return rows, ", ".join(skipped)
+        except sqlite3.DatabaseError:
+            for skip in _SALVAGE_SKIPS:
+                try:
+                    src.execute(sql + " LIMIT 1", (after + skip,)).fetchall()
+                except sqlite3.DatabaseError:
+                    continue
+                skipped.append(f"rowids {after + 1}-{after + skip} unreadable")
+                after += skip
+                break
+            else:
+                skipped.append(f"rows after rowid {after} unreadable")
+                return rows, ", ".join(skipped)
+
+
+def _keyed_rows(
+    src: sqlite3.Connection, table: str, columns: list[str]
+) -> tuple[list[tuple[Any, ...]], str]:
+    """Rows of a table without rowid; on a read error, whatever can be had row by row."""
+    rows: list[tuple[Any, ...]] = []
+    try:
+        for row in src.execute(f"SELECT {', '.join(columns)} FROM {table}"):
+            rows.append(tuple(row))
+        return rows, ""
+    except sqlite3.DatabaseError:
+        pass
+    if table not in ("files", "absent"):
+        return rows, f"rows after the first {len(rows)} unreadable"
+    return _files_by_layer(src, table, columns)
+
+
+def _files_by_layer(
+    src: sqlite3.Connection, table: str, columns: list[str]
+) -> tuple[list[tuple[Any, ...]], str]:
+    """Rows of `files`/`absent` neuron by neuron, seeking past unreadable stretches."""
+    rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    skipped = 0
+    cols = ", ".join(columns)
+    key_sql = f"SELECT {cols} FROM {table} WHERE (dataset, kind, layer, neuron) > (?, ?, ?, ?) "
+    key_sql += "ORDER BY dataset, kind, layer, neuron"
+    key: tuple[Any, ...] = ("", "", -1, -1)
+    while True:
+        try:
+            for row in src.execute(key_sql, key):
+                rows[tuple(row[:4])] = tuple(row)
+                key = tuple(row[:4])
+            break
+        except sqlite3.DatabaseError:
+            skipped += 1
+            found = False
+            for skip in _SALVAGE_SKIPS:
+                probe = (key[0], key[1], key[2], key[3] + skip)
+                try:
+                    src.execute(key_sql + "LIMIT 1", probe).fetchall()
+                except sqlite3.DatabaseError:
+                    continue
+                key, found = probe, True
+                break
+            if not found:
+                next_layer = (key[0], key[1], key[2] + 1, -1)
+                try:
+                    src.execute(key_sql + "LIMIT 1", next_layer).fetchall()
+                    key = next_layer
+                except sqlite3.DatabaseError:
+                    return list(rows.values()), f"rows after {key[:4]} unreadable"
+    lost = f"{skipped} unreadable stretch(es) skipped" if skipped else ""
+    return list(rows.values()), lost

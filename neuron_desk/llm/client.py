@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import random
 import time
@@ -36,6 +37,7 @@ from neuron_desk.core.errors import (
     BackendResponseError,
     BackendUnavailable,
 )
+from neuron_desk.core.text import for_terminal, redact
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +261,7 @@ class OpenAICompatibleClient:
         if status == 429 or status >= 500:
             raise _Retryable(
                 f"HTTP {status}",
-                self._redact(_error_message(response)),
+                _error_message(response, self._redact),
                 status=status,
                 url=url,
                 retry_after=_retry_after(response),
@@ -273,26 +275,26 @@ class OpenAICompatibleClient:
                 url,
             )
         if status >= 400:
-            raise BackendHTTPError(status, self._redact(_error_message(response)), url)
+            raise BackendHTTPError(status, _error_message(response, self._redact), url)
+        # The key is blanked from the whole body before anything reads it: the model's own
+        # output (an echoed prompt, a key it repeats) reaches the cache, store and exports.
+        text = self._redact(response.text)
         try:
-            data = response.json()
+            data = json.loads(text)
         except ValueError:
             raise BackendResponseError(
-                f"{url} answered with something that is not JSON: "
-                f"{self._redact(response.text[:120])!r}"
+                f"{url} answered with something that is not JSON: {for_terminal(text[:120])!r}"
             ) from None
         if not isinstance(data, dict):
             raise BackendResponseError(f"{url} answered with JSON that is not an object")
         if data.get("error") and "choices" not in data and "data" not in data:
-            message = self._redact(str(data["error"])[:300])
+            message = str(data["error"])[:300]
             raise BackendResponseError(f"{url} answered 200 with an error: {message}")
         return data
 
     def _redact(self, text: str) -> str:
         """`text` with the API key (should a server echo it) replaced by ***."""
-        if self._secret and self._secret in text:
-            return text.replace(self._secret, "***")
-        return text
+        return redact(text, [self._secret])
 
 
 POOL_SHARD_SIZE = 8
@@ -419,12 +421,14 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _error_message(response: httpx.Response) -> str:
-    """The server's own words for an error response (OpenAI's `error.message` if present)."""
+def _error_message(response: httpx.Response, redact_key: Callable[[str], str]) -> str:
+    """The server's own words for an error response (OpenAI's `error.message` if present),
+    with the key blanked before the text is cut to 500 characters."""
+    text = redact_key(response.text)
     try:
-        data: Any = response.json()
+        data: Any = json.loads(text)
     except ValueError:
-        return response.text[:500].strip() or response.reason_phrase
+        return text[:500].strip() or response.reason_phrase
     if isinstance(data, dict):
         error = data.get("error")
         if isinstance(error, dict) and error.get("message"):
@@ -435,4 +439,4 @@ def _error_message(response: httpx.Response) -> str:
             return str(data["detail"])[:500]
         if isinstance(data.get("message"), str):
             return str(data["message"])[:500]
-    return response.text[:500]
+    return text[:500]

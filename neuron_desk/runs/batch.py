@@ -1,9 +1,12 @@
 """Batch runs: explain and score many neurons, resumable, within concurrency and budget limits.
 
 A batch is named by its spec (dataset, neurons, profile, samples), so running the same command
-again resumes it: a neuron is done when the store holds an explanation whose provenance names
-the batch, and every result is stored the moment it is made. A budget cap stops the batch
-cleanly (what finished is kept); rerunning after raising the cap continues where it stopped.
+again resumes it: a neuron is done when the store holds all its requested samples under the
+batch's name (a partial neuron, left by a kill, is redone whole; its answers mostly come from
+the response cache), and every result is stored the moment it is made. A neuron that cannot
+be done (no usable records, a refused file, a failing endpoint) is recorded with its reason and
+skipped; the others go on, and a rerun retries only the neurons not done. A budget cap stops
+the batch cleanly (what finished is kept); rerunning after raising the cap continues.
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from neuron_desk.core.errors import BudgetExceeded, DataError, MethodError, NeuronDeskError
+from neuron_desk.core.errors import (
+    BudgetExceeded,
+    DataError,
+    MethodError,
+    NeuronDeskError,
+    bounded,
+)
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.core.scores import best_of
 from neuron_desk.data.explanations import Explanations
@@ -68,7 +77,13 @@ class BatchSummary:
     cached_requests: int = 0
     cost_usd: float | None = None
     seconds: float = 0.0
-    errors: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    """(neuron, reason) of every neuron that could not be done in this run."""
+
+    @property
+    def errors(self) -> list[str]:
+        """Every failure as "layer:neuron: reason"."""
+        return [f"{where}: {reason}" for where, reason in self.failures]
 
     @property
     def done(self) -> int:
@@ -98,6 +113,8 @@ class BatchSummary:
         """The summary as written to the store and printed with --json."""
         data = asdict(self)
         data.pop("scores")
+        data.pop("failures")
+        data["errors"] = self.errors
         data["done"] = self.done
         data["scores"] = self.distribution()
         return data
@@ -136,10 +153,18 @@ async def run_batch(
     progress: Progress | None = None,
 ) -> BatchSummary:
     """Explain and score every neuron of `spec` not done yet; returns the summary."""
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
     batch_id = spec.batch_id
     explanations = Explanations(store)
-    done = {row.ref for row in explanations.of_run(batch_id)}
+    stored: dict[NeuronRef, int] = {}
+    for row in explanations.of_run(batch_id):
+        stored[row.ref] = stored.get(row.ref, 0) + 1
+    done = {ref for ref, count in stored.items() if count >= spec.samples}
     todo = [ref for ref in spec.neurons if ref not in done]
+    for ref in todo:
+        if stored.get(ref):
+            explanations.delete_of_run(batch_id, ref)
     summary = BatchSummary(batch_id, spec.dataset, len(spec.neurons), done_before=len(done))
     started = time.perf_counter()
     semaphore = asyncio.Semaphore(concurrency)
@@ -168,10 +193,15 @@ async def run_batch(
                 return
             except DataError as exc:
                 summary.no_data += 1
-                summary.errors.append(f"{ref.short}: {exc}")
+                summary.failures.append((ref.short, bounded(str(exc))))
             except (NeuronDeskError, MethodError) as exc:
                 summary.failed += 1
-                summary.errors.append(f"{ref.short}: {exc}")
+                summary.failures.append((ref.short, bounded(str(exc))))
+            except (ValueError, ArithmeticError, LookupError, UnicodeError) as exc:
+                # An unusable neuron (too few records for the splits, a token that cannot be
+                # encoded) fails alone; the batch goes on.
+                summary.failed += 1
+                summary.failures.append((ref.short, bounded(f"{type(exc).__name__}: {exc}")))
             if progress is not None:
                 progress(summary)
 

@@ -22,9 +22,9 @@ from _synthetic import gpt2_xl_sized_record
 
 from neuron_desk.core import codec
 from neuron_desk.core.refs import NeuronRef
-from neuron_desk.data.registry import Kind
-from neuron_desk.data.service import parse_file
+from neuron_desk.data.registry import Kind, public_datasets
 from neuron_desk.data.store import Store
+from neuron_desk.data.validation import accept
 
 
 def median_ms(work, repeat: int = 100) -> float:  # type: ignore[no-untyped-def]
@@ -36,6 +36,10 @@ def median_ms(work, repeat: int = 100) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(times)
 
 
+GPT2_XL = next(d for d in public_datasets() if d.name == "gpt2-xl")
+REF = NeuronRef("gpt2-xl", 5, 131)
+
+
 def main() -> None:
     text = codec.dumps(gpt2_xl_sized_record())
     with tempfile.TemporaryDirectory() as folder:
@@ -45,14 +49,14 @@ def main() -> None:
         def open_cached() -> None:
             stored = store.get_file(NeuronRef("gpt2-xl", 5, 131), "activations")
             assert stored is not None
-            parse_file(Kind.ACTIVATIONS, stored.text, "store")
+            accept(Kind.ACTIVATIONS, stored.text, dataset=GPT2_XL, ref=REF, source="store")
 
         full = median_ms(open_cached)
         bare = median_ms(lambda: orjson.loads(text))
         read = median_ms(lambda: store.get_file(NeuronRef("gpt2-xl", 5, 131), "activations"))
         store.close()
     print(f"file size: {len(text) / 1024:.0f} KB of JSON")
-    print(f"open cached neuron (read + decompress + parse + validate): {full:.2f} ms median of 100")
+    print(f"open cached neuron (read + decompress + parse + validate at the border): {full:.2f} ms median of 100")
     print(f"  of which store read + decompress: {read:.2f} ms")
     print(f"bare orjson.loads of the same bytes: {bare:.2f} ms median of 100")
     print(f"ratio: {full / bare:.1f}x the bare parse (target: under 25 ms, within 10x)")
