@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -16,6 +15,7 @@ from neuron_desk.cli.context import (
     positive_int,
 )
 from neuron_desk.cli.llm import METHOD_CHOICES, endpoint_arguments, run_options
+from neuron_desk.cli.output import dumps_json
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.runs.batch import BatchSpec, BatchSummary
 
@@ -93,7 +93,7 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
     )
     print(file=sys.stderr)
     if args.json:
-        print(json.dumps(summary.to_json(), indent=1))
+        print(dumps_json(summary.to_json(), indent=1))
     else:
         print(summary.describe())
         for line in summary.errors[:10]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 from collections.abc import Awaitable
 from typing import Any
@@ -29,6 +28,7 @@ from neuron_desk.cli.context import (
     positive_float,
     positive_int,
 )
+from neuron_desk.cli.output import dumps_json
 from neuron_desk.cli.progress import ProgressLine
 from neuron_desk.core.errors import BackendConfigError, BudgetExceeded
 from neuron_desk.core.refs import NeuronRef
@@ -150,7 +150,7 @@ def cmd_usage(args: argparse.Namespace, context: Context) -> int:
         print(f"neuron-desk: no LLM requests are recorded for run {args.run_id!r}", file=sys.stderr)
         return EXIT_NOT_FOUND
     if args.json:
-        print(json.dumps(out, indent=1))
+        print(dumps_json(out, indent=1))
         return EXIT_OK
     if not out:
         print("no LLM requests recorded")
@@ -270,9 +270,9 @@ def _print_outcomes(
     if args.json:
         rows = [o.to_json() | {"run": run.run_id} for o in outcomes]
         if explain:
-            print(json.dumps({"explanations": rows, "usage": total.to_json()}, indent=1))
+            print(dumps_json({"explanations": rows, "usage": total.to_json()}, indent=1))
         else:
-            print(json.dumps(rows[0], indent=1))
+            print(dumps_json(rows[0], indent=1))
         return
     for outcome in outcomes:
         data = outcome.to_json()
@@ -323,7 +323,7 @@ def _dry_run(
     result = context.run(estimate, offline=args.offline)
     if args.json:
         print(
-            json.dumps(
+            dumps_json(
                 {
                     "endpoint": run.endpoint,
                     "profile": run.profile,
