@@ -17,7 +17,7 @@ non-JSON, or close the connection without answering, that many times), `redirect
 every POST is redirected to), `echo_auth_in_errors` (error messages repeat the Authorization
 header, as careless proxies do), `chat_logprobs` (False: chat without logprobs), `ignore_n`
 (one choice whatever `n` asks, as llama.cpp's server), `reject_text` (400 for any request
-whose body contains it). It counts requests in progress (`active`, `max_active`),
+whose body contains it), `flaky_every` (every n-th request fails, 429 and 500 in turn). It counts requests in progress (`active`, `max_active`),
 requests whose client went away (`aborted`), and the Authorization headers it saw.
 """
 
@@ -65,6 +65,9 @@ class FakeOpenAI:
     chat_logprobs: bool = True
     ignore_n: bool = False
     reject_text: str | None = None
+    flaky_every: int = 0
+    """Fail every n-th request (0: none), alternately 429 (with `retry_after`) and 500."""
+    flaky_failed: int = 0
     active: int = 0
     max_active: int = 0
     aborted: int = 0
@@ -385,6 +388,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with fake._lock:
             status = fake.fail_next.pop(0) if fake.fail_next else None
+            if status is None and fake.flaky_every and len(fake.requests) % fake.flaky_every == 0:
+                status = (429, 500)[fake.flaky_failed % 2]
+                fake.flaky_failed += 1
             drop = fake.drop_next > 0
             fake.drop_next -= int(drop)
             garbage = not drop and fake.garbage_next > 0
