@@ -235,6 +235,8 @@ class FakeOpenAI:
         return response
 
     def _chat(self, body: dict[str, Any], last: str) -> dict[str, Any]:
+        if last.startswith('{"to_find": '):
+            return self._logprob_free(last)
         if "<start>\n" in last and "\tunknown" in last:
             return self._chat_generation(last)
         if "Last token activation" in last:
@@ -260,6 +262,19 @@ class FakeOpenAI:
                 {"index": i, "message": {"role": "assistant", "content": self.explanation}}
                 for i in range(n)
             ]
+        }
+
+    def _logprob_free(self, question: str) -> dict[str, Any]:
+        """The logprob-free simulator's JSON answer: the tokens with activations filled in."""
+        asked = json.loads(question)
+        tokens = [a["token"] for a in asked["activations"]]
+        asked["activations"] = [
+            {"token": t, "activation": v} for t, v in zip(tokens, self._values(tokens), strict=True)
+        ]
+        content = json.dumps(asked)
+        return {
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": len(tokens) * 8},
         }
 
     def _chat_generation(self, question: str) -> dict[str, Any]:

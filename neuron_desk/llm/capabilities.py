@@ -31,6 +31,7 @@ from neuron_desk.method.simulators import (
     ChatGenerationSimulator,
     ExplanationNeuronSimulator,
     ExplanationTokenByTokenSimulator,
+    LogprobFreeExplanationTokenSimulator,
     NeuronSimulator,
 )
 
@@ -47,6 +48,8 @@ METHOD_NAMES: dict[str, SimulatorMethod] = {
     "prompt-logprobs": SimulatorMethod.PROMPT_LOGPROBS,
     "chat": SimulatorMethod.CHAT_GENERATION,
     "one-at-a-time": SimulatorMethod.ONE_AT_A_TIME,
+    "written-digits": SimulatorMethod.CHAT_WRITTEN_DIGITS,
+    "logprob-free": SimulatorMethod.LOGPROB_FREE,
 }
 """Command-line and settings names of the simulators."""
 
@@ -290,6 +293,8 @@ def choose_simulator(
             SimulatorMethod.PROMPT_LOGPROBS: caps.prompt_logprobs,
             SimulatorMethod.CHAT_GENERATION: chat_top > 0,
             SimulatorMethod.ONE_AT_A_TIME: chat_top > 0 or caps.completion_logprobs > 0,
+            SimulatorMethod.CHAT_WRITTEN_DIGITS: caps.chat,
+            SimulatorMethod.LOGPROB_FREE: caps.chat,
         }[forced]
         reason = f"{method_name(forced)} (chosen by the user)"
         if not supported:
@@ -319,6 +324,13 @@ def choose_simulator(
             chat_one_at_a_time=False,
             top_logprobs=_top_for(SimulatorMethod.ONE_AT_A_TIME, caps),
         )
+    if caps.chat:
+        return SimulatorChoice(
+            SimulatorMethod.CHAT_WRITTEN_DIGITS,
+            "written digits: the probe found no logprobs, so chat generation takes each digit "
+            "the model writes with certainty (coarser than a distribution; scores are not "
+            "comparable with logprob-based ones)",
+        )
     return SimulatorChoice(None, no_logprobs_message(caps, where))
 
 
@@ -334,11 +346,11 @@ def no_logprobs_message(caps: Capabilities, where: str = "this endpoint") -> str
     """Why scoring can't run on an endpoint without logprobs, and what to do."""
     found = "; ".join(caps.notes[-3:]) if caps.notes else caps.describe()
     return (
-        f"scoring can't run on {where}: every simulator reads the model's probabilities of the "
-        "digits 0-10, and this endpoint returns no logprobs (no prompt logprobs with echo, no "
-        "completion logprobs, no chat top_logprobs). Explaining still works here. To score, "
-        "use an endpoint that returns logprobs: OpenAI chat models, vLLM, llama.cpp's server, "
-        f"or the local profile. (Probe: {found})"
+        f"scoring can't run on {where}: it returns no logprobs (no prompt logprobs with echo, "
+        "no completion logprobs, no chat top_logprobs) and no chat completions for the "
+        "written-digits and logprob-free simulators. Explaining may still work here. To score, "
+        "use an endpoint with chat completions, ideally with logprobs: OpenAI chat models, "
+        f"vLLM, llama.cpp's server, or the local profile. (Probe: {found})"
     )
 
 
@@ -357,6 +369,14 @@ def simulator_factory(
     if method is None:
         raise MethodError(choice.reason)
     top = choice.top_logprobs
+    if method == SimulatorMethod.LOGPROB_FREE:
+        return lambda e: LogprobFreeExplanationTokenSimulator(
+            model, e, max_concurrent=max_concurrent, backend=backend
+        )
+    if method == SimulatorMethod.CHAT_WRITTEN_DIGITS:
+        return lambda e: ChatGenerationSimulator(
+            model, e, max_concurrent=max_concurrent, backend=backend, written_digits=True
+        )
     if method == SimulatorMethod.PROMPT_LOGPROBS:
         return lambda e: ExplanationNeuronSimulator(
             model, e, max_concurrent=max_concurrent, backend=backend, top_logprobs=top

@@ -43,7 +43,14 @@ KEYRING_SERVICE = "neuron-desk"
 LOCAL_BASE_URL = "local"
 """The base URL of the managed local server's profile (its real address changes per start)."""
 LOCAL_MODEL = "smollm2-135m-instruct"
-METHODS = ("auto", "prompt-logprobs", "chat", "one-at-a-time")
+METHODS = (
+    "auto",
+    "prompt-logprobs",
+    "chat",
+    "one-at-a-time",
+    "written-digits",
+    "logprob-free",
+)
 
 _KEY_SOURCE = re.compile(r"^(none|keyring|env:[A-Za-z_][A-Za-z0-9_]*)$")
 

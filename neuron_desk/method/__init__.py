@@ -68,6 +68,7 @@ from neuron_desk.method.simulators import (
     ChatGenerationSimulator,
     ExplanationNeuronSimulator,
     ExplanationTokenByTokenSimulator,
+    LogprobFreeExplanationTokenSimulator,
     NeuronSimulator,
 )
 
@@ -89,6 +90,7 @@ __all__ = [
     "FewShotExampleSet",
     "HarmonyMessage",
     "LinearCalibratedNeuronSimulator",
+    "LogprobFreeExplanationTokenSimulator",
     "NeuronExplainer",
     "NeuronId",
     "NeuronRecord",

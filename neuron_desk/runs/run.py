@@ -41,6 +41,7 @@ from neuron_desk.llm.session import EndpointBackend, LLMSession
 from neuron_desk.method.explainers import TokenActivationPairExplainer
 from neuron_desk.method.pipeline import generate_explanations, score_explanation
 from neuron_desk.method.prompts import PromptFormat
+from neuron_desk.method.simulators import SOURCE_WRITTEN, count_sources
 from neuron_desk.runs.estimate import (
     PLACEHOLDER_EXPLANATION,
     RunEstimate,
@@ -102,6 +103,8 @@ class ScoreOutcome:
             "endpoint": self.provenance.get("endpoint"),
             "sequences": self.sequences,
             "missing_positions": missing,
+            "scorer": self.provenance.get("scorer", "simulation"),
+            "value_sources": self.provenance.get("value_sources"),
             "requests": self.usage.requests,
             "cached_requests": self.usage.cached_requests,
             "usage": self.usage.to_json(),
@@ -300,6 +303,8 @@ class NeuronRun:
         scored = await score_explanation(record, explanation, factory, self.options.settings())
         sequences = len(scored.scored_simulation.scored_sequence_simulations)
         provenance = self._provenance(session, started, choice, kind="score", extra=extra)
+        for key, value in simulation_provenance(scored).items():
+            provenance.setdefault(key, value)
         outcome = ScoreOutcome(
             explanation, scored, choice.method, model, sequences, session.usage, provenance
         )
@@ -519,6 +524,25 @@ class NeuronRun:
             outcome.provenance,
             result_json=codec.dumps(scored) if scored is not None else None,
         )
+
+
+def simulation_provenance(scored: ScoredExplanation) -> dict[str, Any]:
+    """What a simulation score's provenance says of its values: scorer, sources, a warning."""
+    simulations = [s.simulation for s in scored.scored_simulation.scored_sequence_simulations]
+    sources = count_sources(simulations)
+    out: dict[str, Any] = {"scorer": "simulation", "value_sources": sources}
+    written = sources.get(SOURCE_WRITTEN, 0)
+    method = scored.scored_simulation.method
+    if written and method not in WRITTEN_METHODS:
+        out["note"] = (
+            f"{written} of {sum(sources.values())} positions read from the written digit (the "
+            "endpoint gave no usable logprobs there); the rest from distributions"
+        )
+    return out
+
+
+WRITTEN_METHODS = (SimulatorMethod.CHAT_WRITTEN_DIGITS.value, SimulatorMethod.LOGPROB_FREE.value)
+"""Methods whose values are all written numbers (by design, not by a fallback)."""
 
 
 SAME_RESULT_KEYS = ("kind", "endpoint", "model", "explainer_model", "method", "parameters")
