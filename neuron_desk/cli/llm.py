@@ -107,6 +107,12 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--regenerate", action="store_true", help="ask again instead of the cache")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--probe-again", action="store_true", help="probe the endpoint again")
+    p.add_argument(
+        "--compatible",
+        action="store_true",
+        help="reproduce the original neuron-explainer where it differs (newline folding, "
+        "one-at-a-time over /completions with max_tokens 1), to compare with published scores",
+    )
     p.add_argument("--offline", action="store_true", help="read the neuron from stored data only")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument(
@@ -259,6 +265,7 @@ def run_options(args: argparse.Namespace, profile: Profile, *, explain: bool) ->
         use_cache=not getattr(args, "no_cache", False),
         refresh_capabilities=getattr(args, "probe_again", False),
     )
+    options.compatible = getattr(args, "compatible", False)
     options.require_models(explain=explain, profile=profile.name)
     return options
 

@@ -363,8 +363,13 @@ def simulator_factory(
     backend: LLMBackend,
     *,
     max_concurrent: int | None = None,
+    compatible: bool = False,
 ) -> SimulatorFactory:
-    """A function building the chosen simulator for an explanation."""
+    """A function building the chosen simulator for an explanation.
+
+    `compatible` reproduces the original where it differs: prompt-logprobs scores 0.0 where a
+    newline folded into a token, one-at-a-time asks /completions for one token.
+    """
     method = choice.method
     if method is None:
         raise MethodError(choice.reason)
@@ -379,15 +384,19 @@ def simulator_factory(
         )
     if method == SimulatorMethod.PROMPT_LOGPROBS:
         return lambda e: ExplanationNeuronSimulator(
-            model, e, max_concurrent=max_concurrent, backend=backend, top_logprobs=top
+            model,
+            e,
+            max_concurrent=max_concurrent,
+            backend=backend,
+            top_logprobs=top,
+            fold_newlines=compatible,
         )
     if method == SimulatorMethod.CHAT_GENERATION:
         return lambda e: ChatGenerationSimulator(
             model, e, max_concurrent=max_concurrent, backend=backend, top_logprobs=top
         )
-    prompt_format = (
-        PromptFormat.HARMONY_V4 if choice.chat_one_at_a_time else PromptFormat.INSTRUCTION_FOLLOWING
-    )
+    chat = choice.chat_one_at_a_time and not compatible
+    prompt_format = PromptFormat.HARMONY_V4 if chat else PromptFormat.INSTRUCTION_FOLLOWING
     return lambda e: ExplanationTokenByTokenSimulator(
         model,
         e,
@@ -395,4 +404,5 @@ def simulator_factory(
         prompt_format=prompt_format,
         backend=backend,
         top_logprobs=top,
+        max_next_tokens=1 if compatible else 2,
     )

@@ -109,11 +109,16 @@ SOURCE_WRITTEN = "written_digit"
 """The value is the digit the model wrote, taken with certainty (no readable distribution)."""
 SOURCE_MISSING = "missing"
 """No value: the position is left out of the scores."""
+SOURCE_FOLDED = "newline_folded_zero"
+"""0.0, as the original scores a line whose token was merged with the newline before it
+(only under the compatibility setting)."""
 
 
 def count_sources(simulations: Sequence[SequenceSimulation]) -> dict[str, int]:
     """How many positions of `simulations` got their value from each source."""
     counts = {SOURCE_DISTRIBUTION: 0, SOURCE_WRITTEN: 0, SOURCE_MISSING: 0}
+    if any(SOURCE_FOLDED in s.value_sources for s in simulations):
+        counts[SOURCE_FOLDED] = 0
     for simulation in simulations:
         sources = simulation.value_sources or _inferred_sources(simulation)
         for source in sources:
@@ -165,6 +170,11 @@ class _Positions:
         self.values[index] = [float(value)]
         self.probabilities[index] = [1.0]
         self.sources[index] = SOURCE_WRITTEN
+
+    def folded(self, index: int) -> None:
+        """0.0 with no distribution: the original's value for a newline-folded token."""
+        self.expected[index] = 0.0
+        self.sources[index] = SOURCE_FOLDED
 
     def result(self, method: SimulatorMethod, model: str, what: str) -> SequenceSimulation:
         if self.tokens and len(self.missing) > MAX_MISSING_SHARE * len(self.tokens):
@@ -382,7 +392,10 @@ class ExplanationNeuronSimulator(_LLMSimulator):
         *,
         backend: LLMBackend | None = None,
         top_logprobs: int = 15,
+        fold_newlines: bool = False,
     ) -> None:
+        self.fold_newlines = fold_newlines
+        """Score 0.0 where a newline folded into a token, as the original (compatibility)."""
         super().__init__(
             model_name,
             explanation,
@@ -441,7 +454,9 @@ class ExplanationNeuronSimulator(_LLMSimulator):
         assert isinstance(prompt, str)
         # max_tokens=1, not 0: llama.cpp reads 0 as "unlimited". The extra token is ignored.
         response = await self._send(prompt, max_tokens=1, echo=True, logprobs=self.top_logprobs)
-        return parse_prompt_logprobs_response(response, prompt, tokens, self.model_name)
+        return parse_prompt_logprobs_response(
+            response, prompt, tokens, self.model_name, fold_newlines=self.fold_newlines
+        )
 
 
 def unknown_slot_offsets(prompt: str, tokens: Sequence[str]) -> list[int]:
@@ -459,13 +474,20 @@ def unknown_slot_offsets(prompt: str, tokens: Sequence[str]) -> list[int]:
 
 
 def parse_prompt_logprobs_response(
-    response: JSONDict, prompt: str, tokens: Sequence[str], model: str = ""
+    response: JSONDict,
+    prompt: str,
+    tokens: Sequence[str],
+    model: str = "",
+    *,
+    fold_newlines: bool = False,
 ) -> SequenceSimulation:
     """Read the predictions at each "unknown" slot of an echoed prompt.
 
     Offsets come from the response tokens themselves, so it does not matter how the simulator's
     tokenizer splits the subject's tokens: only the token that starts exactly at an "unknown"
     slot is read. Slots where the tokenizer merged "unknown" with its tab are reported missing.
+    With `fold_newlines` (the compatibility setting) a line whose token the simulator's
+    tokenizer merged with the newline before it scores 0.0, as the original does.
     """
     logprobs = _logprobs_of(_first_choice(response))
     response_tokens = logprobs.get("tokens")
@@ -489,6 +511,9 @@ def parse_prompt_logprobs_response(
     start_of = {offset: index for index, offset in reversed(list(enumerate(offsets)))}
     positions = _Positions(list(tokens))
     for i, slot in enumerate(unknown_slot_offsets(prompt, tokens)):
+        if fold_newlines and _newline_folded(offsets, start_of, base + slot, len(tokens[i])):
+            positions.folded(i)
+            continue
         k = start_of.get(base + slot)
         entry = top[k] if k is not None and k < len(top) else None
         if k is None or not isinstance(entry, dict):
@@ -496,6 +521,17 @@ def parse_prompt_logprobs_response(
             continue
         positions.set(i, digit_distribution(entry))
     return positions.result(ExplanationNeuronSimulator.method, model, "prompt-logprobs simulation")
+
+
+def _newline_folded(
+    offsets: Sequence[int], start_of: Mapping[int, int], slot: int, token_length: int
+) -> bool:
+    """Whether the response token before a line's tab also holds the newline before the line."""
+    tab = start_of.get(slot - 1)
+    if tab is None or tab == 0:
+        return False
+    line_start = slot - 1 - token_length
+    return offsets[tab - 1] < line_start
 
 
 # --- 2. one token at a time ------------------------------------------------------------------

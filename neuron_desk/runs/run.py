@@ -298,7 +298,11 @@ class NeuronRun:
         session = self._session()
         started = time.time()
         factory = simulator_factory(
-            choice, model, session, max_concurrent=self.options.max_concurrent
+            choice,
+            model,
+            session,
+            max_concurrent=self.options.max_concurrent,
+            compatible=self.options.compatible,
         )
         scored = await score_explanation(record, explanation, factory, self.options.settings())
         sequences = len(scored.scored_simulation.scored_sequence_simulations)
