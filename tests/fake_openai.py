@@ -65,6 +65,8 @@ class FakeOpenAI:
     chat_logprobs: bool = True
     ignore_n: bool = False
     reject_text: str | None = None
+    judge: Callable[[str, str], bool] | None = None
+    """Detection/fuzzing answers: judge(system prompt, excerpt) is 1 or 0 (None: random)."""
     flaky_every: int = 0
     """Fail every n-th request (0: none), alternately 429 (with `retry_after`) and 500."""
     flaky_failed: int = 0
@@ -235,6 +237,8 @@ class FakeOpenAI:
         return response
 
     def _chat(self, body: dict[str, Any], last: str) -> dict[str, Any]:
+        if last.startswith("Explanation: ") and "\n\nExcerpts:\n\n" in last:
+            return self._classify(body["messages"][0]["content"], last)
         if last.startswith('{"to_find": '):
             return self._logprob_free(last)
         if "<start>\n" in last and "\tunknown" in last:
@@ -262,6 +266,40 @@ class FakeOpenAI:
                 {"index": i, "message": {"role": "assistant", "content": self.explanation}}
                 for i in range(n)
             ]
+        }
+
+    def _classify(self, system: str, question: str) -> dict[str, Any]:
+        """A detection/fuzzing answer: "[1,0,...]", each digit with top logprobs."""
+        excerpts = re.findall(r"^Excerpt \d+: (.*)$", question, re.M)
+        with self._lock:
+            values = [
+                int(self.judge(system, e)) if self.judge else self._random.randint(0, 1)
+                for e in excerpts
+            ]
+        pieces = ["["]
+        for i, v in enumerate(values):
+            pieces += [str(v), "," if i + 1 < len(values) else "]"]
+        entries = []
+        for piece in pieces:
+            if piece in ("0", "1"):
+                p = 0.9
+                other = "0" if piece == "1" else "1"
+                top = [
+                    {"token": piece, "logprob": math.log(p)},
+                    {"token": other, "logprob": math.log(1 - p)},
+                ]
+            else:
+                top = [{"token": piece, "logprob": -0.01}]
+            entries.append({"token": piece, "logprob": -0.1, "top_logprobs": top})
+        return {
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(pieces)},
+                    "logprobs": {"content": entries},
+                }
+            ],
+            "usage": {"prompt_tokens": 400, "completion_tokens": len(pieces)},
         }
 
     def _logprob_free(self, question: str) -> dict[str, Any]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from neuron_desk.llm.capabilities import (
 )
 from neuron_desk.llm.ledger import PriceTable, Usage, UsageLedger
 from neuron_desk.llm.session import EndpointBackend, LLMSession
+from neuron_desk.method.classifiers import ClassifierResult, ClassifierScorer, ClassifierSettings
 from neuron_desk.method.explainers import TokenActivationPairExplainer
 from neuron_desk.method.pipeline import generate_explanations, score_explanation
 from neuron_desk.method.prompts import PromptFormat
@@ -111,6 +113,36 @@ class ScoreOutcome:
             "cost_usd": self.provenance.get("cost_usd"),
             "stored_id": self.stored_id,
             "note": self.provenance.get("note"),
+        }
+
+
+@dataclass
+class ClassifierOutcome:
+    """A detection or fuzzing score of one explanation, with provenance."""
+
+    explanation: str
+    result: ClassifierResult
+    model: str
+    usage: Usage
+    provenance: dict[str, Any]
+    stored_id: int | None = None
+
+    def preferred_score(self) -> float | None:
+        """Balanced accuracy."""
+        return self.result.get_preferred_score()
+
+    def to_json(self) -> dict[str, Any]:
+        """What `score --scorer detection|fuzzing --json` prints."""
+        return {
+            "explanation": self.explanation,
+            **self.result.metrics(),
+            "model": self.model,
+            "endpoint": self.provenance.get("endpoint"),
+            "missing": self.result.missing,
+            "requests": self.usage.requests,
+            "usage": self.usage.to_json(),
+            "cost_usd": self.provenance.get("cost_usd"),
+            "stored_id": self.stored_id,
         }
 
 
@@ -316,6 +348,63 @@ class NeuronRun:
             outcome.stored_id = self._store(ref, outcome, source)
         return outcome
 
+    # --- second-opinion scorers (detection, fuzzing) ---
+
+    async def score_classifier(
+        self,
+        scorer: str,
+        record: NeuronRecord,
+        explanation: str,
+        *,
+        ref: NeuronRef | None = None,
+        source: str = "user",
+        settings: ClassifierSettings | None = None,
+    ) -> ClassifierOutcome:
+        """Score `explanation` by detection or fuzzing (chat only); stored under `ref`."""
+        async with self._call():
+            model = self._simulator_model()
+            session = self._session()
+            started = time.time()
+            known = self._known_capabilities()
+            logprobs = known is None or known.chat_top_logprobs > 0
+            classifier = ClassifierScorer(
+                scorer,
+                model,
+                backend=session,
+                settings=settings,
+                max_concurrent=self.options.max_concurrent,
+                logprobs=logprobs,
+            )
+            result = await classifier.score(record, explanation)
+            provenance = self._provenance(session, started, None, kind="score", extra=None)
+            provenance.update(
+                {
+                    "scorer": scorer,
+                    "method": scorer,
+                    "method_reason": f"{scorer} (second-opinion scorer, chat completions only)",
+                    "metrics": result.metrics(),
+                    "missing": result.missing,
+                }
+            )
+            provenance["parameters"] |= asdict(classifier.settings)
+            outcome = ClassifierOutcome(explanation, result, model, session.usage, provenance)
+            if ref is not None and self.store is not None and not self.store.read_only:
+                outcome.stored_id = Explanations(self.store).add(
+                    ref,
+                    explanation,
+                    None,
+                    source,
+                    provenance,
+                    result_json=json.dumps(result.to_json(), allow_nan=False),
+                )
+            return outcome
+
+    def estimate_classifier(
+        self, scorer: str, record: NeuronRecord, settings: ClassifierSettings | None = None
+    ) -> int:
+        """How many requests `score_classifier` would send (the estimate shown first)."""
+        return (settings or ClassifierSettings()).requests(record, scorer)
+
     # --- explaining ---
 
     async def explain(
@@ -378,9 +467,7 @@ class NeuronRun:
         outcomes = list(
             await asyncio.gather(
                 *(
-                    self._score(
-                        record, text, ref=ref, source="generated", extra=explain_provenance
-                    )
+                    self._score(record, text, ref=ref, source="generated", extra=explain_provenance)
                     for text in explanations
                     if text
                 )
