@@ -45,6 +45,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--budget-tokens", type=positive_int, help="stop when this many tokens are used")
     p.add_argument("--budget-usd", type=positive_float, help="stop when this much money is spent")
     p.add_argument("--name", default="", help="name the batch (default: from its spec)")
+    p.add_argument(
+        "--scorers",
+        nargs="+",
+        choices=["detection", "fuzzing"],
+        default=[],
+        help="second-opinion scorers to run on each neuron's best explanation",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_batch)
 
@@ -86,7 +93,9 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
 
     profile = desk.profile(args.profile, args.base_url)
     options = run_options(args, profile, explain=True)
-    spec = BatchSpec(dataset.name, tuple(neurons), profile.name, args.samples, args.name)
+    spec = BatchSpec(
+        dataset.name, tuple(neurons), profile.name, args.samples, args.name, tuple(args.scorers)
+    )
     run = desk.run(profile, options, run_id=spec.batch_id)
     summary = context.run(
         lambda desk: desk.batch(spec, run, concurrency=args.concurrency, progress=_bar)
