@@ -50,12 +50,24 @@ from neuron_desk.method.few_shot import (
     FewShotExampleSet,
     TokenSpaceFewShotExampleSet,
 )
+from neuron_desk.method.loading import (
+    load_neuron,
+    load_neuron_async,
+    load_token_lookup_table_connections_of_neuron,
+    load_token_weight_connections_of_neuron,
+)
 from neuron_desk.method.pipeline import (
     ExplainAndScoreSettings,
     explain_and_score,
     score_explanation,
 )
 from neuron_desk.method.prompts import HarmonyMessage, PromptBuilder, PromptFormat, Role
+from neuron_desk.method.puzzles import (
+    PUZZLES_BY_NAME,
+    Puzzle,
+    convert_puzzle_dict_to_puzzle,
+    convert_puzzle_to_tokenized_sentences,
+)
 from neuron_desk.method.scoring import (
     absolute_dev_explained_score_from_sequences,
     aggregate_scored_sequence_simulations,
@@ -76,6 +88,7 @@ __all__ = [
     "EXPLANATION_PREFIX",
     "NEWER_EXAMPLES",
     "ORIGINAL_EXAMPLES",
+    "PUZZLES_BY_NAME",
     "TEST_EXAMPLES",
     "ActivationRecord",
     "ActivationRecordSliceParams",
@@ -99,6 +112,7 @@ __all__ = [
     "PercentileMatchingCalibratedNeuronSimulator",
     "PromptBuilder",
     "PromptFormat",
+    "Puzzle",
     "Role",
     "ScoredExplanation",
     "ScoredSequenceSimulation",
@@ -115,10 +129,16 @@ __all__ = [
     "absolute_dev_explained_score_from_sequences",
     "aggregate_scored_sequence_simulations",
     "calculate_max_activation",
+    "convert_puzzle_dict_to_puzzle",
+    "convert_puzzle_to_tokenized_sentences",
     "correlation_score",
     "explain_and_score",
     "format_activation_records",
     "format_sequences_for_simulation",
+    "load_neuron",
+    "load_neuron_async",
+    "load_token_lookup_table_connections_of_neuron",
+    "load_token_weight_connections_of_neuron",
     "make_simulator_and_score",
     "non_zero_activation_proportion",
     "normalize_activations",
