@@ -54,7 +54,7 @@ async def run_notebook(name: str) -> str:
     with contextlib.redirect_stdout(out):
         for index, source in enumerate(ported_cells(name)):
             code = compile(source, f"{name}[{index}]", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-            result = eval(code, namespace)  # noqa: S307 - the notebook's own cells
+            result = eval(code, namespace)
             if asyncio.iscoroutine(result):
                 await result
     return out.getvalue()
