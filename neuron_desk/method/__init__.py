@@ -23,11 +23,14 @@ from neuron_desk.core.model import (
     WeightBasedSummaryOfNeuron,
 )
 from neuron_desk.method.activations import (
+    MAX_NORMALIZED_ACTIVATION,
+    UNKNOWN_ACTIVATION_STRING,
     calculate_max_activation,
     format_activation_records,
     format_sequences_for_simulation,
     non_zero_activation_proportion,
     normalize_activations,
+    relu,
 )
 from neuron_desk.method.calibration import (
     CalibratedNeuronSimulator,
@@ -44,8 +47,10 @@ from neuron_desk.method.explainers import (
 )
 from neuron_desk.method.few_shot import (
     NEWER_EXAMPLES,
+    NEWER_SINGLE_TOKEN_EXAMPLE,
     ORIGINAL_EXAMPLES,
     TEST_EXAMPLES,
+    TEST_SINGLE_TOKEN_EXAMPLE,
     Example,
     FewShotExampleSet,
     TokenSpaceFewShotExampleSet,
@@ -53,6 +58,8 @@ from neuron_desk.method.few_shot import (
 from neuron_desk.method.loading import (
     load_neuron,
     load_neuron_async,
+    load_neuron_explanations,
+    load_neuron_explanations_async,
     load_token_lookup_table_connections_of_neuron,
     load_token_weight_connections_of_neuron,
 )
@@ -77,6 +84,7 @@ from neuron_desk.method.scoring import (
     simulate_and_score,
 )
 from neuron_desk.method.simulators import (
+    VALID_ACTIVATION_TOKENS,
     ChatGenerationSimulator,
     ExplanationNeuronSimulator,
     ExplanationTokenByTokenSimulator,
@@ -86,10 +94,15 @@ from neuron_desk.method.simulators import (
 
 __all__ = [
     "EXPLANATION_PREFIX",
+    "MAX_NORMALIZED_ACTIVATION",
     "NEWER_EXAMPLES",
+    "NEWER_SINGLE_TOKEN_EXAMPLE",
     "ORIGINAL_EXAMPLES",
     "PUZZLES_BY_NAME",
     "TEST_EXAMPLES",
+    "TEST_SINGLE_TOKEN_EXAMPLE",
+    "UNKNOWN_ACTIVATION_STRING",
+    "VALID_ACTIVATION_TOKENS",
     "ActivationRecord",
     "ActivationRecordSliceParams",
     "ActivationScale",
@@ -137,11 +150,14 @@ __all__ = [
     "format_sequences_for_simulation",
     "load_neuron",
     "load_neuron_async",
+    "load_neuron_explanations",
+    "load_neuron_explanations_async",
     "load_token_lookup_table_connections_of_neuron",
     "load_token_weight_connections_of_neuron",
     "make_simulator_and_score",
     "non_zero_activation_proportion",
     "normalize_activations",
+    "relu",
     "rsquared_score_from_sequences",
     "score_explanation",
     "simulate_and_score",

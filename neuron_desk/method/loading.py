@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from neuron_desk.core import codec
+from neuron_desk.core.errors import NotFound
 from neuron_desk.core.model import (
     NeuronRecord,
+    NeuronSimulationResults,
     TokenLookupTableSummaryOfNeuron,
     WeightBasedSummaryOfNeuron,
 )
@@ -33,6 +35,7 @@ _KINDS = {
     "collated-activations": "activations",
     "related-tokens/activation-based": "tokens-by-activation",
     "related-tokens/weight-based": "tokens-by-weight",
+    "explanations": "explanations",
 }
 DEFAULT_ACTIVATIONS = _AZURE + "neuron-explainer/data/collated-activations"
 DEFAULT_TOKENS_BY_ACTIVATION = _AZURE + "neuron-explainer/data/related-tokens/activation-based"
@@ -67,12 +70,14 @@ async def _through_desk(dataset: str, kind: str, layer: int, neuron: int) -> Any
         desk.close()
 
 
-async def _read(dataset_path: str, layer: int | str, neuron: int | str, cls: type[T]) -> T:
+async def _read(
+    dataset_path: str, layer: int | str, neuron: int | str, cls: type[T], suffix: str = ".json"
+) -> T:
     known = _known(dataset_path)
     if known is not None:
         value: T = await _through_desk(known[0], known[1], int(layer), int(neuron))
         return value
-    location = "/".join([dataset_path.rstrip("/"), str(layer), f"{neuron}.json"])
+    location = "/".join([dataset_path.rstrip("/"), str(layer), f"{neuron}{suffix}"])
     if location.startswith(("http://", "https://")):
 
         def get() -> bytes:
@@ -83,6 +88,8 @@ async def _read(dataset_path: str, layer: int | str, neuron: int | str, cls: typ
         text: str | bytes = await asyncio.to_thread(get)
     else:
         text = await asyncio.to_thread(Path(location).read_bytes)
+    if suffix == ".jsonl":
+        text = (text.decode("utf-8") if isinstance(text, bytes) else text).split("\n", 1)[0]
     return codec.loads(text, cls, location)
 
 
@@ -145,3 +152,24 @@ def load_token_weight_connections_of_neuron(
 ) -> WeightBasedSummaryOfNeuron:
     """The tokens most connected to a neuron by its weights (input and output side)."""
     return _run(lambda: _read(dataset_path, layer_index, neuron_index, WeightBasedSummaryOfNeuron))
+
+
+async def load_neuron_explanations_async(
+    explanations_path: str, layer_index: str | int, neuron_index: str | int
+) -> NeuronSimulationResults | None:
+    """A neuron's scored explanations (`{path}/{layer}/{neuron}.jsonl`); None if it has none."""
+    try:
+        return await _read(
+            explanations_path, layer_index, neuron_index, NeuronSimulationResults, ".jsonl"
+        )
+    except (FileNotFoundError, NotFound):
+        return None
+
+
+def load_neuron_explanations(
+    explanations_path: str, layer_index: str | int, neuron_index: str | int
+) -> NeuronSimulationResults | None:
+    """`load_neuron_explanations_async` for sync code."""
+    return _run(
+        lambda: load_neuron_explanations_async(explanations_path, layer_index, neuron_index)
+    )

@@ -133,3 +133,19 @@ def test_loaders_have_the_original_signatures_and_read_a_local_mirror(tmp_path: 
         return len(load_neuron(3, 7, str(tmp_path / "collated-activations")).random_sample)
 
     assert asyncio.run(inside_a_loop()) == len(record.random_sample)
+
+
+def test_load_neuron_explanations_from_a_folder(tmp_path: Path) -> None:
+    from neuron_desk.method import load_neuron_explanations
+
+    folder = tmp_path / "explanations" / "0"
+    folder.mkdir(parents=True)
+    line = (
+        '{"neuron_id": {"layer_index": 0, "neuron_index": 5}, "scored_explanations": '
+        '[{"explanation": " vowels", "scored_simulation": {"scored_sequence_simulations": [], '
+        '"ev_correlation_score": 0.5}}]}'
+    )
+    (folder / "5.jsonl").write_text(line + "\n")
+    results = load_neuron_explanations(str(tmp_path / "explanations"), 0, 5)
+    assert results is not None and results.scored_explanations[0].explanation == " vowels"
+    assert load_neuron_explanations(str(tmp_path / "explanations"), 0, 6) is None
