@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -384,18 +383,15 @@ class NeuronRun:
                     "method_reason": f"{scorer} (second-opinion scorer, chat completions only)",
                     "metrics": result.metrics(),
                     "missing": result.missing,
+                    "answers": result.answers,
                 }
             )
             provenance["parameters"] |= asdict(classifier.settings)
             outcome = ClassifierOutcome(explanation, result, model, session.usage, provenance)
             if ref is not None and self.store is not None and not self.store.read_only:
+                # Everything is in the provenance; the result column holds simulation results.
                 outcome.stored_id = Explanations(self.store).add(
-                    ref,
-                    explanation,
-                    None,
-                    source,
-                    provenance,
-                    result_json=json.dumps(result.to_json(), allow_nan=False),
+                    ref, explanation, None, source, provenance
                 )
             return outcome
 

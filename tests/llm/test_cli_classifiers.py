@@ -76,6 +76,15 @@ def test_second_opinion_scorers_end_to_end(
     assert len(rows) == 2 and rows[0].score is None
     assert rows[0].provenance["metrics"]["f1"] == 1.0
     assert rows[0].provenance["parameters"]["batch_size"] == 5
+    assert len(rows[0].provenance["answers"]) == data["n_answered"]
+    # Exports keep the results line to simulation scores; the second opinions go beside it.
+    out_file = Paths.from_env().store.parent / "export.jsonl"
+    code, _, err = run_cli(capsys, "export", *NEURON, "--offline", "-o", str(out_file))
+    assert code == 0, err
+    assert json.loads(out_file.read_text())["scored_explanations"] == []
+    sidecar = json.loads(out_file.with_name(out_file.name + ".provenance.json").read_text())
+    assert [entry["scorer"] for entry in sidecar] == [scorer, scorer]
+    assert sidecar[0]["metrics"]["balanced_accuracy"] == 1.0
 
 
 def test_a_random_judge_scores_near_chance(
