@@ -46,6 +46,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--budget-usd", type=positive_float, help="stop when this much money is spent")
     p.add_argument("--name", default="", help="name the batch (default: from its spec)")
     p.add_argument(
+        "--compatible",
+        action="store_true",
+        help="score the original neuron-explainer's way where it differs (see the README)",
+    )
+    p.add_argument(
         "--scorers",
         nargs="+",
         choices=["detection", "fuzzing"],
