@@ -10,7 +10,8 @@ install imports it from here. What lives here:
   hicolor PNGs from it).
 - `few_shot/few_shot_examples.json`, `few_shot/token_space_few_shot_examples.json`: the
   few-shot examples of the original prompts, carried over unchanged from neuron-explainer
-  (read by `neuron_desk.method.few_shot`).
+  (read by `neuron_desk.method.few_shot`); `few_shot/puzzles.json`: its explanation puzzles
+  (read by `neuron_desk.method.puzzles`).
 - `interesting/gpt2-xl.json`: GPT-2 XL neurons worth a look, with labels (read by
   `neuron_desk.data.registry`).
 - `screenshots/*.png`: the README's images. Not package data: they stay out of the wheel.

@@ -17,7 +17,7 @@ non-JSON, or close the connection without answering, that many times), `redirect
 every POST is redirected to), `echo_auth_in_errors` (error messages repeat the Authorization
 header, as careless proxies do), `chat_logprobs` (False: chat without logprobs), `ignore_n`
 (one choice whatever `n` asks, as llama.cpp's server), `reject_text` (400 for any request
-whose body contains it). It counts requests in progress (`active`, `max_active`),
+whose body contains it), `flaky_every` (every n-th request fails, 429 and 500 in turn). It counts requests in progress (`active`, `max_active`),
 requests whose client went away (`aborted`), and the Authorization headers it saw.
 """
 
@@ -65,6 +65,11 @@ class FakeOpenAI:
     chat_logprobs: bool = True
     ignore_n: bool = False
     reject_text: str | None = None
+    judge: Callable[[str, str], bool] | None = None
+    """Detection/fuzzing answers: judge(system prompt, excerpt) is 1 or 0 (None: random)."""
+    flaky_every: int = 0
+    """Fail every n-th request (0: none), alternately 429 (with `retry_after`) and 500."""
+    flaky_failed: int = 0
     active: int = 0
     max_active: int = 0
     aborted: int = 0
@@ -232,6 +237,10 @@ class FakeOpenAI:
         return response
 
     def _chat(self, body: dict[str, Any], last: str) -> dict[str, Any]:
+        if last.startswith("Explanation: ") and "\n\nExcerpts:\n\n" in last:
+            return self._classify(body["messages"][0]["content"], last)
+        if last.startswith('{"to_find": '):
+            return self._logprob_free(last)
         if "<start>\n" in last and "\tunknown" in last:
             return self._chat_generation(last)
         if "Last token activation" in last:
@@ -257,6 +266,53 @@ class FakeOpenAI:
                 {"index": i, "message": {"role": "assistant", "content": self.explanation}}
                 for i in range(n)
             ]
+        }
+
+    def _classify(self, system: str, question: str) -> dict[str, Any]:
+        """A detection/fuzzing answer: "[1,0,...]", each digit with top logprobs."""
+        excerpts = re.findall(r"^Excerpt \d+: (.*)$", question, re.M)
+        with self._lock:
+            values = [
+                int(self.judge(system, e)) if self.judge else self._random.randint(0, 1)
+                for e in excerpts
+            ]
+        pieces = ["["]
+        for i, v in enumerate(values):
+            pieces += [str(v), "," if i + 1 < len(values) else "]"]
+        entries = []
+        for piece in pieces:
+            if piece in ("0", "1"):
+                p = 0.9
+                other = "0" if piece == "1" else "1"
+                top = [
+                    {"token": piece, "logprob": math.log(p)},
+                    {"token": other, "logprob": math.log(1 - p)},
+                ]
+            else:
+                top = [{"token": piece, "logprob": -0.01}]
+            entries.append({"token": piece, "logprob": -0.1, "top_logprobs": top})
+        return {
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(pieces)},
+                    "logprobs": {"content": entries},
+                }
+            ],
+            "usage": {"prompt_tokens": 400, "completion_tokens": len(pieces)},
+        }
+
+    def _logprob_free(self, question: str) -> dict[str, Any]:
+        """The logprob-free simulator's JSON answer: the tokens with activations filled in."""
+        asked = json.loads(question)
+        tokens = [a["token"] for a in asked["activations"]]
+        asked["activations"] = [
+            {"token": t, "activation": v} for t, v in zip(tokens, self._values(tokens), strict=True)
+        ]
+        content = json.dumps(asked)
+        return {
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": len(tokens) * 8},
         }
 
     def _chat_generation(self, question: str) -> dict[str, Any]:
@@ -385,6 +441,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with fake._lock:
             status = fake.fail_next.pop(0) if fake.fail_next else None
+            if status is None and fake.flaky_every and len(fake.requests) % fake.flaky_every == 0:
+                status = (429, 500)[fake.flaky_failed % 2]
+                fake.flaky_failed += 1
             drop = fake.drop_next > 0
             fake.drop_next -= int(drop)
             garbage = not drop and fake.garbage_next > 0

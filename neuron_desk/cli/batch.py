@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -16,6 +15,7 @@ from neuron_desk.cli.context import (
     positive_int,
 )
 from neuron_desk.cli.llm import METHOD_CHOICES, endpoint_arguments, run_options
+from neuron_desk.cli.output import dumps_json
 from neuron_desk.cli.progress import ProgressLine
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.core.text import for_terminal
@@ -47,6 +47,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--budget-tokens", type=positive_int, help="stop when this many tokens are used")
     p.add_argument("--budget-usd", type=positive_float, help="stop when this much money is spent")
     p.add_argument("--name", default="", help="name the batch (default: from its spec)")
+    p.add_argument(
+        "--compatible",
+        action="store_true",
+        help="score the original neuron-explainer's way where it differs (see the README)",
+    )
+    p.add_argument(
+        "--scorers",
+        nargs="+",
+        choices=["detection", "fuzzing"],
+        default=[],
+        help="second-opinion scorers to run on each neuron's best explanation",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_batch)
 
@@ -88,7 +100,9 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
 
     profile = desk.profile(args.profile, args.base_url)
     options = run_options(args, profile, explain=True)
-    spec = BatchSpec(dataset.name, tuple(neurons), profile.name, args.samples, args.name)
+    spec = BatchSpec(
+        dataset.name, tuple(neurons), profile.name, args.samples, args.name, tuple(args.scorers)
+    )
     run = desk.run(profile, options, run_id=spec.batch_id)
     line = ProgressLine.for_args("neurons", args.json)
     summary = context.run(
@@ -103,7 +117,7 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
     )
     line.finish()
     if args.json:
-        print(json.dumps(summary.to_json(), indent=1))
+        print(dumps_json(summary.to_json(), indent=1))
     else:
         print(summary.describe())
         for error in summary.errors[:20]:

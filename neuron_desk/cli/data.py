@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from neuron_desk.cli.context import (
     parse_range,
     positive_int,
 )
+from neuron_desk.cli.output import dumps_json
 from neuron_desk.cli.progress import ProgressLine
 from neuron_desk.core.errors import CodecError, NotAvailableOffline, NotFound
 from neuron_desk.core.refs import NeuronRef
@@ -98,7 +98,7 @@ def cmd_datasets(args: argparse.Namespace, context: Context) -> int:
     """List datasets."""
     datasets = context.desk.registry.all()
     if args.json:
-        print(json.dumps([{**d.to_spec(), "origin": d.origin} for d in datasets], indent=1))
+        print(dumps_json([{**d.to_spec(), "origin": d.origin} for d in datasets], indent=1))
         return EXIT_OK
     for d in datasets:
         print(f"{d.name:16} {d.n_layers:3} x {d.n_neurons:<6} {d.origin:8} {d.title}")
@@ -118,7 +118,7 @@ def cmd_show(args: argparse.Namespace, context: Context) -> int:
     if args.json:
         if args.excerpts:
             summary["excerpts"] = excerpts
-        print(json.dumps(summary, indent=1, ensure_ascii=False))
+        print(dumps_json(summary, indent=1, ensure_ascii=False))
     else:
         _print_summary(summary)
         _print_excerpts(excerpts)
@@ -251,7 +251,7 @@ def cmd_neurons(args: argparse.Namespace, context: Context) -> int:
         layers = [args.layer] if args.layer is not None else range(dataset.n_layers)
         neurons = [(layer, n) for layer in layers for n in range(dataset.n_neurons)]
     if args.json:
-        print(json.dumps([{"layer": layer, "neuron": n} for layer, n in neurons]))
+        print(dumps_json([{"layer": layer, "neuron": n} for layer, n in neurons]))
     else:
         for layer, n in neurons:
             print(f"{layer} {n}")
@@ -263,7 +263,7 @@ def cmd_search(args: argparse.Namespace, context: Context) -> int:
     rows = context.desk.search(args.text, args.dataset)
     if args.json:
         print(
-            json.dumps(
+            dumps_json(
                 [
                     {
                         "dataset": r.ref.dataset,
@@ -294,7 +294,7 @@ def cmd_cache(args: argparse.Namespace, context: Context) -> int:
         return EXIT_OK
     if args.dataset:
         desk.dataset(args.dataset)
-    print(json.dumps(desk.cache_stats(args.dataset), indent=1))
+    print(dumps_json(desk.cache_stats(args.dataset), indent=1))
     return EXIT_OK
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 from collections.abc import Awaitable
 from typing import Any
@@ -29,14 +28,16 @@ from neuron_desk.cli.context import (
     positive_float,
     positive_int,
 )
+from neuron_desk.cli.output import dumps_json
 from neuron_desk.cli.progress import ProgressLine
 from neuron_desk.core.errors import BackendConfigError, BudgetExceeded
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.desk import Desk
 from neuron_desk.llm.capabilities import METHOD_NAMES
 from neuron_desk.llm.profiles import Profile
+from neuron_desk.method.classifiers import SCORERS, ClassifierSettings
 from neuron_desk.runs.options import RunOptions
-from neuron_desk.runs.run import NeuronRun, ScoreOutcome
+from neuron_desk.runs.run import ClassifierOutcome, NeuronRun, ScoreOutcome
 
 METHOD_CHOICES = ["auto", *METHOD_NAMES]
 
@@ -69,6 +70,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--explanation", required=True, help="the explanation to score")
     endpoint_arguments(p)
     p.add_argument("--model", help="the simulator model (default: the profile's)")
+    p.add_argument(
+        "--scorer",
+        choices=SCORERS,
+        default="simulation",
+        help="simulation (the paper's correlation score, default), or a second opinion as delphi "
+        "has them: detection (does an excerpt activate the neuron?) or fuzzing (are the marked "
+        "tokens the activating ones?); both need only chat completions",
+    )
     _run_arguments(p)
     p.set_defaults(run=cmd_score)
 
@@ -107,6 +116,12 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--regenerate", action="store_true", help="ask again instead of the cache")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--probe-again", action="store_true", help="probe the endpoint again")
+    p.add_argument(
+        "--compatible",
+        action="store_true",
+        help="reproduce the original neuron-explainer where it differs (newline folding, "
+        "one-at-a-time over /completions with max_tokens 1), to compare with published scores",
+    )
     p.add_argument("--offline", action="store_true", help="read the neuron from stored data only")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument(
@@ -127,7 +142,68 @@ def cmd_score(args: argparse.Namespace, context: Context) -> int:
     if not args.explanation.strip():
         print("neuron-desk: the explanation is empty", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.scorer != "simulation":
+        return _run_classifier(args, context)
     return _run(args, context, explain=False)
+
+
+def _run_classifier(args: argparse.Namespace, context: Context) -> int:
+    """`score --scorer detection|fuzzing`: the estimate first, then the score."""
+    desk = context.desk
+    try:
+        profile = desk.profile(args.profile, args.base_url)
+        options = run_options(args, profile, explain=False)
+    except (BackendConfigError, ValueError) as exc:
+        print(f"neuron-desk: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    ref = desk.ref(args.dataset, args.layer, args.neuron)
+    run = desk.run(profile, options)
+    settings = ClassifierSettings()
+
+    def describe(requests: int) -> str:
+        return (
+            f"{args.scorer}: {requests} requests of {settings.batch_size} excerpts each to "
+            f"{run.endpoint} ({settings.n_activating} activating, {settings.n_other} other at most)"
+        )
+
+    async def execute(desk: Desk) -> ClassifierOutcome | int:
+        record = await desk.record(ref)
+        requests = run.estimate_classifier(args.scorer, record, settings)
+        if args.dry_run:
+            return requests
+        if not args.json:
+            print(f"estimate: {describe(requests)}", file=sys.stderr, flush=True)
+        return await run.score_classifier(
+            args.scorer, record, args.explanation, ref=ref, settings=settings
+        )
+
+    try:
+        outcome = context.run(execute, offline=args.offline)
+    except BudgetExceeded as exc:
+        print(f"neuron-desk: stopped: {exc} (nothing was stored)", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if isinstance(outcome, int):
+        if args.json:
+            print(
+                dumps_json({"scorer": args.scorer, "requests": outcome, "endpoint": run.endpoint})
+            )
+        else:
+            print(f"=== dry run: nothing was sent ===\n{describe(outcome)}")
+        return EXIT_OK
+    data = outcome.to_json() | {"run": run.run_id}
+    if args.json:
+        print(dumps_json(data, indent=1))
+        return EXIT_OK
+    print(f"explanation: {outcome.explanation}")
+    print(
+        f"{args.scorer}: balanced accuracy {_num(data['balanced_accuracy'])}, precision "
+        f"{_num(data['precision'])}, recall {_num(data['recall'])}, F1 {_num(data['f1'])}, "
+        f"AUC {_num(data['auc'])} ({data['n_answered']} of {data['n_excerpts']} excerpts "
+        f"answered, {data['requests']} requests)"
+    )
+    if outcome.result.missing:
+        print(f"missing: {len(outcome.result.missing)} unreadable answers", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_usage(args: argparse.Namespace, context: Context) -> int:
@@ -150,7 +226,7 @@ def cmd_usage(args: argparse.Namespace, context: Context) -> int:
         print(f"neuron-desk: no LLM requests are recorded for run {args.run_id!r}", file=sys.stderr)
         return EXIT_NOT_FOUND
     if args.json:
-        print(json.dumps(out, indent=1))
+        print(dumps_json(out, indent=1))
         return EXIT_OK
     if not out:
         print("no LLM requests recorded")
@@ -259,6 +335,7 @@ def run_options(args: argparse.Namespace, profile: Profile, *, explain: bool) ->
         use_cache=not getattr(args, "no_cache", False),
         refresh_capabilities=getattr(args, "probe_again", False),
     )
+    options.compatible = getattr(args, "compatible", False)
     options.require_models(explain=explain, profile=profile.name)
     return options
 
@@ -270,9 +347,9 @@ def _print_outcomes(
     if args.json:
         rows = [o.to_json() | {"run": run.run_id} for o in outcomes]
         if explain:
-            print(json.dumps({"explanations": rows, "usage": total.to_json()}, indent=1))
+            print(dumps_json({"explanations": rows, "usage": total.to_json()}, indent=1))
         else:
-            print(json.dumps(rows[0], indent=1))
+            print(dumps_json(rows[0], indent=1))
         return
     for outcome in outcomes:
         data = outcome.to_json()
@@ -323,7 +400,7 @@ def _dry_run(
     result = context.run(estimate, offline=args.offline)
     if args.json:
         print(
-            json.dumps(
+            dumps_json(
                 {
                     "endpoint": run.endpoint,
                     "profile": run.profile,

@@ -140,11 +140,15 @@ class ActivationScale(str, Enum):
 
 
 class SimulatorMethod(str, Enum):
-    """Which of the three simulators produced a simulation (DESIGN §3)."""
+    """Which simulator produced a simulation (DESIGN §3, plus the logprob-free ones)."""
 
     PROMPT_LOGPROBS = "all_at_once_prompt_logprobs"
     ONE_AT_A_TIME = "one_at_a_time"
     CHAT_GENERATION = "all_at_once_chat_generation"
+    CHAT_WRITTEN_DIGITS = "all_at_once_chat_generation_written_digits"
+    """Chat generation on an endpoint without logprobs: the written digit, with certainty."""
+    LOGPROB_FREE = "logprob_free_json"
+    """The original's LogprobFreeExplanationTokenSimulator: sampled JSON, no logprobs."""
 
 
 @dataclass
@@ -161,6 +165,8 @@ class SequenceSimulation:
     model: str | None = extension()
     missing_positions: list[int] = extension(factory=list)
     """Token positions the simulator gave no usable prediction for (excluded from scores)."""
+    value_sources: list[str] = extension(factory=list)
+    """Per position, where its value came from: "distribution", "written_digit" or "missing"."""
 
 
 @dataclass

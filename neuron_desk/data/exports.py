@@ -1,7 +1,9 @@
 """Exports of explanations and scores that the original tooling reads back.
 
 An export is a `NeuronSimulationResults` (upstream fields only) and, beside it in
-`<file>.provenance.json`, where each explanation came from (never a key). `write_export` is the
+`<file>.provenance.json`, where each explanation came from (never a key): one entry per
+explanation of the results line, in order, then one per second-opinion score (detection,
+fuzzing: its `scorer` and `metrics`), which the results line leaves out. `write_export` is the
 one writer of both files.
 """
 
@@ -48,7 +50,14 @@ def export_of(ref: NeuronRef, listed: Iterable[NeuronExplanation]) -> NeuronExpo
     """The export of a neuron's listed explanations (published first, then its own)."""
     scored: list[ScoredExplanation] = []
     provenance: list[dict[str, Any]] = []
+    opinions: list[dict[str, Any]] = []
     for item in listed:
+        if item.provenance.get("scorer", "simulation") != "simulation":
+            # A second opinion (detection, fuzzing) on an explanation: not a simulation result.
+            opinions.append(
+                {**item.provenance, "explanation": item.explanation, "dataset": ref.dataset}
+            )
+            continue
         if item.scored is not None:
             scored.append(item.scored)
         else:
@@ -71,7 +80,7 @@ def export_of(ref: NeuronRef, listed: Iterable[NeuronExplanation]) -> NeuronExpo
                 }
             )
     results = NeuronSimulationResults(NeuronId(ref.layer, ref.index), scored)
-    return NeuronExport(ref, results, provenance)
+    return NeuronExport(ref, results, provenance + opinions)
 
 
 def write_export(export: NeuronExport, path: str | Path) -> list[Path]:

@@ -31,6 +31,7 @@ from neuron_desk.method.simulators import (
     ChatGenerationSimulator,
     ExplanationNeuronSimulator,
     ExplanationTokenByTokenSimulator,
+    LogprobFreeExplanationTokenSimulator,
     NeuronSimulator,
 )
 
@@ -47,6 +48,8 @@ METHOD_NAMES: dict[str, SimulatorMethod] = {
     "prompt-logprobs": SimulatorMethod.PROMPT_LOGPROBS,
     "chat": SimulatorMethod.CHAT_GENERATION,
     "one-at-a-time": SimulatorMethod.ONE_AT_A_TIME,
+    "written-digits": SimulatorMethod.CHAT_WRITTEN_DIGITS,
+    "logprob-free": SimulatorMethod.LOGPROB_FREE,
 }
 """Command-line and settings names of the simulators."""
 
@@ -290,6 +293,8 @@ def choose_simulator(
             SimulatorMethod.PROMPT_LOGPROBS: caps.prompt_logprobs,
             SimulatorMethod.CHAT_GENERATION: chat_top > 0,
             SimulatorMethod.ONE_AT_A_TIME: chat_top > 0 or caps.completion_logprobs > 0,
+            SimulatorMethod.CHAT_WRITTEN_DIGITS: caps.chat,
+            SimulatorMethod.LOGPROB_FREE: caps.chat,
         }[forced]
         reason = f"{method_name(forced)} (chosen by the user)"
         if not supported:
@@ -319,6 +324,13 @@ def choose_simulator(
             chat_one_at_a_time=False,
             top_logprobs=_top_for(SimulatorMethod.ONE_AT_A_TIME, caps),
         )
+    if caps.chat:
+        return SimulatorChoice(
+            SimulatorMethod.CHAT_WRITTEN_DIGITS,
+            "written digits: the probe found no logprobs, so chat generation takes each digit "
+            "the model writes with certainty (coarser than a distribution; scores are not "
+            "comparable with logprob-based ones)",
+        )
     return SimulatorChoice(None, no_logprobs_message(caps, where))
 
 
@@ -334,11 +346,11 @@ def no_logprobs_message(caps: Capabilities, where: str = "this endpoint") -> str
     """Why scoring can't run on an endpoint without logprobs, and what to do."""
     found = "; ".join(caps.notes[-3:]) if caps.notes else caps.describe()
     return (
-        f"scoring can't run on {where}: every simulator reads the model's probabilities of the "
-        "digits 0-10, and this endpoint returns no logprobs (no prompt logprobs with echo, no "
-        "completion logprobs, no chat top_logprobs). Explaining still works here. To score, "
-        "use an endpoint that returns logprobs: OpenAI chat models, vLLM, llama.cpp's server, "
-        f"or the local profile. (Probe: {found})"
+        f"scoring can't run on {where}: it returns no logprobs (no prompt logprobs with echo, "
+        "no completion logprobs, no chat top_logprobs) and no chat completions for the "
+        "written-digits and logprob-free simulators. Explaining may still work here. To score, "
+        "use an endpoint with chat completions, ideally with logprobs: OpenAI chat models, "
+        f"vLLM, llama.cpp's server, or the local profile. (Probe: {found})"
     )
 
 
@@ -351,23 +363,40 @@ def simulator_factory(
     backend: LLMBackend,
     *,
     max_concurrent: int | None = None,
+    compatible: bool = False,
 ) -> SimulatorFactory:
-    """A function building the chosen simulator for an explanation."""
+    """A function building the chosen simulator for an explanation.
+
+    `compatible` reproduces the original where it differs: prompt-logprobs scores 0.0 where a
+    newline folded into a token, one-at-a-time asks /completions for one token.
+    """
     method = choice.method
     if method is None:
         raise MethodError(choice.reason)
     top = choice.top_logprobs
+    if method == SimulatorMethod.LOGPROB_FREE:
+        return lambda e: LogprobFreeExplanationTokenSimulator(
+            model, e, max_concurrent=max_concurrent, backend=backend
+        )
+    if method == SimulatorMethod.CHAT_WRITTEN_DIGITS:
+        return lambda e: ChatGenerationSimulator(
+            model, e, max_concurrent=max_concurrent, backend=backend, written_digits=True
+        )
     if method == SimulatorMethod.PROMPT_LOGPROBS:
         return lambda e: ExplanationNeuronSimulator(
-            model, e, max_concurrent=max_concurrent, backend=backend, top_logprobs=top
+            model,
+            e,
+            max_concurrent=max_concurrent,
+            backend=backend,
+            top_logprobs=top,
+            fold_newlines=compatible,
         )
     if method == SimulatorMethod.CHAT_GENERATION:
         return lambda e: ChatGenerationSimulator(
             model, e, max_concurrent=max_concurrent, backend=backend, top_logprobs=top
         )
-    prompt_format = (
-        PromptFormat.HARMONY_V4 if choice.chat_one_at_a_time else PromptFormat.INSTRUCTION_FOLLOWING
-    )
+    chat = choice.chat_one_at_a_time and not compatible
+    prompt_format = PromptFormat.HARMONY_V4 if chat else PromptFormat.INSTRUCTION_FOLLOWING
     return lambda e: ExplanationTokenByTokenSimulator(
         model,
         e,
@@ -375,4 +404,5 @@ def simulator_factory(
         prompt_format=prompt_format,
         backend=backend,
         top_logprobs=top,
+        max_next_tokens=1 if compatible else 2,
     )

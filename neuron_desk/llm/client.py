@@ -55,8 +55,11 @@ class RetryPolicy:
 
     Delays grow as `base_delay * 2**(retry-1)`, capped at `max_delay`, and are jittered down by
     up to `jitter` of their length. A `Retry-After` from the server replaces the computed delay.
-    No retry starts once `max_total` seconds have passed since the first attempt, or when its
-    wait would end after that; `max_attempts` bounds the number of attempts.
+    `max_attempts` bounds the failed attempts that count: a 429 that says when to come back
+    (Retry-After) pauses the client without spending one, up to `max_pauses` times. No retry
+    starts once `max_total` seconds have passed since the first attempt, or when its wait would
+    end after that. `run_budget` (seconds, None: none) bounds the waiting of all the client's
+    requests together: the budget of a long run, after which failures are final at once.
     """
 
     max_attempts: int = 6
@@ -64,6 +67,8 @@ class RetryPolicy:
     max_delay: float = 30.0
     max_total: float = 180.0
     jitter: float = 0.5
+    max_pauses: int = 50
+    run_budget: float | None = None
 
     def delay(self, retry: int, rng: random.Random) -> float:
         """The wait before retry number `retry` (1 for the first retry)."""
@@ -85,6 +90,10 @@ class ClientStats:
     """HTTP attempts on the wire now."""
     max_in_flight: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    pauses: int = 0
+    """Retries after a 429 with Retry-After (they spend no attempt)."""
+    retry_wait: float = 0.0
+    """Seconds of waiting before retries, all requests together (what `run_budget` bounds)."""
 
 
 class OpenAICompatibleClient:
@@ -206,29 +215,38 @@ class OpenAICompatibleClient:
         url = f"{self.base_url}{path}"
         policy = self.retry
         started = self._clock()
-        attempt = 0
+        attempt = 0  # failed attempts that count against max_attempts
+        pauses = 0  # 429s with Retry-After, which do not
         while True:
-            attempt += 1
             await self._wait_for_pause()
             try:
                 return await self._attempt(method, path, url, body)
             except _Retryable as failure:
                 self.stats.failures[failure.kind] = self.stats.failures.get(failure.kind, 0) + 1
                 elapsed = self._clock() - started
+                paused = failure.retry_after is not None and failure.status == 429
+                if paused:
+                    pauses += 1
+                else:
+                    attempt += 1
+                tries = attempt + pauses
                 wait = (
                     failure.retry_after
                     if failure.retry_after is not None
                     else policy.delay(attempt, self._rng)
                 )
-                if attempt >= policy.max_attempts:
-                    raise failure.final(attempt, elapsed, None) from None
+                if attempt >= policy.max_attempts or pauses > policy.max_pauses:
+                    raise failure.final(tries, elapsed, None) from None
                 if elapsed + wait > policy.max_total:
-                    raise failure.final(attempt, elapsed, wait) from None
-                logger.info(
-                    "%s %s: %s; retry %d in %.2f s", method, url, failure.kind, attempt, wait
-                )
+                    raise failure.final(tries, elapsed, wait) from None
+                budget = policy.run_budget
+                if budget is not None and self.stats.retry_wait + wait > budget:
+                    raise failure.final(tries, elapsed, wait, run_budget=budget) from None
+                logger.info("%s %s: %s; retry %d in %.2f s", method, url, failure.kind, tries, wait)
                 self.stats.retries += 1
-                if failure.retry_after is not None and failure.status == 429:
+                self.stats.retry_wait += wait
+                if paused:
+                    self.stats.pauses += 1
                     self._paused_until = max(self._paused_until, self._clock() + wait)
                 else:
                     await self._sleep(wait)
@@ -390,10 +408,19 @@ class _Retryable(Exception):
         self.url = url
         self.retry_after = retry_after
 
-    def final(self, attempts: int, elapsed: float, wait: float | None) -> Exception:
-        """The error to raise: no attempt left, or the next wait would pass the time limit."""
+    def final(
+        self,
+        attempts: int,
+        elapsed: float,
+        wait: float | None,
+        *,
+        run_budget: float | None = None,
+    ) -> Exception:
+        """The error to raise: no attempt left, or the next wait would pass a time limit."""
         tried = f"gave up after {attempts} attempt{'s' * (attempts > 1)} in {elapsed:.1f} s"
-        if wait is not None:
+        if run_budget is not None:
+            tried += f" (the run's retry budget, {run_budget:g} s of waiting, is spent)"
+        elif wait is not None:
             tried += f" (the next wait, {wait:.1f} s, would pass the retry time limit)"
         if self.status is not None:
             hint = " (rate limited: lower the profile's concurrency or wait)" * (self.status == 429)

@@ -43,7 +43,14 @@ KEYRING_SERVICE = "neuron-desk"
 LOCAL_BASE_URL = "local"
 """The base URL of the managed local server's profile (its real address changes per start)."""
 LOCAL_MODEL = "smollm2-135m-instruct"
-METHODS = ("auto", "prompt-logprobs", "chat", "one-at-a-time")
+METHODS = (
+    "auto",
+    "prompt-logprobs",
+    "chat",
+    "one-at-a-time",
+    "written-digits",
+    "logprob-free",
+)
 
 _KEY_SOURCE = re.compile(r"^(none|keyring|env:[A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -66,6 +73,9 @@ class Profile:
     """Default cap on the tokens of one run through this profile (None: no cap)."""
     budget_usd: float | None = None
     """Default cap on the cost of one run (needs a price for the model)."""
+    retry_budget_s: float = 1800.0
+    """Seconds of retry waiting a run's requests may spend together before failures are final
+    (30 min: an overnight batch rides out an hour-long run of 429s and 500s at 8 in flight)."""
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -88,6 +98,8 @@ class Profile:
             self.budget_usd is not None and self.budget_usd <= 0
         ):
             raise BackendConfigError(f"profile {self.name!r}: a budget must be positive")
+        if self.retry_budget_s <= 0:
+            raise BackendConfigError(f"profile {self.name!r}: retry_budget_s must be positive")
         if self.simulator_method not in METHODS:
             raise BackendConfigError(
                 f"profile {self.name!r}: simulator_method must be one of {', '.join(METHODS)}"
@@ -305,7 +317,7 @@ def open_client(
         resolve_api_key(profile),
         timeout=profile.timeout,
         max_concurrent=profile.max_concurrency,
-        retry=retry,
+        retry=retry or RetryPolicy(run_budget=profile.retry_budget_s),
         endpoint_id=profile.endpoint_id,
         **kwargs,
     )

@@ -23,11 +23,14 @@ from neuron_desk.core.model import (
     WeightBasedSummaryOfNeuron,
 )
 from neuron_desk.method.activations import (
+    MAX_NORMALIZED_ACTIVATION,
+    UNKNOWN_ACTIVATION_STRING,
     calculate_max_activation,
     format_activation_records,
     format_sequences_for_simulation,
     non_zero_activation_proportion,
     normalize_activations,
+    relu,
 )
 from neuron_desk.method.calibration import (
     CalibratedNeuronSimulator,
@@ -44,11 +47,21 @@ from neuron_desk.method.explainers import (
 )
 from neuron_desk.method.few_shot import (
     NEWER_EXAMPLES,
+    NEWER_SINGLE_TOKEN_EXAMPLE,
     ORIGINAL_EXAMPLES,
     TEST_EXAMPLES,
+    TEST_SINGLE_TOKEN_EXAMPLE,
     Example,
     FewShotExampleSet,
     TokenSpaceFewShotExampleSet,
+)
+from neuron_desk.method.loading import (
+    load_neuron,
+    load_neuron_async,
+    load_neuron_explanations,
+    load_neuron_explanations_async,
+    load_token_lookup_table_connections_of_neuron,
+    load_token_weight_connections_of_neuron,
 )
 from neuron_desk.method.pipeline import (
     ExplainAndScoreSettings,
@@ -56,6 +69,12 @@ from neuron_desk.method.pipeline import (
     score_explanation,
 )
 from neuron_desk.method.prompts import HarmonyMessage, PromptBuilder, PromptFormat, Role
+from neuron_desk.method.puzzles import (
+    PUZZLES_BY_NAME,
+    Puzzle,
+    convert_puzzle_dict_to_puzzle,
+    convert_puzzle_to_tokenized_sentences,
+)
 from neuron_desk.method.scoring import (
     absolute_dev_explained_score_from_sequences,
     aggregate_scored_sequence_simulations,
@@ -65,17 +84,25 @@ from neuron_desk.method.scoring import (
     simulate_and_score,
 )
 from neuron_desk.method.simulators import (
+    VALID_ACTIVATION_TOKENS,
     ChatGenerationSimulator,
     ExplanationNeuronSimulator,
     ExplanationTokenByTokenSimulator,
+    LogprobFreeExplanationTokenSimulator,
     NeuronSimulator,
 )
 
 __all__ = [
     "EXPLANATION_PREFIX",
+    "MAX_NORMALIZED_ACTIVATION",
     "NEWER_EXAMPLES",
+    "NEWER_SINGLE_TOKEN_EXAMPLE",
     "ORIGINAL_EXAMPLES",
+    "PUZZLES_BY_NAME",
     "TEST_EXAMPLES",
+    "TEST_SINGLE_TOKEN_EXAMPLE",
+    "UNKNOWN_ACTIVATION_STRING",
+    "VALID_ACTIVATION_TOKENS",
     "ActivationRecord",
     "ActivationRecordSliceParams",
     "ActivationScale",
@@ -89,6 +116,7 @@ __all__ = [
     "FewShotExampleSet",
     "HarmonyMessage",
     "LinearCalibratedNeuronSimulator",
+    "LogprobFreeExplanationTokenSimulator",
     "NeuronExplainer",
     "NeuronId",
     "NeuronRecord",
@@ -97,6 +125,7 @@ __all__ = [
     "PercentileMatchingCalibratedNeuronSimulator",
     "PromptBuilder",
     "PromptFormat",
+    "Puzzle",
     "Role",
     "ScoredExplanation",
     "ScoredSequenceSimulation",
@@ -113,13 +142,22 @@ __all__ = [
     "absolute_dev_explained_score_from_sequences",
     "aggregate_scored_sequence_simulations",
     "calculate_max_activation",
+    "convert_puzzle_dict_to_puzzle",
+    "convert_puzzle_to_tokenized_sentences",
     "correlation_score",
     "explain_and_score",
     "format_activation_records",
     "format_sequences_for_simulation",
+    "load_neuron",
+    "load_neuron_async",
+    "load_neuron_explanations",
+    "load_neuron_explanations_async",
+    "load_token_lookup_table_connections_of_neuron",
+    "load_token_weight_connections_of_neuron",
     "make_simulator_and_score",
     "non_zero_activation_proportion",
     "normalize_activations",
+    "relu",
     "rsquared_score_from_sequences",
     "score_explanation",
     "simulate_and_score",

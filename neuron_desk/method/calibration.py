@@ -99,6 +99,7 @@ class CalibratedNeuronSimulator(NeuronSimulator):
             method=raw.method,
             model=raw.model,
             missing_positions=list(raw.missing_positions),
+            value_sources=list(raw.value_sources),
         )
 
 

@@ -180,6 +180,8 @@ class TokenActivationPairExplainer(NeuronExplainer):
         super().__init__(
             model_name, prompt_format, context_size, max_concurrent, cache, backend=backend
         )
+        self.dropped_records = 0
+        """Records of the neuron left out of the last prompt to fit the context."""
         self.few_shot_example_set = few_shot_example_set
         self.repeat_non_zero_activations = repeat_non_zero_activations
 
@@ -204,12 +206,29 @@ class TokenActivationPairExplainer(NeuronExplainer):
             raise ValueError(
                 f"numbered_list_of_n_explanations must be positive, got {n_explanations}"
             )
+        target = list(records)
+        self.dropped_records = 0
         while True:
-            builder, omitted = self._build(records, n_explanations, omit)
+            builder, omitted = self._build(target, n_explanations, omit)
             if omitted == omit and self._prompt_is_too_long(builder, max_tokens_for_completion):
                 omit += 1
                 continue
-            if omitted < omit:
+            if omitted < omit and n_explanations is not None and len(target) > 1:
+                # A numbered list shows the activations too (the original shows none): once the
+                # examples are down to one record each, the neuron's own records go, last first.
+                target.pop()
+                self.dropped_records += 1
+                omit = omitted
+                continue
+            if self.dropped_records:
+                logger.warning(
+                    "numbered-list prompt: %d of the neuron's %d records dropped to fit the "
+                    "context of %d tokens",
+                    self.dropped_records,
+                    len(records),
+                    int(self.context_size),
+                )
+            elif omitted < omit:
                 logger.warning("prompt may exceed the context: no more records to drop")
             return builder.build(self.prompt_format)
 

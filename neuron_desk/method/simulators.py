@@ -21,6 +21,7 @@ reported as missing instead of given an invented value.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 from abc import ABC, abstractmethod
@@ -29,7 +30,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from neuron_desk.core.backend import JSONDict, LLMBackend
-from neuron_desk.core.errors import BackendResponseError, MethodError, SimulationParseError
+from neuron_desk.core.errors import (
+    BackendError,
+    BackendHTTPError,
+    BackendResponseError,
+    BackendUnavailable,
+    MethodError,
+    SimulationParseError,
+)
 from neuron_desk.core.model import (
     ActivationRecord,
     ActivationScale,
@@ -95,6 +103,38 @@ def expected_value(distribution: Mapping[int, float]) -> float:
     return float(sum(value * p for value, p in distribution.items()))
 
 
+SOURCE_DISTRIBUTION = "distribution"
+"""The value is the expected value of the model's distribution over the digits."""
+SOURCE_WRITTEN = "written_digit"
+"""The value is the digit the model wrote, taken with certainty (no readable distribution)."""
+SOURCE_MISSING = "missing"
+"""No value: the position is left out of the scores."""
+SOURCE_FOLDED = "newline_folded_zero"
+"""0.0, as the original scores a line whose token was merged with the newline before it
+(only under the compatibility setting)."""
+
+
+def count_sources(simulations: Sequence[SequenceSimulation]) -> dict[str, int]:
+    """How many positions of `simulations` got their value from each source."""
+    counts = {SOURCE_DISTRIBUTION: 0, SOURCE_WRITTEN: 0, SOURCE_MISSING: 0}
+    if any(SOURCE_FOLDED in s.value_sources for s in simulations):
+        counts[SOURCE_FOLDED] = 0
+    for simulation in simulations:
+        sources = simulation.value_sources or _inferred_sources(simulation)
+        for source in sources:
+            counts[source] = counts.get(source, 0) + 1
+    return counts
+
+
+def _inferred_sources(simulation: SequenceSimulation) -> list[str]:
+    """Sources of a simulation stored before they were recorded (missing, else distribution)."""
+    missing = set(simulation.missing_positions)
+    return [
+        SOURCE_MISSING if i in missing else SOURCE_DISTRIBUTION
+        for i in range(len(simulation.tokens))
+    ]
+
+
 @dataclass
 class _Positions:
     """Per-token predictions being collected for one sequence."""
@@ -106,15 +146,35 @@ class _Positions:
         self.expected: list[float] = [0.0] * n
         self.values: list[list[float]] = [[] for _ in range(n)]
         self.probabilities: list[list[float]] = [[] for _ in range(n)]
+        self.sources: list[str] = [SOURCE_MISSING] * n
         self.missing: list[int] = []
 
-    def set(self, index: int, distribution: Mapping[int, float] | None) -> None:
+    def set(
+        self,
+        index: int,
+        distribution: Mapping[int, float] | None,
+        source: str = SOURCE_DISTRIBUTION,
+    ) -> None:
         if distribution is None:
             self.missing.append(index)
+            self.sources[index] = SOURCE_MISSING
             return
         self.expected[index] = expected_value(distribution)
         self.values[index] = [float(v) for v in distribution]
         self.probabilities[index] = list(distribution.values())
+        self.sources[index] = source
+
+    def written(self, index: int, value: float) -> None:
+        """The value the model wrote, taken with certainty."""
+        self.expected[index] = float(value)
+        self.values[index] = [float(value)]
+        self.probabilities[index] = [1.0]
+        self.sources[index] = SOURCE_WRITTEN
+
+    def folded(self, index: int) -> None:
+        """0.0 with no distribution: the original's value for a newline-folded token."""
+        self.expected[index] = 0.0
+        self.sources[index] = SOURCE_FOLDED
 
     def result(self, method: SimulatorMethod, model: str, what: str) -> SequenceSimulation:
         if self.tokens and len(self.missing) > MAX_MISSING_SHARE * len(self.tokens):
@@ -130,6 +190,7 @@ class _Positions:
             method=method.value,
             model=model,
             missing_positions=sorted(self.missing),
+            value_sources=list(self.sources),
         )
 
 
@@ -189,12 +250,52 @@ class _LLMSimulator(NeuronSimulator):
             return await self.backend.completions(body)
 
 
-def _first_choice(response: JSONDict) -> JSONDict:
+def _first_choice(response: JSONDict, n: int = 1) -> JSONDict:
+    """The first choice, after checking the response has at most the `n` choices asked for."""
     choices = response.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise BackendResponseError("the response has no choices")
+    if len(choices) > n:
+        raise BackendResponseError(
+            f"the response has {len(choices)} choices for a request of {n}: not used"
+        )
     choice: JSONDict = choices[0]
     return choice
+
+
+def check_logprob(value: Any, where: str) -> float:
+    """A logprob from a response: a number <= 0 (or -inf); anything else is refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BackendResponseError(f"{where}: a logprob is not a number ({value!r})")
+    number = float(value)
+    if math.isnan(number) or number > 1e-6:
+        raise BackendResponseError(f"{where}: a logprob is not a log-probability ({value!r})")
+    return number
+
+
+def _check_top_map(entry: Any, where: str) -> None:
+    if isinstance(entry, dict):
+        for logprob in entry.values():
+            check_logprob(logprob, where)
+
+
+def _check_chat_entries(entries: Any, where: str, max_tokens: int | None) -> list[JSONDict]:
+    """Chat logprobs entries, checked: a list of objects with finite logprobs, not too many."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise BackendResponseError(f"{where}: the logprobs content is not a list of objects")
+    if max_tokens is not None and len(entries) > max_tokens:
+        raise BackendResponseError(
+            f"{where}: logprobs for {len(entries)} tokens, but at most {max_tokens} were asked for"
+        )
+    for entry in entries:
+        if "logprob" in entry and entry["logprob"] is not None:
+            check_logprob(entry["logprob"], where)
+        for alt in entry.get("top_logprobs") or []:
+            if isinstance(alt, dict) and alt.get("logprob") is not None:
+                check_logprob(alt["logprob"], where)
+    return list(entries)
 
 
 def _logprobs_of(choice: JSONDict) -> JSONDict:
@@ -216,11 +317,17 @@ def _chat_top_logprobs(entry: Any) -> dict[str, float]:
     return result
 
 
+_ESCAPED_BYTES = re.compile(r"^(?:\\x[0-9a-fA-F]{2})+$")
+
+
 def _decode_token(token: str) -> bytes:
-    """A response token as bytes; OpenAI writes partial UTF-8 as "bytes:\\xe2\\x80"."""
-    if not token.startswith("bytes:"):
+    """A response token as bytes.
+
+    OpenAI writes partial UTF-8 as "bytes:\\xe2\\x80"; DeepSeek as the bare escapes "\\xe2\\x80".
+    """
+    if not token.startswith("bytes:") and not _ESCAPED_BYTES.match(token):
         return token.encode("utf-8")
-    raw = token[6:]
+    raw = token[6:] if token.startswith("bytes:") else token
     out = bytearray()
     i = 0
     while i < len(raw):
@@ -231,6 +338,14 @@ def _decode_token(token: str) -> bytes:
             out.extend(raw[i].encode("utf-8"))
             i += 1
     return bytes(out)
+
+
+def entry_bytes(entry: Mapping[str, Any]) -> bytes:
+    """A chat logprobs entry's bytes: its `bytes` list where given, else from its token."""
+    raw = entry.get("bytes")
+    if isinstance(raw, list) and raw and all(isinstance(b, int) and 0 <= b < 256 for b in raw):
+        return bytes(raw)
+    return _decode_token(str(entry.get("token", "")))
 
 
 def token_char_offsets(tokens: Sequence[str]) -> tuple[str, list[int]]:
@@ -277,7 +392,10 @@ class ExplanationNeuronSimulator(_LLMSimulator):
         *,
         backend: LLMBackend | None = None,
         top_logprobs: int = 15,
+        fold_newlines: bool = False,
     ) -> None:
+        self.fold_newlines = fold_newlines
+        """Score 0.0 where a newline folded into a token, as the original (compatibility)."""
         super().__init__(
             model_name,
             explanation,
@@ -336,7 +454,9 @@ class ExplanationNeuronSimulator(_LLMSimulator):
         assert isinstance(prompt, str)
         # max_tokens=1, not 0: llama.cpp reads 0 as "unlimited". The extra token is ignored.
         response = await self._send(prompt, max_tokens=1, echo=True, logprobs=self.top_logprobs)
-        return parse_prompt_logprobs_response(response, prompt, tokens, self.model_name)
+        return parse_prompt_logprobs_response(
+            response, prompt, tokens, self.model_name, fold_newlines=self.fold_newlines
+        )
 
 
 def unknown_slot_offsets(prompt: str, tokens: Sequence[str]) -> list[int]:
@@ -354,19 +474,32 @@ def unknown_slot_offsets(prompt: str, tokens: Sequence[str]) -> list[int]:
 
 
 def parse_prompt_logprobs_response(
-    response: JSONDict, prompt: str, tokens: Sequence[str], model: str = ""
+    response: JSONDict,
+    prompt: str,
+    tokens: Sequence[str],
+    model: str = "",
+    *,
+    fold_newlines: bool = False,
 ) -> SequenceSimulation:
     """Read the predictions at each "unknown" slot of an echoed prompt.
 
     Offsets come from the response tokens themselves, so it does not matter how the simulator's
     tokenizer splits the subject's tokens: only the token that starts exactly at an "unknown"
     slot is read. Slots where the tokenizer merged "unknown" with its tab are reported missing.
+    With `fold_newlines` (the compatibility setting) a line whose token the simulator's
+    tokenizer merged with the newline before it scores 0.0, as the original does.
     """
     logprobs = _logprobs_of(_first_choice(response))
     response_tokens = logprobs.get("tokens")
     top = logprobs.get("top_logprobs")
     if not isinstance(response_tokens, list) or not isinstance(top, list):
         raise SimulationParseError("the response has no prompt logprobs (was echo ignored?)")
+    if len(top) != len(response_tokens):
+        raise BackendResponseError(
+            f"prompt-logprobs simulation: {len(top)} top_logprobs for {len(response_tokens)} tokens"
+        )
+    for entry in top:
+        _check_top_map(entry, "prompt-logprobs simulation")
     text, offsets = token_char_offsets([str(t) for t in response_tokens])
     base = 0
     if not text.startswith(prompt):
@@ -378,6 +511,9 @@ def parse_prompt_logprobs_response(
     start_of = {offset: index for index, offset in reversed(list(enumerate(offsets)))}
     positions = _Positions(list(tokens))
     for i, slot in enumerate(unknown_slot_offsets(prompt, tokens)):
+        if fold_newlines and _newline_folded(offsets, start_of, base + slot, len(tokens[i])):
+            positions.folded(i)
+            continue
         k = start_of.get(base + slot)
         entry = top[k] if k is not None and k < len(top) else None
         if k is None or not isinstance(entry, dict):
@@ -385,6 +521,17 @@ def parse_prompt_logprobs_response(
             continue
         positions.set(i, digit_distribution(entry))
     return positions.result(ExplanationNeuronSimulator.method, model, "prompt-logprobs simulation")
+
+
+def _newline_folded(
+    offsets: Sequence[int], start_of: Mapping[int, int], slot: int, token_length: int
+) -> bool:
+    """Whether the response token before a line's tab also holds the newline before the line."""
+    tab = start_of.get(slot - 1)
+    if tab is None or tab == 0:
+        return False
+    line_start = slot - 1 - token_length
+    return offsets[tab - 1] < line_start
 
 
 # --- 2. one token at a time ------------------------------------------------------------------
@@ -406,6 +553,7 @@ class ExplanationTokenByTokenSimulator(_LLMSimulator):
         *,
         backend: LLMBackend | None = None,
         top_logprobs: int = 15,
+        max_next_tokens: int = 2,
     ) -> None:
         if few_shot_example_set == FewShotExampleSet.ORIGINAL:
             raise ValueError("This simulator doesn't support the ORIGINAL few-shot example set.")
@@ -419,27 +567,49 @@ class ExplanationTokenByTokenSimulator(_LLMSimulator):
             backend,
             top_logprobs,
         )
+        if max_next_tokens not in (1, 2):
+            raise ValueError("max_next_tokens is 1 (the original's) or 2 (reads a split 10)")
+        self.max_next_tokens = max_next_tokens
+        self.failures: list[str] = []
+        """Requests that failed for good, each making one position missing."""
 
     async def simulate(self, tokens: Sequence[str]) -> SequenceSimulation:
-        """Ask for every token's activation separately (concurrently, within the limit)."""
+        """Ask for every token's activation separately (concurrently, within the limit).
+
+        A request that fails for good (its retries spent) or whose answer is unusable makes its
+        position missing instead of discarding the sequence; the error is kept in `failures`.
+        """
         distributions = await asyncio.gather(
-            *(self._simulate_token(tokens, index) for index in range(len(tokens)))
+            *(self._simulate_token_or_missing(tokens, index) for index in range(len(tokens)))
         )
         positions = _Positions(list(tokens))
         for index, distribution in enumerate(distributions):
             positions.set(index, distribution)
         return positions.result(self.method, self.model_name, "one-at-a-time simulation")
 
+    async def _simulate_token_or_missing(
+        self, tokens: Sequence[str], index: int
+    ) -> dict[int, float] | None:
+        try:
+            return await self._simulate_token(tokens, index)
+        except (BackendError, SimulationParseError) as exc:
+            if not _lost_request(exc):
+                raise
+            self.failures.append(f"token {index}: {exc}")
+            return None
+
     async def _simulate_token(self, tokens: Sequence[str], index: int) -> dict[int, float] | None:
         prompt = self.make_single_token_simulation_prompt(tokens, self.explanation, index)
-        # Two tokens, so that a "1" is followed by the digit that tells 1 from 10.
+        # Two tokens, so that a "1" is followed by the digit that tells 1 from 10 (the original
+        # asked for one: `max_next_tokens=1` under the compatibility setting).
+        n = self.max_next_tokens
         if self.prompt_format == PromptFormat.HARMONY_V4:
             response = await self._send(
-                prompt, max_tokens=2, logprobs=True, top_logprobs=min(self.top_logprobs, 20)
+                prompt, max_tokens=n, logprobs=True, top_logprobs=min(self.top_logprobs, 20)
             )
-            return parse_chat_next_token(response)
-        response = await self._send(prompt, max_tokens=2, logprobs=self.top_logprobs)
-        return parse_completion_next_token(response)
+            return parse_chat_next_token(response, max_tokens=n)
+        response = await self._send(prompt, max_tokens=n, logprobs=self.top_logprobs)
+        return parse_completion_next_token(response, max_tokens=n)
 
     def _add_single_token_subprompt(
         self,
@@ -519,10 +689,21 @@ class ExplanationTokenByTokenSimulator(_LLMSimulator):
         return builder.build(self.prompt_format, allow_extra_system_messages=True)
 
 
-def parse_chat_next_token(response: JSONDict) -> dict[int, float] | None:
+def _lost_request(exc: Exception) -> bool:
+    """Whether a failure loses one request only (retries spent, an unusable answer), rather
+    than saying the run can't work at all (a bad key, an unknown model, a closed client)."""
+    if isinstance(exc, BackendHTTPError):
+        return exc.status_code == 429 or exc.status_code >= 500
+    return isinstance(exc, BackendUnavailable | BackendResponseError | SimulationParseError)
+
+
+def parse_chat_next_token(
+    response: JSONDict, max_tokens: int | None = None
+) -> dict[int, float] | None:
     """Digit distribution of the first generated token of a chat response with top_logprobs."""
-    content = _logprobs_of(_first_choice(response)).get("content")
-    if not isinstance(content, list) or not content:
+    raw = _logprobs_of(_first_choice(response)).get("content")
+    content = _check_chat_entries(raw, "one-at-a-time simulation", max_tokens)
+    if not content:
         raise SimulationParseError("the chat response has no per-token logprobs")
     after_one = None
     if len(content) > 1 and str(content[0].get("token", "")).strip() == "1":
@@ -530,13 +711,24 @@ def parse_chat_next_token(response: JSONDict) -> dict[int, float] | None:
     return digit_distribution(_chat_top_logprobs(content[0]), after_one)
 
 
-def parse_completion_next_token(response: JSONDict) -> dict[int, float] | None:
+def parse_completion_next_token(
+    response: JSONDict, max_tokens: int | None = None
+) -> dict[int, float] | None:
     """Digit distribution of the first generated token of a completions response."""
     logprobs = _logprobs_of(_first_choice(response))
     top = logprobs.get("top_logprobs")
     generated = logprobs.get("tokens") or []
     if not isinstance(top, list) or not top or not isinstance(top[0], dict):
         raise SimulationParseError("the completion has no top logprobs")
+    where = "one-at-a-time simulation"
+    if isinstance(generated, list) and generated and len(generated) != len(top):
+        raise BackendResponseError(f"{where}: {len(top)} top_logprobs for {len(generated)} tokens")
+    if max_tokens is not None and len(top) > max_tokens:
+        raise BackendResponseError(
+            f"{where}: logprobs for {len(top)} tokens, but at most {max_tokens} were asked for"
+        )
+    for entry in top:
+        _check_top_map(entry, where)
     after_one = None
     if len(top) > 1 and generated and str(generated[0]).strip() == "1" and isinstance(top[1], dict):
         after_one = top[1]
@@ -572,9 +764,15 @@ class ChatGenerationSimulator(_LLMSimulator):
         *,
         backend: LLMBackend | None = None,
         top_logprobs: int = 20,
+        written_digits: bool = False,
     ) -> None:
         if prompt_format != PromptFormat.HARMONY_V4:
             raise ValueError("chat-generation simulation uses chat messages (harmony_v4)")
+        self.written_digits = written_digits
+        """Ask for no logprobs and take each written digit with certainty (endpoints without
+        logprobs); recorded as its own method, `all_at_once_chat_generation_written_digits`."""
+        if written_digits:
+            self.method = SimulatorMethod.CHAT_WRITTEN_DIGITS
         super().__init__(
             model_name,
             explanation,
@@ -628,45 +826,151 @@ class ChatGenerationSimulator(_LLMSimulator):
     async def simulate(self, tokens: Sequence[str]) -> SequenceSimulation:
         """One chat request; align the answer's lines to the tokens."""
         prompt = self.make_simulation_prompt(tokens)
-        response = await self._send(
-            prompt,
-            max_tokens=16 * len(tokens) + 32,
-            logprobs=True,
-            top_logprobs=min(self.top_logprobs, 20),
+        max_tokens = 16 * len(tokens) + 32
+        if self.written_digits:
+            response = await self._send(prompt, max_tokens=max_tokens)
+        else:
+            response = await self._send(
+                prompt,
+                max_tokens=max_tokens,
+                logprobs=True,
+                top_logprobs=min(self.top_logprobs, 20),
+            )
+        return parse_chat_generation_response(
+            response,
+            tokens,
+            self.model_name,
+            written_only=self.written_digits,
+            max_tokens=max_tokens,
         )
-        return parse_chat_generation_response(response, tokens, self.model_name)
+
+
+Span = tuple[int, int]
+
+
+def _match_piece(content: str, cursor: int, piece: str) -> int | None:
+    """Where `piece` ends if it is spelled at `cursor`; U+FFFD matches any non-ASCII run."""
+    if "\ufffd" not in piece:
+        return cursor + len(piece) if content.startswith(piece, cursor) else None
+    parts = re.sub("\ufffd+", "\ufffd", piece).split("\ufffd")
+    pattern = "[^\\x00-\\x7f]*".join(re.escape(part) for part in parts)
+    match = re.compile(pattern).match(content, cursor)
+    return match.end() if match else None
+
+
+def _after_newline(content: str, count: int) -> int | None:
+    """The offset just after the `count`-th newline of `content` (None if it has fewer)."""
+    position = -1
+    for _ in range(count):
+        position = content.find("\n", position + 1)
+        if position < 0:
+            return None
+    return position + 1
+
+
+def align_chat_entries(content: str, entries: Sequence[Mapping[str, Any]]) -> list[Span | None]:
+    """The span of `content` each logprobs entry spells (None where it can't be placed).
+
+    Entries are decoded from their `bytes` where given, else from their token (OpenAI's
+    "bytes:\\x.." and DeepSeek's bare "\\x.." escapes included); a character split over several
+    entries is credited to the entries that spell it together. A token spelled with U+FFFD (a
+    partial character, as vLLM and Ollama write it) matches any run of non-ASCII characters.
+    After an entry that does not match, alignment resumes at the next line boundary (newlines
+    inside tokens are escaped, so every newline of the answer ends a line).
+    """
+    spans: list[Span | None] = []
+    cursor = 0
+    group: list[int] = []  # entries whose bytes do not yet decode
+    pending = b""
+    lost = False
+    lines_done = 0  # newlines spelled so far (by the content while aligned, by entries when lost)
+    for entry in entries:
+        group.append(len(spans))
+        spans.append(None)
+        pending += entry_bytes(entry)
+        try:
+            piece = pending.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if exc.reason == "unexpected end of data" and len(pending) < 8:
+                continue
+            piece = pending.decode("utf-8", errors="replace")
+        members, group, pending = group, [], b""
+        end = None if lost else _match_piece(content, cursor, piece)
+        if end is not None:
+            for index in members:
+                spans[index] = (cursor, end)
+            lines_done += content.count("\n", cursor, end)
+            cursor = end
+            continue
+        lost = True
+        lines_done += piece.count("\n")
+        if "\n" not in piece:
+            continue
+        resume = _after_newline(content, lines_done)
+        tail = piece[piece.rindex("\n") + 1 :]
+        if resume is not None and "\ufffd" not in tail and content.startswith(tail, resume):
+            cursor, lost = resume + len(tail), False
+    return spans
+
+
+def _entry_at(spans: Sequence[Span | None], content: str, offset: int) -> int | None:
+    """The entry whose span holds `offset` with only whitespace of its own before it."""
+    for index, span in enumerate(spans):
+        if span is not None and span[0] <= offset < span[1]:
+            return index if not content[span[0] : offset].strip() else None
+    return None
+
+
+def _answer_lines(content: str) -> list[tuple[str, int, str]]:
+    """(token part, offset of the number, number) of each line between <start> and <end>."""
+    raw_lines = content.split("\n")
+    starts = []
+    position = 0
+    for raw in raw_lines:
+        starts.append(position)
+        position += len(raw) + 1
+    first = next((i + 1 for i, raw in enumerate(raw_lines) if raw.strip() == "<start>"), 0)
+    last = next(
+        (i for i in range(first, len(raw_lines)) if raw_lines[i].strip() == "<end>"),
+        len(raw_lines),
+    )
+    lines = []
+    for index in range(first, last):
+        match = _LINE.match(raw_lines[index])
+        if match:
+            lines.append((match["token"], starts[index] + match.start("value"), match["value"]))
+    return lines
 
 
 def parse_chat_generation_response(
-    response: JSONDict, tokens: Sequence[str], model: str = ""
+    response: JSONDict,
+    tokens: Sequence[str],
+    model: str = "",
+    *,
+    written_only: bool = False,
+    max_tokens: int | None = None,
 ) -> SequenceSimulation:
     """Align the lines of a chat answer to `tokens` and read each number's distribution.
 
     Each target token is looked for in the next few lines (the model may skip or garble a
-    line); a token with no matching line is reported missing. Where the response has
-    per-token logprobs, the distribution at the number's first token is used (with the
-    second digit when "10" comes as "1","0"); otherwise the written number, with certainty.
+    line); a token with no matching line is reported missing. The distribution comes from the
+    logprobs entry that spells the number (with the second digit when "10" comes as "1","0"),
+    found by its place in the answer (`align_chat_entries`); only where no entry can be read
+    there is the written number used, with certainty. Each position records its source.
     """
+    where = "chat-generation simulation"
     choice = _first_choice(response)
-    content = (choice.get("message") or {}).get("content")
+    message = choice.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
     if not isinstance(content, str):
         raise BackendResponseError("the chat response has no message content")
-    entries = ((choice.get("logprobs") or {}).get("content")) or []
-    spelled, offsets = token_char_offsets([str(e.get("token", "")) for e in entries])
-    by_offset = spelled == content
-    start_of = {offset: index for index, offset in reversed(list(enumerate(offsets)))}
-
-    body_start = content.find("<start>")
-    body_start = 0 if body_start < 0 else body_start + len("<start>")
-    body_end = content.find("<end>", body_start)
-    body_end = len(content) if body_end < 0 else body_end
-    lines: list[tuple[str, int, str]] = []  # (token part, offset of the number, number)
-    offset = body_start
-    for raw in content[body_start:body_end].split("\n"):
-        match = _LINE.match(raw)
-        if match:
-            lines.append((match["token"], offset + match.start("value"), match["value"]))
-        offset += len(raw) + 1
+    entries: list[JSONDict] = []
+    if not written_only:
+        logprobs = choice.get("logprobs")
+        raw = logprobs.get("content") if isinstance(logprobs, dict) else None
+        entries = _check_chat_entries(raw, where, max_tokens)
+    spans = align_chat_entries(content, entries)
+    lines = _answer_lines(content)
 
     positions = _Positions(list(tokens))
     next_line = 0
@@ -681,15 +985,21 @@ def parse_chat_generation_response(
             positions.set(i, None)
             continue
         distribution = None
-        k = start_of.get(value_offset) if by_offset else None
+        k = _entry_at(spans, content, value_offset)
         if k is not None:
-            after = _chat_top_logprobs(entries[k + 1]) if k + 1 < len(entries) else None
-            first = str(entries[k].get("token", "")).strip()
-            distribution = digit_distribution(
-                _chat_top_logprobs(entries[k]), after if first == "1" else None
-            )
-        positions.set(i, distribution or {int(written): 1.0})
-    return positions.result(ChatGenerationSimulator.method, model, "chat-generation simulation")
+            first = entry_bytes(entries[k]).decode("utf-8", "replace").strip()
+            if first.startswith(written[0]):
+                after = _chat_top_logprobs(entries[k + 1]) if k + 1 < len(entries) else None
+                two_step = first == "1" and len(written) == 2
+                distribution = digit_distribution(
+                    _chat_top_logprobs(entries[k]), after if two_step or first == "1" else None
+                )
+        if distribution is not None:
+            positions.set(i, distribution)
+        else:
+            positions.written(i, int(written))
+    method = SimulatorMethod.CHAT_WRITTEN_DIGITS if written_only else ChatGenerationSimulator.method
+    return positions.result(method, model, where)
 
 
 def _find_line(
@@ -701,3 +1011,136 @@ def _find_line(
         if written == token or written.strip() == wanted:
             return j
     return None
+
+
+# --- 4. without logprobs: the original's JSON simulator --------------------------------------
+
+
+def _logprob_free_json(explanation: str, record: ActivationRecord, with_activations: bool) -> str:
+    """One record as the original's JSON message (json.dumps defaults: the protocol)."""
+    return json.dumps(
+        {
+            "to_find": explanation,
+            "document": "".join(record.tokens),
+            "activations": [
+                {"token": token, "activation": record.activations[i] if with_activations else None}
+                for i, token in enumerate(record.tokens)
+            ],
+        }
+    )
+
+
+def parse_logprob_free_response(
+    response: JSONDict, tokens: Sequence[str], model: str = ""
+) -> SequenceSimulation:
+    """Read the JSON answer of `LogprobFreeExplanationTokenSimulator`.
+
+    Where the original scores 0 for an unreadable answer or value, this reports the positions
+    missing (and an answer of the wrong length as an error): nothing is silently scored 0.
+    """
+    where = "logprob-free simulation"
+    choice = _first_choice(response)
+    message = choice.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        raise BackendResponseError("the chat response has no message content")
+    text = content.strip()
+    if text.startswith("```"):
+        text = text.strip("`").removeprefix("json").strip()
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        raise SimulationParseError(f"{where}: the answer is not JSON") from None
+    activations = answer.get("activations") if isinstance(answer, dict) else None
+    if not isinstance(activations, list) or len(activations) != len(tokens):
+        raise SimulationParseError(
+            f"{where}: the answer does not list one activation for each of the {len(tokens)} tokens"
+        )
+    positions = _Positions(list(tokens))
+    for i, item in enumerate(activations):
+        value = item.get("activation") if isinstance(item, dict) and "token" in item else None
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                value = None
+        if (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and 0 <= value <= MAX_NORMALIZED_ACTIVATION
+        ):
+            positions.written(i, float(value))
+        else:
+            positions.set(i, None)
+    return positions.result(LogprobFreeExplanationTokenSimulator.method, model, where)
+
+
+class LogprobFreeExplanationTokenSimulator(_LLMSimulator):
+    """The original's simulator without logprobs: the model repeats the tokens as JSON with
+    each activation filled in (temperature 0); each value is the sampled number."""
+
+    method = SimulatorMethod.LOGPROB_FREE
+
+    def __init__(
+        self,
+        model_name: str,
+        explanation: str,
+        max_concurrent: int | None = 10,
+        few_shot_example_set: FewShotExampleSet = FewShotExampleSet.NEWER,
+        prompt_format: PromptFormat = PromptFormat.HARMONY_V4,
+        cache: bool = False,
+        *,
+        backend: LLMBackend | None = None,
+    ) -> None:
+        if few_shot_example_set == FewShotExampleSet.ORIGINAL:
+            raise ValueError("This simulator doesn't support the ORIGINAL few-shot example set.")
+        if prompt_format != PromptFormat.HARMONY_V4:
+            raise ValueError("This simulator only supports the HARMONY_V4 prompt format.")
+        super().__init__(
+            model_name,
+            explanation,
+            max_concurrent,
+            few_shot_example_set,
+            prompt_format,
+            cache,
+            backend,
+            0,
+        )
+
+    def make_simulation_prompt(self, tokens: Sequence[str], explanation: str) -> Prompt:
+        """The original's few-shot JSON prompt (one record per example neuron)."""
+        if not explanation:
+            raise MethodError("an explanation to simulate must not be empty")
+        builder = PromptBuilder()
+        builder.add_message(Role.SYSTEM, LOGPROB_FREE_SYSTEM_PROMPT)
+        for example in self.few_shot_example_set.get_examples():
+            record = example.activation_records[0]
+            builder.add_message(
+                Role.USER, _logprob_free_json(example.explanation, record, with_activations=False)
+            )
+            builder.add_message(
+                Role.ASSISTANT,
+                _logprob_free_json(example.explanation, record, with_activations=True),
+            )
+        target = ActivationRecord(tokens=list(tokens), activations=[])
+        builder.add_message(Role.USER, _logprob_free_json(explanation, target, False))
+        return builder.build(self.prompt_format, allow_extra_system_messages=True)
+
+    async def simulate(self, tokens: Sequence[str]) -> SequenceSimulation:
+        """One chat request at temperature 0 (max_tokens 2000, as the original)."""
+        prompt = self.make_simulation_prompt(tokens, self.explanation)
+        response = await self._send(prompt, max_tokens=2000)
+        return parse_logprob_free_response(response, tokens, self.model_name)
+
+
+LOGPROB_FREE_SYSTEM_PROMPT = (
+    "We're studying neurons in a neural network. Each neuron looks for certain things in a short "
+    "document. Your task is to read the explanation of what the neuron does, and predict the "
+    "neuron's activations for each token in the document.\n\nFor each document, you will see the "
+    "full text of the document, then the tokens in the document with the activation left blank. "
+    "You will print, in valid json, the exact same tokens verbatim, but with the activation "
+    "values filled in according to the explanation. Pay special attention to the explanation's "
+    "description of the context and order of tokens or words.\n\nFill out the activation values "
+    'from 0 to 10. Please think carefully.";\n'
+)
+"""The original's system message, byte for byte (its stray `";` included)."""

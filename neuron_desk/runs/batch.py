@@ -45,6 +45,8 @@ class BatchSpec:
     profile: str
     samples: int = 1
     name: str = ""
+    scorers: tuple[str, ...] = ()
+    """Second-opinion scorers (detection, fuzzing) run on each neuron's best explanation."""
 
     @property
     def batch_id(self) -> str:
@@ -52,7 +54,10 @@ class BatchSpec:
         if self.name:
             return f"batch-{self.name}"
         neurons = [[ref.layer, ref.index] for ref in self.neurons]
-        key = json.dumps([self.dataset, neurons, self.profile, self.samples])
+        parts: list[Any] = [self.dataset, neurons, self.profile, self.samples]
+        if self.scorers:
+            parts.append(list(self.scorers))
+        key = json.dumps(parts)
         return "batch-" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
@@ -79,6 +84,11 @@ class BatchSummary:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     """(neuron, reason) of every neuron that could not be done in this run."""
+    second_opinions: dict[str, list[float | None]] = field(default_factory=dict)
+    """Balanced accuracy per neuron of each second-opinion scorer (None: undefined, e.g. no
+    non-activating excerpt to show)."""
+    methods: dict[str, int] = field(default_factory=dict)
+    """Simulation results per simulator method (written digits are labelled as such)."""
 
     @property
     def errors(self) -> list[str]:
@@ -117,6 +127,9 @@ class BatchSummary:
         data["errors"] = self.errors
         data["done"] = self.done
         data["scores"] = self.distribution()
+        data["second_opinions"] = {
+            scorer: _median_summary(values) for scorer, values in self.second_opinions.items()
+        }
         return data
 
     def describe(self) -> str:
@@ -134,6 +147,18 @@ class BatchSummary:
             lines.append(
                 f"best score per neuron: median {d['median']:.2f}, quartiles {d['q1']:.2f}–"
                 f"{d['q3']:.2f}, range {d['min']:.2f}–{d['max']:.2f}"
+            )
+        for scorer, values in self.second_opinions.items():
+            d2 = _median_summary(values)
+            if d2 and d2["median"] is not None:
+                lines.append(
+                    f"{scorer} balanced accuracy per neuron: median {d2['median']:.2f}, range "
+                    f"{d2['min']:.2f}–{d2['max']:.2f} ({d2['neurons']} neurons, "
+                    f"{d2['undefined']} undefined)"
+                )
+        if self.methods:
+            lines.append(
+                "simulators: " + ", ".join(f"{m} {n}" for m, n in sorted(self.methods.items()))
             )
         if self.stopped:
             lines.append(f"stopped early: {self.stopped} (rerun the same command to continue)")
@@ -177,7 +202,13 @@ async def run_batch(
                 return
             try:
                 record = await service.get(ref, Kind.ACTIVATIONS)
-                await run.explain(record.value, ref=ref)
+                outcomes = await run.explain(record.value, ref=ref)
+                best = next((o for o in outcomes if o.explanation.strip()), None)
+                for scorer in spec.scorers if best is not None else ():
+                    assert best is not None
+                    await run.score_classifier(
+                        scorer, record.value, best.explanation, ref=ref, source="generated"
+                    )
                 summary.explained += 1
             except BudgetExceeded as exc:
                 summary.stopped = str(exc)
@@ -220,8 +251,18 @@ def _finish(
     summary: BatchSummary, explanations: Explanations, run: NeuronRun, seconds: float
 ) -> None:
     by_neuron: dict[NeuronRef, list[float | None]] = {}
+    opinions: dict[str, dict[NeuronRef, float | None]] = {}
     for row in explanations.of_run(summary.batch_id):
+        scorer = row.provenance.get("scorer", "simulation")
+        if scorer != "simulation":
+            value = (row.provenance.get("metrics") or {}).get("balanced_accuracy")
+            opinions.setdefault(scorer, {})[row.ref] = value if isinstance(value, float) else None
+            continue
         by_neuron.setdefault(row.ref, []).append(row.score)
+        method = row.provenance.get("method")
+        if method:
+            summary.methods[method] = summary.methods.get(method, 0) + 1
+    summary.second_opinions = {k: list(v.values()) for k, v in sorted(opinions.items())}
     best = [best_of(scores, lambda score: score) for scores in by_neuron.values()]
     summary.scores = [s for s in best if s is not None]
     summary.unscored = sum(1 for s in best if s is None)
@@ -232,3 +273,17 @@ def _finish(
     summary.cached_requests = usage.cached_requests
     summary.cost_usd = run.ledger.cost if run.ledger.cost else None
     summary.seconds = seconds
+
+
+def _median_summary(values: list[float | None]) -> dict[str, Any]:
+    """Median and range of the defined per-neuron values, and how many were undefined."""
+    defined = [v for v in values if v is not None]
+    if not values:
+        return {}
+    return {
+        "median": statistics.median(defined) if defined else None,
+        "min": min(defined) if defined else None,
+        "max": max(defined) if defined else None,
+        "neurons": len(values),
+        "undefined": len(values) - len(defined),
+    }

@@ -34,6 +34,9 @@ class RunOptions:
     use_cache: bool = True
     refresh_capabilities: bool = False
     max_concurrent: int | None = None
+    compatible: bool = False
+    """Reproduce the original where it differs (newline folding; one-at-a-time over
+    completions with max_tokens 1), to compare with published scores."""
 
     @classmethod
     def for_profile(
@@ -103,7 +106,10 @@ class RunOptions:
         if choice is not None:
             params["top_logprobs"] = choice.top_logprobs
             if choice.method == SimulatorMethod.ONE_AT_A_TIME:
-                params["one_at_a_time_via"] = "chat" if choice.chat_one_at_a_time else "completions"
+                chat = choice.chat_one_at_a_time and not self.compatible
+                params["one_at_a_time_via"] = "chat" if chat else "completions"
+        if self.compatible:
+            params["compatibility"] = "original"
         if self.budget.max_tokens is not None or self.budget.max_cost is not None:
             params["budget"] = self.budget.describe()
         return params

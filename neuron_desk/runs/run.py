@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +38,11 @@ from neuron_desk.llm.capabilities import (
 )
 from neuron_desk.llm.ledger import PriceTable, Usage, UsageLedger
 from neuron_desk.llm.session import EndpointBackend, LLMSession
+from neuron_desk.method.classifiers import ClassifierResult, ClassifierScorer, ClassifierSettings
 from neuron_desk.method.explainers import TokenActivationPairExplainer
 from neuron_desk.method.pipeline import generate_explanations, score_explanation
 from neuron_desk.method.prompts import PromptFormat
+from neuron_desk.method.simulators import SOURCE_WRITTEN, count_sources
 from neuron_desk.runs.estimate import (
     PLACEHOLDER_EXPLANATION,
     RunEstimate,
@@ -102,12 +104,44 @@ class ScoreOutcome:
             "endpoint": self.provenance.get("endpoint"),
             "sequences": self.sequences,
             "missing_positions": missing,
+            "scorer": self.provenance.get("scorer", "simulation"),
+            "value_sources": self.provenance.get("value_sources"),
             "requests": self.usage.requests,
             "cached_requests": self.usage.cached_requests,
             "usage": self.usage.to_json(),
             "cost_usd": self.provenance.get("cost_usd"),
             "stored_id": self.stored_id,
             "note": self.provenance.get("note"),
+        }
+
+
+@dataclass
+class ClassifierOutcome:
+    """A detection or fuzzing score of one explanation, with provenance."""
+
+    explanation: str
+    result: ClassifierResult
+    model: str
+    usage: Usage
+    provenance: dict[str, Any]
+    stored_id: int | None = None
+
+    def preferred_score(self) -> float | None:
+        """Balanced accuracy."""
+        return self.result.get_preferred_score()
+
+    def to_json(self) -> dict[str, Any]:
+        """What `score --scorer detection|fuzzing --json` prints."""
+        return {
+            "explanation": self.explanation,
+            **self.result.metrics(),
+            "model": self.model,
+            "endpoint": self.provenance.get("endpoint"),
+            "missing": self.result.missing,
+            "requests": self.usage.requests,
+            "usage": self.usage.to_json(),
+            "cost_usd": self.provenance.get("cost_usd"),
+            "stored_id": self.stored_id,
         }
 
 
@@ -295,17 +329,77 @@ class NeuronRun:
         session = self._session()
         started = time.time()
         factory = simulator_factory(
-            choice, model, session, max_concurrent=self.options.max_concurrent
+            choice,
+            model,
+            session,
+            max_concurrent=self.options.max_concurrent,
+            compatible=self.options.compatible,
         )
         scored = await score_explanation(record, explanation, factory, self.options.settings())
         sequences = len(scored.scored_simulation.scored_sequence_simulations)
         provenance = self._provenance(session, started, choice, kind="score", extra=extra)
+        for key, value in simulation_provenance(scored).items():
+            provenance.setdefault(key, value)
         outcome = ScoreOutcome(
             explanation, scored, choice.method, model, sequences, session.usage, provenance
         )
         if ref is not None:
             outcome.stored_id = self._store(ref, outcome, source)
         return outcome
+
+    # --- second-opinion scorers (detection, fuzzing) ---
+
+    async def score_classifier(
+        self,
+        scorer: str,
+        record: NeuronRecord,
+        explanation: str,
+        *,
+        ref: NeuronRef | None = None,
+        source: str = "user",
+        settings: ClassifierSettings | None = None,
+    ) -> ClassifierOutcome:
+        """Score `explanation` by detection or fuzzing (chat only); stored under `ref`."""
+        async with self._call():
+            model = self._simulator_model()
+            session = self._session()
+            started = time.time()
+            known = self._known_capabilities()
+            logprobs = known is None or known.chat_top_logprobs > 0
+            classifier = ClassifierScorer(
+                scorer,
+                model,
+                backend=session,
+                settings=settings,
+                max_concurrent=self.options.max_concurrent,
+                logprobs=logprobs,
+            )
+            result = await classifier.score(record, explanation)
+            provenance = self._provenance(session, started, None, kind="score", extra=None)
+            provenance.update(
+                {
+                    "scorer": scorer,
+                    "method": scorer,
+                    "method_reason": f"{scorer} (second-opinion scorer, chat completions only)",
+                    "metrics": result.metrics(),
+                    "missing": result.missing,
+                    "answers": result.answers,
+                }
+            )
+            provenance["parameters"] |= asdict(classifier.settings)
+            outcome = ClassifierOutcome(explanation, result, model, session.usage, provenance)
+            if ref is not None and self.store is not None and not self.store.read_only:
+                # Everything is in the provenance; the result column holds simulation results.
+                outcome.stored_id = Explanations(self.store).add(
+                    ref, explanation, None, source, provenance
+                )
+            return outcome
+
+    def estimate_classifier(
+        self, scorer: str, record: NeuronRecord, settings: ClassifierSettings | None = None
+    ) -> int:
+        """How many requests `score_classifier` would send (the estimate shown first)."""
+        return (settings or ClassifierSettings()).requests(record, scorer)
 
     # --- explaining ---
 
@@ -369,9 +463,7 @@ class NeuronRun:
         outcomes = list(
             await asyncio.gather(
                 *(
-                    self._score(
-                        record, text, ref=ref, source="generated", extra=explain_provenance
-                    )
+                    self._score(record, text, ref=ref, source="generated", extra=explain_provenance)
                     for text in explanations
                     if text
                 )
@@ -519,6 +611,25 @@ class NeuronRun:
             outcome.provenance,
             result_json=codec.dumps(scored) if scored is not None else None,
         )
+
+
+def simulation_provenance(scored: ScoredExplanation) -> dict[str, Any]:
+    """What a simulation score's provenance says of its values: scorer, sources, a warning."""
+    simulations = [s.simulation for s in scored.scored_simulation.scored_sequence_simulations]
+    sources = count_sources(simulations)
+    out: dict[str, Any] = {"scorer": "simulation", "value_sources": sources}
+    written = sources.get(SOURCE_WRITTEN, 0)
+    method = scored.scored_simulation.method
+    if written and method not in WRITTEN_METHODS:
+        out["note"] = (
+            f"{written} of {sum(sources.values())} positions read from the written digit (the "
+            "endpoint gave no usable logprobs there); the rest from distributions"
+        )
+    return out
+
+
+WRITTEN_METHODS = (SimulatorMethod.CHAT_WRITTEN_DIGITS.value, SimulatorMethod.LOGPROB_FREE.value)
+"""Methods whose values are all written numbers (by design, not by a fallback)."""
 
 
 SAME_RESULT_KEYS = ("kind", "endpoint", "model", "explainer_model", "method", "parameters")

@@ -198,3 +198,29 @@ def test_fetch_from_an_unreachable_host_gives_up_and_lists_every_failure(
     assert sum(int(line.split(" × ")[0]) for line in groups) == 16  # every failure accounted
     skipped = next(line for line in groups if "not tried again yet" in line)
     assert int(skipped.split(" × ")[0]) >= 16 - 2  # only the first ones in flight were tried
+
+
+def test_json_output_writes_null_for_nan(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An imported NaN score comes out of `show --json` as null, which strict parsers accept."""
+    folder = tmp_path / "layout" / "explanations" / "0"
+    folder.mkdir(parents=True)
+    line = (
+        '{"neuron_id": {"layer_index": 0, "neuron_index": 2}, "scored_explanations": '
+        '[{"explanation": " nan score", "scored_simulation": {"scored_sequence_simulations": [], '
+        '"ev_correlation_score": NaN}}]}'
+    )
+    (folder / "2.jsonl").write_text(line + "\n")
+    code, _, err = run_cli(capsys, "import", str(folder / "2.jsonl"), "--dataset", "mirror")
+    assert code == 0, err
+    code, out, _ = run_cli(capsys, "show", "mirror", "0", "2", "--json")
+    assert code == 0
+    assert "NaN" not in out
+
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)
+
+    shown = json.loads(out, parse_constant=refuse)
+    scores = {e["explanation"]: e["score"] for e in shown["explanations"]}
+    assert scores[" nan score"] is None

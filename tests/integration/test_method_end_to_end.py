@@ -99,3 +99,40 @@ def test_explain_on_train_and_score_on_valid() -> None:
 def _lines(record: ActivationRecord) -> re.Pattern[str]:
     """Matches the record's first 12 tokens as consecutive token<TAB>value lines."""
     return re.compile(r"\t\d+\n".join(re.escape(t) for t in record.tokens[:12]))
+
+
+def test_one_at_a_time_request_that_finally_fails_is_a_missing_position() -> None:
+    """Issue 14.2: the first request fails all its attempts; the sequence is still scored."""
+    from neuron_desk.llm.client import RetryPolicy
+    from tests.llm.conftest import Sleeps
+
+    fake = FakeOpenAI(neuron=oracle, fail_next=[500, 500, 500])
+    record = neuron_record()
+    tokens = record.most_positive_activation_records[0].tokens[:8]
+    sleeps = Sleeps()
+
+    async def go():  # type: ignore[no-untyped-def]
+        with FakeServer(fake) as server:
+            async with OpenAICompatibleClient(
+                server.base_url,
+                max_concurrent=1,
+                retry=RetryPolicy(max_attempts=3),
+                sleep=sleeps,
+                clock=sleeps.clock,
+            ) as client:
+                simulator = ExplanationTokenByTokenSimulator(
+                    "fake-model",
+                    "e",
+                    max_concurrent=1,
+                    prompt_format=PromptFormat.HARMONY_V4,
+                    backend=client,
+                )
+                return await simulator.simulate(tokens), simulator
+
+    simulation, simulator = asyncio.run(go())
+    assert simulation.missing_positions == [0]
+    assert simulation.value_sources[0] == "missing"
+    assert len(simulator.failures) == 1 and "gave up after 3 attempts" in simulator.failures[0]
+    assert simulation.expected_activations[1:] == pytest.approx(
+        [float(v) for v in oracle(tokens)[1:]], abs=1.5
+    )

@@ -65,13 +65,17 @@ def test_probe_finds_completion_logprobs_without_echo() -> None:
     assert choice.method == SimulatorMethod.ONE_AT_A_TIME and not choice.chat_one_at_a_time
 
 
-def test_no_logprobs_at_all_explains_why_scoring_cannot_run() -> None:
+def test_no_logprobs_scores_with_written_digits_and_no_chat_explains_why_not() -> None:
     caps = probe_fake(FakeOpenAI(logprobs=False))
     assert caps.chat and caps.completions and not caps.any_logprobs
     choice = choose_simulator(caps, where="http://example (m)")
+    assert choice.method == SimulatorMethod.CHAT_WRITTEN_DIGITS
+    assert "written digits: the probe found no logprobs" in choice.reason
+    caps.chat = False
+    choice = choose_simulator(caps, where="http://example (m)")
     assert choice.method is None
     assert "scoring can't run on http://example (m)" in choice.reason
-    assert "Explaining still works" in choice.reason
+    assert "Explaining may still work" in choice.reason
     with pytest.raises(MethodError, match="returns no logprobs"):
         simulator_factory(choice, "m", object())  # type: ignore[arg-type]
 

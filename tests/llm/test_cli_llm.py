@@ -189,13 +189,16 @@ def test_the_profile_budget_is_honoured(
     assert json.loads(out)["requests"] > 0
 
 
-def test_no_logprobs_endpoint_explains_but_does_not_score(
+def test_no_logprobs_endpoint_explains_and_scores_with_written_digits(
     stored_neuron: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with FakeServer(FakeOpenAI(logprobs=False, explanation=" vowels")) as server:
         code, out, err = run_cli(
-            capsys, "explain", *NEURON, "--base-url", server.base_url, "--model", "m",
+            capsys, "explain", *NEURON, "--base-url", server.base_url, "--model", "m", "--json",
         )  # fmt: skip
     assert code == 0, err
-    assert "explanation: vowels" in out and "scoring can't run" in out
+    (shown,) = json.loads(out)["explanations"]
+    assert shown["explanation"] == "vowels"
+    assert shown["method"] == "all_at_once_chat_generation_written_digits"
+    assert shown["value_sources"]["written_digit"] > 0
     assert threading.active_count() >= 1

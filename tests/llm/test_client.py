@@ -294,3 +294,38 @@ def test_high_concurrency_uses_several_pools_within_the_limit() -> None:
     assert type(c._http._transport).__name__ == "_ShardedTransport"
     assert fake.max_active == 24 and c.stats.max_in_flight == 24
     assert len(fake.requests) == 72
+
+
+def test_429_pauses_spend_no_attempt_but_500s_do() -> None:
+    """Issue 14.2: eight 429s with Retry-After and two 500s fit in three attempts."""
+    fake = FakeOpenAI(fail_next=[429, 500, 429, 429, 429, 429, 500, 429, 429, 429], retry_after=1)
+    sleeps = Sleeps()
+    policy = RetryPolicy(max_attempts=3, base_delay=2.0, jitter=0.0)
+
+    async def go(body: dict) -> dict:
+        with FakeServer(fake) as server:
+            async with client(server, sleeps, retry=policy) as c:
+                response = await c.chat_completions(body)
+                assert c.stats.pauses == 8
+                return response
+
+    assert run(go(BODY))["choices"]
+    assert sorted(sleeps.waits) == [1.0] * 8 + [2.0, 4.0]
+    fake.fail_next = [500, 500, 500]
+    with pytest.raises(BackendHTTPError, match=r"gave up after 3 attempts in \d+\.\d s"):
+        run(go(BODY))
+
+
+def test_the_run_retry_budget_bounds_all_requests_together() -> None:
+    fake = FakeOpenAI(fail_next=[500, 500, 500])
+    sleeps = Sleeps()
+    policy = RetryPolicy(base_delay=2.0, jitter=0.0, run_budget=5.0)
+
+    async def go() -> None:
+        with FakeServer(fake) as server:
+            async with client(server, sleeps, retry=policy) as c:
+                await c.chat_completions(BODY)
+
+    with pytest.raises(BackendHTTPError, match=r"retry budget, 5 s of waiting, is spent"):
+        run(go())
+    assert sleeps.waits == [2.0]

@@ -150,3 +150,27 @@ def test_a_response_without_choices_is_a_clear_error() -> None:
                 all_activation_records=records(1, 3), max_activation=1.0
             )
         )
+
+
+def test_numbered_list_prompts_obey_the_context(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 14.6: 12 records of 64 tokens in a numbered list fit a 4K context, and it says so."""
+    train = [
+        ActivationRecord(
+            tokens=[f" q{i}x{j}zv" for j in range(64)],
+            activations=[float((i * 7 + j * 3) % 11) for j in range(64)],
+        )
+        for i in range(12)
+    ]
+    explainer = TokenActivationPairExplainer("m", prompt_format=PromptFormat.INSTRUCTION_FOLLOWING)
+    with caplog.at_level("WARNING"):
+        prompt = explainer.make_explanation_prompt(
+            all_activation_records=train,
+            max_activation=10.0,
+            max_tokens_for_completion=60,
+            numbered_list_of_n_explanations=3,
+        )
+    assert isinstance(prompt, str)
+    assert count_tokens(prompt) + 60 <= int(ContextSize.FOUR_K)
+    assert 0 < explainer.dropped_records < 12
+    assert f"{explainer.dropped_records} of the neuron's 12 records dropped" in caplog.text
+    assert "1. the main thing this neuron does is find" in prompt

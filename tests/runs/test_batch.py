@@ -139,3 +139,27 @@ def test_budget_stops_a_batch_cleanly(server: FakeServer, tmp_path: Path) -> Non
     summary = json.loads(run.stdout)
     assert summary["stopped"] and 0 < summary["done"] < N
     assert summary["prompt_tokens"] + summary["completion_tokens"] <= 150000
+
+
+def test_batch_summarises_second_opinion_scorers(
+    server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14.4: a batch runs detection on each neuron's best explanation and summarises it."""
+    command = batch_command(server.base_url)
+    command[command.index("--limit") + 1] = "3"
+    command[command.index("--name") + 1] = "opinions"
+    done = subprocess.run(
+        [*command, "--scorers", "detection"],
+        env=env_for(tmp_path / "home"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["done"] == 3 and summary["failed"] == 0
+    detection = summary["second_opinions"]["detection"]
+    assert detection["neurons"] == 3 and detection["undefined"] < 3
+    assert 0.0 <= detection["min"] <= detection["max"] <= 1.0
+    assert summary["methods"] == {"all_at_once_chat_generation": 3}
