@@ -614,36 +614,69 @@ def _keyed_rows(
 def _files_by_layer(
     src: sqlite3.Connection, table: str, columns: list[str]
 ) -> tuple[list[tuple[Any, ...]], str]:
-    """Rows of `files`/`absent` neuron by neuron, seeking past unreadable stretches."""
-    rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    """Rows of `files`/`absent` in key order, seeking past unreadable stretches: further on in
+    the layer, then the next layer, kind or dataset."""
+    rows: list[tuple[Any, ...]] = []
     skipped = 0
-    cols = ", ".join(columns)
-    key_sql = f"SELECT {cols} FROM {table} WHERE (dataset, kind, layer, neuron) > (?, ?, ?, ?) "
-    key_sql += "ORDER BY dataset, kind, layer, neuron"
     key: tuple[Any, ...] = ("", "", -1, -1)
+    far = 2**62
     while True:
         try:
-            for row in src.execute(key_sql, key):
-                rows[tuple(row[:4])] = tuple(row)
+            for row in _keyed_after(src, table, columns, key):
+                rows.append(tuple(row))
                 key = tuple(row[:4])
-            break
+            return rows, f"{skipped} unreadable stretch(es) skipped" if skipped else ""
         except sqlite3.DatabaseError:
             skipped += 1
-            found = False
-            for skip in _SALVAGE_SKIPS:
-                probe = (key[0], key[1], key[2], key[3] + skip)
-                try:
-                    src.execute(key_sql + "LIMIT 1", probe).fetchall()
-                except sqlite3.DatabaseError:
-                    continue
-                key, found = probe, True
+        d, k, layer, neuron = key
+        candidates = [(d, k, layer, neuron + skip) for skip in _SALVAGE_SKIPS]
+        candidates += [(d, k, layer, far), (d, k, far, far), (d, "\U0010ffff", far, far)]
+        for candidate in candidates:
+            try:
+                if next(iter(_keyed_after(src, table, columns, candidate)), None) is None:
+                    continue  # nothing readable past it this way
+            except sqlite3.DatabaseError:
+                continue
+            key = candidate
+            break
+        else:
+            tail = _keyed_from_the_end(src, table, columns, key)
+            lost = (
+                f"rows between {key} and {tuple(tail[-1][:4])} unreadable"
+                if tail
+                else (f"rows after {key} unreadable")
+            )
+            return rows + tail, lost
+
+
+def _keyed_from_the_end(
+    src: sqlite3.Connection, table: str, columns: list[str], after: tuple[Any, ...]
+) -> list[tuple[Any, ...]]:
+    """Rows read backwards from the end of the table, down to `after` or the first error."""
+    tail: list[tuple[Any, ...]] = []
+    sql = f"SELECT {', '.join(columns)} FROM {table} ORDER BY dataset DESC, kind DESC, "
+    sql += "layer DESC, neuron DESC"
+    try:
+        for row in src.execute(sql):
+            if tuple(row[:4]) <= after:
                 break
-            if not found:
-                next_layer = (key[0], key[1], key[2] + 1, -1)
-                try:
-                    src.execute(key_sql + "LIMIT 1", next_layer).fetchall()
-                    key = next_layer
-                except sqlite3.DatabaseError:
-                    return list(rows.values()), f"rows after {key[:4]} unreadable"
-    lost = f"{skipped} unreadable stretch(es) skipped" if skipped else ""
-    return list(rows.values()), lost
+            tail.append(tuple(row))
+    except sqlite3.DatabaseError:
+        pass
+    return tail
+
+
+def _keyed_after(
+    src: sqlite3.Connection, table: str, columns: list[str], key: tuple[Any, ...]
+) -> Iterator[tuple[Any, ...]]:
+    """Rows after `key` (dataset, kind, layer, neuron) in key order, by prefix seeks."""
+    d, k, layer, neuron = key
+    sql = f"SELECT {', '.join(columns)} FROM {table} WHERE "
+    order = " ORDER BY dataset, kind, layer, neuron"
+    for where, params in (
+        ("dataset = ? AND kind = ? AND layer = ? AND neuron > ?", (d, k, layer, neuron)),
+        ("dataset = ? AND kind = ? AND layer > ?", (d, k, layer)),
+        ("dataset = ? AND kind > ?", (d, k)),
+        ("dataset > ?", (d,)),
+    ):
+        yield from src.execute(sql + where + order, params)

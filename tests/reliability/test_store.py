@@ -174,3 +174,22 @@ def test_a_store_with_a_corrupt_page_is_salvaged_not_dropped(tmp_path: Path) -> 
     finally:
         store.close()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_stored_files_past_a_corrupt_page_are_salvaged_too(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    store = Store.open(path)
+    for n in range(300):
+        body = json.dumps({"n": n, "pad": "x" * 3000})
+        store.put_file(NeuronRef("gpt2-xl", n % 3, n), "activations", body, "import")
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    _corrupt_a_page_of(path, "files")
+    store = Store.open(path)
+    try:
+        assert store.salvage is not None and "files" in store.salvage.lost
+        assert 200 <= len(store.stored_neurons("gpt2-xl")) < 300
+        assert store.stored_neurons("gpt2-xl")[-1] == NeuronRef("gpt2-xl", 2, 299)  # the tail
+    finally:
+        store.close()
