@@ -8,7 +8,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.model import ActivationRecord, NeuronRecord
 from neuron_desk.data.service import Fetched, NeuronData
-from neuron_desk.qt.heatmap import HeatmapDelegate, HeatmapRow, RowRole, RowsModel
+from neuron_desk.qt.heatmap import HeatmapRow, HeatmapView, RowRole, RowsModel
 
 Qt = QtCore.Qt
 
@@ -76,11 +76,14 @@ class DatasetModel(RowsModel):
         self._sections: list[Section] = []
         self._rows: list[tuple[int, int | None]] = []  # (section, record index or None)
         self._scale = 0.0
+        self._heatmaps: dict[tuple[int, int], HeatmapRow] = {}
+        """Each record's row, made once (its layouts are cached on it)."""
 
     def set_record(self, record: NeuronRecord | None) -> None:
         """Show a neuron's records (None clears), colours normalized over all sections."""
         self.beginResetModel()
         self._sections = sections_of(record) if record is not None else []
+        self._heatmaps = {}
         everything = [a for s in self._sections for r in s.records for a in r.activations]
         self._scale = max((a for a in everything if a == a), default=0.0)
         self._rebuild()
@@ -120,7 +123,12 @@ class DatasetModel(RowsModel):
             return None
         record = section.records[record_index]
         if role == RowRole:
-            return HeatmapRow(record.tokens, record.activations, self._scale)
+            key = (section_index, record_index)
+            heatmap = self._heatmaps.get(key)
+            if heatmap is None:
+                heatmap = HeatmapRow(record.tokens, record.activations, self._scale)
+                self._heatmaps[key] = heatmap
+            return heatmap
         if role == Qt.ItemDataRole.AccessibleTextRole:
             return f"{section.title} record {record_index + 1}: " + "".join(record.tokens)
         return None
@@ -132,14 +140,8 @@ class DatasetPane(QtWidgets.QWidget):
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.model = DatasetModel(self)
-        self.view = QtWidgets.QListView(self)
+        self.view = HeatmapView(self)
         self.view.setModel(self.model)
-        self.view.setItemDelegate(HeatmapDelegate(self.view))
-        self.view.setVerticalScrollMode(QtWidgets.QAbstractItemView.ScrollMode.ScrollPerPixel)
-        self.view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.view.setResizeMode(QtWidgets.QListView.ResizeMode.Adjust)
-        self.view.setUniformItemSizes(False)
-        self.view.setMouseTracking(True)
         self.view.setAccessibleName("Dataset examples")
         self.view.clicked.connect(lambda index: self.model.toggle(index.row()))
         self.status = QtWidgets.QLabel(self)
@@ -157,7 +159,8 @@ class DatasetPane(QtWidgets.QWidget):
         """Show the records of a neuron."""
         self.model.set_record(record)
         self.status.setText(
-            f"max activation {record.max_activation:.3f}; hover a token for its value"
+            f"max activation {record.max_activation:.3f}; hover a token for its value, "
+            "select excerpts and Ctrl+C to copy them as text"
         )
         self.view.scrollToTop()
 
@@ -176,4 +179,4 @@ class DatasetPane(QtWidgets.QWidget):
 
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         super().resizeEvent(event)
-        self.view.doItemsLayout()  # row heights depend on the width
+        self.view.relayout()  # row heights depend on the width

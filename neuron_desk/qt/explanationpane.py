@@ -12,7 +12,7 @@ from neuron_desk.core.model import ScoredExplanation
 from neuron_desk.data.explanations import NeuronExplanation
 from neuron_desk.data.registry import Kind
 from neuron_desk.data.service import NeuronData
-from neuron_desk.qt.heatmap import HeatmapDelegate, HeatmapRow, RowRole, RowsModel
+from neuron_desk.qt.heatmap import HeatmapRow, HeatmapView, RowRole, RowsModel
 from neuron_desk.qt.models import (
     ExplanationsModel,
     ScoreSortProxy,
@@ -149,19 +149,13 @@ class ExplanationPane(QtWidgets.QWidget):
         self.details.setWordWrap(True)
         self.side_by_side = QtWidgets.QCheckBox("side by side", self)
         self.side_by_side.setToolTip(
-            "Real and simulated activations on two lines instead of overlaid"
+            "Real | simulated activations in two aligned columns, instead of the simulation "
+            "as a bar under each token"
         )
         self.simulations = SimulationModel(self)
-        self.simulation_view = QtWidgets.QListView(self)
+        self.simulation_view = HeatmapView(self)
         self.simulation_view.setModel(self.simulations)
-        self.delegate = HeatmapDelegate(self.simulation_view)
-        self.simulation_view.setItemDelegate(self.delegate)
-        self.simulation_view.setVerticalScrollMode(
-            QtWidgets.QAbstractItemView.ScrollMode.ScrollPerPixel
-        )
-        self.simulation_view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.simulation_view.setResizeMode(QtWidgets.QListView.ResizeMode.Adjust)
-        self.simulation_view.setMouseTracking(True)
+        self.delegate = self.simulation_view.delegate
         self.simulation_view.setAccessibleName("Real and simulated activations")
         self.side_by_side.toggled.connect(self._toggle_side_by_side)
 
@@ -269,8 +263,7 @@ class ExplanationPane(QtWidgets.QWidget):
 
     def _toggle_side_by_side(self, on: bool) -> None:
         self.delegate.side_by_side = on
-        self.simulation_view.doItemsLayout()
-        self.simulation_view.viewport().update()
+        self.simulation_view.relayout()
 
     def _score_own(self) -> None:
         text = self.own.text().strip()
@@ -283,4 +276,4 @@ class ExplanationPane(QtWidgets.QWidget):
 
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         super().resizeEvent(event)
-        self.simulation_view.doItemsLayout()
+        self.simulation_view.relayout()
