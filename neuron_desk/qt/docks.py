@@ -12,7 +12,7 @@ from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.explanations import ExplanationRow
 from neuron_desk.data.service import Fetched, NeuronData
 from neuron_desk.qt.browser import related_connections
-from neuron_desk.qt.heatmap import Palette, plain_tooltip, visible_token
+from neuron_desk.qt.heatmap import Palette, plain_tooltip, visible_text, visible_token
 from neuron_desk.qt.models import ExplainedNeuronsModel, ScoreSortProxy, format_score
 
 Qt = QtCore.Qt
@@ -33,7 +33,15 @@ class TokenList(QtWidgets.QTableWidget):
         super().__init__(0, 2, parent)
         self.setHorizontalHeaderLabels([title, "value"])
         self.verticalHeader().hide()
-        self.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        rows = self.verticalHeader()
+        rows.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Fixed)
+        rows.setDefaultSectionSize(self.fontMetrics().height() + 6)  # compact, scales with DPI
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        header.setMinimumSectionSize(self.fontMetrics().horizontalAdvance("−0.000") + 8)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # never only "…"
+        self.setWordWrap(False)
         self.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setAccessibleName(title)
 
@@ -68,12 +76,14 @@ class TopTokensDock(QtWidgets.QDockWidget):
         tabs = QtWidgets.QTabWidget(self)
         self.by_activation = TokenList("mean activation")
         self.lists = {
-            name: TokenList(name.replace("_", " "))
+            name: TokenList(name.replace("_", " ").replace("positive", "+").replace("negative", "−"))
             for name in ("input_positive", "input_negative", "output_positive", "output_negative")
         }
         tabs.addTab(self.by_activation, "By activation")
         weights = QtWidgets.QWidget()
         grid = QtWidgets.QGridLayout(weights)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setSpacing(2)
         for i, widget in enumerate(self.lists.values()):
             grid.addWidget(widget, i // 2, i % 2)
         tabs.addTab(weights, "By weight")
@@ -147,7 +157,7 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
     def set_explanation(self, ref: NeuronRef, text: str, score: float | None) -> None:
         """Fill in a related neuron's explanation once it has loaded."""
         for item in self._items.get(ref, []):
-            item.setText(2, text.strip())  # QTreeWidgetItem text is plain text
+            item.setText(2, visible_text(text.strip()))  # plain text; invisible characters shown
             item.setText(3, "" if score is None else f"{score:.2f}")
 
     def clear(self, message: str) -> None:
@@ -188,7 +198,7 @@ class SearchDock(QtWidgets.QDockWidget):
         self.results.clear()
         for row in rows:
             item = QtWidgets.QListWidgetItem(  # plain text, never HTML
-                f"{row.ref} [{format_score(row.score)}] {row.explanation.strip()}"
+                f"{row.ref} [{format_score(row.score)}] {visible_text(row.explanation.strip())}"
             )
             item.setData(Qt.ItemDataRole.UserRole, row.ref)
             self.results.addItem(item)

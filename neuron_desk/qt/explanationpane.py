@@ -135,6 +135,8 @@ class ExplanationPane(QtWidgets.QWidget):
         self.estimate = QtWidgets.QLabel(self)
         self.estimate.setTextFormat(Qt.TextFormat.PlainText)
         self.estimate.setWordWrap(True)
+        self.estimate.setAccessibleName("Estimate of the run")
+        self.estimate.hide()
 
         self.own = QtWidgets.QLineEdit(self)
         self.own.setPlaceholderText("Write your own explanation, e.g. “words about the weather”")
@@ -147,6 +149,8 @@ class ExplanationPane(QtWidgets.QWidget):
         self.details = QtWidgets.QLabel(self)
         self.details.setTextFormat(Qt.TextFormat.PlainText)
         self.details.setWordWrap(True)
+        self.details.setAccessibleName("Score summary")
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.side_by_side = QtWidgets.QCheckBox("side by side", self)
         self.side_by_side.setToolTip(
             "Real | simulated activations in two aligned columns, instead of the simulation "
@@ -167,15 +171,23 @@ class ExplanationPane(QtWidgets.QWidget):
         own_row.addWidget(self.own, 1)
         own_row.addWidget(self.score_button)
         details_row = QtWidgets.QHBoxLayout()
-        details_row.addWidget(self.details, 1)
+        details_row.addWidget(QtWidgets.QLabel("<b>Scoring details</b>", self))
+        details_row.addStretch(1)
         details_row.addWidget(self.side_by_side)
-        legend = QtWidgets.QLabel("green: the neuron · blue bar: the simulation", self)
-        details_row.addWidget(legend)
+        self.legend = QtWidgets.QLabel(self)
+        details_row.addWidget(self.legend)
+        self._show_legend(False)
 
+        rows = self.table.verticalHeader()
+        rows.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Fixed)
+        rows.setDefaultSectionSize(self.fontMetrics().height() + 6)
+        self.table.setMinimumHeight(self.table_height(4))  # at least 4 rows, at any DPI
         splitter = QtWidgets.QSplitter(Qt.Orientation.Vertical, self)
+        splitter.setChildrenCollapsible(False)
         top = QtWidgets.QWidget()
         top_layout = QtWidgets.QVBoxLayout(top)
         top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.setSpacing(3)
         top_layout.addWidget(QtWidgets.QLabel("<b>Explanations</b>"))
         top_layout.addWidget(self.table, 1)
         top_layout.addLayout(controls)
@@ -184,12 +196,16 @@ class ExplanationPane(QtWidgets.QWidget):
         bottom = QtWidgets.QWidget()
         bottom_layout = QtWidgets.QVBoxLayout(bottom)
         bottom_layout.setContentsMargins(0, 0, 0, 0)
+        bottom_layout.setSpacing(2)
         bottom_layout.addLayout(details_row)
+        bottom_layout.addWidget(self.details)
         bottom_layout.addWidget(self.simulation_view, 1)
+        self.simulation_view.setMinimumHeight(self.fontMetrics().height() * 3)
         splitter.addWidget(top)
         splitter.addWidget(bottom)
         splitter.setStretchFactor(0, 1)
         splitter.setStretchFactor(1, 1)
+        self.splitter = splitter
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
@@ -249,19 +265,42 @@ class ExplanationPane(QtWidgets.QWidget):
         parts = [
             f"score {format_score(s.ev_correlation_score)}",
             f"R² {format_score(s.rsquared_score)}",
-            f"abs. dev. explained {format_score(s.absolute_dev_explained_score)}",
-            f"{len(s.scored_sequence_simulations)} sequences",
+            f"abs. dev. {format_score(s.absolute_dev_explained_score)}",
+            f"{len(s.scored_sequence_simulations)} seq.",
         ]
         if entry.method:
-            parts.append(f"simulator {method_label(entry.method)}")
+            parts.append(method_label(entry.method))
         if entry.model:
-            parts.append(f"model {entry.model}")
+            parts.append(entry.model)
         usage = usage_text(entry.provenance.get("usage"))
         if usage:
             parts.append(usage)
         self.details.setText(" · ".join(parts))
+        self.details.setToolTip(
+            "score: correlation of real and simulated activations · R²: coefficient of "
+            "determination · abs. dev.: absolute deviation explained · seq.: sequences scored"
+        )
+
+    def table_height(self, rows: int) -> int:
+        """Height of the explanations table showing `rows` rows and its header."""
+        header = self.table.horizontalHeader().sizeHint().height()
+        frame = 2 * self.table.frameWidth()
+        return header + rows * self.table.verticalHeader().defaultSectionSize() + frame + 2
+
+    def show_estimate(self, text: str) -> None:
+        """The run's estimate on one compact line (hidden when empty)."""
+        self.estimate.setText(" · ".join(line for line in text.splitlines() if line.strip()))
+        self.estimate.setVisible(bool(text))
+
+    def _show_legend(self, side_by_side: bool) -> None:
+        self.legend.setText(
+            "left: the neuron · right: the simulation"
+            if side_by_side
+            else "green: the neuron · blue bar: the simulation"
+        )
 
     def _toggle_side_by_side(self, on: bool) -> None:
+        self._show_legend(on)
         self.delegate.side_by_side = on
         self.simulation_view.relayout()
 

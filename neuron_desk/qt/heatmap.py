@@ -393,7 +393,7 @@ class HeatmapView(QtWidgets.QListView):
         self.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
         copy = QtGui.QAction("Copy text", self)
-        copy.setShortcut(QtGui.QKeySequence.StandardKey.Copy)
+        copy.setShortcut(QtGui.QKeySequence.StandardKey.Copy)  # shown; keyPressEvent handles it
         copy.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
         copy.triggered.connect(self.copy)
         with_values = QtGui.QAction("Copy tokens with values", self)
@@ -421,6 +421,13 @@ class HeatmapView(QtWidgets.QListView):
         if text:
             QtWidgets.QApplication.clipboard().setText(text)
         return text
+
+    def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:
+        if event.matches(QtGui.QKeySequence.StandardKey.Copy):
+            self.copy()
+            event.accept()
+            return
+        super().keyPressEvent(event)
 
     def relayout(self) -> None:
         """Row heights depend on the width and the mode: ask the delegate again."""
