@@ -26,6 +26,11 @@ def _why_empty(value: object, what: str, dataset_title: str) -> str:
     return f"no {what}"
 
 
+def _short_title(name: str) -> str:
+    """ "input_positive" → "input +" (short headers leave room for the tokens)."""
+    return name.replace("_", " ").replace("positive", "+").replace("negative", "−")
+
+
 class TokenList(QtWidgets.QTableWidget):
     """Tokens with a strength each, the strength shown as a coloured cell."""
 
@@ -76,7 +81,7 @@ class TopTokensDock(QtWidgets.QDockWidget):
         tabs = QtWidgets.QTabWidget(self)
         self.by_activation = TokenList("mean activation")
         self.lists = {
-            name: TokenList(name.replace("_", " ").replace("positive", "+").replace("negative", "−"))
+            name: TokenList(_short_title(name))
             for name in ("input_positive", "input_negative", "output_positive", "output_negative")
         }
         tabs.addTab(self.by_activation, "By activation")

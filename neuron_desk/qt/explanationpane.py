@@ -95,6 +95,8 @@ class ExplanationPane(QtWidgets.QWidget):
     score_requested = QtCore.Signal(str)
     """Score this explanation written by the user."""
     cancel_requested = QtCore.Signal()
+    settings_requested = QtCore.Signal()
+    """The user wants to set up an endpoint."""
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -137,6 +139,14 @@ class ExplanationPane(QtWidgets.QWidget):
         self.estimate.setWordWrap(True)
         self.estimate.setAccessibleName("Estimate of the run")
         self.estimate.hide()
+
+        self.problem = QtWidgets.QLabel(self)
+        self.problem.setTextFormat(Qt.TextFormat.PlainText)
+        self.problem.setWordWrap(True)
+        self.problem.setAccessibleName("Endpoint problem")
+        self.setup_button = QtWidgets.QPushButton("Set up an endpoint…", self)
+        self.setup_button.clicked.connect(self.settings_requested.emit)
+        self._error_shown = False
 
         self.own = QtWidgets.QLineEdit(self)
         self.own.setPlaceholderText("Write your own explanation, e.g. “words about the weather”")
@@ -191,6 +201,11 @@ class ExplanationPane(QtWidgets.QWidget):
         top_layout.addWidget(QtWidgets.QLabel("<b>Explanations</b>"))
         top_layout.addWidget(self.table, 1)
         top_layout.addLayout(controls)
+        problem_row = QtWidgets.QHBoxLayout()
+        problem_row.addWidget(self.problem, 1)
+        problem_row.addWidget(self.setup_button)
+        top_layout.addLayout(problem_row)
+        self.show_endpoint_problem("")
         top_layout.addWidget(self.estimate)
         top_layout.addLayout(own_row)
         bottom = QtWidgets.QWidget()
@@ -218,6 +233,7 @@ class ExplanationPane(QtWidgets.QWidget):
         self.model.set_items(entries)
         self.table.resizeColumnToContents(0)
         self.details.setText(message)
+        self._error_shown = False
         self.simulations.set_scored(None)
         if self.proxy.rowCount():
             self.table.selectRow(0)
@@ -286,6 +302,24 @@ class ExplanationPane(QtWidgets.QWidget):
         header = self.table.horizontalHeader().sizeHint().height()
         frame = 2 * self.table.frameWidth()
         return header + rows * self.table.verticalHeader().defaultSectionSize() + frame + 2
+
+    def show_endpoint_problem(self, text: str) -> None:
+        """Why the picked profile can't run, with a button to Settings (hidden when none)."""
+        self.problem.setText(text)
+        self.problem.setVisible(bool(text))
+        self.setup_button.setVisible(bool(text))
+
+    def show_error(self, message: str) -> None:
+        """A run's error, in place of the score summary until the next run."""
+        self.details.setText(message)
+        self._error_shown = True
+
+    def clear_error(self) -> None:
+        """Back to the selected explanation's summary, if an error was shown."""
+        if self._error_shown:
+            self._error_shown = False
+            self.details.setText("")
+            self._selection_changed()
 
     def show_estimate(self, text: str) -> None:
         """The run's estimate on one compact line (hidden when empty)."""

@@ -243,7 +243,8 @@ def paint_row(
             continue
         simulated = palette.heat(row.simulated_value(i), row.simulated_scale, palette.simulated)
         if overlay:
-            painter.fillRect(QtCore.QRect(box.left(), box.bottom() + 1, box.width(), BAR), simulated)
+            bar = QtCore.QRect(box.left(), box.bottom() + 1, box.width(), BAR)
+            painter.fillRect(bar, simulated)
         else:
             right = box.translated(layout.column_offset, 0)
             painter.fillRect(right, simulated)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -25,9 +25,22 @@ from neuron_desk.qt.docks import BatchResultsDock, RelatedNeuronsDock, SearchDoc
 from neuron_desk.qt.explanationpane import ExplanationPane, why_none_listed
 from neuron_desk.qt.operations import Operation, Operations
 from neuron_desk.qt.picker import NeuronPicker
+from neuron_desk.qt.runconfirm import RunConfirmation, needs_confirmation
+from neuron_desk.runs.estimate import RunEstimate
 
 Qt = QtCore.Qt
 SaveTo = Callable[[str], object]
+P = ParamSpec("P")
+
+
+def _while(current: Callable[[], bool], callback: Callable[P, object]) -> Callable[P, None]:
+    """`callback`, called only while `current()` holds (a stale run's reports are dropped)."""
+
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        if current():
+            callback(*args, **kwargs)
+
+    return guarded
 
 class MainWindow(QtWidgets.QMainWindow):
     """The app's window over one desk; long work runs as named tasks that can be cancelled."""
@@ -45,6 +58,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.browser = BrowserState(desk, settings, self.tasks, self)
         self.ops = Operations(desk, self.tasks)
         self._run_serial = 0
+        self.confirmation: RunConfirmation | None = None
+        """The open "send this run?" question, if any."""
         self.setWindowTitle("neuron-desk")
         self.setObjectName("MainWindow")
         self.picker = NeuronPicker(desk.registry.all(), self)
@@ -149,6 +164,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.explanations.generate_requested.connect(self.generate)
         self.explanations.score_requested.connect(self.score_own)
         self.explanations.cancel_requested.connect(self.cancel_run)
+        self.explanations.settings_requested.connect(self.open_settings)
+        self.explanations.profile.currentTextChanged.connect(lambda _: self._check_endpoint())
 
     # --- showing what the browser says ---
 
@@ -166,6 +183,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _loading(self, ref: NeuronRef) -> None:
         self.ops.cancel(Operations.RUN_TASK)  # a run belongs to the neuron it started on
+        self._run_serial += 1  # whatever the old run still says is stale
+        self._clear_run_status()
         self.picker.show_neuron(ref)
         title = self.desk.dataset(ref.dataset).title
         self.title.setText(f"{title} · layer {ref.layer} · neuron {ref.index}")
@@ -201,26 +220,97 @@ class MainWindow(QtWidgets.QMainWindow):
         return ref, data.record.value
 
     def generate(self, samples: int) -> None:
-        """Generate `samples` explanations of the current neuron and score each."""
+        """Generate `samples` explanations of the current neuron and score each (after the
+        estimate, and the user's yes when it is billable)."""
         target = self._run_target()
         if target is not None:
             profile = self.explanations.profile.currentText()
-            self._start_run(target[0], self.ops.generate(*target, profile, samples))
+            self._estimate_then_run(
+                target[0],
+                profile,
+                self.ops.estimate_generate(target[1], profile, samples),
+                lambda: self.ops.generate(*target, profile, samples),
+            )
 
     def score_own(self, explanation: str) -> None:
-        """Score an explanation the user wrote."""
+        """Score an explanation the user wrote (after the estimate, and a yes if billable)."""
         target = self._run_target()
         if target is not None:
             profile = self.explanations.profile.currentText()
-            self._start_run(target[0], self.ops.score(*target, profile, explanation))
+            self._estimate_then_run(
+                target[0],
+                profile,
+                self.ops.estimate_score(target[1], profile, explanation),
+                lambda: self.ops.score(*target, profile, explanation),
+            )
+
+    def _estimate_then_run(
+        self,
+        ref: NeuronRef,
+        profile_name: str,
+        estimating: Operation[RunEstimate],
+        run: Callable[[], Operation[Any]],
+    ) -> None:
+        self._clear_run_status()  # a new run clears the last one's error and estimate
+        problem = self._check_endpoint()
+        if problem is not None:
+            self.statusBar().showMessage(problem, 15000)
+            return
+        self._run_serial += 1
+        serial = self._run_serial
+        def current() -> bool:
+            return serial == self._run_serial and self.browser.current == ref
+
+        def estimated(estimate: RunEstimate) -> None:
+            if not current():
+                return
+            profile = self.ops.profile(profile_name)
+            if not needs_confirmation(estimate, profile, self.settings):
+                self._start_run(ref, run())
+                return
+            self.confirmation = RunConfirmation(self, estimate, profile, self.settings)
+            self.confirmation.accepted.connect(_while(current, lambda: self._start_run(ref, run())))
+            self.confirmation.rejected.connect(lambda: self._run_declined(serial))
+            self.confirmation.open()
+
+        self.explanations.set_busy(True)
+        estimating.estimate(_while(current, self.explanations.show_estimate))
+        estimating.finished(_while(current, lambda: self.explanations.set_busy(False)))
+        estimating.success(estimated).failure(self._run_failed).run()
+
+    def _run_declined(self, serial: int) -> None:
+        if serial == self._run_serial:
+            self.statusBar().showMessage("Nothing was sent", 5000)
+            self.run_finished.emit("declined")
+
+    def _clear_run_status(self) -> None:
+        """Forget the previous run: its status, estimate, error and pending confirmation."""
+        if self.confirmation is not None:
+            self.confirmation.done(QtWidgets.QDialog.DialogCode.Rejected)
+            self.confirmation = None
+        self.statusBar().clearMessage()
+        self.explanations.show_estimate("")
+        self.explanations.clear_error()
+        self.explanations.set_busy(False)
+
+    def _check_endpoint(self) -> str | None:
+        """Say (in the pane) when the picked profile can't run, pointing to Settings."""
+        problem = self.ops.endpoint_problem(self.explanations.profile.currentText())
+        self.explanations.show_endpoint_problem(problem or "")
+        return problem
 
     def _start_run(self, ref: NeuronRef, operation: Operation[Any]) -> None:
         self._run_serial += 1
         serial = self._run_serial
+
+        def current() -> bool:
+            return serial == self._run_serial
+
+        self.confirmation = None
         self.explanations.set_busy(True)
         self.statusBar().showMessage("Explaining and scoring…")
-        operation.estimate(self.explanations.estimate.setText)
-        operation.progress(self.explanations.set_progress)
+        operation.estimate(_while(current, self.explanations.show_estimate))
+        operation.progress(_while(current, self.explanations.set_progress))
         operation.finished(lambda: self._run_ended(ref, serial))
         operation.success(lambda _: self._run_succeeded()).failure(self._run_failed).run()
 
@@ -238,7 +328,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _run_failed(self, error: Exception) -> None:
         message = error_message(error)
-        self.explanations.details.setText(message)
+        self.explanations.show_error(message)
         self.run_finished.emit(message)
         self.statusBar().showMessage(message, 15000)
 
@@ -310,7 +400,7 @@ class MainWindow(QtWidgets.QMainWindow):
         except NeuronDeskError as exc:
             self.statusBar().showMessage(str(exc), 8000)
             config = ProfileConfig(path=self.desk.paths.profiles)
-        dialog = SettingsDialog(self, self.desk, self.ops, config)
+        dialog = SettingsDialog(self, self.desk, self.ops, config, self.settings)
         dialog.data.offline_changed.connect(self.offline_action.setChecked)
         dialog.finished.connect(lambda _result: self._settings_closed(config))
         dialog.open()
@@ -326,6 +416,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage(str(exc), 8000)
             return
         self.explanations.set_profiles(names, default)
+        self._check_endpoint()
 
     def _task_failed(self, _name: str, error: BaseException) -> None:
         self.statusBar().showMessage(error_message(error), 15000)

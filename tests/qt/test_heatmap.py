@@ -58,7 +58,9 @@ def test_wraps_at_token_boundaries_and_breaks_only_overlong_tokens(qapp) -> None
     lines = sorted({f.rect.top() for f in layout.fragments})
     assert len(lines) > 1
     for top in lines[1:]:
-        first = min((f for f in layout.fragments if f.rect.top() == top), key=lambda f: f.rect.left())
+        first = min(
+            (f for f in layout.fragments if f.rect.top() == top), key=lambda f: f.rect.left()
+        )
         assert first.rect.left() == 0
     assert all(f.rect.right() < 120 for f in layout.fragments)
     long = layout_row(row_of(["x" * 200]), FONT, 100, False)
