@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.model import ActivationRecord, NeuronRecord
+from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.service import Fetched, NeuronData
 from neuron_desk.qt.heatmap import HeatmapRow, HeatmapView, RowRole, RowsModel
 
@@ -148,10 +150,16 @@ class DatasetPane(QtWidgets.QWidget):
         self.status.setWordWrap(True)
         self.status.setTextFormat(Qt.TextFormat.PlainText)
         title = QtWidgets.QLabel("<b>Activations</b>", self)
+        self.nearby = QtWidgets.QWidget(self)
+        self.nearby.setAccessibleName("Nearest neurons with data")
+        self._nearby_layout = QtWidgets.QHBoxLayout(self.nearby)
+        self._nearby_layout.setContentsMargins(0, 0, 0, 0)
+        self.nearby_buttons: list[QtWidgets.QPushButton] = []
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(title)
         layout.addWidget(self.status)
+        layout.addWidget(self.nearby)
         layout.addWidget(self.view, 1)
         self.show_message("")
 
@@ -176,6 +184,27 @@ class DatasetPane(QtWidgets.QWidget):
         """Clear the records and say why (loading, not found, offline...)."""
         self.model.set_record(None)
         self.status.setText(message)
+        self.offer_nearby([], lambda _ref: None)
+
+    def offer_nearby(
+        self, refs: list[NeuronRef], navigate: Callable[[NeuronRef], object]
+    ) -> None:
+        """Buttons to the nearest neurons with data (for an empty neuron); none hides them."""
+        for widget in self.nearby.findChildren(QtWidgets.QWidget):
+            widget.deleteLater()
+        while self._nearby_layout.takeAt(0) is not None:
+            pass
+        self.nearby_buttons = []
+        if refs:
+            self._nearby_layout.addWidget(QtWidgets.QLabel("Nearest with data:", self.nearby))
+        for ref in refs:
+            button = QtWidgets.QPushButton(f"{ref.layer}:{ref.index}", self.nearby)
+            button.setAccessibleName(f"Go to neuron {ref.layer}:{ref.index}")
+            button.clicked.connect(lambda _=False, r=ref: navigate(r))
+            self._nearby_layout.addWidget(button)
+            self.nearby_buttons.append(button)
+        self._nearby_layout.addStretch(1)
+        self.nearby.setVisible(bool(refs))
 
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         super().resizeEvent(event)

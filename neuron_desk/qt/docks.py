@@ -11,7 +11,7 @@ from neuron_desk.core.errors import NeuronDeskError
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.explanations import ExplanationRow
 from neuron_desk.data.service import Fetched, NeuronData
-from neuron_desk.qt.browser import related_connections
+from neuron_desk.qt.browser import NOT_EXPLAINED, related_connections
 from neuron_desk.qt.heatmap import Palette, plain_tooltip, visible_text, visible_token
 from neuron_desk.qt.models import ExplainedNeuronsModel, ScoreSortProxy, format_score
 
@@ -133,11 +133,19 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
         self.tree.itemClicked.connect(self._activated)
         self.setWidget(self.tree)
         self._items: dict[NeuronRef, list[QtWidgets.QTreeWidgetItem]] = {}
+        self._without_data: set[NeuronRef] = set()
 
-    def show_neuron(self, data: NeuronData) -> list[NeuronRef]:
-        """Fill from a neuron's related-neurons file; returns the neurons listed."""
+    NO_DATA = "no data here"
+
+    def show_neuron(
+        self, data: NeuronData, with_data: set[NeuronRef] | None = None
+    ) -> list[NeuronRef]:
+        """Fill from a neuron's related-neurons file; returns the neurons listed. With
+        `with_data` (a sparse dataset), neurons outside it are marked: opening one offers
+        the nearest neurons with data."""
         self.tree.clear()
         self._items.clear()
+        self._without_data = set()
         related = data.related
         if not isinstance(related, Fetched):
             self._message(_why_empty(related, "weight-based related neurons", data.dataset.title))
@@ -153,14 +161,41 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
             for sign, ref, weight in related_connections(connections, data.ref.dataset):
                 item = QtWidgets.QTreeWidgetItem([ref.short, f"{sign}{abs(weight):.3f}", "…", ""])
                 item.setData(0, Qt.ItemDataRole.UserRole, ref)
+                if with_data is not None and ref not in with_data:
+                    self._mark_without_data(item)
+                    self._without_data.add(ref)
                 group.addChild(item)
                 self._items.setdefault(ref, []).append(item)
+        if with_data is not None:
+            have = sum(1 for ref in self._items if ref not in self._without_data)
+            self.setWindowTitle(f"Related neurons ({have} of {len(self._items)} with data)")
+        else:
+            self.setWindowTitle("Related neurons")
         self.tree.expandAll()
         self.tree.resizeColumnToContents(0)
         return list(self._items)
 
+    def _mark_without_data(self, item: QtWidgets.QTreeWidgetItem) -> None:
+        dim = self.palette().color(QtGui.QPalette.ColorRole.PlaceholderText)
+        for column in range(4):
+            item.setForeground(column, dim)
+        item.setText(0, f"{item.text(0)} ∅")
+        item.setToolTip(
+            0,
+            plain_tooltip(
+                "No activation records here (not in the bundled sample, or not stored while "
+                "offline); opening it offers the nearest neurons with data"
+            ),
+        )
+
+    def without_data(self) -> set[NeuronRef]:
+        """The listed neurons marked as having no data."""
+        return set(self._without_data)
+
     def set_explanation(self, ref: NeuronRef, text: str, score: float | None) -> None:
         """Fill in a related neuron's explanation once it has loaded."""
+        if ref in self._without_data and text == NOT_EXPLAINED:
+            text = self.NO_DATA
         for item in self._items.get(ref, []):
             item.setText(2, visible_text(text.strip()))  # plain text; invisible characters shown
             item.setText(3, "" if score is None else f"{score:.2f}")

@@ -62,7 +62,7 @@ class MainWindow(QtWidgets.QMainWindow):
         """The open "send this run?" question, if any."""
         self.setWindowTitle("neuron-desk")
         self.setObjectName("MainWindow")
-        self.picker = NeuronPicker(desk.registry.all(), self)
+        self.picker = NeuronPicker(desk.registry.all(), self, self.browser.with_data)
         self.addToolBar(self.picker)
         self._build_central()
         self._build_docks()
@@ -199,7 +199,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.dataset_pane.show_neuron(data)
         self.explanations.set_entries(self.browser.listed_explanations(), why_none_listed(data))
         self.tokens_dock.show_neuron(data)
-        self.related_dock.show_neuron(data)
+        with_data = self.browser.with_data()
+        self.related_dock.show_neuron(data, set(with_data) if with_data is not None else None)
+        if with_data is not None and not isinstance(data.record, Fetched):
+            in_layer = sum(1 for r in with_data if r.layer == ref.layer)
+            reason = str(data.record) if data.record else "no activation records"
+            self.dataset_pane.show_message(
+                f"This neuron is empty here ({reason}). {in_layer} of {data.dataset.n_neurons}"
+                f" neurons of layer {ref.layer} have data; Next and Previous move among them."
+            )
+            self.dataset_pane.offer_nearby(self.desk.nearest_with_data(ref), self.browser.go_to)
         self.neuron_shown.emit(ref)
 
     def _offline_shown(self, offline: bool) -> None:
