@@ -57,8 +57,11 @@ class TokenList(QtWidgets.QTableWidget):
             self.setRowCount(1)
             item = QtWidgets.QTableWidgetItem(empty)
             item.setForeground(self.palette().color(QtGui.QPalette.ColorRole.PlaceholderText))
+            item.setToolTip(plain_tooltip(empty))
             self.setItem(0, 0, item)
+            self.setSpan(0, 0, 1, 2)
             return
+        self.clearSpans()
         scale = max(abs(v) for _, v in pairs) or 1.0
         palette = Palette(self.palette())
         self.setRowCount(len(pairs))
@@ -70,6 +73,35 @@ class TokenList(QtWidgets.QTableWidget):
             token_item.setForeground(palette.text_on(colour))
             self.setItem(row, 0, token_item)
             self.setItem(row, 1, QtWidgets.QTableWidgetItem(f"{value:.3g}"))
+
+
+class WeightLists(QtWidgets.QWidget):
+    """The four weight-based lists: a 2×2 grid when wide, one column when narrow (so every
+    token keeps room for its text and value)."""
+
+    WIDE = 560
+
+    def __init__(self, lists: list[TokenList]) -> None:
+        super().__init__()
+        self.lists = lists
+        self.grid = QtWidgets.QGridLayout(self)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(2)
+        self.columns = 0
+        self._arrange(1)
+
+    def _arrange(self, columns: int) -> None:
+        if columns == self.columns:
+            return
+        self.columns = columns
+        for widget in self.lists:
+            self.grid.removeWidget(widget)
+        for i, widget in enumerate(self.lists):
+            self.grid.addWidget(widget, i // columns, i % columns)
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        self._arrange(2 if event.size().width() >= self.WIDE else 1)
+        super().resizeEvent(event)
 
 
 class TopTokensDock(QtWidgets.QDockWidget):
@@ -85,13 +117,7 @@ class TopTokensDock(QtWidgets.QDockWidget):
             for name in ("input_positive", "input_negative", "output_positive", "output_negative")
         }
         tabs.addTab(self.by_activation, "By activation")
-        weights = QtWidgets.QWidget()
-        grid = QtWidgets.QGridLayout(weights)
-        grid.setContentsMargins(0, 0, 0, 0)
-        grid.setSpacing(2)
-        for i, widget in enumerate(self.lists.values()):
-            grid.addWidget(widget, i // 2, i % 2)
-        tabs.addTab(weights, "By weight")
+        tabs.addTab(WeightLists(list(self.lists.values())), "By weight")
         self.setWidget(tabs)
 
     def show_neuron(self, data: NeuronData) -> None:

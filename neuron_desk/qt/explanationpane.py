@@ -299,7 +299,9 @@ class ExplanationPane(QtWidgets.QWidget):
 
     def table_height(self, rows: int) -> int:
         """Height of the explanations table showing `rows` rows and its header."""
-        header = self.table.horizontalHeader().sizeHint().height()
+        header = max(
+            self.table.horizontalHeader().sizeHint().height(), self.fontMetrics().height() + 8
+        )
         frame = 2 * self.table.frameWidth()
         return header + rows * self.table.verticalHeader().defaultSectionSize() + frame + 2
 

@@ -23,9 +23,11 @@ from neuron_desk.qt.browser import BrowserState
 from neuron_desk.qt.datasetpane import DatasetPane, where_from
 from neuron_desk.qt.docks import BatchResultsDock, RelatedNeuronsDock, SearchDock, TopTokensDock
 from neuron_desk.qt.explanationpane import ExplanationPane, why_none_listed
+from neuron_desk.qt.helpmenu import HelpMenu
 from neuron_desk.qt.operations import Operation, Operations
 from neuron_desk.qt.picker import NeuronPicker
 from neuron_desk.qt.runconfirm import RunConfirmation, needs_confirmation
+from neuron_desk.qt.welcome import SEEN_KEY, WelcomePage
 from neuron_desk.runs.estimate import RunEstimate
 
 Qt = QtCore.Qt
@@ -58,6 +60,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.browser = BrowserState(desk, settings, self.tasks, self)
         self.ops = Operations(desk, self.tasks)
         self._run_serial = 0
+        self._docks_hidden: list[QtWidgets.QDockWidget] = []
         self.confirmation: RunConfirmation | None = None
         """The open "send this run?" question, if any."""
         self.setWindowTitle("neuron-desk")
@@ -94,12 +97,18 @@ class MainWindow(QtWidgets.QMainWindow):
         self.splitter.addWidget(self.dataset_pane)
         self.splitter.setStretchFactor(0, 2)
         self.splitter.setStretchFactor(1, 3)
-        central = QtWidgets.QWidget(self)
-        layout = QtWidgets.QVBoxLayout(central)
+        self.browser_page = QtWidgets.QWidget(self)
+        layout = QtWidgets.QVBoxLayout(self.browser_page)
+        layout.setContentsMargins(6, 4, 6, 4)
+        layout.setSpacing(2)
         layout.addWidget(self.title)
         layout.addWidget(self.subtitle)
         layout.addWidget(self.splitter, 1)
-        self.setCentralWidget(central)
+        self.welcome = WelcomePage(self)
+        self.pages = QtWidgets.QStackedWidget(self)
+        self.pages.addWidget(self.browser_page)
+        self.pages.addWidget(self.welcome)
+        self.setCentralWidget(self.pages)
 
     def _build_docks(self) -> None:
         go = self.browser.go_to
@@ -121,7 +130,7 @@ class MainWindow(QtWidgets.QMainWindow):
         file_menu.addAction("&Export this neuron…", self.export_current, "Ctrl+E")
         file_menu.addAction("Export all &generated results…", self.export_all_generated)
         file_menu.addSeparator()
-        file_menu.addAction("&Settings…", self.open_settings, keys.Preferences)
+        file_menu.addAction("&Settings…", self.open_settings, "Ctrl+,")
         file_menu.addSeparator()
         file_menu.addAction("&Quit", self.close, keys.Quit)
         go_menu = self.menuBar().addMenu("&Go")
@@ -138,11 +147,13 @@ class MainWindow(QtWidgets.QMainWindow):
         )
         run_menu.addAction("&Cancel", self.cancel_run, "Esc")
         view_menu = self.menuBar().addMenu("&View")
-        for dock in (self.tokens_dock, self.related_dock, self.search_dock, self.results_dock):
+        for dock in self._docks():
             view_menu.addAction(dock.toggleViewAction())
         self.offline_action = view_menu.addAction("&Offline")
         self.offline_action.setCheckable(True)
         self.offline_action.setChecked(self.desk.offline)
+        self.help_menu = HelpMenu(self, self.show_welcome)
+        self.menuBar().addMenu(self.help_menu)
 
     def _connect(self) -> None:
         browser, picker = self.browser, self.picker
@@ -165,6 +176,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.explanations.score_requested.connect(self.score_own)
         self.explanations.cancel_requested.connect(self.cancel_run)
         self.explanations.settings_requested.connect(self.open_settings)
+        self.welcome.neuron_requested.connect(browser.go_to)
+        self.welcome.random_requested.connect(lambda: browser.random())
+        self.welcome.dismissed.connect(self.show_browser)
+        self.welcome.profiles_saved.connect(self._settings_closed)
         self.explanations.profile.currentTextChanged.connect(lambda _: self._check_endpoint())
 
     # --- showing what the browser says ---
@@ -181,7 +196,36 @@ class MainWindow(QtWidgets.QMainWindow):
         """Reload the explained-neurons table of the picked dataset (e.g. after a batch)."""
         self.results_dock.show_results(self.desk.best_results(self.browser.dataset.name))
 
+    def show_welcome(self) -> None:
+        """The welcome page (first start, Help → Welcome); any neuron opened leaves it."""
+        self.welcome.show_dataset(self.browser.dataset)
+        try:
+            config = self.desk.profiles
+            default = self.ops.default_profile_name()
+        except NeuronDeskError as exc:
+            self.statusBar().showMessage(str(exc), 8000)
+            return
+        self.welcome.show_endpoint(config, self.ops.endpoint_problem(default), default)
+        if self.pages.currentWidget() is not self.welcome:  # the page gets the whole window
+            self._docks_hidden = [d for d in self._docks() if d.isVisible()]
+            for dock in self._docks_hidden:
+                dock.hide()
+        self.pages.setCurrentWidget(self.welcome)
+
+    def _docks(self) -> list[QtWidgets.QDockWidget]:
+        return [self.tokens_dock, self.related_dock, self.search_dock, self.results_dock]
+
+    def show_browser(self) -> None:
+        """Leave the welcome page for the panes (later starts open here)."""
+        if self.pages.currentWidget() is self.welcome:
+            self.settings.setValue(SEEN_KEY, True)
+            for dock in self._docks_hidden:
+                dock.show()
+            self._docks_hidden = []
+        self.pages.setCurrentWidget(self.browser_page)
+
     def _loading(self, ref: NeuronRef) -> None:
+        self.show_browser()
         self.ops.cancel(Operations.RUN_TASK)  # a run belongs to the neuron it started on
         self._run_serial += 1  # whatever the old run still says is stale
         self._clear_run_status()
@@ -432,8 +476,10 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # --- window state ---
 
-    def restore_state(self) -> None:
-        """Window geometry, docks and the splitter, from QSettings."""
+    def restore_state(self) -> bool:
+        """Window geometry, docks and the splitter, from QSettings; False if none was kept
+        (then the window is fitted to the screen)."""
+        restored = False
         for key, restore in (
             ("geometry", self.restoreGeometry),
             ("state", self.restoreState),
@@ -441,7 +487,34 @@ class MainWindow(QtWidgets.QMainWindow):
         ):
             value = self.settings.value(key)
             if isinstance(value, QtCore.QByteArray):
-                restore(value)
+                restored = bool(restore(value)) or restored
+        if not restored:
+            self.fit_to_screen()
+        elif QtGui.QGuiApplication.platformName() != "offscreen":  # the screen may be smaller
+            self.resize(self.size().boundedTo(self.screen().availableGeometry().size()))
+        return restored
+
+    def fit_to_screen(self) -> None:
+        """Most of the screen's free area, at least 1200×800 where there is room (HiDPI:
+        Qt counts in device-independent pixels)."""
+        free = self.screen().availableGeometry().size()
+        size = QtCore.QSize(max(1200, int(free.width() * 0.85)), max(800, int(free.height() * 0.9)))
+        if QtGui.QGuiApplication.platformName() != "offscreen":  # a real screen bounds it
+            size = size.boundedTo(free)
+        self.resize(size)
+        self.arrange_docks()
+
+    def arrange_docks(self) -> None:
+        """Docks that don't fit one above the other become tabs; a third of the width."""
+        tall_enough = self.height() >= 900
+        tabbed = self.related_dock in self.tabifiedDockWidgets(self.tokens_dock)
+        if not tall_enough and not tabbed:
+            self.tabifyDockWidget(self.tokens_dock, self.related_dock)
+            self.tokens_dock.raise_()
+        if self.results_dock not in self.tabifiedDockWidgets(self.search_dock):
+            self.tabifyDockWidget(self.search_dock, self.results_dock)
+        width = max(280, min(self.width() // 3, 520))
+        self.resizeDocks([self.tokens_dock], [width], Qt.Orientation.Horizontal)
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self.settings.setValue("geometry", self.saveGeometry())

@@ -237,9 +237,8 @@ class Operations:
             ready, _hint = local_available()
             if not ready:
                 return (
-                    "No LLM endpoint is set up: the local model is not installed. "
-                    "Add an endpoint (OpenAI, OpenRouter, vLLM, Ollama, llama.cpp) in Settings "
-                    "or on the welcome page (Help → Welcome)."
+                    "No LLM endpoint is set up (the local model is not installed): add one "
+                    "in Settings or from a preset under Help → Welcome."
                 )
         elif profile.api_key.startswith("env:") and not os.environ.get(profile.api_key[4:]):
             return (

@@ -61,6 +61,10 @@ class NeuronPicker(QtWidgets.QToolBar):
         self._dataset: Dataset | None = None
         self.setObjectName("NeuronToolbar")
         self.dataset_box = QtWidgets.QComboBox(self)
+        self.dataset_box.setSizeAdjustPolicy(
+            QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.dataset_box.setMinimumContentsLength(16)  # long titles elide; the list shows them
         self.dataset_box.setAccessibleName("Dataset")
         for dataset in datasets:
             self.dataset_box.addItem(dataset.title, dataset.name)
@@ -76,6 +80,7 @@ class NeuronPicker(QtWidgets.QToolBar):
         self.neuron_box.setAccessibleName("Neuron")
         self.go_button = QtWidgets.QPushButton("Go", self)
         self.go_button.setAccessibleName("Go to neuron")
+        self.go_button.setMaximumWidth(self.go_button.fontMetrics().horizontalAdvance("Go") + 24)
         self.go_button.clicked.connect(self._go)
         self.neuron_box.editingFinished.connect(self._go)
         self.interesting_button = QtWidgets.QToolButton(self)
@@ -98,8 +103,12 @@ class NeuronPicker(QtWidgets.QToolBar):
             self.dataset_box, self.layer_box, self.neuron_box, self.data_count, self.go_button
         ):
             self.addWidget(widget)
-        self.back_action = self.addAction("◀ Back")
-        self.forward_action = self.addAction("Forward ▶")
+        self.back_action = self.addAction("&Back")
+        self.back_action.setIconText("◀")  # the toolbar shows the arrow, the Go menu the word
+        self.back_action.setToolTip("Back (the previous neuron you looked at)")
+        self.forward_action = self.addAction("&Forward")
+        self.forward_action.setIconText("▶")
+        self.forward_action.setToolTip("Forward")
         self.random_action = self.addAction("Random")
         self.addWidget(self.interesting_button)
         self.addSeparator()

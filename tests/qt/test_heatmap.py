@@ -4,6 +4,8 @@ characters visibly."""
 
 from __future__ import annotations
 
+import itertools
+
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.qt.heatmap import (
@@ -11,8 +13,8 @@ from neuron_desk.qt.heatmap import (
     HeatmapRow,
     HeatmapView,
     Palette,
-    RowsModel,
     RowRole,
+    RowsModel,
     layout_row,
     paint_row,
     visible_text,
@@ -30,7 +32,7 @@ def test_subword_pieces_touch(qapp) -> None:  # type: ignore[no-untyped-def]
     layout = layout_row(row_of(["Sté", "ph", "ane", " W", "irt", "el"]), FONT, 800, False)
     rects = [f.rect for f in layout.fragments]
     assert len({r.top() for r in rects}) == 1  # one line
-    for a, b in zip(rects, rects[1:]):
+    for a, b in itertools.pairwise(rects):
         assert a.right() + 1 == b.left()  # no gap, no overlap
     metrics = QtGui.QFontMetrics(FONT)
     # The only space between "Stéphane" and "Wirtel" is the token's own leading space.
