@@ -511,6 +511,11 @@ class MainWindow(QtWidgets.QMainWindow):
         if not tall_enough and not tabbed:
             self.tabifyDockWidget(self.tokens_dock, self.related_dock)
             self.tokens_dock.raise_()
+        elif tall_enough and tabbed:  # room again: one above the other
+            self.removeDockWidget(self.related_dock)
+            right = Qt.DockWidgetArea.RightDockWidgetArea
+            self.addDockWidget(right, self.related_dock, Qt.Orientation.Vertical)
+            self.related_dock.show()
         if self.results_dock not in self.tabifiedDockWidgets(self.search_dock):
             self.tabifyDockWidget(self.search_dock, self.results_dock)
         width = max(280, min(self.width() // 3, 520))
