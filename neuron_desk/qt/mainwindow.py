@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, ParamSpec
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.errors import NeuronDeskError
-from neuron_desk.core.model import NeuronRecord
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.exports import NeuronExport
 from neuron_desk.data.registry import Dataset
@@ -24,25 +22,15 @@ from neuron_desk.qt.datasetpane import DatasetPane, where_from
 from neuron_desk.qt.docks import BatchResultsDock, RelatedNeuronsDock, SearchDock, TopTokensDock
 from neuron_desk.qt.explanationpane import ExplanationPane, why_none_listed
 from neuron_desk.qt.helpmenu import HelpMenu
-from neuron_desk.qt.operations import Operation, Operations
+from neuron_desk.qt.operations import Operations
 from neuron_desk.qt.picker import NeuronPicker
-from neuron_desk.qt.runconfirm import RunConfirmation, needs_confirmation
+from neuron_desk.qt.runconfirm import RunConfirmation
+from neuron_desk.qt.runflow import RunFlow
 from neuron_desk.qt.welcome import SEEN_KEY, WelcomePage
-from neuron_desk.runs.estimate import RunEstimate
 
 Qt = QtCore.Qt
 SaveTo = Callable[[str], object]
-P = ParamSpec("P")
 
-
-def _while(current: Callable[[], bool], callback: Callable[P, object]) -> Callable[P, None]:
-    """`callback`, called only while `current()` holds (a stale run's reports are dropped)."""
-
-    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
-        if current():
-            callback(*args, **kwargs)
-
-    return guarded
 
 class MainWindow(QtWidgets.QMainWindow):
     """The app's window over one desk; long work runs as named tasks that can be cancelled."""
@@ -59,15 +47,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tasks = TaskSlots(self._task_failed)
         self.browser = BrowserState(desk, settings, self.tasks, self)
         self.ops = Operations(desk, self.tasks)
-        self._run_serial = 0
         self._docks_hidden: list[QtWidgets.QDockWidget] = []
-        self.confirmation: RunConfirmation | None = None
-        """The open "send this run?" question, if any."""
         self.setWindowTitle("neuron-desk")
         self.setObjectName("MainWindow")
         self.picker = NeuronPicker(desk.registry.all(), self, self.browser.with_data)
         self.addToolBar(self.picker)
         self._build_central()
+        self.runs = RunFlow(self, self.explanations, self.ops, self.browser, settings)
         self._build_docks()
         self._build_menus()
         self.offline_label = QtWidgets.QLabel()
@@ -180,7 +166,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.welcome.random_requested.connect(lambda: browser.random())
         self.welcome.dismissed.connect(self.show_browser)
         self.welcome.profiles_saved.connect(self._settings_closed)
-        self.explanations.profile.currentTextChanged.connect(lambda _: self._check_endpoint())
+        self.explanations.profile.currentTextChanged.connect(lambda _: self.runs.check_endpoint())
+        self.runs.finished.connect(self.run_finished.emit)
+        self.runs.succeeded.connect(self._refresh_results_if_shown)
 
     # --- showing what the browser says ---
 
@@ -226,9 +214,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _loading(self, ref: NeuronRef) -> None:
         self.show_browser()
-        self.ops.cancel(Operations.RUN_TASK)  # a run belongs to the neuron it started on
-        self._run_serial += 1  # whatever the old run still says is stale
-        self._clear_run_status()
+        self.runs.neuron_changed()  # a run belongs to the neuron it started on
         self.picker.show_neuron(ref)
         title = self.desk.dataset(ref.dataset).title
         self.title.setText(f"{title} · layer {ref.layer} · neuron {ref.index}")
@@ -263,136 +249,24 @@ class MainWindow(QtWidgets.QMainWindow):
         """Search the stored explanations and list what matches."""
         self.search_dock.show_results(text, self.desk.search(text) if text else [])
 
-    # --- generate and score ---
-
-    def _run_target(self) -> tuple[NeuronRef, NeuronRecord] | None:
-        ref, data = self.browser.current, self.browser.data
-        if ref is None or data is None or not isinstance(data.record, Fetched):
-            self.statusBar().showMessage("This neuron has no activation records to explain", 8000)
-            return None
-        return ref, data.record.value
+    # --- generate and score (the run flow does it) ---
 
     def generate(self, samples: int) -> None:
-        """Generate `samples` explanations of the current neuron and score each (after the
-        estimate, and the user's yes when it is billable)."""
-        target = self._run_target()
-        if target is not None:
-            profile = self.explanations.profile.currentText()
-            self._estimate_then_run(
-                target[0],
-                profile,
-                self.ops.estimate_generate(target[1], profile, samples),
-                lambda: self.ops.generate(*target, profile, samples),
-            )
+        """Generate `samples` explanations of the current neuron and score each."""
+        self.runs.generate(samples)
 
     def score_own(self, explanation: str) -> None:
-        """Score an explanation the user wrote (after the estimate, and a yes if billable)."""
-        target = self._run_target()
-        if target is not None:
-            profile = self.explanations.profile.currentText()
-            self._estimate_then_run(
-                target[0],
-                profile,
-                self.ops.estimate_score(target[1], profile, explanation),
-                lambda: self.ops.score(*target, profile, explanation),
-            )
-
-    def _estimate_then_run(
-        self,
-        ref: NeuronRef,
-        profile_name: str,
-        estimating: Operation[RunEstimate],
-        run: Callable[[], Operation[Any]],
-    ) -> None:
-        self._clear_run_status()  # a new run clears the last one's error and estimate
-        problem = self._check_endpoint()
-        if problem is not None:
-            self.statusBar().showMessage(problem, 15000)
-            return
-        self._run_serial += 1
-        serial = self._run_serial
-        def current() -> bool:
-            return serial == self._run_serial and self.browser.current == ref
-
-        def estimated(estimate: RunEstimate) -> None:
-            if not current():
-                return
-            profile = self.ops.profile(profile_name)
-            if not needs_confirmation(estimate, profile, self.settings):
-                self._start_run(ref, run())
-                return
-            self.confirmation = RunConfirmation(self, estimate, profile, self.settings)
-            self.confirmation.accepted.connect(_while(current, lambda: self._start_run(ref, run())))
-            self.confirmation.rejected.connect(lambda: self._run_declined(serial))
-            self.confirmation.open()
-
-        self.explanations.set_busy(True)
-        estimating.estimate(_while(current, self.explanations.show_estimate))
-        estimating.finished(_while(current, lambda: self.explanations.set_busy(False)))
-        estimating.success(estimated).failure(self._run_failed).run()
-
-    def _run_declined(self, serial: int) -> None:
-        if serial == self._run_serial:
-            self.statusBar().showMessage("Nothing was sent", 5000)
-            self.run_finished.emit("declined")
-
-    def _clear_run_status(self) -> None:
-        """Forget the previous run: its status, estimate, error and pending confirmation."""
-        if self.confirmation is not None:
-            self.confirmation.done(QtWidgets.QDialog.DialogCode.Rejected)
-            self.confirmation = None
-        self.statusBar().clearMessage()
-        self.explanations.show_estimate("")
-        self.explanations.clear_error()
-        self.explanations.set_busy(False)
-
-    def _check_endpoint(self) -> str | None:
-        """Say (in the pane) when the picked profile can't run, pointing to Settings."""
-        problem = self.ops.endpoint_problem(self.explanations.profile.currentText())
-        self.explanations.show_endpoint_problem(problem or "")
-        return problem
-
-    def _start_run(self, ref: NeuronRef, operation: Operation[Any]) -> None:
-        self._run_serial += 1
-        serial = self._run_serial
-
-        def current() -> bool:
-            return serial == self._run_serial
-
-        self.confirmation = None
-        self.explanations.set_busy(True)
-        self.statusBar().showMessage("Explaining and scoring…")
-        operation.estimate(_while(current, self.explanations.show_estimate))
-        operation.progress(_while(current, self.explanations.set_progress))
-        operation.finished(lambda: self._run_ended(ref, serial))
-        operation.success(lambda _: self._run_succeeded()).failure(self._run_failed).run()
-
-    def _run_ended(self, ref: NeuronRef, serial: int) -> None:
-        if serial != self._run_serial:  # a later run took over
-            return
-        self.explanations.set_busy(False)
-        if self.browser.current == ref and self.browser.data is not None:
-            self.explanations.set_entries(self.browser.listed_explanations())
-
-    def _run_succeeded(self) -> None:
-        self.statusBar().showMessage("Scoring finished; results are stored", 5000)
-        self._refresh_results_if_shown()
-        self.run_finished.emit("done")
-
-    def _run_failed(self, error: Exception) -> None:
-        message = error_message(error)
-        self.explanations.show_error(message)
-        self.run_finished.emit(message)
-        self.statusBar().showMessage(message, 15000)
+        """Score an explanation the user wrote."""
+        self.runs.score_own(explanation)
 
     def cancel_run(self) -> None:
-        """Stop the running generation or scoring (requests in flight are cancelled)."""
-        if self.ops.cancel(Operations.RUN_TASK):
-            self.explanations.set_busy(False)
-            self.statusBar().showMessage(
-                "Cancelled; results finished before the cancel are stored", 5000
-            )
-            self.run_finished.emit("cancelled")
+        """Stop the running generation or scoring."""
+        self.runs.cancel()
+
+    @property
+    def confirmation(self) -> RunConfirmation | None:
+        """The open "send this run?" question, if any."""
+        return self.runs.confirmation
 
     # --- export, settings, errors ---
 
@@ -469,7 +343,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage(str(exc), 8000)
             return
         self.explanations.set_profiles(names, default)
-        self._check_endpoint()
+        self.runs.check_endpoint()
 
     def _task_failed(self, _name: str, error: BaseException) -> None:
         self.statusBar().showMessage(error_message(error), 15000)
