@@ -24,7 +24,8 @@ def test_welcome_opens_a_neuron_with_one_click(sample_window: MainWindow, loop) 
     assert window.pages.currentWidget() is window.welcome
     assert not window.tokens_dock.isVisible()  # the page gets the whole window
     welcome = window.welcome
-    assert "explain" in welcome.findChild(QtWidgets.QLabel).text().lower() or True
+    labels = " ".join(label.text() for label in welcome.findChildren(QtWidgets.QLabel))
+    assert "Browse the neurons" in labels and "score" in labels  # what the app does
     first = window.desk.registry.default().interesting[0]
     button = welcome.neuron_buttons[0]
     assert button.text().startswith(f"{first.layer}:{first.neuron}")
