@@ -9,6 +9,7 @@ clearing, runs (explain, score, estimate, batch) and their token usage.
 
 from __future__ import annotations
 
+import bisect
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,34 @@ class Desk:
     def available_neurons(self, dataset: str, layer: int | None = None) -> list[NeuronRef]:
         """Neurons with activation records stored or bundled."""
         return self.service.available_neurons(dataset, layer)
+
+    def is_sparse(self, dataset: str) -> bool:
+        """Whether only some neurons of `dataset` can be shown (a bundled sample, or any
+        dataset while offline): then browsing moves among the neurons with data."""
+        return self.offline or bool(self.registry.get(dataset).bundled)
+
+    def step_with_data(self, ref: NeuronRef, delta: int) -> NeuronRef | None:
+        """The neuron with data `delta` places after `ref` (wrapping around the dataset),
+        counting only neurons with data; None if the dataset has none."""
+        available = self.available_neurons(ref.dataset)
+        if not available:
+            return None
+        if delta > 0:
+            place = bisect.bisect_right(available, ref) + delta - 1
+        else:
+            place = bisect.bisect_left(available, ref) + delta
+        return available[place % len(available)]
+
+    def nearest_with_data(self, ref: NeuronRef, count: int = 5) -> list[NeuronRef]:
+        """Up to `count` neurons with data nearest to `ref`: its layer first (by index),
+        then the nearest layers; `ref` itself is left out."""
+        ds = self.registry.get(ref.dataset)
+
+        def distance(other: NeuronRef) -> tuple[int, int]:
+            return abs(other.layer - ref.layer), abs(other.index - ref.index)
+
+        others = [n for n in self.available_neurons(ds.name) if n != ref]
+        return sorted(others, key=distance)[:count]
 
     # --- explanations, search, exports ---
 

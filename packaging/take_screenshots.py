@@ -2,10 +2,12 @@
 
 Run under Xvfb, from the repository root: `xvfb-run -a python packaging/take_screenshots.py`.
 
-1. main-window.png: the app on the bundled sample, as a fresh install opens it.
-2. scored-neuron.png: a neuron explained and scored through an OpenAI-compatible endpoint (the
+1. main-window-1024x700.png and main-window-1920x1080.png: the app on the bundled sample, at a
+   small laptop's size (the docks tabbed) and on a large screen.
+2. welcome.png: the welcome page a first start shows (1024×700).
+3. scored-neuron.png: a neuron explained and scored through an OpenAI-compatible endpoint (the
    test suite's fake server on 127.0.0.1, with a synthetic neuron that fires on the letter e).
-3. scoring-details.png: the same, real and simulated activations side by side.
+4. scoring-details.png: the same, real and simulated activations side by side (two columns).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from neuron_desk.llm.profiles import Profile, ProfileConfig
 from neuron_desk.qt.app import make_application
 from neuron_desk.qt.asyncbridge import new_event_loop
 from neuron_desk.qt.mainwindow import MainWindow
+from neuron_desk.qt.runconfirm import ASK_UNPRICED_KEY
 from tests.data.conftest import NEURONS, mirror_dataset
 from tests.data.mirror import Faults, Mirror, write_public_layout
 from tests.fake_openai import FakeOpenAI, FakeServer
@@ -69,15 +72,27 @@ async def shoot(folder: Path) -> None:
         config.default = "vllm-box"
         service = NeuronService(registry, store)
         desk = Desk(store, registry, service, paths=Paths.at(folder), profiles=config)
+        settings.setValue(ASK_UNPRICED_KEY, False)  # the fake model is unpriced: don't ask
         window = MainWindow(desk, settings)
-        window.resize(1400, 900)
         window.show()
         default = registry.default()
-        first = default.interesting[0]
+        first = default.interesting[3]
         window.browser.go_to(NeuronRef(default.name, first.layer, first.neuron))
         await until(lambda: window.browser.data is not None)
+        for width, height in ((1024, 700), (1920, 1080)):
+            window.resize(width, height)
+            window.arrange_docks()
+            await asyncio.sleep(0.8)
+            window.grab().save(str(SCREENSHOTS / f"main-window-{width}x{height}.png"))
+        window.resize(1024, 700)
+        window.show_welcome()
+        # As a first start shows it: no endpoint set up yet (the local model not installed).
+        fresh = ProfileConfig(path=folder / "fresh-profiles.json")
+        window.welcome.show_endpoint(fresh, window.ops.endpoint_problem("local"), "local")
         await asyncio.sleep(0.5)
-        window.grab().save(str(SCREENSHOTS / "main-window.png"))
+        window.grab().save(str(SCREENSHOTS / "welcome.png"))
+        window.show_browser()
+        window.resize(1280, 860)
 
         window.browser.go_to(NeuronRef("mirror", 0, 2))
         await until(lambda: window.browser.data is not None)

@@ -74,6 +74,8 @@ class FakeOpenAI:
     max_active: int = 0
     aborted: int = 0
     authorization: list[str | None] = field(default_factory=list)
+    models: list[str] | None = None
+    """The models served (None: any); another answers 404 "model ... does not exist"."""
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -435,6 +437,10 @@ class _Handler(BaseHTTPRequestHandler):
             with fake._lock:
                 fake.aborted += 1
             self.close_connection = True
+            return
+        if fake.models is not None and body.get("model") not in fake.models:
+            message = f"The model `{body.get('model')}` does not exist"
+            self._send(404, {"error": {"message": message, "code": "model_not_found"}})
             return
         if fake.reject_text is not None and fake.reject_text in json.dumps(body):
             self._send(400, {"error": {"message": f"rejected: {fake.reject_text}"}})

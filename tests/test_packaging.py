@@ -190,4 +190,4 @@ def test_screenshots_are_not_package_data() -> None:
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"]
     assert setuptools.get("include-package-data") is False
     assert not any("screenshots" in p for p in setuptools["package-data"]["neuron_desk.resources"])
-    assert (RESOURCES / "screenshots" / "main-window.png").is_file()  # the README's image
+    assert (RESOURCES / "screenshots" / "main-window-1024x700.png").is_file()  # the README's image

@@ -16,6 +16,7 @@ from neuron_desk.llm.profiles import ProfileConfig
 from neuron_desk.qt import asyncbridge, preflight
 from neuron_desk.qt.browser import BrowserState
 from neuron_desk.qt.mainwindow import MainWindow
+from neuron_desk.qt.welcome import SEEN_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +101,14 @@ def run_app(screenshot: str | None = None) -> int:
     async def main() -> int:
         await check_profiles(desk)
         window = build_window(desk, settings)
-        window.restore_state()
-        window.resize(window.size().expandedTo(QtCore.QSize(1200, 800)))
+        window.restore_state()  # or fitted to the screen, its docks tabbed where needed
         window.show()
         closed = asyncio.Event()
         if screenshot:
             window.neuron_shown.connect(lambda *_: _save_and_close(window, screenshot))
         open_first_neuron(window)
+        if not settings.value(SEEN_KEY):
+            window.show_welcome()  # first start
         window.destroyed.connect(closed.set)
         app.lastWindowClosed.connect(closed.set)
         for signum in (signal.SIGTERM, signal.SIGINT):  # quit cleanly: tasks, clients, store

@@ -174,9 +174,16 @@ class BrowserState(QtCore.QObject):
         return ref is not None and self.go_to(ref, record=False)
 
     def step(self, delta: int) -> bool:
-        """The neuron `delta` places after the current one, wrapping around the dataset."""
+        """The neuron `delta` places after the current one, wrapping around the dataset; in a
+        sparse dataset (the bundled sample, or offline) only neurons with data count."""
         if self.current is None:
             return False
+        if self.desk.is_sparse(self.current.dataset):
+            target = self.desk.step_with_data(self.current, delta)
+            if target is None:
+                self.failed.emit(None, "No neurons of this dataset have data here")
+                return False
+            return self.go_to(target)
         dataset = self.desk.dataset(self.current.dataset)
         size = dataset.n_neurons
         place = (self.current.layer * size + self.current.index + delta) % (
@@ -273,6 +280,12 @@ class BrowserState(QtCore.QObject):
                 return
             text, score = best if best is not None else (NOT_EXPLAINED, None)
             self.related_explained.emit(related, text, score)
+
+    def with_data(self, layer: int | None = None) -> list[NeuronRef] | None:
+        """The neurons of the picked dataset with data (in `layer`), when it is sparse;
+        None when every neuron can be had."""
+        name = self._dataset.name
+        return self.desk.available_neurons(name, layer) if self.desk.is_sparse(name) else None
 
     def listed_explanations(self) -> list[NeuronExplanation]:
         """The current neuron's explanations as listed (empty while loading)."""

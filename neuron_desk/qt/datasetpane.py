@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.model import ActivationRecord, NeuronRecord
+from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.service import Fetched, NeuronData
-from neuron_desk.qt.heatmap import HeatmapDelegate, HeatmapRow, RowRole, RowsModel
+from neuron_desk.qt.heatmap import HeatmapRow, HeatmapView, RowRole, RowsModel
 
 Qt = QtCore.Qt
 
@@ -76,11 +78,14 @@ class DatasetModel(RowsModel):
         self._sections: list[Section] = []
         self._rows: list[tuple[int, int | None]] = []  # (section, record index or None)
         self._scale = 0.0
+        self._heatmaps: dict[tuple[int, int], HeatmapRow] = {}
+        """Each record's row, made once (its layouts are cached on it)."""
 
     def set_record(self, record: NeuronRecord | None) -> None:
         """Show a neuron's records (None clears), colours normalized over all sections."""
         self.beginResetModel()
         self._sections = sections_of(record) if record is not None else []
+        self._heatmaps = {}
         everything = [a for s in self._sections for r in s.records for a in r.activations]
         self._scale = max((a for a in everything if a == a), default=0.0)
         self._rebuild()
@@ -120,7 +125,12 @@ class DatasetModel(RowsModel):
             return None
         record = section.records[record_index]
         if role == RowRole:
-            return HeatmapRow(record.tokens, record.activations, self._scale)
+            key = (section_index, record_index)
+            heatmap = self._heatmaps.get(key)
+            if heatmap is None:
+                heatmap = HeatmapRow(record.tokens, record.activations, self._scale)
+                self._heatmaps[key] = heatmap
+            return heatmap
         if role == Qt.ItemDataRole.AccessibleTextRole:
             return f"{section.title} record {record_index + 1}: " + "".join(record.tokens)
         return None
@@ -132,24 +142,24 @@ class DatasetPane(QtWidgets.QWidget):
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.model = DatasetModel(self)
-        self.view = QtWidgets.QListView(self)
+        self.view = HeatmapView(self)
         self.view.setModel(self.model)
-        self.view.setItemDelegate(HeatmapDelegate(self.view))
-        self.view.setVerticalScrollMode(QtWidgets.QAbstractItemView.ScrollMode.ScrollPerPixel)
-        self.view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.view.setResizeMode(QtWidgets.QListView.ResizeMode.Adjust)
-        self.view.setUniformItemSizes(False)
-        self.view.setMouseTracking(True)
         self.view.setAccessibleName("Dataset examples")
         self.view.clicked.connect(lambda index: self.model.toggle(index.row()))
         self.status = QtWidgets.QLabel(self)
         self.status.setWordWrap(True)
         self.status.setTextFormat(Qt.TextFormat.PlainText)
         title = QtWidgets.QLabel("<b>Activations</b>", self)
+        self.nearby = QtWidgets.QWidget(self)
+        self.nearby.setAccessibleName("Nearest neurons with data")
+        self._nearby_layout = QtWidgets.QHBoxLayout(self.nearby)
+        self._nearby_layout.setContentsMargins(0, 0, 0, 0)
+        self.nearby_buttons: list[QtWidgets.QPushButton] = []
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(title)
         layout.addWidget(self.status)
+        layout.addWidget(self.nearby)
         layout.addWidget(self.view, 1)
         self.show_message("")
 
@@ -157,7 +167,8 @@ class DatasetPane(QtWidgets.QWidget):
         """Show the records of a neuron."""
         self.model.set_record(record)
         self.status.setText(
-            f"max activation {record.max_activation:.3f}; hover a token for its value"
+            f"max activation {record.max_activation:.3f}; hover a token for its value, "
+            "select excerpts and Ctrl+C to copy them as text"
         )
         self.view.scrollToTop()
 
@@ -173,7 +184,28 @@ class DatasetPane(QtWidgets.QWidget):
         """Clear the records and say why (loading, not found, offline...)."""
         self.model.set_record(None)
         self.status.setText(message)
+        self.offer_nearby([], lambda _ref: None)
+
+    def offer_nearby(
+        self, refs: list[NeuronRef], navigate: Callable[[NeuronRef], object]
+    ) -> None:
+        """Buttons to the nearest neurons with data (for an empty neuron); none hides them."""
+        for widget in self.nearby.findChildren(QtWidgets.QWidget):
+            widget.deleteLater()
+        while self._nearby_layout.takeAt(0) is not None:
+            pass
+        self.nearby_buttons = []
+        if refs:
+            self._nearby_layout.addWidget(QtWidgets.QLabel("Nearest with data:", self.nearby))
+        for ref in refs:
+            button = QtWidgets.QPushButton(f"{ref.layer}:{ref.index}", self.nearby)
+            button.setAccessibleName(f"Go to neuron {ref.layer}:{ref.index}")
+            button.clicked.connect(lambda _=False, r=ref: navigate(r))
+            self._nearby_layout.addWidget(button)
+            self.nearby_buttons.append(button)
+        self._nearby_layout.addStretch(1)
+        self.nearby.setVisible(bool(refs))
 
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         super().resizeEvent(event)
-        self.view.doItemsLayout()  # row heights depend on the width
+        self.view.relayout()  # row heights depend on the width

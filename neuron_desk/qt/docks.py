@@ -11,8 +11,8 @@ from neuron_desk.core.errors import NeuronDeskError
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.explanations import ExplanationRow
 from neuron_desk.data.service import Fetched, NeuronData
-from neuron_desk.qt.browser import related_connections
-from neuron_desk.qt.heatmap import Palette, plain_tooltip, visible_token
+from neuron_desk.qt.browser import NOT_EXPLAINED, related_connections
+from neuron_desk.qt.heatmap import Palette, plain_tooltip, visible_text, visible_token
 from neuron_desk.qt.models import ExplainedNeuronsModel, ScoreSortProxy, format_score
 
 Qt = QtCore.Qt
@@ -26,6 +26,11 @@ def _why_empty(value: object, what: str, dataset_title: str) -> str:
     return f"no {what}"
 
 
+def _short_title(name: str) -> str:
+    """ "input_positive" → "input +" (short headers leave room for the tokens)."""
+    return name.replace("_", " ").replace("positive", "+").replace("negative", "−")
+
+
 class TokenList(QtWidgets.QTableWidget):
     """Tokens with a strength each, the strength shown as a coloured cell."""
 
@@ -33,7 +38,15 @@ class TokenList(QtWidgets.QTableWidget):
         super().__init__(0, 2, parent)
         self.setHorizontalHeaderLabels([title, "value"])
         self.verticalHeader().hide()
-        self.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        rows = self.verticalHeader()
+        rows.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Fixed)
+        rows.setDefaultSectionSize(self.fontMetrics().height() + 6)  # compact, scales with DPI
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        header.setMinimumSectionSize(self.fontMetrics().horizontalAdvance("−0.000") + 8)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # never only "…"
+        self.setWordWrap(False)
         self.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setAccessibleName(title)
 
@@ -44,8 +57,11 @@ class TokenList(QtWidgets.QTableWidget):
             self.setRowCount(1)
             item = QtWidgets.QTableWidgetItem(empty)
             item.setForeground(self.palette().color(QtGui.QPalette.ColorRole.PlaceholderText))
+            item.setToolTip(plain_tooltip(empty))
             self.setItem(0, 0, item)
+            self.setSpan(0, 0, 1, 2)
             return
+        self.clearSpans()
         scale = max(abs(v) for _, v in pairs) or 1.0
         palette = Palette(self.palette())
         self.setRowCount(len(pairs))
@@ -59,6 +75,35 @@ class TokenList(QtWidgets.QTableWidget):
             self.setItem(row, 1, QtWidgets.QTableWidgetItem(f"{value:.3g}"))
 
 
+class WeightLists(QtWidgets.QWidget):
+    """The four weight-based lists: a 2×2 grid when wide, one column when narrow (so every
+    token keeps room for its text and value)."""
+
+    WIDE = 560
+
+    def __init__(self, lists: list[TokenList]) -> None:
+        super().__init__()
+        self.lists = lists
+        self.grid = QtWidgets.QGridLayout(self)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(2)
+        self.columns = 0
+        self._arrange(1)
+
+    def _arrange(self, columns: int) -> None:
+        if columns == self.columns:
+            return
+        self.columns = columns
+        for widget in self.lists:
+            self.grid.removeWidget(widget)
+        for i, widget in enumerate(self.lists):
+            self.grid.addWidget(widget, i // columns, i % columns)
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        self._arrange(2 if event.size().width() >= self.WIDE else 1)
+        super().resizeEvent(event)
+
+
 class TopTokensDock(QtWidgets.QDockWidget):
     """Tokens with the highest mean activation, and the strongest input/output weights."""
 
@@ -68,15 +113,11 @@ class TopTokensDock(QtWidgets.QDockWidget):
         tabs = QtWidgets.QTabWidget(self)
         self.by_activation = TokenList("mean activation")
         self.lists = {
-            name: TokenList(name.replace("_", " "))
+            name: TokenList(_short_title(name))
             for name in ("input_positive", "input_negative", "output_positive", "output_negative")
         }
         tabs.addTab(self.by_activation, "By activation")
-        weights = QtWidgets.QWidget()
-        grid = QtWidgets.QGridLayout(weights)
-        for i, widget in enumerate(self.lists.values()):
-            grid.addWidget(widget, i // 2, i % 2)
-        tabs.addTab(weights, "By weight")
+        tabs.addTab(WeightLists(list(self.lists.values())), "By weight")
         self.setWidget(tabs)
 
     def show_neuron(self, data: NeuronData) -> None:
@@ -118,11 +159,19 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
         self.tree.itemClicked.connect(self._activated)
         self.setWidget(self.tree)
         self._items: dict[NeuronRef, list[QtWidgets.QTreeWidgetItem]] = {}
+        self._without_data: set[NeuronRef] = set()
 
-    def show_neuron(self, data: NeuronData) -> list[NeuronRef]:
-        """Fill from a neuron's related-neurons file; returns the neurons listed."""
+    NO_DATA = "no data here"
+
+    def show_neuron(
+        self, data: NeuronData, with_data: set[NeuronRef] | None = None
+    ) -> list[NeuronRef]:
+        """Fill from a neuron's related-neurons file; returns the neurons listed. With
+        `with_data` (a sparse dataset), neurons outside it are marked: opening one offers
+        the nearest neurons with data."""
         self.tree.clear()
         self._items.clear()
+        self._without_data = set()
         related = data.related
         if not isinstance(related, Fetched):
             self._message(_why_empty(related, "weight-based related neurons", data.dataset.title))
@@ -138,16 +187,43 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
             for sign, ref, weight in related_connections(connections, data.ref.dataset):
                 item = QtWidgets.QTreeWidgetItem([ref.short, f"{sign}{abs(weight):.3f}", "…", ""])
                 item.setData(0, Qt.ItemDataRole.UserRole, ref)
+                if with_data is not None and ref not in with_data:
+                    self._mark_without_data(item)
+                    self._without_data.add(ref)
                 group.addChild(item)
                 self._items.setdefault(ref, []).append(item)
+        if with_data is not None:
+            have = sum(1 for ref in self._items if ref not in self._without_data)
+            self.setWindowTitle(f"Related neurons ({have} of {len(self._items)} with data)")
+        else:
+            self.setWindowTitle("Related neurons")
         self.tree.expandAll()
         self.tree.resizeColumnToContents(0)
         return list(self._items)
 
+    def _mark_without_data(self, item: QtWidgets.QTreeWidgetItem) -> None:
+        dim = self.palette().color(QtGui.QPalette.ColorRole.PlaceholderText)
+        for column in range(4):
+            item.setForeground(column, dim)
+        item.setText(0, f"{item.text(0)} ∅")
+        item.setToolTip(
+            0,
+            plain_tooltip(
+                "No activation records here (not in the bundled sample, or not stored while "
+                "offline); opening it offers the nearest neurons with data"
+            ),
+        )
+
+    def without_data(self) -> set[NeuronRef]:
+        """The listed neurons marked as having no data."""
+        return set(self._without_data)
+
     def set_explanation(self, ref: NeuronRef, text: str, score: float | None) -> None:
         """Fill in a related neuron's explanation once it has loaded."""
+        if ref in self._without_data and text == NOT_EXPLAINED:
+            text = self.NO_DATA
         for item in self._items.get(ref, []):
-            item.setText(2, text.strip())  # QTreeWidgetItem text is plain text
+            item.setText(2, visible_text(text.strip()))  # plain text; invisible characters shown
             item.setText(3, "" if score is None else f"{score:.2f}")
 
     def clear(self, message: str) -> None:
@@ -188,7 +264,7 @@ class SearchDock(QtWidgets.QDockWidget):
         self.results.clear()
         for row in rows:
             item = QtWidgets.QListWidgetItem(  # plain text, never HTML
-                f"{row.ref} [{format_score(row.score)}] {row.explanation.strip()}"
+                f"{row.ref} [{format_score(row.score)}] {visible_text(row.explanation.strip())}"
             )
             item.setData(Qt.ItemDataRole.UserRole, row.ref)
             self.results.addItem(item)

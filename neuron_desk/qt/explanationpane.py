@@ -12,7 +12,7 @@ from neuron_desk.core.model import ScoredExplanation
 from neuron_desk.data.explanations import NeuronExplanation
 from neuron_desk.data.registry import Kind
 from neuron_desk.data.service import NeuronData
-from neuron_desk.qt.heatmap import HeatmapDelegate, HeatmapRow, RowRole, RowsModel
+from neuron_desk.qt.heatmap import HeatmapRow, HeatmapView, RowRole, RowsModel
 from neuron_desk.qt.models import (
     ExplanationsModel,
     ScoreSortProxy,
@@ -95,6 +95,8 @@ class ExplanationPane(QtWidgets.QWidget):
     score_requested = QtCore.Signal(str)
     """Score this explanation written by the user."""
     cancel_requested = QtCore.Signal()
+    settings_requested = QtCore.Signal()
+    """The user wants to set up an endpoint."""
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -135,6 +137,16 @@ class ExplanationPane(QtWidgets.QWidget):
         self.estimate = QtWidgets.QLabel(self)
         self.estimate.setTextFormat(Qt.TextFormat.PlainText)
         self.estimate.setWordWrap(True)
+        self.estimate.setAccessibleName("Estimate of the run")
+        self.estimate.hide()
+
+        self.problem = QtWidgets.QLabel(self)
+        self.problem.setTextFormat(Qt.TextFormat.PlainText)
+        self.problem.setWordWrap(True)
+        self.problem.setAccessibleName("Endpoint problem")
+        self.setup_button = QtWidgets.QPushButton("Set up an endpoint…", self)
+        self.setup_button.clicked.connect(self.settings_requested.emit)
+        self._error_shown = False
 
         self.own = QtWidgets.QLineEdit(self)
         self.own.setPlaceholderText("Write your own explanation, e.g. “words about the weather”")
@@ -147,21 +159,17 @@ class ExplanationPane(QtWidgets.QWidget):
         self.details = QtWidgets.QLabel(self)
         self.details.setTextFormat(Qt.TextFormat.PlainText)
         self.details.setWordWrap(True)
+        self.details.setAccessibleName("Score summary")
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.side_by_side = QtWidgets.QCheckBox("side by side", self)
         self.side_by_side.setToolTip(
-            "Real and simulated activations on two lines instead of overlaid"
+            "Real | simulated activations in two aligned columns, instead of the simulation "
+            "as a bar under each token"
         )
         self.simulations = SimulationModel(self)
-        self.simulation_view = QtWidgets.QListView(self)
+        self.simulation_view = HeatmapView(self)
         self.simulation_view.setModel(self.simulations)
-        self.delegate = HeatmapDelegate(self.simulation_view)
-        self.simulation_view.setItemDelegate(self.delegate)
-        self.simulation_view.setVerticalScrollMode(
-            QtWidgets.QAbstractItemView.ScrollMode.ScrollPerPixel
-        )
-        self.simulation_view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.simulation_view.setResizeMode(QtWidgets.QListView.ResizeMode.Adjust)
-        self.simulation_view.setMouseTracking(True)
+        self.delegate = self.simulation_view.delegate
         self.simulation_view.setAccessibleName("Real and simulated activations")
         self.side_by_side.toggled.connect(self._toggle_side_by_side)
 
@@ -173,29 +181,46 @@ class ExplanationPane(QtWidgets.QWidget):
         own_row.addWidget(self.own, 1)
         own_row.addWidget(self.score_button)
         details_row = QtWidgets.QHBoxLayout()
-        details_row.addWidget(self.details, 1)
+        details_row.addWidget(QtWidgets.QLabel("<b>Scoring details</b>", self))
+        details_row.addStretch(1)
         details_row.addWidget(self.side_by_side)
-        legend = QtWidgets.QLabel("green: the neuron · blue bar: the simulation", self)
-        details_row.addWidget(legend)
+        self.legend = QtWidgets.QLabel(self)
+        details_row.addWidget(self.legend)
+        self._show_legend(False)
 
+        rows = self.table.verticalHeader()
+        rows.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Fixed)
+        rows.setDefaultSectionSize(self.fontMetrics().height() + 6)
+        self.table.setMinimumHeight(self.table_height(4))  # at least 4 rows, at any DPI
         splitter = QtWidgets.QSplitter(Qt.Orientation.Vertical, self)
+        splitter.setChildrenCollapsible(False)
         top = QtWidgets.QWidget()
         top_layout = QtWidgets.QVBoxLayout(top)
         top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.setSpacing(3)
         top_layout.addWidget(QtWidgets.QLabel("<b>Explanations</b>"))
         top_layout.addWidget(self.table, 1)
         top_layout.addLayout(controls)
+        problem_row = QtWidgets.QHBoxLayout()
+        problem_row.addWidget(self.problem, 1)
+        problem_row.addWidget(self.setup_button)
+        top_layout.addLayout(problem_row)
+        self.show_endpoint_problem("")
         top_layout.addWidget(self.estimate)
         top_layout.addLayout(own_row)
         bottom = QtWidgets.QWidget()
         bottom_layout = QtWidgets.QVBoxLayout(bottom)
         bottom_layout.setContentsMargins(0, 0, 0, 0)
+        bottom_layout.setSpacing(2)
         bottom_layout.addLayout(details_row)
+        bottom_layout.addWidget(self.details)
         bottom_layout.addWidget(self.simulation_view, 1)
+        self.simulation_view.setMinimumHeight(self.fontMetrics().height() * 3)
         splitter.addWidget(top)
         splitter.addWidget(bottom)
         splitter.setStretchFactor(0, 1)
         splitter.setStretchFactor(1, 1)
+        self.splitter = splitter
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
@@ -208,6 +233,7 @@ class ExplanationPane(QtWidgets.QWidget):
         self.model.set_items(entries)
         self.table.resizeColumnToContents(0)
         self.details.setText(message)
+        self._error_shown = False
         self.simulations.set_scored(None)
         if self.proxy.rowCount():
             self.table.selectRow(0)
@@ -255,22 +281,64 @@ class ExplanationPane(QtWidgets.QWidget):
         parts = [
             f"score {format_score(s.ev_correlation_score)}",
             f"R² {format_score(s.rsquared_score)}",
-            f"abs. dev. explained {format_score(s.absolute_dev_explained_score)}",
-            f"{len(s.scored_sequence_simulations)} sequences",
+            f"abs. dev. {format_score(s.absolute_dev_explained_score)}",
+            f"{len(s.scored_sequence_simulations)} seq.",
         ]
         if entry.method:
-            parts.append(f"simulator {method_label(entry.method)}")
+            parts.append(method_label(entry.method))
         if entry.model:
-            parts.append(f"model {entry.model}")
+            parts.append(entry.model)
         usage = usage_text(entry.provenance.get("usage"))
         if usage:
             parts.append(usage)
         self.details.setText(" · ".join(parts))
+        self.details.setToolTip(
+            "score: correlation of real and simulated activations · R²: coefficient of "
+            "determination · abs. dev.: absolute deviation explained · seq.: sequences scored"
+        )
+
+    def table_height(self, rows: int) -> int:
+        """Height of the explanations table showing `rows` rows and its header."""
+        header = max(
+            self.table.horizontalHeader().sizeHint().height(), self.fontMetrics().height() + 8
+        )
+        frame = 2 * self.table.frameWidth()
+        return header + rows * self.table.verticalHeader().defaultSectionSize() + frame + 2
+
+    def show_endpoint_problem(self, text: str) -> None:
+        """Why the picked profile can't run, with a button to Settings (hidden when none)."""
+        self.problem.setText(text)
+        self.problem.setVisible(bool(text))
+        self.setup_button.setVisible(bool(text))
+
+    def show_error(self, message: str) -> None:
+        """A run's error, in place of the score summary until the next run."""
+        self.details.setText(message)
+        self._error_shown = True
+
+    def clear_error(self) -> None:
+        """Back to the selected explanation's summary, if an error was shown."""
+        if self._error_shown:
+            self._error_shown = False
+            self.details.setText("")
+            self._selection_changed()
+
+    def show_estimate(self, text: str) -> None:
+        """The run's estimate on one compact line (hidden when empty)."""
+        self.estimate.setText(" · ".join(line for line in text.splitlines() if line.strip()))
+        self.estimate.setVisible(bool(text))
+
+    def _show_legend(self, side_by_side: bool) -> None:
+        self.legend.setText(
+            "left: the neuron · right: the simulation"
+            if side_by_side
+            else "green: the neuron · blue bar: the simulation"
+        )
 
     def _toggle_side_by_side(self, on: bool) -> None:
+        self._show_legend(on)
         self.delegate.side_by_side = on
-        self.simulation_view.doItemsLayout()
-        self.simulation_view.viewport().update()
+        self.simulation_view.relayout()
 
     def _score_own(self) -> None:
         text = self.own.text().strip()
@@ -283,4 +351,4 @@ class ExplanationPane(QtWidgets.QWidget):
 
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         super().resizeEvent(event)
-        self.simulation_view.doItemsLayout()
+        self.simulation_view.relayout()

@@ -1,16 +1,24 @@
-"""Token heatmaps: tokens laid out in rows, each on a background coloured by its activation.
+"""Token heatmaps: an excerpt laid out as text, each token on a background coloured by its
+activation (as the original viewer does).
+
+Tokens are laid out contiguously: a token's own leading space is the only space between words
+and subword pieces touch. Lines wrap at token boundaries (a token longer than a line breaks
+inside), and a token holding a newline shows "↵" and ends its line. A row is laid out once per
+width and font (`RowLayout`, cached on the row), so painting only fills boxes and draws text.
 
 Tokens are untrusted text: they are painted with QPainter.drawText (never parsed as HTML),
-with newlines, tabs and other control characters shown as visible symbols so a row's layout
-never breaks. A row may carry a second series (a simulation), painted as a bar under each token
-(overlay) or as a second line (side by side).
+with control, bidi-override and zero-width characters shown as visible escapes (as the
+tooltips do), so a row's layout never breaks and no text is reordered or hidden. A row may
+carry a second series (a simulation): painted as a bar under each token (overlay), or as a
+second, aligned column (side by side: real | simulated).
 """
 
 from __future__ import annotations
 
 import html
+import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -21,22 +29,38 @@ RowRole = Qt.ItemDataRole.UserRole + 1
 
 _SYMBOLS = {"\n": "↵", "\t": "⇥", "\r": "␍"}
 PADDING = 1
+"""Vertical padding of a token's box (there is no horizontal padding: tokens touch)."""
 LINE_GAP = 2
+BAR = 4
+"""Height of the simulation bar under each token (overlay)."""
+COLUMN_GAP = 12
+"""Space between the real and the simulated column (side by side)."""
+
+
+def _invisible(ch: str) -> bool:
+    """Characters that would be drawn as nothing or reorder text: controls, format characters
+    (bidi overrides and isolates, zero-width space/joiners, BOM, soft hyphen) and separators."""
+    return unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn")
+
+
+def visible_text(text: str) -> str:
+    """`text` with newline/tab shown as symbols and invisible or reordering characters as
+    escapes ("\\u202e"), as a tooltip's repr shows them."""
+    out = []
+    for ch in text:
+        if ch in _SYMBOLS:
+            out.append(_SYMBOLS[ch])
+        elif _invisible(ch):
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def visible_token(token: str) -> str:
     """The token as it is drawn: whitespace controls as symbols, nothing invisible."""
-    if token == "":
-        return "∅"
-    out = []
-    for ch in token:
-        if ch in _SYMBOLS:
-            out.append(_SYMBOLS[ch])
-        elif ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+    return visible_text(token) if token != "" else "∅"
 
 
 def plain_tooltip(text: str) -> str:
@@ -44,7 +68,31 @@ def plain_tooltip(text: str) -> str:
     return "<qt>" + html.escape(text).replace("\n", "<br>") + "</qt>"
 
 
-@dataclass
+@dataclass(frozen=True)
+class Fragment:
+    """A token's text (or a piece of it, for a token longer than a line) and its box."""
+
+    token: int
+    text: str
+    rect: QtCore.QRect
+    """Relative to the row's top-left; in the left (real) column when side by side."""
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """Where each token of a row goes at one width."""
+
+    fragments: list[Fragment]
+    height: int
+    text_height: int
+    """Height of a token's text box (a line is this plus the bar, when overlaid)."""
+    ascent: int
+    column_offset: int
+    """x of the simulated column (side by side), else 0."""
+    column_width: int
+
+
+@dataclass(eq=False)
 class HeatmapRow:
     """One sequence to draw: tokens, real activations, optionally simulated values."""
 
@@ -56,6 +104,22 @@ class HeatmapRow:
     simulated_scale: float = 10.0
     caption: str = ""
     """A short label drawn before the tokens (e.g. a per-sequence score)."""
+    _layouts: dict[tuple[int, bool, str], RowLayout] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def text(self) -> str:
+        """The excerpt as plain text (what Copy puts on the clipboard)."""
+        return "".join(self.tokens)
+
+    def value(self, i: int) -> float:
+        """The real activation of token `i` (0 if missing)."""
+        return self.activations[i] if i < len(self.activations) else 0.0
+
+    def simulated_value(self, i: int) -> float:
+        """The simulated activation of token `i` (0 if missing or not simulated)."""
+        sim = self.simulated
+        return sim[i] if sim is not None and i < len(sim) else 0.0
 
 
 class Palette:
@@ -84,26 +148,68 @@ class Palette:
         return QtGui.QColor("black") if background.lightnessF() > 0.55 else QtGui.QColor("white")
 
 
+def _split_to_fit(text: str, metrics: QtGui.QFontMetrics, first: int, width: int) -> list[str]:
+    """Pieces of a token too long for a line: the first fits in `first`, the rest in `width`."""
+    pieces, start, room = [], 0, first
+    while start < len(text):
+        end = start + 1
+        while end < len(text) and metrics.horizontalAdvance(text[start : end + 1]) <= room:
+            end += 1
+        pieces.append(text[start:end])
+        start, room = end, width
+    return pieces
+
+
 def layout_row(
+    row: HeatmapRow, font: QtGui.QFont, width: int, side_by_side: bool
+) -> RowLayout:
+    """Where each token goes when the row is `width` wide (cached per width and font)."""
+    key = (width, side_by_side and row.simulated is not None, font.key())
+    cached = row._layouts.get(key)
+    if cached is None:
+        if len(row._layouts) > 8:  # a few widths (resizing) are enough to keep
+            row._layouts.clear()
+        cached = row._layouts[key] = _layout(row, QtGui.QFontMetrics(font), width, key[1])
+    return cached
+
+
+def _layout(
     row: HeatmapRow, metrics: QtGui.QFontMetrics, width: int, side_by_side: bool
-) -> tuple[list[QtCore.QRect], int]:
-    """Rectangles of each token (wrapped to `width`), and the height of the whole row."""
-    line_height = metrics.height() + 2 * PADDING
-    if row.simulated is not None and side_by_side:
-        line_height = 2 * line_height
-    elif row.simulated is not None:
-        line_height += 4  # room for the simulation bar
-    x = metrics.horizontalAdvance(row.caption) + 8 if row.caption else 0
-    y = 0
-    rects = []
-    for token in row.tokens:
-        w = metrics.horizontalAdvance(visible_token(token)) + 2 * PADDING
-        if x > 0 and x + w > width:
-            x = 0
-            y += line_height + LINE_GAP
-        rects.append(QtCore.QRect(x, y, w, line_height))
-        x += w
-    return rects, y + line_height + LINE_GAP * 2
+) -> RowLayout:
+    columns = 2 if side_by_side else 1
+    column_width = max(40, (width - COLUMN_GAP * (columns - 1)) // columns)
+    text_height = metrics.height() + 2 * PADDING
+    line_height = text_height + (BAR if row.simulated is not None and not side_by_side else 0)
+    start = metrics.horizontalAdvance(row.caption) + 8 if row.caption else 0
+    x, y = start, 0
+    fragments: list[Fragment] = []
+    for i, token in enumerate(row.tokens):
+        text = visible_token(token)
+        w = metrics.horizontalAdvance(text)
+        if x > 0 and x + w > column_width:  # wrap at the token boundary
+            x, y = 0, y + line_height + LINE_GAP
+        if w > column_width - x:  # longer than a line: break inside the token
+            pieces = _split_to_fit(text, metrics, column_width - x, column_width)
+        else:
+            pieces = [text]
+        for n, piece in enumerate(pieces):
+            if n > 0:
+                x, y = 0, y + line_height + LINE_GAP
+            pw = w if len(pieces) == 1 else metrics.horizontalAdvance(piece)
+            fragments.append(Fragment(i, piece, QtCore.QRect(x, y, pw, text_height)))
+            x += pw
+        if "\n" in token:  # newlines are visible ("↵") and end the line
+            x, y = 0, y + line_height + LINE_GAP
+    last_line_empty = x == 0 and fragments and y > fragments[-1].rect.top()
+    height = (y if last_line_empty else y + line_height + LINE_GAP) + LINE_GAP
+    return RowLayout(
+        fragments,
+        max(height, line_height + 2 * LINE_GAP),
+        text_height,
+        metrics.ascent(),
+        column_width + COLUMN_GAP if side_by_side else 0,
+        column_width,
+    )
 
 
 def paint_row(
@@ -114,78 +220,54 @@ def paint_row(
     font: QtGui.QFont,
     side_by_side: bool,
 ) -> None:
-    """Draw a row of tokens inside `rect`."""
-    metrics = QtGui.QFontMetrics(font)
-    rects, _ = layout_row(row, metrics, rect.width(), side_by_side)
+    """Draw a row of tokens inside `rect` (from its cached layout at this width)."""
+    layout = layout_row(row, font, rect.width(), side_by_side)
     painter.save()
     painter.setFont(font)
+    origin = rect.topLeft()
+    clip = painter.clipBoundingRect().toAlignedRect() if painter.hasClipping() else None
     if row.caption:
         painter.setPen(palette.text)
-        caption_rect = QtCore.QRect(
-            rect.left(), rect.top(), rect.width(), metrics.height() + 2 * PADDING
-        )
-        painter.drawText(
-            caption_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, row.caption
-        )
-    for i, token in enumerate(row.tokens):
-        box = rects[i].translated(rect.topLeft())
-        real = row.activations[i] if i < len(row.activations) else 0.0
-        text_box = QtCore.QRect(box)
-        if row.simulated is not None:
-            simulated = row.simulated[i] if i < len(row.simulated) else 0.0
-            if side_by_side:
-                top, bottom = (
-                    box.adjusted(0, 0, 0, -box.height() // 2),
-                    box.adjusted(0, box.height() // 2, 0, 0),
-                )
-                painter.fillRect(top, palette.heat(real, row.scale))
-                painter.fillRect(
-                    bottom, palette.heat(simulated, row.simulated_scale, palette.simulated)
-                )
-                text_box = top
-                _draw_text(
-                    painter,
-                    bottom,
-                    token,
-                    palette.heat(simulated, row.simulated_scale, palette.simulated),
-                    palette,
-                )
-            else:
-                bar = box.adjusted(0, box.height() - 4, 0, 0)
-                text_box = box.adjusted(0, 0, 0, -4)
-                painter.fillRect(text_box, palette.heat(real, row.scale))
-                painter.fillRect(
-                    bar, palette.heat(simulated, row.simulated_scale, palette.simulated)
-                )
+        painter.drawText(origin + QtCore.QPoint(0, PADDING + layout.ascent), row.caption)
+    overlay = row.simulated is not None and not layout.column_offset
+    for fragment in layout.fragments:
+        box = fragment.rect.translated(origin)
+        if clip is not None and not clip.intersects(box.adjusted(0, 0, layout.column_offset, BAR)):
+            continue
+        i = fragment.token
+        background = palette.heat(row.value(i), row.scale)
+        painter.fillRect(box, background)
+        painter.setPen(palette.text_on(background))
+        painter.drawText(box.left(), box.top() + PADDING + layout.ascent, fragment.text)
+        if row.simulated is None:
+            continue
+        simulated = palette.heat(row.simulated_value(i), row.simulated_scale, palette.simulated)
+        if overlay:
+            bar = QtCore.QRect(box.left(), box.bottom() + 1, box.width(), BAR)
+            painter.fillRect(bar, simulated)
         else:
-            painter.fillRect(box, palette.heat(real, row.scale))
-        _draw_text(painter, text_box, token, palette.heat(real, row.scale), palette)
+            right = box.translated(layout.column_offset, 0)
+            painter.fillRect(right, simulated)
+            painter.setPen(palette.text_on(simulated))
+            painter.drawText(right.left(), right.top() + PADDING + layout.ascent, fragment.text)
+    if layout.column_offset:
+        painter.setPen(palette.text)
+        x = origin.x() + layout.column_offset - COLUMN_GAP // 2
+        painter.drawLine(x, origin.y(), x, origin.y() + layout.height - LINE_GAP)
     painter.restore()
 
 
-def _draw_text(
-    painter: QtGui.QPainter,
-    box: QtCore.QRect,
-    token: str,
-    background: QtGui.QColor,
-    palette: Palette,
-) -> None:
-    painter.setPen(palette.text_on(background))
-    painter.drawText(box, Qt.AlignmentFlag.AlignCenter, visible_token(token))
-
-
 def token_at(
-    row: HeatmapRow,
-    metrics: QtGui.QFontMetrics,
-    width: int,
-    side_by_side: bool,
-    point: QtCore.QPoint,
+    row: HeatmapRow, font: QtGui.QFont, width: int, side_by_side: bool, point: QtCore.QPoint
 ) -> int | None:
     """Index of the token under `point` (relative to the row's top-left), if any."""
-    rects, _ = layout_row(row, metrics, width, side_by_side)
-    for i, box in enumerate(rects):
+    layout = layout_row(row, font, width, side_by_side)
+    if layout.column_offset and point.x() >= layout.column_offset:
+        point = point - QtCore.QPoint(layout.column_offset, 0)
+    for fragment in layout.fragments:
+        box = fragment.rect.adjusted(0, 0, 0, BAR if row.simulated is not None else 0)
         if box.contains(point):
-            return i
+            return fragment.token
     return None
 
 
@@ -216,12 +298,17 @@ class RowsModel(QtCore.QAbstractListModel):
 class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
     """Paints `HeatmapRow` items; header items (no row) are painted as bold section titles."""
 
+    MARGIN = QtCore.QMargins(4, 2, 4, 2)
+
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.side_by_side = False
 
     def _font(self, option: QtWidgets.QStyleOptionViewItem) -> QtGui.QFont:
         return QtGui.QFont(option.font)
+
+    def _inner(self, option: QtWidgets.QStyleOptionViewItem) -> QtCore.QRect:
+        return option.rect.marginsRemoved(self.MARGIN)
 
     def paint(
         self,
@@ -244,15 +331,9 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
             painter.restore()
             return
         if option.state & QtWidgets.QStyle.StateFlag.State_Selected:
-            painter.fillRect(
-                option.rect, option.palette.color(QtGui.QPalette.ColorRole.AlternateBase)
-            )
+            painter.fillRect(option.rect, option.palette.color(QtGui.QPalette.ColorRole.Highlight))
         paint_row(
-            painter,
-            option.rect.adjusted(4, 2, -4, -2),
-            row,
-            Palette(option.palette),
-            self._font(option),
+            painter, self._inner(option), row, Palette(option.palette), self._font(option),
             self.side_by_side,
         )
 
@@ -268,10 +349,9 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
         )
         if row is None:
             return QtCore.QSize(width, QtGui.QFontMetrics(option.font).height() + 12)
-        _, height = layout_row(
-            row, QtGui.QFontMetrics(self._font(option)), max(width - 8, 100), self.side_by_side
-        )
-        return QtCore.QSize(width, height + 4)
+        inner = max(width - self.MARGIN.left() - self.MARGIN.right(), 100)
+        layout = layout_row(row, self._font(option), inner, self.side_by_side)
+        return QtCore.QSize(width, layout.height + self.MARGIN.top() + self.MARGIN.bottom())
 
     def helpEvent(
         self,
@@ -283,19 +363,74 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
         row = index.data(RowRole)
         if row is None or event.type() != QtCore.QEvent.Type.ToolTip:
             return super().helpEvent(event, view, option, index)
-        inner = option.rect.adjusted(4, 2, -4, -2)
+        inner = self._inner(option)
         i = token_at(
-            row,
-            QtGui.QFontMetrics(self._font(option)),
-            inner.width(),
-            self.side_by_side,
+            row, self._font(option), inner.width(), self.side_by_side,
             event.pos() - inner.topLeft(),
         )
         if i is None:
             QtWidgets.QToolTip.hideText()
             return True
-        text = f"{visible_token(row.tokens[i])!r}  activation {row.activations[i]:.3f}"
+        text = f"{row.tokens[i]!r}  activation {row.value(i):.3f}"
         if row.simulated is not None and i < len(row.simulated):
             text += f"  simulated {row.simulated[i]:.2f}"
         QtWidgets.QToolTip.showText(event.globalPos(), plain_tooltip(text), view)
         return True
+
+
+class HeatmapView(QtWidgets.QListView):
+    """A list of excerpts: select them (click, Shift/Ctrl+click) and copy them as plain text
+    (Ctrl+C or the context menu); "with values" copies one token and its activation a line."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.delegate = HeatmapDelegate(self)
+        self.setItemDelegate(self.delegate)
+        self.setVerticalScrollMode(QtWidgets.QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setResizeMode(QtWidgets.QListView.ResizeMode.Adjust)
+        self.setUniformItemSizes(False)
+        self.setMouseTracking(True)
+        self.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+        copy = QtGui.QAction("Copy text", self)
+        copy.setShortcut(QtGui.QKeySequence.StandardKey.Copy)  # shown; keyPressEvent handles it
+        copy.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        copy.triggered.connect(self.copy)
+        with_values = QtGui.QAction("Copy tokens with values", self)
+        with_values.triggered.connect(lambda: self.copy(with_values=True))
+        self.addActions([copy, with_values])
+
+    def selected_rows(self) -> list[HeatmapRow]:
+        """The selected excerpts, top to bottom."""
+        indexes = sorted(self.selectionModel().selectedIndexes(), key=lambda i: i.row())
+        rows = [i.data(RowRole) for i in indexes]
+        return [r for r in rows if isinstance(r, HeatmapRow)]
+
+    def selected_text(self, with_values: bool = False) -> str:
+        """The selected excerpts as plain text (one blank line between excerpts)."""
+        if with_values:
+            return "\n\n".join(
+                "\n".join(f"{t!r}\t{r.value(i):.4g}" for i, t in enumerate(r.tokens))
+                for r in self.selected_rows()
+            )
+        return "\n\n".join(r.text() for r in self.selected_rows())
+
+    def copy(self, with_values: bool = False) -> str:
+        """Put the selected excerpts on the clipboard; the text copied."""
+        text = self.selected_text(with_values)
+        if text:
+            QtWidgets.QApplication.clipboard().setText(text)
+        return text
+
+    def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:
+        if event.matches(QtGui.QKeySequence.StandardKey.Copy):
+            self.copy()
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+    def relayout(self) -> None:
+        """Row heights depend on the width and the mode: ask the delegate again."""
+        self.scheduleDelayedItemsLayout()
+        self.viewport().update()

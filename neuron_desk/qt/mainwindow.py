@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.errors import NeuronDeskError
-from neuron_desk.core.model import NeuronRecord
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.exports import NeuronExport
 from neuron_desk.data.registry import Dataset
@@ -23,11 +21,16 @@ from neuron_desk.qt.browser import BrowserState
 from neuron_desk.qt.datasetpane import DatasetPane, where_from
 from neuron_desk.qt.docks import BatchResultsDock, RelatedNeuronsDock, SearchDock, TopTokensDock
 from neuron_desk.qt.explanationpane import ExplanationPane, why_none_listed
-from neuron_desk.qt.operations import Operation, Operations
+from neuron_desk.qt.helpmenu import HelpMenu
+from neuron_desk.qt.operations import Operations
 from neuron_desk.qt.picker import NeuronPicker
+from neuron_desk.qt.runconfirm import RunConfirmation
+from neuron_desk.qt.runflow import RunFlow
+from neuron_desk.qt.welcome import SEEN_KEY, WelcomePage
 
 Qt = QtCore.Qt
 SaveTo = Callable[[str], object]
+
 
 class MainWindow(QtWidgets.QMainWindow):
     """The app's window over one desk; long work runs as named tasks that can be cancelled."""
@@ -44,12 +47,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tasks = TaskSlots(self._task_failed)
         self.browser = BrowserState(desk, settings, self.tasks, self)
         self.ops = Operations(desk, self.tasks)
-        self._run_serial = 0
+        self._docks_hidden: list[QtWidgets.QDockWidget] = []
         self.setWindowTitle("neuron-desk")
         self.setObjectName("MainWindow")
-        self.picker = NeuronPicker(desk.registry.all(), self)
+        self.picker = NeuronPicker(desk.registry.all(), self, self.browser.with_data)
         self.addToolBar(self.picker)
         self._build_central()
+        self.runs = RunFlow(self, self.explanations, self.ops, self.browser, settings)
         self._build_docks()
         self._build_menus()
         self.offline_label = QtWidgets.QLabel()
@@ -79,12 +83,18 @@ class MainWindow(QtWidgets.QMainWindow):
         self.splitter.addWidget(self.dataset_pane)
         self.splitter.setStretchFactor(0, 2)
         self.splitter.setStretchFactor(1, 3)
-        central = QtWidgets.QWidget(self)
-        layout = QtWidgets.QVBoxLayout(central)
+        self.browser_page = QtWidgets.QWidget(self)
+        layout = QtWidgets.QVBoxLayout(self.browser_page)
+        layout.setContentsMargins(6, 4, 6, 4)
+        layout.setSpacing(2)
         layout.addWidget(self.title)
         layout.addWidget(self.subtitle)
         layout.addWidget(self.splitter, 1)
-        self.setCentralWidget(central)
+        self.welcome = WelcomePage(self)
+        self.pages = QtWidgets.QStackedWidget(self)
+        self.pages.addWidget(self.browser_page)
+        self.pages.addWidget(self.welcome)
+        self.setCentralWidget(self.pages)
 
     def _build_docks(self) -> None:
         go = self.browser.go_to
@@ -106,7 +116,7 @@ class MainWindow(QtWidgets.QMainWindow):
         file_menu.addAction("&Export this neuron…", self.export_current, "Ctrl+E")
         file_menu.addAction("Export all &generated results…", self.export_all_generated)
         file_menu.addSeparator()
-        file_menu.addAction("&Settings…", self.open_settings, keys.Preferences)
+        file_menu.addAction("&Settings…", self.open_settings, "Ctrl+,")
         file_menu.addSeparator()
         file_menu.addAction("&Quit", self.close, keys.Quit)
         go_menu = self.menuBar().addMenu("&Go")
@@ -123,11 +133,13 @@ class MainWindow(QtWidgets.QMainWindow):
         )
         run_menu.addAction("&Cancel", self.cancel_run, "Esc")
         view_menu = self.menuBar().addMenu("&View")
-        for dock in (self.tokens_dock, self.related_dock, self.search_dock, self.results_dock):
+        for dock in self._docks():
             view_menu.addAction(dock.toggleViewAction())
         self.offline_action = view_menu.addAction("&Offline")
         self.offline_action.setCheckable(True)
         self.offline_action.setChecked(self.desk.offline)
+        self.help_menu = HelpMenu(self, self.show_welcome)
+        self.menuBar().addMenu(self.help_menu)
 
     def _connect(self) -> None:
         browser, picker = self.browser, self.picker
@@ -149,6 +161,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.explanations.generate_requested.connect(self.generate)
         self.explanations.score_requested.connect(self.score_own)
         self.explanations.cancel_requested.connect(self.cancel_run)
+        self.explanations.settings_requested.connect(self.open_settings)
+        self.welcome.neuron_requested.connect(browser.go_to)
+        self.welcome.random_requested.connect(lambda: browser.random())
+        self.welcome.dismissed.connect(self.show_browser)
+        self.welcome.profiles_saved.connect(self._settings_closed)
+        self.explanations.profile.currentTextChanged.connect(lambda _: self.runs.check_endpoint())
+        self.runs.finished.connect(self.run_finished.emit)
+        self.runs.succeeded.connect(self._refresh_results_if_shown)
 
     # --- showing what the browser says ---
 
@@ -164,8 +184,37 @@ class MainWindow(QtWidgets.QMainWindow):
         """Reload the explained-neurons table of the picked dataset (e.g. after a batch)."""
         self.results_dock.show_results(self.desk.best_results(self.browser.dataset.name))
 
+    def show_welcome(self) -> None:
+        """The welcome page (first start, Help → Welcome); any neuron opened leaves it."""
+        self.welcome.show_dataset(self.browser.dataset)
+        try:
+            config = self.desk.profiles
+            default = self.ops.default_profile_name()
+        except NeuronDeskError as exc:
+            self.statusBar().showMessage(str(exc), 8000)
+            return
+        self.welcome.show_endpoint(config, self.ops.endpoint_problem(default), default)
+        if self.pages.currentWidget() is not self.welcome:  # the page gets the whole window
+            self._docks_hidden = [d for d in self._docks() if d.isVisible()]
+            for dock in self._docks_hidden:
+                dock.hide()
+        self.pages.setCurrentWidget(self.welcome)
+
+    def _docks(self) -> list[QtWidgets.QDockWidget]:
+        return [self.tokens_dock, self.related_dock, self.search_dock, self.results_dock]
+
+    def show_browser(self) -> None:
+        """Leave the welcome page for the panes (later starts open here)."""
+        if self.pages.currentWidget() is self.welcome:
+            self.settings.setValue(SEEN_KEY, True)
+            for dock in self._docks_hidden:
+                dock.show()
+            self._docks_hidden = []
+        self.pages.setCurrentWidget(self.browser_page)
+
     def _loading(self, ref: NeuronRef) -> None:
-        self.ops.cancel(Operations.RUN_TASK)  # a run belongs to the neuron it started on
+        self.show_browser()
+        self.runs.neuron_changed()  # a run belongs to the neuron it started on
         self.picker.show_neuron(ref)
         title = self.desk.dataset(ref.dataset).title
         self.title.setText(f"{title} · layer {ref.layer} · neuron {ref.index}")
@@ -180,7 +229,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.dataset_pane.show_neuron(data)
         self.explanations.set_entries(self.browser.listed_explanations(), why_none_listed(data))
         self.tokens_dock.show_neuron(data)
-        self.related_dock.show_neuron(data)
+        with_data = self.browser.with_data()
+        self.related_dock.show_neuron(data, set(with_data) if with_data is not None else None)
+        if with_data is not None and not isinstance(data.record, Fetched):
+            in_layer = sum(1 for r in with_data if r.layer == ref.layer)
+            reason = str(data.record) if data.record else "no activation records"
+            self.dataset_pane.show_message(
+                f"This neuron is empty here ({reason}). {in_layer} of {data.dataset.n_neurons}"
+                f" neurons of layer {ref.layer} have data; Next and Previous move among them."
+            )
+            self.dataset_pane.offer_nearby(self.desk.nearest_with_data(ref), self.browser.go_to)
         self.neuron_shown.emit(ref)
 
     def _offline_shown(self, offline: bool) -> None:
@@ -191,65 +249,24 @@ class MainWindow(QtWidgets.QMainWindow):
         """Search the stored explanations and list what matches."""
         self.search_dock.show_results(text, self.desk.search(text) if text else [])
 
-    # --- generate and score ---
-
-    def _run_target(self) -> tuple[NeuronRef, NeuronRecord] | None:
-        ref, data = self.browser.current, self.browser.data
-        if ref is None or data is None or not isinstance(data.record, Fetched):
-            self.statusBar().showMessage("This neuron has no activation records to explain", 8000)
-            return None
-        return ref, data.record.value
+    # --- generate and score (the run flow does it) ---
 
     def generate(self, samples: int) -> None:
         """Generate `samples` explanations of the current neuron and score each."""
-        target = self._run_target()
-        if target is not None:
-            profile = self.explanations.profile.currentText()
-            self._start_run(target[0], self.ops.generate(*target, profile, samples))
+        self.runs.generate(samples)
 
     def score_own(self, explanation: str) -> None:
         """Score an explanation the user wrote."""
-        target = self._run_target()
-        if target is not None:
-            profile = self.explanations.profile.currentText()
-            self._start_run(target[0], self.ops.score(*target, profile, explanation))
-
-    def _start_run(self, ref: NeuronRef, operation: Operation[Any]) -> None:
-        self._run_serial += 1
-        serial = self._run_serial
-        self.explanations.set_busy(True)
-        self.statusBar().showMessage("Explaining and scoring…")
-        operation.estimate(self.explanations.estimate.setText)
-        operation.progress(self.explanations.set_progress)
-        operation.finished(lambda: self._run_ended(ref, serial))
-        operation.success(lambda _: self._run_succeeded()).failure(self._run_failed).run()
-
-    def _run_ended(self, ref: NeuronRef, serial: int) -> None:
-        if serial != self._run_serial:  # a later run took over
-            return
-        self.explanations.set_busy(False)
-        if self.browser.current == ref and self.browser.data is not None:
-            self.explanations.set_entries(self.browser.listed_explanations())
-
-    def _run_succeeded(self) -> None:
-        self.statusBar().showMessage("Scoring finished; results are stored", 5000)
-        self._refresh_results_if_shown()
-        self.run_finished.emit("done")
-
-    def _run_failed(self, error: Exception) -> None:
-        message = error_message(error)
-        self.explanations.details.setText(message)
-        self.run_finished.emit(message)
-        self.statusBar().showMessage(message, 15000)
+        self.runs.score_own(explanation)
 
     def cancel_run(self) -> None:
-        """Stop the running generation or scoring (requests in flight are cancelled)."""
-        if self.ops.cancel(Operations.RUN_TASK):
-            self.explanations.set_busy(False)
-            self.statusBar().showMessage(
-                "Cancelled; results finished before the cancel are stored", 5000
-            )
-            self.run_finished.emit("cancelled")
+        """Stop the running generation or scoring."""
+        self.runs.cancel()
+
+    @property
+    def confirmation(self) -> RunConfirmation | None:
+        """The open "send this run?" question, if any."""
+        return self.runs.confirmation
 
     # --- export, settings, errors ---
 
@@ -310,7 +327,7 @@ class MainWindow(QtWidgets.QMainWindow):
         except NeuronDeskError as exc:
             self.statusBar().showMessage(str(exc), 8000)
             config = ProfileConfig(path=self.desk.paths.profiles)
-        dialog = SettingsDialog(self, self.desk, self.ops, config)
+        dialog = SettingsDialog(self, self.desk, self.ops, config, self.settings)
         dialog.data.offline_changed.connect(self.offline_action.setChecked)
         dialog.finished.connect(lambda _result: self._settings_closed(config))
         dialog.open()
@@ -326,14 +343,17 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage(str(exc), 8000)
             return
         self.explanations.set_profiles(names, default)
+        self.runs.check_endpoint()
 
     def _task_failed(self, _name: str, error: BaseException) -> None:
         self.statusBar().showMessage(error_message(error), 15000)
 
     # --- window state ---
 
-    def restore_state(self) -> None:
-        """Window geometry, docks and the splitter, from QSettings."""
+    def restore_state(self) -> bool:
+        """Window geometry, docks and the splitter, from QSettings; False if none was kept
+        (then the window is fitted to the screen)."""
+        restored = False
         for key, restore in (
             ("geometry", self.restoreGeometry),
             ("state", self.restoreState),
@@ -341,7 +361,39 @@ class MainWindow(QtWidgets.QMainWindow):
         ):
             value = self.settings.value(key)
             if isinstance(value, QtCore.QByteArray):
-                restore(value)
+                restored = bool(restore(value)) or restored
+        if not restored:
+            self.fit_to_screen()
+        elif QtGui.QGuiApplication.platformName() != "offscreen":  # the screen may be smaller
+            self.resize(self.size().boundedTo(self.screen().availableGeometry().size()))
+        return restored
+
+    def fit_to_screen(self) -> None:
+        """Most of the screen's free area, at least 1200×800 where there is room (HiDPI:
+        Qt counts in device-independent pixels)."""
+        free = self.screen().availableGeometry().size()
+        size = QtCore.QSize(max(1200, int(free.width() * 0.85)), max(800, int(free.height() * 0.9)))
+        if QtGui.QGuiApplication.platformName() != "offscreen":  # a real screen bounds it
+            size = size.boundedTo(free)
+        self.resize(size)
+        self.arrange_docks()
+
+    def arrange_docks(self) -> None:
+        """Docks that don't fit one above the other become tabs; a third of the width."""
+        tall_enough = self.height() >= 900
+        tabbed = self.related_dock in self.tabifiedDockWidgets(self.tokens_dock)
+        if not tall_enough and not tabbed:
+            self.tabifyDockWidget(self.tokens_dock, self.related_dock)
+            self.tokens_dock.raise_()
+        elif tall_enough and tabbed:  # room again: one above the other
+            self.removeDockWidget(self.related_dock)
+            right = Qt.DockWidgetArea.RightDockWidgetArea
+            self.addDockWidget(right, self.related_dock, Qt.Orientation.Vertical)
+            self.related_dock.show()
+        if self.results_dock not in self.tabifiedDockWidgets(self.search_dock):
+            self.tabifyDockWidget(self.search_dock, self.results_dock)
+        width = max(280, min(self.width() // 3, 520))
+        self.resizeDocks([self.tokens_dock], [width], Qt.Orientation.Horizontal)
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self.settings.setValue("geometry", self.saveGeometry())

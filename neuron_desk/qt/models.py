@@ -18,7 +18,7 @@ from PySide6 import QtCore
 
 from neuron_desk.core.scores import best_first, best_first_key, has_score
 from neuron_desk.data.explanations import ExplanationRow, NeuronExplanation
-from neuron_desk.qt.heatmap import plain_tooltip
+from neuron_desk.qt.heatmap import plain_tooltip, visible_text
 
 Qt = QtCore.Qt
 T = TypeVar("T")
@@ -165,7 +165,7 @@ class ExplanationsModel(ListTableModel[NeuronExplanation]):
         if column == 0:
             text = format_score(item.score)
         elif column == 1:
-            text = item.explanation.strip()
+            text = visible_text(item.explanation.strip())  # bidi/zero-width shown, not obeyed
         elif column == 2:
             text = item.source
         elif column == 3:
@@ -198,7 +198,7 @@ class ExplainedNeuronsModel(ListTableModel[ExplanationRow]):
             item.ref.layer,
             item.ref.index,
             item.score,
-            item.explanation.strip(),
+            visible_text(item.explanation.strip()),
         )
         if role == SortRole:
             return values[column]

@@ -12,19 +12,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from neuron_desk.core.errors import BackendConfigError
+from neuron_desk.core.errors import (
+    BackendConfigError,
+    BackendHTTPError,
+    BackendUnavailable,
+    NeuronDeskError,
+)
 from neuron_desk.core.model import NeuronRecord
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.exports import NeuronExport
 from neuron_desk.data.service import NeuronData
 from neuron_desk.desk import Desk
 from neuron_desk.llm.capabilities import capabilities_for, choose_simulator
-from neuron_desk.llm.profiles import Profile, ProfileConfig, open_backend
+from neuron_desk.llm.client import RetryPolicy
+from neuron_desk.llm.profiles import Profile, ProfileConfig, open_backend, open_client
 from neuron_desk.qt.asyncbridge import TaskSlots
+from neuron_desk.runs.estimate import RunEstimate
 from neuron_desk.runs.options import RunOptions
 from neuron_desk.runs.run import NeuronRun, ScoreOutcome
 
@@ -126,6 +135,10 @@ class Operation(Generic[T]):
                 self._on_finished()
 
 
+PROBE_TIMEOUT_S = 15.0
+"""A connection test ends within this many seconds, whatever the endpoint does."""
+
+
 class Operations:
     """The app's operations over one desk: runs, exports, probes and profile changes."""
 
@@ -176,22 +189,63 @@ class Operations:
 
         return Operation(self.tasks, self.PROFILES_TASK, work)
 
-    def probe(self, profile: Profile) -> Operation[str]:
+    def probe(self, profile: Profile, timeout: float = PROBE_TIMEOUT_S) -> Operation[str]:
         """Test a profile as edited (maybe unsaved): which simulators its endpoint supports
-        (remembered in the store); the result is a text for the user."""
+        (remembered in the store); the result is a text for the user. It ends within
+        `timeout` seconds; a failure says what is wrong (`probe_failure`)."""
 
         async def work(_: Reporter) -> str:
-            backend = open_backend(profile)  # its own backend: the profile may be unsaved
             model = profile.simulator_model or profile.explainer_model
-            try:
-                caps = await capabilities_for(
-                    backend, backend.endpoint_id, model, self.desk.store, refresh=True
+            if not model:
+                raise BackendConfigError(f"profile {profile.name!r} names no model: set one")
+            # Its own backend (the profile may be unsaved), with short timeouts and retries.
+            backend = (
+                open_backend(profile)
+                if profile.is_local
+                else open_client(
+                    replace(profile, timeout=min(profile.timeout, timeout * 0.6)),
+                    retry=RetryPolicy(max_attempts=2, base_delay=0.2, max_total=timeout * 0.3),
                 )
+            )
+            try:
+                caps = await asyncio.wait_for(
+                    capabilities_for(
+                        backend, backend.endpoint_id, model, self.desk.store, refresh=True
+                    ),
+                    timeout,
+                )
+            except TimeoutError:
+                raise BackendUnavailable(
+                    f"no complete answer from {profile.base_url} within {timeout:.0f} s"
+                ) from None
             finally:
                 await backend.aclose()
             return f"Connected. {caps.describe()}\nSimulator: {choose_simulator(caps).reason}"
 
         return Operation(self.tasks, self.PROBE_TASK, work)
+
+    def endpoint_problem(self, name: str) -> str | None:
+        """Why profile `name` can't run now (no key set, local model not installed), in
+        words that point to Settings; None when it may run."""
+        try:
+            profile = self.profile(name)
+        except NeuronDeskError as exc:
+            return f"{exc}. Set up an endpoint in Settings."
+        if profile.is_local:
+            from neuron_desk.llm.local import local_available
+
+            ready, _hint = local_available()
+            if not ready:
+                return (
+                    "No LLM endpoint is set up (the local model is not installed): add one "
+                    "in Settings or from a preset under Help → Welcome."
+                )
+        elif profile.api_key.startswith("env:") and not os.environ.get(profile.api_key[4:]):
+            return (
+                f"Profile {profile.name!r} reads its key from {profile.api_key[4:]}, which is "
+                "not set: set it and restart, or pick or add another endpoint in Settings."
+            )
+        return None
 
     # --- runs ---
 
@@ -226,6 +280,32 @@ class Operations:
 
         return Operation(self.tasks, self.RUN_TASK, work)
 
+    def estimate_generate(
+        self, record: NeuronRecord, profile: str, samples: int
+    ) -> Operation[RunEstimate]:
+        """What Generate & score would send (nothing is sent), under the run's task name."""
+
+        async def work(report: Reporter) -> RunEstimate:
+            report.estimate(_estimating(samples, profile))
+            estimate = await self._run(profile, samples).estimate_explain(record)
+            report.estimate(estimate.describe())
+            return estimate
+
+        return Operation(self.tasks, self.RUN_TASK, work)
+
+    def estimate_score(
+        self, record: NeuronRecord, profile: str, explanation: str
+    ) -> Operation[RunEstimate]:
+        """What scoring `explanation` would send (nothing is sent)."""
+
+        async def work(report: Reporter) -> RunEstimate:
+            report.estimate(_estimating(1, profile))
+            estimate = await self._run(profile, 1).estimate_score(record, explanation)
+            report.estimate(estimate.describe())
+            return estimate
+
+        return Operation(self.tasks, self.RUN_TASK, work)
+
     def _run(self, profile_name: str, samples: int) -> NeuronRun:
         profile = self.profile(profile_name)
         return self.desk.run(profile, RunOptions.for_profile(profile, samples=samples))
@@ -256,6 +336,30 @@ class Operations:
             return self.desk.export_generated(dataset, path)
 
         return Operation(self.tasks, self.EXPORT_TASK, work)
+
+
+def probe_failure(profile: Profile, error: BaseException) -> str:
+    """What is wrong, from a failed connection test: no key set, unreachable, a refused key,
+    no such model, or the error's own words."""
+    model = profile.simulator_model or profile.explainer_model
+    if isinstance(error, BackendConfigError):
+        text = str(error)
+        if "not set" in text or "no key" in text:
+            return f"No API key set: {text}."
+        return f"Not configured: {text}"
+    if isinstance(error, BackendHTTPError):
+        lower = str(error).lower()
+        if error.status_code in (401, 403):
+            return (
+                f"The key was refused (HTTP {error.status_code}) by {profile.base_url}: "
+                f"check the key in {profile.api_key}."
+            )
+        if error.status_code == 404 and "model" in lower:
+            return f"No such model at {profile.base_url}: {model!r} (HTTP 404)."
+        return f"The endpoint answered with an error: {error}"
+    if isinstance(error, BackendUnavailable):
+        return f"Unreachable: {profile.base_url} ({error})."
+    return f"Failed: {error}"
 
 
 def _estimating(samples: int, profile: str) -> str:

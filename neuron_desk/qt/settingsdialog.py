@@ -9,8 +9,8 @@ from neuron_desk.core.errors import NeuronDeskError
 from neuron_desk.data.registry import ALL_KINDS, Dataset
 from neuron_desk.desk import Desk
 from neuron_desk.llm.profiles import METHODS, Profile, ProfileConfig
-from neuron_desk.qt.asyncbridge import error_message
-from neuron_desk.qt.operations import Operations
+from neuron_desk.qt.operations import Operations, probe_failure
+from neuron_desk.qt.runconfirm import RunsPage
 
 Qt = QtCore.Qt
 
@@ -114,6 +114,8 @@ class ProfilesPage(QtWidgets.QWidget):
         self.budget_usd.setValue(profile.budget_usd or 0.0)
         self.default.setChecked(self.config.default == profile.name)
         self.result.setText("")
+        self.ops.cancel(Operations.PROBE_TASK)  # a test of another profile ends here
+        self.test_button.setEnabled(True)
 
     def profile(self) -> Profile:
         """The profile as edited (raises BackendConfigError when a field is wrong)."""
@@ -154,7 +156,7 @@ class ProfilesPage(QtWidgets.QWidget):
         self.result.setText("Testing…")
         self.test_button.setEnabled(False)
         probe = self.ops.probe(profile).success(self.result.setText)
-        probe.failure(lambda exc: self.result.setText(f"Failed: {error_message(exc)}"))
+        probe.failure(lambda exc: self.result.setText(probe_failure(profile, exc)))
         probe.finished(lambda: self.test_button.setEnabled(True)).run()
 
 
@@ -264,6 +266,7 @@ class SettingsDialog(QtWidgets.QDialog):
         desk: Desk,
         ops: Operations,
         config: ProfileConfig,
+        settings: QtCore.QSettings | None = None,
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
@@ -274,6 +277,9 @@ class SettingsDialog(QtWidgets.QDialog):
         self.data = DataPage(desk)
         tabs.addTab(self.profiles, "LLM endpoints")
         tabs.addTab(self.data, "Data")
+        self.runs = RunsPage(settings) if settings is not None else None
+        if self.runs is not None:
+            tabs.addTab(self.runs, "Runs")
         close = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Close, self)
         close.rejected.connect(self.reject)
         layout = QtWidgets.QVBoxLayout(self)

@@ -17,6 +17,7 @@ from neuron_desk.data.store import Store
 from neuron_desk.llm.profiles import Profile, ProfileConfig
 from neuron_desk.qt.mainwindow import MainWindow
 from neuron_desk.qt.operations import Operations
+from neuron_desk.qt.runconfirm import ASK_UNPRICED_KEY
 from tests.fake_openai import FakeOpenAI, FakeServer
 from tests.qt.conftest import WindowFactory, run_until
 from tests.synthetic import oracle
@@ -53,6 +54,8 @@ def profiles_for(base_url: str, tmp_path: Path) -> ProfileConfig:
 
 
 def open_neuron(window: MainWindow, loop: asyncio.AbstractEventLoop, neuron: int = 2) -> None:
+    # The fake model has no price: these tests don't want the "send this run?" question.
+    window.settings.setValue(ASK_UNPRICED_KEY, False)
     browser = window.browser
     browser.go_to(NeuronRef("mirror", 0, neuron))
     run_until(

@@ -1,0 +1,73 @@
+"""Every pane fits at 1024×700: readable top tokens by weight (never only "…"), at least four
+explanation rows, a one-line score summary; docks that don't fit become tabs; the layout
+restores."""
+
+from __future__ import annotations
+
+import asyncio
+
+from PySide6 import QtCore, QtWidgets
+
+from neuron_desk.core.refs import NeuronRef
+from neuron_desk.qt.docks import TokenList
+from neuron_desk.qt.mainwindow import MainWindow
+from tests.qt.conftest import WindowFactory, run_until
+from tests.qt.test_sparse import sample_window  # noqa: F401 - a fixture
+
+
+def small(window: MainWindow, loop: asyncio.AbstractEventLoop, ref: NeuronRef) -> None:
+    window.resize(1024, 700)
+    window.arrange_docks()
+    window.browser.go_to(ref)
+    run_until(loop, lambda: window.browser.current == ref and window.browser.data is not None)
+    QtWidgets.QApplication.processEvents()
+
+
+def readable(table: TokenList) -> bool:
+    """Every token shown in full: its column is wider than its text."""
+    metrics = table.fontMetrics()
+    width = table.columnWidth(0)
+    texts = [table.item(r, 0).text() for r in range(table.rowCount()) if table.item(r, 0)]
+    return bool(texts) and all(metrics.horizontalAdvance(t) + 8 <= width for t in texts)
+
+
+def test_1024x700_shows_four_explanation_rows_and_readable_weight_tokens(
+    sample_window: MainWindow,  # noqa: F811
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    window = sample_window  # the bundled sample: real weight-based top tokens
+    small(window, loop, NeuronRef("smollm2-135m", 3, 24))
+    assert window.size() == QtCore.QSize(1024, 700)
+    table = window.explanations.table
+    row_height = table.verticalHeader().defaultSectionSize()
+    assert table.viewport().height() >= 4 * row_height
+    dock = window.tokens_dock
+    dock.raise_()
+    tabs = dock.widget()
+    assert isinstance(tabs, QtWidgets.QTabWidget)
+    tabs.setCurrentIndex(1)  # By weight
+    QtWidgets.QApplication.processEvents()
+    for name, tokens in dock.lists.items():
+        assert tokens.isVisible(), name
+        assert readable(tokens), (name, tokens.columnWidth(0))
+        assert tokens.columnWidth(1) >= tokens.fontMetrics().horizontalAdvance("−0.000")
+    # The score summary is one line.
+    details = window.explanations.details
+    assert details.text().startswith("score") or details.text()
+    assert details.height() <= 2 * details.fontMetrics().height() + 6
+
+
+def test_docks_that_dont_fit_become_tabs_and_the_layout_restores(
+    make_window: WindowFactory, loop: asyncio.AbstractEventLoop, settings: QtCore.QSettings
+) -> None:
+    window = make_window()
+    small(window, loop, NeuronRef("mirror", 0, 2))
+    assert window.related_dock in window.tabifiedDockWidgets(window.tokens_dock)
+    window.close()  # keeps geometry, docks and splitter
+    again = make_window()
+    assert again.restore_state()
+    assert again.related_dock in again.tabifiedDockWidgets(again.tokens_dock)
+    again.resize(1600, 1000)  # room again: one above the other
+    again.arrange_docks()
+    assert again.related_dock not in again.tabifiedDockWidgets(again.tokens_dock)
+    assert again.related_dock.isVisible() and again.tokens_dock.isVisible()

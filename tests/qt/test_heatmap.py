@@ -1,0 +1,145 @@
+"""Excerpts read as text: tokens touch, wrap at token boundaries, show newlines, align in two
+columns side by side, are laid out once per width, can be copied, and show invisible
+characters visibly."""
+
+from __future__ import annotations
+
+import itertools
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from neuron_desk.qt.heatmap import (
+    BAR,
+    HeatmapRow,
+    HeatmapView,
+    Palette,
+    RowRole,
+    RowsModel,
+    layout_row,
+    paint_row,
+    visible_text,
+    visible_token,
+)
+
+FONT = QtGui.QFont("DejaVu Sans", 10)
+
+
+def row_of(tokens: list[str], values: list[float] | None = None, **kw) -> HeatmapRow:  # type: ignore[no-untyped-def]
+    return HeatmapRow(tokens, values or [1.0] * len(tokens), 1.0, **kw)
+
+
+def test_subword_pieces_touch(qapp) -> None:  # type: ignore[no-untyped-def]
+    layout = layout_row(row_of(["Sté", "ph", "ane", " W", "irt", "el"]), FONT, 800, False)
+    rects = [f.rect for f in layout.fragments]
+    assert len({r.top() for r in rects}) == 1  # one line
+    for a, b in itertools.pairwise(rects):
+        assert a.right() + 1 == b.left()  # no gap, no overlap
+    metrics = QtGui.QFontMetrics(FONT)
+    # The only space between "Stéphane" and "Wirtel" is the token's own leading space.
+    assert rects[3].width() == metrics.horizontalAdvance(" W")
+
+
+def test_painted_boxes_leave_no_gap(qapp) -> None:  # type: ignore[no-untyped-def]
+    image = QtGui.QImage(400, 40, QtGui.QImage.Format.Format_RGB32)
+    image.fill(QtGui.QColor("white"))
+    palette = Palette(QtGui.QPalette())
+    row = row_of(["Sté", "ph", "ane"])
+    painter = QtGui.QPainter(image)
+    paint_row(painter, image.rect(), row, palette, FONT, False)
+    painter.end()
+    end = layout_row(row, FONT, 400, False).fragments[-1].rect.right()
+    hot = palette.heat(1.0, 1.0)
+    assert all(image.pixelColor(x, 0) == hot for x in range(0, end + 1))
+    assert image.pixelColor(end + 2, 0) != hot
+
+
+def test_wraps_at_token_boundaries_and_breaks_only_overlong_tokens(qapp) -> None:  # type: ignore[no-untyped-def]
+    tokens = [" the", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog"]
+    layout = layout_row(row_of(tokens), FONT, 120, False)
+    assert [f.text for f in layout.fragments] == tokens  # no token split
+    lines = sorted({f.rect.top() for f in layout.fragments})
+    assert len(lines) > 1
+    for top in lines[1:]:
+        first = min(
+            (f for f in layout.fragments if f.rect.top() == top), key=lambda f: f.rect.left()
+        )
+        assert first.rect.left() == 0
+    assert all(f.rect.right() < 120 for f in layout.fragments)
+    long = layout_row(row_of(["x" * 200]), FONT, 100, False)
+    assert len(long.fragments) > 1 and "".join(f.text for f in long.fragments) == "x" * 200
+    assert all(f.rect.width() <= 100 for f in long.fragments)
+
+
+def test_newlines_are_visible_and_end_the_line(qapp) -> None:  # type: ignore[no-untyped-def]
+    layout = layout_row(row_of(["Hello", ".", "\n", "World"]), FONT, 800, False)
+    texts = [f.text for f in layout.fragments]
+    assert texts == ["Hello", ".", "↵", "World"]
+    world = layout.fragments[3].rect
+    assert world.left() == 0 and world.top() > layout.fragments[2].rect.top()
+
+
+def test_side_by_side_is_two_aligned_columns(qapp) -> None:  # type: ignore[no-untyped-def]
+    row = row_of(["a", "b", "c"], [0.0, 1.0, 0.0], simulated=[10.0, 0.0, 0.0], simulated_scale=10.0)
+    layout = layout_row(row, FONT, 400, True)
+    assert layout.column_offset >= 200 - 12  # the simulated column starts half-way
+    image = QtGui.QImage(400, 40, QtGui.QImage.Format.Format_RGB32)
+    image.fill(QtGui.QColor("white"))
+    palette = Palette(QtGui.QPalette())
+    painter = QtGui.QPainter(image)
+    paint_row(painter, image.rect(), row, palette, FONT, True)
+    painter.end()
+    a = layout.fragments[0].rect
+    blue = palette.heat(10.0, 10.0, palette.simulated)
+    # The same token, at the same place in the right column, carries the simulated colour.
+    assert image.pixelColor(a.left() + layout.column_offset, 0) == blue
+    assert image.pixelColor(a.left(), 0) != blue
+    # Overlay: the bar under the token.
+    overlay = layout_row(row, FONT, 400, False)
+    image.fill(QtGui.QColor("white"))
+    painter = QtGui.QPainter(image)
+    paint_row(painter, image.rect(), row, palette, FONT, False)
+    painter.end()
+    box = overlay.fragments[0].rect
+    assert image.pixelColor(box.left(), box.bottom() + BAR // 2 + 1) == blue
+    assert overlay.column_offset == 0
+
+
+def test_layout_is_cached_per_width(qapp) -> None:  # type: ignore[no-untyped-def]
+    row = row_of(["a", "b"])
+    assert layout_row(row, FONT, 300, False) is layout_row(row, FONT, 300, False)
+    assert layout_row(row, FONT, 200, False) is not layout_row(row, FONT, 300, False)
+
+
+def test_invisible_and_bidi_characters_are_shown(qapp) -> None:  # type: ignore[no-untyped-def]
+    assert visible_text("\u202eevil\u202c txt") == "\\u202eevil\\u202c txt"
+    assert visible_token("a\u200bb\ufeff") == "a\\u200bb\\ufeff"
+    assert visible_token("\u2066x\u2069") == "\\u2066x\\u2069"
+    assert visible_token("café ü") == "café ü"
+
+
+class _Rows(RowsModel):
+    def __init__(self, rows: list[HeatmapRow]) -> None:
+        super().__init__()
+        self._rows = rows
+
+    def row_data(self, row: int, role: int) -> object:
+        return self._rows[row] if role == RowRole else None
+
+
+def test_excerpts_are_selected_and_copied_as_plain_text(qtbot) -> None:  # type: ignore[no-untyped-def]
+    view = HeatmapView()
+    qtbot.addWidget(view)
+    model = _Rows([row_of(["Sté", "ph", "ane", "\n", "<b>"]), row_of([" second"])])
+    view.setModel(model)
+    view.resize(400, 300)
+    view.show()
+    view.selectAll()
+    QtWidgets.QApplication.clipboard().clear()
+    view.setFocus()
+    qtbot.keySequence(view, QtGui.QKeySequence.StandardKey.Copy)
+    assert QtWidgets.QApplication.clipboard().text() == "Stéphane\n<b>\n\n second"
+    view.selectionModel().select(
+        model.index(1, 0), QtCore.QItemSelectionModel.SelectionFlag.ClearAndSelect
+    )
+    assert view.copy() == " second"
+    assert view.selected_text(with_values=True) == "' second'\t1"
