@@ -1,10 +1,17 @@
-"""`neuron-desk batch`: explain and score many neurons, resumable, with a progress bar."""
+"""`neuron-desk batch`: explain and score many neurons, resumable, with a progress bar.
+
+Online by default. Staged (for `vllm run-batch` and the providers' batch APIs):
+`--export-requests DIR` finishes the neurons whose responses are all cached and writes the
+next stage's requests as OpenAI Batch API JSONL with a manifest; `--import-results FILE...`
+reads the engine's output into the response cache (both in one command: import, then export).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from neuron_desk.cli.context import (
@@ -18,6 +25,8 @@ from neuron_desk.cli.context import (
 from neuron_desk.cli.llm import METHOD_CHOICES, endpoint_arguments, run_options
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.runs.batch import BatchSpec, BatchSummary
+from neuron_desk.runs.run import NeuronRun
+from neuron_desk.runs.staged import FileLimits
 
 
 def register(subparsers: Any) -> None:
@@ -45,6 +54,34 @@ def register(subparsers: Any) -> None:
     p.add_argument("--budget-tokens", type=positive_int, help="stop when this many tokens are used")
     p.add_argument("--budget-usd", type=positive_float, help="stop when this much money is spent")
     p.add_argument("--name", default="", help="name the batch (default: from its spec)")
+    staged = p.add_argument_group(
+        "staged batches", "hand the requests to an engine that batches (see README: Staged jobs)"
+    )
+    staged.add_argument(
+        "--export-requests",
+        metavar="DIR",
+        type=Path,
+        help="finish what is cached and write the next stage's requests (OpenAI Batch JSONL)",
+    )
+    staged.add_argument(
+        "--import-results",
+        metavar="FILE",
+        nargs="+",
+        type=Path,
+        help="read OpenAI Batch or vLLM run-batch output files into the response cache",
+    )
+    staged.add_argument(
+        "--max-requests-per-file",
+        type=positive_int,
+        default=FileLimits.max_requests,
+        help=f"split request files at this many lines ({FileLimits.max_requests:,}, OpenAI's)",
+    )
+    staged.add_argument(
+        "--max-bytes-per-file",
+        type=positive_int,
+        default=FileLimits.max_bytes,
+        help=f"split request files at this size ({FileLimits.max_bytes:,} bytes, OpenAI's)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_batch)
 
@@ -87,6 +124,8 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
     profile = desk.profile(args.profile, args.base_url)
     options = run_options(args, profile, explain=True)
     spec = BatchSpec(dataset.name, tuple(neurons), profile.name, args.samples, args.name)
+    if args.export_requests is not None or args.import_results:
+        return _staged(args, context, spec, desk.staged_run(profile, options, run_id=spec.batch_id))
     run = desk.run(profile, options, run_id=spec.batch_id)
     summary = context.run(
         lambda desk: desk.batch(spec, run, concurrency=args.concurrency, progress=_bar)
@@ -99,6 +138,41 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
         for line in summary.errors[:10]:
             print(f"  {line}", file=sys.stderr)
     return EXIT_OK if summary.failed == 0 and not summary.stopped else EXIT_NOT_FOUND
+
+
+def _staged(args: argparse.Namespace, context: Context, spec: BatchSpec, run: NeuronRun) -> int:
+    """Import results (if given), then export the next stage (if asked); print both."""
+    desk = context.desk
+    out: dict[str, Any] = {"batch_id": spec.batch_id}
+    failed = 0
+    if args.import_results:
+        profile = desk.profile(args.profile, args.base_url)
+        imported = desk.import_results(args.import_results, profile, run_id=spec.batch_id)
+        out["import"] = imported.to_json()
+        if not args.json:
+            print(imported.describe())
+            for line in imported.errors[:10]:
+                print(f"  {line}", file=sys.stderr)
+    if args.export_requests is not None:
+        limits = FileLimits(args.max_requests_per_file, args.max_bytes_per_file)
+        report, _summary = context.run(
+            lambda desk: desk.export_requests(
+                spec,
+                run,
+                args.export_requests,
+                limits=limits,
+                concurrency=args.concurrency,
+            )
+        )
+        out["export"] = report.to_json()
+        failed = report.failed
+        if not args.json:
+            print(report.describe())
+            for line in report.errors[:10]:
+                print(f"  {line}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(out, indent=1))
+    return EXIT_OK if failed == 0 else EXIT_NOT_FOUND
 
 
 def _bar(summary: BatchSummary) -> None:

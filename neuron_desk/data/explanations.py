@@ -165,6 +165,38 @@ class Explanations:
         return _rows(self.store.query(sql, (*params, limit)))
 
 
+    def import_from(self, other: Explanations, chunk: int = 1000) -> int:
+        """Copy another store's generated and user results (provenance, scoring result and time
+        kept) that this store does not hold yet; how many were copied."""
+        copied = 0
+        last = 0
+        while True:
+            rows = other.store.query(
+                "SELECT id, dataset, layer, neuron, explanation, score, source, provenance, "
+                "result, created_at FROM explanations WHERE source != 'published' AND id > ? "
+                "ORDER BY id LIMIT ?",
+                (last, chunk),
+            )
+            if not rows:
+                return copied
+            last = int(rows[-1][0])
+            with self.store.transaction() as db:
+                for row in rows:
+                    known = db.execute(
+                        "SELECT 1 FROM explanations WHERE dataset=? AND layer=? AND neuron=? "
+                        "AND explanation=? AND provenance=?",
+                        (row[1], row[2], row[3], row[4], row[7]),
+                    ).fetchone()
+                    if known is None:
+                        db.execute(
+                            "INSERT INTO explanations (dataset, layer, neuron, explanation, "
+                            "score, source, provenance, result, created_at) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            row[1:],
+                        )
+                        copied += 1
+
+
 def _rows(rows: list[tuple[Any, ...]]) -> list[ExplanationRow]:
     return [
         ExplanationRow(

@@ -69,6 +69,50 @@ class ResponseCache:
                 ),
             )
 
+    def put_many(self, endpoint: str, entries: list[tuple[str, str, JSONDict]]) -> int:
+        """Cache (key, model, response) entries of `endpoint` at once (a staged batch's answers,
+        keyed by their `custom_id`); how many were not cached before."""
+        if self.store.read_only or not entries:
+            return 0
+        keys = [key for key, _model, _response in entries]
+        now = time.time()
+        with self.store.transaction() as db:
+            known = {
+                row[0]
+                for start in range(0, len(keys), 500)
+                for row in db.execute(
+                    "SELECT key FROM llm_cache WHERE key IN "
+                    f"({','.join('?' * len(keys[start : start + 500]))})",
+                    tuple(keys[start : start + 500]),
+                ).fetchall()
+            }
+            db.executemany(
+                "INSERT OR REPLACE INTO llm_cache VALUES (?, ?, ?, ?, ?)",
+                [
+                    (key, endpoint, model, compress(json.dumps(response, ensure_ascii=False)), now)
+                    for key, model, response in entries
+                ],
+            )
+        return len(set(keys) - known)
+
+    def import_from(self, other: ResponseCache, chunk: int = 2000) -> int:
+        """Copy another store's cached responses this one lacks; how many."""
+        copied = 0
+        last = ""
+        while True:
+            rows = other.store.query(
+                "SELECT key, endpoint, model, response, created_at FROM llm_cache "
+                "WHERE key > ? ORDER BY key LIMIT ?",
+                (last, chunk),
+            )
+            if not rows:
+                return copied
+            last = str(rows[-1][0])
+            with self.store.transaction() as db:
+                before = db.execute("SELECT total_changes()").fetchone()[0]
+                db.executemany("INSERT OR IGNORE INTO llm_cache VALUES (?, ?, ?, ?, ?)", rows)
+                copied += db.execute("SELECT total_changes()").fetchone()[0] - before
+
     def count(self, endpoint: str | None = None) -> int:
         """Number of cached responses (of one endpoint)."""
         where, params = ("WHERE endpoint=?", (endpoint,)) if endpoint else ("", ())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import random
 import time
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+_JSON_HEADERS = {"Content-Type": "application/json"}
 """429 and the 5xx statuses that mean "try again" (any other 5xx is retried too)."""
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -83,6 +85,11 @@ class ClientStats:
     """HTTP attempts on the wire now."""
     max_in_flight: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+
+
+def request_content(body: JSONDict) -> bytes:
+    """The bytes of a request body as the client sends them (also what a staged batch writes)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 class OpenAICompatibleClient:
@@ -246,7 +253,12 @@ class OpenAICompatibleClient:
             self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
             try:
                 async with asyncio.timeout(self.timeout + 5.0):
-                    response = await self._http.request(method, path, json=body)
+                    response = await self._http.request(
+                        method,
+                        path,
+                        content=None if body is None else request_content(body),
+                        headers=None if body is None else _JSON_HEADERS,
+                    )
             except (httpx.TimeoutException, TimeoutError):
                 raise _Retryable("timeout", f"{url} timed out after {self.timeout:g} s") from None
             except httpx.TransportError as exc:

@@ -134,12 +134,14 @@ async def run_batch(
     *,
     concurrency: int = 4,
     progress: Progress | None = None,
+    only: set[NeuronRef] | None = None,
 ) -> BatchSummary:
-    """Explain and score every neuron of `spec` not done yet; returns the summary."""
+    """Explain and score every neuron of `spec` not done yet (of `only`, when given: a staged
+    batch's neurons whose responses are all cached); returns the summary."""
     batch_id = spec.batch_id
     explanations = Explanations(store)
     done = {row.ref for row in explanations.of_run(batch_id)}
-    todo = [ref for ref in spec.neurons if ref not in done]
+    todo = [ref for ref in spec.neurons if ref not in done and (only is None or ref in only)]
     summary = BatchSummary(batch_id, spec.dataset, len(spec.neurons), done_before=len(done))
     started = time.perf_counter()
     semaphore = asyncio.Semaphore(concurrency)
