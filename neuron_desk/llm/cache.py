@@ -10,6 +10,8 @@ import hashlib
 import json
 import time
 
+import orjson
+
 from neuron_desk.core.backend import JSONDict
 from neuron_desk.data.store import Store, compress, decompress
 
@@ -23,6 +25,14 @@ def cache_key(endpoint: str, path: str, body: JSONDict) -> str:
         ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _json_text(response: JSONDict) -> str:
+    """Compact JSON text of a response (orjson: fast; json for what orjson refuses)."""
+    try:
+        return orjson.dumps(response).decode()
+    except TypeError:
+        return json.dumps(response, ensure_ascii=False)
 
 
 class ResponseCache:
@@ -89,7 +99,7 @@ class ResponseCache:
             db.executemany(
                 "INSERT OR REPLACE INTO llm_cache VALUES (?, ?, ?, ?, ?)",
                 [
-                    (key, endpoint, model, compress(json.dumps(response, ensure_ascii=False)), now)
+                    (key, endpoint, model, compress(_json_text(response)), now)
                     for key, model, response in entries
                 ],
             )

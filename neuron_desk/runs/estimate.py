@@ -36,6 +36,28 @@ class _DryRunStop(Exception):
     """Ends a simulation whose request was recorded (nothing can be parsed from it)."""
 
 
+def _empty_completion(body: JSONDict) -> JSONDict:
+    return {
+        "choices": [
+            {"index": i, "text": "", "logprobs": {"tokens": ["0"], "top_logprobs": [{}]}}
+            for i in range(int(body.get("n", 1)))
+        ]
+    }
+
+
+def _empty_chat(body: JSONDict) -> JSONDict:
+    return {
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": ""},
+                "logprobs": {"content": [{"token": "", "logprob": 0.0, "top_logprobs": []}]},
+            }
+            for i in range(int(body.get("n", 1)))
+        ]
+    }
+
+
 class RecordingBackend:
     """An LLMBackend that records request bodies and answers with empty responses."""
 
@@ -48,35 +70,26 @@ class RecordingBackend:
         self.requests.append((COMPLETIONS, body))
         if body.get("echo"):
             raise _DryRunStop
-        return {
-            "choices": [
-                {"index": i, "text": "", "logprobs": {"tokens": ["0"], "top_logprobs": [{}]}}
-                for i in range(int(body.get("n", 1)))
-            ]
-        }
+        return _empty_completion(body)
 
     async def chat_completions(self, body: JSONDict) -> JSONDict:
         """Record; answer with empty choices."""
         self.requests.append((CHAT_COMPLETIONS, body))
-        return {
-            "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": ""},
-                    "logprobs": {"content": [{"token": "", "logprob": 0.0, "top_logprobs": []}]},
-                }
-                for i in range(int(body.get("n", 1)))
-            ]
-        }
+        return _empty_chat(body)
 
 
 class ReplayBackend:
     """Answers from the response cache; requests it has no answer for are recorded (and answered
-    as a `RecordingBackend` does), so one pass yields what a staged batch must still send."""
+    as a `RecordingBackend` does), so one pass yields what a staged batch must still send.
 
-    def __init__(self, endpoint_id: str, cache: ResponseCache) -> None:
+    `answer_hits=False` only checks the cache, answering hits as misses are (for simulations:
+    their requests don't depend on earlier answers, and parsing cached ones would be wasted).
+    """
+
+    def __init__(self, endpoint_id: str, cache: ResponseCache, *, answer_hits: bool = True) -> None:
         self.endpoint_id = endpoint_id
         self.cache = cache
+        self.answer_hits = answer_hits
         self.recorder = RecordingBackend(endpoint_id)
         self.answered = 0
 
@@ -87,18 +100,29 @@ class ReplayBackend:
 
     async def completions(self, body: JSONDict) -> JSONDict:
         """The cached answer, else record the request."""
-        cached = self.cache.get(self.endpoint_id, COMPLETIONS, body)
+        cached = self._lookup(COMPLETIONS, body)
         if cached is None:
             return await self.recorder.completions(body)
-        self.answered += 1
         return cached
 
     async def chat_completions(self, body: JSONDict) -> JSONDict:
         """The cached answer, else record the request."""
-        cached = self.cache.get(self.endpoint_id, CHAT_COMPLETIONS, body)
+        cached = self._lookup(CHAT_COMPLETIONS, body)
         if cached is None:
             return await self.recorder.chat_completions(body)
-        self.answered += 1
+        return cached
+
+    def _lookup(self, path: str, body: JSONDict) -> JSONDict | None:
+        if not self.answer_hits:
+            if not self.cache.contains(self.endpoint_id, path, body):
+                return None
+            self.answered += 1
+            if path == COMPLETIONS and body.get("echo"):
+                raise _DryRunStop
+            return _empty_completion(body) if path == COMPLETIONS else _empty_chat(body)
+        cached = self.cache.get(self.endpoint_id, path, body)
+        if cached is not None:
+            self.answered += 1
         return cached
 
 

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from neuron_desk.core.backend import JSONDict
 from neuron_desk.core.errors import DataError, MethodError, NeuronDeskError
 from neuron_desk.core.model import NeuronRecord
@@ -234,7 +236,7 @@ async def next_requests(
                 records,
                 explanation,
                 lambda backend: run.simulators(choice, backend),
-                backend=ReplayBackend(run.endpoint, cache),
+                backend=ReplayBackend(run.endpoint, cache, answer_hits=False),
             )
     return (SCORE, wanted) if wanted else (FINISHED, [])
 
@@ -364,7 +366,8 @@ class ImportReport:
 
 
 MAX_REPORTED_ERRORS = 50
-IMPORT_CHUNK = 2000
+IMPORT_CHUNK = 200
+"""Output lines cached per transaction (responses with logprobs run to ~40 KB each)."""
 
 
 def import_results(
@@ -427,8 +430,8 @@ def _output_lines(path: Path) -> Iterable[tuple[int, str, JSONDict | str]]:
             if not raw.strip():
                 continue
             try:
-                line = json.loads(raw)
-            except ValueError:
+                line = orjson.loads(raw)
+            except orjson.JSONDecodeError:
                 yield number, "", "not a JSON line"
                 continue
             if not isinstance(line, dict):
