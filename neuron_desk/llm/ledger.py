@@ -405,20 +405,53 @@ class UsageTotal:
     """Of `prompt_tokens`, those served from the provider's prefix cache."""
     batch_requests: int = 0
     """Of `requests`, those answered by a staged batch (batch prices)."""
+    batch: Usage = field(default_factory=Usage)
+    """The tokens of the batch requests (included in the totals above)."""
+
+    def cost(self, prices: PriceTable) -> float | None:
+        """Dollars: online requests at online rates, staged ones at batch rates."""
+        batch = self.batch
+        online = prices.cost(
+            self.model,
+            self.prompt_tokens - batch.prompt_tokens,
+            self.completion_tokens - batch.completion_tokens,
+            cached_prompt_tokens=self.cached_prompt_tokens - batch.cached_prompt_tokens,
+        )
+        staged = prices.cost(
+            self.model,
+            batch.prompt_tokens,
+            batch.completion_tokens,
+            cached_prompt_tokens=batch.cached_prompt_tokens,
+            batch=True,
+        )
+        return None if online is None or staged is None else online + staged
 
 
 def usage_totals(store: Store, run: str | None = None) -> list[UsageTotal]:
     """Totals per endpoint and model from the `usage` table, of one run or of all."""
     where, params = ("WHERE run=?", (run,)) if run is not None else ("", ())
+    sent = "CASE WHEN cached THEN 0 ELSE {} END"
+    staged = "CASE WHEN batch THEN {} ELSE 0 END"
     rows = store.query(
         "SELECT endpoint, model, SUM(1 - cached), SUM(cached), "
-        "SUM(CASE WHEN cached THEN 0 ELSE prompt_tokens END), "
-        "SUM(CASE WHEN cached THEN 0 ELSE completion_tokens END), "
-        "SUM(CASE WHEN cached THEN 0 ELSE cached_prompt_tokens END), SUM(batch) "
+        f"SUM({sent.format('prompt_tokens')}), SUM({sent.format('completion_tokens')}), "
+        f"SUM({sent.format('cached_prompt_tokens')}), SUM(batch), "
+        f"SUM({staged.format('prompt_tokens')}), SUM({staged.format('completion_tokens')}), "
+        f"SUM({staged.format('cached_prompt_tokens')}) "
         f"FROM usage {where} GROUP BY endpoint, model ORDER BY endpoint, model",
         params,
     )
     return [
-        UsageTotal(str(e), str(m), int(s), int(c), int(p), int(o), int(k), int(b))
-        for e, m, s, c, p, o, k, b in rows
+        UsageTotal(
+            str(e),
+            str(m),
+            int(s),
+            int(c),
+            int(p),
+            int(o),
+            int(k),
+            int(b),
+            Usage(int(bp), int(bc), requests=int(b), cached_prompt_tokens=int(bk)),
+        )
+        for e, m, s, c, p, o, k, b, bp, bc, bk in rows
     ]

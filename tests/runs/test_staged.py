@@ -13,21 +13,36 @@ from pathlib import Path
 import httpx
 import pytest
 
+from neuron_desk.core.backend import JSONDict
 from neuron_desk.core.errors import MethodError
 from neuron_desk.core.paths import Paths
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.store import Store
 from neuron_desk.desk import Desk
+from neuron_desk.llm.capabilities import parse_method
 from neuron_desk.llm.client import NO_RETRY, OpenAICompatibleClient
-from neuron_desk.llm.ledger import Price, PriceTable
+from neuron_desk.llm.ledger import (
+    Price,
+    PriceTable,
+    UsageLedger,
+    record_usages,
+    usage_of,
+    usage_totals,
+)
 from neuron_desk.runs.batch import BatchSpec
+from neuron_desk.runs.estimate import (
+    RefusingBackend,
+    record_explaining,
+    record_scoring,
+    scoring_records,
+)
 from neuron_desk.runs.options import RunOptions
 from neuron_desk.runs.run import NeuronRun
 from neuron_desk.runs.staged import FileLimits, RequestWriter, import_results
 from tests.fake_engine import FakeEngine
 from tests.fake_openai import FakeOpenAI, FakeServer
 from tests.llm.conftest import SECRET
-from tests.synthetic import oracle
+from tests.synthetic import neuron_record, oracle
 
 DATASET = "smollm2-135m"
 
@@ -262,3 +277,59 @@ def test_migration_2_keeps_old_usage_rows(tmp_path: Path) -> None:
     assert store.query("SELECT cached_prompt_tokens, batch FROM usage") == [(0, 0)]
     assert store.query("PRAGMA user_version") == [(2,)]
     store.close()
+
+
+def test_cached_prompt_tokens_and_batch_requests_are_priced_apart(store: Store) -> None:
+    prices = PriceTable()
+    prices.set("m", Price(2.0, 8.0, cached_prompt=0.5, batch_prompt=1.0, batch_completion=3.0))
+    ledger = UsageLedger(run="r", prices=prices, store=store)
+    reported = {"prompt_tokens": 1000, "completion_tokens": 100}
+    usage = usage_of(
+        {"model": "m"},
+        {"usage": reported | {"prompt_tokens_details": {"cached_tokens": 800}}},
+    )
+    assert usage.cached_prompt_tokens == 800
+    ledger.record("e", "m", usage, cached=False)
+    online = (200 * 2.0 + 800 * 0.5 + 100 * 8.0) / 1e6
+    assert ledger.cost == pytest.approx(online)
+    record_usages(store, "r", "e", [("m", usage)], batch=True)
+    [total] = usage_totals(store, "r")
+    assert (total.requests, total.batch_requests, total.cached_prompt_tokens) == (2, 1, 1600)
+    staged = (200 * 1.0 + 800 * 0.5 + 100 * 3.0) / 1e6
+    assert total.cost(prices) == pytest.approx(online + staged)
+    assert Price.from_json(prices.get("m").to_json()) == prices.get("m")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("method", ["chat", "one-at-a-time", "prompt-logprobs"])
+def test_the_shared_part_of_every_prompt_comes_first(method: str) -> None:
+    """Prefix caches need the system message and few-shot examples first, byte-identical."""
+    options = RunOptions(explainer_model="m", simulator_model="m", method=parse_method(method))
+    run = NeuronRun(RefusingBackend("e"), options)
+    settings = options.settings()
+    first, second = neuron_record(seed=1), neuron_record(seed=2)
+
+    async def bodies() -> tuple[list[JSONDict], list[JSONDict]]:
+        explain = [
+            body
+            for record in (first, second)
+            for _, body in (await record_explaining(record, run.explainer, settings))[0]
+        ]
+        choice = run.staged_choice()
+        simulate = []
+        for record, explanation in ((first, "words with e"), (second, "river banks")):
+            requests = await record_scoring(
+                scoring_records(record, settings)[:2],
+                explanation,
+                lambda backend: run.simulators(choice, backend),
+            )
+            simulate += [body for _, body in requests]
+        return explain, simulate
+
+    explain, simulate = asyncio.run(bodies())
+    a, b = explain
+    assert a["messages"][:-1] == b["messages"][:-1] and a["messages"][-1] != b["messages"][-1]
+    texts = [json.dumps(body.get("messages") or body.get("prompt")) for body in simulate]
+    explanations = ["words with e"] * (len(texts) // 2) + ["river banks"] * (len(texts) // 2)
+    prefixes = {text[: text.index(e)] for text, e in zip(texts, explanations, strict=True)}
+    assert len(prefixes) == 1  # everything before the explanation is the same in every request
+    assert len(prefixes.pop()) > 1000  # and it is the bulk: the few-shot examples
