@@ -338,7 +338,8 @@ class Desk:
         report.finished_now = summary.explained
         report.failed += summary.failed
         report.no_data += summary.no_data
-        report.errors += summary.errors
+        for error in summary.errors:
+            report.note(error)
         write_manifest(report, spec, run)
         return report, summary
 

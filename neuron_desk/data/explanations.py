@@ -129,6 +129,15 @@ class Explanations:
         )
         return _rows(self.store.query(sql, (run,)))
 
+    def neurons_of_run(self, run: str) -> set[NeuronRef]:
+        """The neurons with a result whose provenance names `run` (no rows loaded)."""
+        rows = self.store.query(
+            "SELECT DISTINCT dataset, layer, neuron FROM explanations "
+            "WHERE json_extract(provenance, '$.run') = ?",
+            (run,),
+        )
+        return {NeuronRef(str(d), int(a), int(b)) for d, a, b in rows}
+
     def best_own(self, dataset: str) -> list[ExplanationRow]:
         """The best generated or user explanation of every neuron of `dataset` (a scored one
         if the neuron has any), by layer and neuron."""

@@ -56,6 +56,7 @@ MANIFEST = "manifest.json"
 API_PREFIX = "/v1"
 """Batch lines name the full path (`/v1/chat/completions`), as OpenAI and vLLM expect."""
 _KEY = re.compile(r"[0-9a-f]{64}")
+MAX_REPORTED_ERRORS = 50
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,11 @@ class ExportReport:
     files: list[RequestFile] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+    def note(self, error: str) -> None:
+        """Keep an error line (the first `MAX_REPORTED_ERRORS`; the counts have them all)."""
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(error)
 
     @property
     def requests(self) -> int:
@@ -257,7 +263,7 @@ async def export_pass(
     run.staged_choice()
     directory.mkdir(parents=True, exist_ok=True)
     _remove_previous_export(directory)
-    done = {row.ref for row in Explanations(store).of_run(spec.batch_id)}
+    done = Explanations(store).neurons_of_run(spec.batch_id)
     report = ExportReport(
         spec.batch_id, str(directory), len(spec.neurons), done_before=len(done)
     )
@@ -273,11 +279,11 @@ async def export_pass(
                 stage, requests = await next_requests(run, record, cache)
             except DataError as exc:
                 report.no_data += 1
-                report.errors.append(f"{ref.short}: {exc}")
+                report.note(f"{ref.short}: {exc}")
                 continue
             except (NeuronDeskError, MethodError) as exc:
                 report.failed += 1
-                report.errors.append(f"{ref.short}: {exc}")
+                report.note(f"{ref.short}: {exc}")
                 continue
             if stage == FINISHED:
                 finished.append(ref)
@@ -365,7 +371,6 @@ class ImportReport:
         return "\n".join(lines)
 
 
-MAX_REPORTED_ERRORS = 50
 IMPORT_CHUNK = 200
 """Output lines cached per transaction (responses with logprobs run to ~40 KB each)."""
 
