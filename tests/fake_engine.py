@@ -118,14 +118,26 @@ class FakeEngine:
             return json.dumps(out).encode() + b"\n"
 
         with output.open("wb") as handle, ThreadPoolExecutor(self.workers) as pool:
-            for written in pool.map(one, enumerate(_lines(requests)), chunksize=16):
-                handle.write(written)
-                run.lines += 1
+            for window in _windows(enumerate(_lines(requests)), 256):  # memory stays flat
+                for written in pool.map(one, window):
+                    handle.write(written)
+                    run.lines += 1
         run.expired = len(expire)
         run.failed = len(fail)
         run.answered = run.lines - run.expired - run.failed
         run.seconds = time.perf_counter() - started
         return run
+
+
+def _windows(items: Iterator[tuple[int, bytes]], size: int) -> Iterator[list[tuple[int, bytes]]]:
+    window: list[tuple[int, bytes]] = []
+    for item in items:
+        window.append(item)
+        if len(window) == size:
+            yield window
+            window = []
+    if window:
+        yield window
 
 
 def _lines(path: Path) -> Iterator[bytes]:

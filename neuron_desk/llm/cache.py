@@ -27,6 +27,11 @@ def cache_key(endpoint: str, path: str, body: JSONDict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def compressed_response(response: JSONDict) -> bytes:
+    """A response as the cache stores it (compressed compact JSON)."""
+    return compress(_json_text(response))
+
+
 def _json_text(response: JSONDict) -> str:
     """Compact JSON text of a response (orjson: fast; json for what orjson refuses)."""
     try:
@@ -79,12 +84,12 @@ class ResponseCache:
                 ),
             )
 
-    def put_many(self, endpoint: str, entries: list[tuple[str, str, JSONDict]]) -> int:
-        """Cache (key, model, response) entries of `endpoint` at once (a staged batch's answers,
-        keyed by their `custom_id`); how many were not cached before."""
+    def put_many(self, endpoint: str, entries: list[tuple[str, str, bytes]]) -> int:
+        """Cache (key, model, compressed response) entries of `endpoint` at once (a staged
+        batch's answers, keyed by their `custom_id`); how many were not cached before."""
         if self.store.read_only or not entries:
             return 0
-        keys = [key for key, _model, _response in entries]
+        keys = [key for key, _model, _blob in entries]
         now = time.time()
         with self.store.transaction() as db:
             known = {
@@ -98,10 +103,7 @@ class ResponseCache:
             }
             db.executemany(
                 "INSERT OR REPLACE INTO llm_cache VALUES (?, ?, ?, ?, ?)",
-                [
-                    (key, endpoint, model, compress(_json_text(response)), now)
-                    for key, model, response in entries
-                ],
+                [(key, endpoint, model, blob, now) for key, model, blob in entries],
             )
         return len(set(keys) - known)
 

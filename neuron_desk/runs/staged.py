@@ -36,7 +36,7 @@ from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.registry import Kind
 from neuron_desk.data.service import NeuronService
 from neuron_desk.data.store import Store
-from neuron_desk.llm.cache import ResponseCache, cache_key
+from neuron_desk.llm.cache import ResponseCache, cache_key, compressed_response
 from neuron_desk.llm.client import request_content
 from neuron_desk.llm.ledger import PriceTable, Usage, prompt_text, record_usages, usage_of
 from neuron_desk.method.tokens import count_tokens
@@ -371,8 +371,8 @@ class ImportReport:
         return "\n".join(lines)
 
 
-IMPORT_CHUNK = 200
-"""Output lines cached per transaction (responses with logprobs run to ~40 KB each)."""
+IMPORT_CHUNK = 500
+"""Output lines cached per transaction (kept compressed until written)."""
 
 
 def import_results(
@@ -388,27 +388,16 @@ def import_results(
     report = ImportReport()
     cache = ResponseCache(store)
     prices = prices or PriceTable()
-    chunk: list[tuple[str, str, JSONDict]] = []
+    chunk: list[tuple[str, str, bytes]] = []
+    usages: list[tuple[str, Usage]] = []
 
     def flush() -> None:
         fresh = cache.put_many(endpoint, chunk)
         report.imported += fresh
         report.already_cached += len(chunk) - fresh
-        usages = [(model, usage_of({"model": model}, body)) for _key, model, body in chunk]
         record_usages(store, run_id, endpoint, usages, batch=True)
-        for model, usage in usages:
-            report.usage.add(usage)
-            cost = prices.cost(
-                model,
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                cached_prompt_tokens=usage.cached_prompt_tokens,
-                batch=True,
-            )
-            report.cost_usd = None if cost is None or report.cost_usd is None else (
-                report.cost_usd + cost
-            )
         chunk.clear()
+        usages.clear()
 
     for path in paths:
         for number, key, outcome in _output_lines(path):
@@ -420,7 +409,22 @@ def import_results(
                 if len(report.errors) < MAX_REPORTED_ERRORS:
                     report.errors.append(f"{path.name}:{number}: {key or '?'}: {outcome}")
                 continue
-            chunk.append((key, str(outcome.get("model", "")), outcome))
+            model = str(outcome.get("model", ""))
+            usage = usage_of({"model": model}, outcome)
+            chunk.append((key, model, compressed_response(outcome)))
+            usages.append((model, usage))
+            del outcome  # one parsed response at a time: memory stays flat
+            report.usage.add(usage)
+            cost = prices.cost(
+                model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                cached_prompt_tokens=usage.cached_prompt_tokens,
+                batch=True,
+            )
+            report.cost_usd = (
+                None if cost is None or report.cost_usd is None else report.cost_usd + cost
+            )
             if len(chunk) >= IMPORT_CHUNK:
                 flush()
     if chunk:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +34,6 @@ from neuron_desk.data.registry import Dataset, Kind
 from neuron_desk.desk import Desk
 from neuron_desk.runs.batch import BatchSpec
 from neuron_desk.runs.options import RunOptions
-from tests.fake_engine import FakeEngine
 from tests.fake_openai import FakeOpenAI, FakeServer
 from tests.synthetic import neuron_record, oracle
 
@@ -87,7 +87,6 @@ def main() -> None:
         options = RunOptions.for_profile(profile, model="fake-model", method="chat")
         options.n_examples_per_split = args.examples
         spec = BatchSpec("synthetic", tuple(refs), profile.name, 1, "bench")
-        engine = FakeEngine(server.base_url, workers=8)
         requests_dir = home / "requests"
         memory = [("start", rss_mb())]
         for stage in range(4):
@@ -114,7 +113,11 @@ def main() -> None:
             t0 = time.perf_counter()
             for file in report.files:
                 output = home / f"output-{stage}-{file.name}"
-                engine.answer(requests_dir / file.name, output)
+                subprocess.run(  # its own process: its memory is not neuron-desk's
+                    [sys.executable, "-m", "tests.fake_engine", "-i", str(requests_dir / file.name),
+                     "-o", str(output), "--base-url", server.base_url],
+                    cwd=ROOT, check=True, capture_output=True,
+                )  # fmt: skip
                 outputs.append(output)
             engine_s = time.perf_counter() - t0
             t0 = time.perf_counter()
