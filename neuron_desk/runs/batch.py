@@ -140,44 +140,49 @@ async def run_batch(
     batch's neurons whose responses are all cached); returns the summary."""
     batch_id = spec.batch_id
     explanations = Explanations(store)
-    done = {row.ref for row in explanations.of_run(batch_id)}
+    done = explanations.neurons_of_run(batch_id)
     todo = [ref for ref in spec.neurons if ref not in done and (only is None or ref in only)]
     summary = BatchSummary(batch_id, spec.dataset, len(spec.neurons), done_before=len(done))
     started = time.perf_counter()
-    semaphore = asyncio.Semaphore(concurrency)
     stop = asyncio.Event()
     outer = asyncio.current_task()
+    pending = iter(todo)
 
-    async def one(ref: NeuronRef) -> None:
-        async with semaphore:
+    async def worker() -> None:
+        """Take the next neuron until none is left: `concurrency` workers, not a task per
+        neuron, so memory does not grow with the batch."""
+        for ref in pending:
             if stop.is_set():
                 return
-            try:
-                record = await service.get(ref, Kind.ACTIVATIONS)
-                await run.explain(record.value, ref=ref)
-                summary.explained += 1
-            except BudgetExceeded as exc:
-                summary.stopped = str(exc)
-                stop.set()
-            except asyncio.CancelledError:
-                if outer is not None and outer.cancelling():
-                    raise  # the batch itself is being cancelled (Ctrl+C, the app)
-                # The run stopped (its budget) and cancelled this neuron's requests.
-                current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()
-                stop.set()
-                return
-            except DataError as exc:
-                summary.no_data += 1
-                summary.errors.append(f"{ref.short}: {exc}")
-            except (NeuronDeskError, MethodError) as exc:
-                summary.failed += 1
-                summary.errors.append(f"{ref.short}: {exc}")
-            if progress is not None:
-                progress(summary)
+            await one(ref)
 
-    tasks = [asyncio.ensure_future(one(ref)) for ref in todo]
+    async def one(ref: NeuronRef) -> None:
+        try:
+            record = await service.get(ref, Kind.ACTIVATIONS)
+            await run.explain(record.value, ref=ref)
+            summary.explained += 1
+        except BudgetExceeded as exc:
+            summary.stopped = str(exc)
+            stop.set()
+        except asyncio.CancelledError:
+            if outer is not None and outer.cancelling():
+                raise  # the batch itself is being cancelled (Ctrl+C, the app)
+            # The run stopped (its budget) and cancelled this neuron's requests.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            stop.set()
+            return
+        except DataError as exc:
+            summary.no_data += 1
+            summary.errors.append(f"{ref.short}: {exc}")
+        except (NeuronDeskError, MethodError) as exc:
+            summary.failed += 1
+            summary.errors.append(f"{ref.short}: {exc}")
+        if progress is not None:
+            progress(summary)
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(todo)))]
     try:
         await asyncio.gather(*tasks)
     finally:

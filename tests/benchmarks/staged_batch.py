@@ -34,10 +34,11 @@ from neuron_desk.data.registry import Dataset, Kind
 from neuron_desk.desk import Desk
 from neuron_desk.runs.batch import BatchSpec
 from neuron_desk.runs.options import RunOptions
-from tests.fake_openai import FakeOpenAI, FakeServer
-from tests.synthetic import neuron_record, oracle
+from tests.synthetic import neuron_record
 
 NEURONS_PER_LAYER = 1000
+ENGINE_URL = "http://fake-engine.invalid/v1"
+"""The endpoint the job is for: only named (cache keys), never contacted by a staged job."""
 
 
 def rss_mb() -> float:
@@ -81,54 +82,53 @@ def main() -> None:
     desk, refs = synthetic_desk(home, args.neurons)
     files_bytes = desk.store.size_bytes()
     print(f"{args.neurons:,} synthetic neurons stored in {time.perf_counter() - started:.1f} s")
-    fake = FakeOpenAI(neuron=oracle, explanation=" words with the letter e")
-    with FakeServer(fake) as server:
-        profile = desk.profile(None, server.base_url)
-        options = RunOptions.for_profile(profile, model="fake-model", method="chat")
-        options.n_examples_per_split = args.examples
-        spec = BatchSpec("synthetic", tuple(refs), profile.name, 1, "bench")
-        requests_dir = home / "requests"
-        memory = [("start", rss_mb())]
-        for stage in range(4):
-            run = desk.staged_run(profile, options, run_id=spec.batch_id)
-            t0 = time.perf_counter()
-            report, _ = asyncio.run(desk.export_requests(spec, run, requests_dir))
-            export_s = time.perf_counter() - t0
-            memory.append((f"export {stage + 1}", rss_mb()))
-            size = sum(f.bytes for f in report.files)
-            print(
-                f"export {stage + 1}: {report.requests:,} requests ({report.explain.neurons:,} "
-                f"to explain, {report.score.neurons:,} to score) in {len(report.files)} file(s), "
-                f"{size / 1e6:.1f} MB; {report.finished_now:,} neurons finished; {export_s:.1f} s"
-                + (f" = {report.requests / export_s:,.0f} requests/s" if report.requests else "")
-                + (
-                    f"; finishing {report.finished_now / export_s:,.0f} neurons/s"
-                    if report.finished_now
-                    else ""
-                )
+    # The engine runs, with its fake server, in its own process: its memory is not ours.
+    profile = desk.profile(None, ENGINE_URL)
+    options = RunOptions.for_profile(profile, model="fake-model", method="chat")
+    options.n_examples_per_split = args.examples
+    spec = BatchSpec("synthetic", tuple(refs), profile.name, 1, "bench")
+    requests_dir = home / "requests"
+    memory = [("start", rss_mb())]
+    for stage in range(4):
+        run = desk.staged_run(profile, options, run_id=spec.batch_id)
+        t0 = time.perf_counter()
+        report, _ = asyncio.run(desk.export_requests(spec, run, requests_dir))
+        export_s = time.perf_counter() - t0
+        memory.append((f"export {stage + 1}", rss_mb()))
+        size = sum(f.bytes for f in report.files)
+        print(
+            f"export {stage + 1}: {report.requests:,} requests ({report.explain.neurons:,} "
+            f"to explain, {report.score.neurons:,} to score) in {len(report.files)} file(s), "
+            f"{size / 1e6:.1f} MB; {report.finished_now:,} neurons finished; {export_s:.1f} s"
+            + (f" = {report.requests / export_s:,.0f} requests/s" if report.requests else "")
+            + (
+                f"; finishing {report.finished_now / export_s:,.0f} neurons/s"
+                if report.finished_now
+                else ""
             )
-            if not report.files:
-                break
-            outputs = []
-            t0 = time.perf_counter()
-            for file in report.files:
-                output = home / f"output-{stage}-{file.name}"
-                subprocess.run(  # its own process: its memory is not neuron-desk's
-                    [sys.executable, "-m", "tests.fake_engine", "-i", str(requests_dir / file.name),
-                     "-o", str(output), "--base-url", server.base_url],
-                    cwd=ROOT, check=True, capture_output=True,
-                )  # fmt: skip
-                outputs.append(output)
-            engine_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            imported = desk.import_results(outputs, profile, run_id=spec.batch_id)
-            import_s = time.perf_counter() - t0
-            memory.append((f"import {stage + 1}", rss_mb()))
-            out_mb = sum(p.stat().st_size for p in outputs) / 1e6
-            print(
-                f"  fake engine: {engine_s:.1f} s; import: {imported.lines:,} lines "
-                f"({out_mb:.1f} MB) in {import_s:.1f} s = {imported.lines / import_s:,.0f} lines/s"
-            )
+        )
+        if not report.files:
+            break
+        outputs = []
+        t0 = time.perf_counter()
+        for file in report.files:
+            output = home / f"output-{stage}-{file.name}"
+            subprocess.run(  # its own process: its memory is not neuron-desk's
+                [sys.executable, "-m", "tests.fake_engine", "-i", str(requests_dir / file.name),
+                 "-o", str(output)],
+                cwd=ROOT, check=True, capture_output=True,
+            )  # fmt: skip
+            outputs.append(output)
+        engine_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        imported = desk.import_results(outputs, profile, run_id=spec.batch_id)
+        import_s = time.perf_counter() - t0
+        memory.append((f"import {stage + 1}", rss_mb()))
+        out_mb = sum(p.stat().st_size for p in outputs) / 1e6
+        print(
+            f"  fake engine: {engine_s:.1f} s; import: {imported.lines:,} lines "
+            f"({out_mb:.1f} MB) in {import_s:.1f} s = {imported.lines / import_s:,.0f} lines/s"
+        )
     done = len({row.ref for row in desk.explanations.of_run(spec.batch_id)})
     desk.store.query("PRAGMA wal_checkpoint(TRUNCATE)")
     total = desk.store.size_bytes()
