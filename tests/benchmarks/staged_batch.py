@@ -8,6 +8,8 @@ resident memory after each phase (flat: files are streamed, nothing grows with N
 
     python tests/benchmarks/staged_batch.py [--neurons 10000] [--examples 5]
 
+(README's figures: `--examples 1`, 1 record to explain from and 2 to score on per neuron.)
+
 Targets (README, Performance): export >= 100 requests/s, import >= 500 lines/s, store
 <= 100 KB per neuron, resident memory growing < 50 MB from the first export to the end.
 """
