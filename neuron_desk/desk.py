@@ -10,6 +10,8 @@ clearing, runs (explain, score, estimate, batch) and their token usage.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,23 @@ from neuron_desk.runs.batch import BatchSpec, BatchSummary, Progress, run_batch
 from neuron_desk.runs.estimate import RefusingBackend
 from neuron_desk.runs.options import RunOptions
 from neuron_desk.runs.run import NeuronRun
+from neuron_desk.runs.staged import (
+    ExportReport,
+    FileLimits,
+    ImportReport,
+    export_pass,
+    import_results,
+    write_manifest,
+)
+
+
+@dataclass(frozen=True)
+class StoreImport:
+    """What importing another store brought: results (provenance kept) and cached responses."""
+
+    path: str
+    results: int
+    responses: int
 
 FETCH_FAILURES = "fetch-failures:"
 """Prefix of the meta entry that keeps, per dataset, the files a fetch could not store."""
@@ -322,6 +341,79 @@ class Desk:
         return await run_batch(
             spec, self.service, self.store, run, concurrency=concurrency, progress=progress
         )
+
+    def staged_run(self, profile: Profile, options: RunOptions, *, run_id: str) -> NeuronRun:
+        """A run of a staged batch: answered from the response cache only, it never sends."""
+        refusal = (
+            "a staged batch sends nothing: this response is not cached yet "
+            "(export the requests again and import their results)"
+        )
+        return NeuronRun(
+            RefusingBackend(profile.endpoint_id, refusal),
+            options,
+            store=self.store,
+            profile=profile.name,
+            prices=self.profiles.prices,
+            run_id=run_id,
+        )
+
+    async def export_requests(
+        self,
+        spec: BatchSpec,
+        run: NeuronRun,
+        directory: Path,
+        *,
+        limits: FileLimits | None = None,
+        concurrency: int = 4,
+        progress: Progress | None = None,
+    ) -> tuple[ExportReport, BatchSummary]:
+        """Finish the staged batch's neurons whose responses are all cached, and write the next
+        stage's requests of the others to `directory` (with a manifest)."""
+        report, finished = await export_pass(
+            spec,
+            self.service,
+            self.store,
+            run,
+            directory,
+            limits=limits,
+            prices=self.profiles.prices,
+        )
+        summary = await run_batch(
+            spec,
+            self.service,
+            self.store,
+            run,
+            concurrency=concurrency,
+            progress=progress,
+            only=set(finished),
+        )
+        report.finished_now = summary.explained
+        report.failed += summary.failed
+        report.no_data += summary.no_data
+        for error in summary.errors:
+            report.note(error)
+        write_manifest(report, spec, run)
+        return report, summary
+
+    def import_results(
+        self, paths: Sequence[Path], profile: Profile, *, run_id: str
+    ) -> ImportReport:
+        """Read a staged batch's output files into the response cache (their usage into the
+        ledger under `run_id`, at batch prices)."""
+        return import_results(
+            paths, self.store, profile.endpoint_id, run_id=run_id, prices=self.profiles.prices
+        )
+
+    def import_store(self, path: Path) -> StoreImport:
+        """Import another store's own results (provenance kept) and its cached responses:
+        how the stores of a job split across machines are merged."""
+        other = Store.open_read_only(path, immutable=False)
+        try:
+            results = self.explanations.import_from(Explanations(other))
+            responses = ResponseCache(self.store).import_from(ResponseCache(other))
+        finally:
+            other.close()
+        return StoreImport(str(path), results, responses)
 
     def usage(self, run: str | None = None) -> list[UsageTotal]:
         """Token usage per endpoint and model, of one run or of all."""

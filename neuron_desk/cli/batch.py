@@ -1,9 +1,16 @@
-"""`neuron-desk batch`: explain and score many neurons, resumable, with a progress bar."""
+"""`neuron-desk batch`: explain and score many neurons, resumable, with a progress bar.
+
+Online by default. Staged (for `vllm run-batch` and the providers' batch APIs):
+`--export-requests DIR` finishes the neurons whose responses are all cached and writes the
+next stage's requests as OpenAI Batch API JSONL with a manifest; `--import-results FILE...`
+reads the engine's output into the response cache (both in one command: import, then export).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from neuron_desk.cli.context import (
@@ -20,6 +27,8 @@ from neuron_desk.cli.progress import ProgressLine
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.core.text import for_terminal
 from neuron_desk.runs.batch import BatchSpec
+from neuron_desk.runs.run import NeuronRun
+from neuron_desk.runs.staged import FileLimits
 
 
 def register(subparsers: Any) -> None:
@@ -58,6 +67,34 @@ def register(subparsers: Any) -> None:
         choices=["detection", "fuzzing"],
         default=[],
         help="second-opinion scorers to run on each neuron's best explanation",
+    )
+    staged = p.add_argument_group(
+        "staged batches", "hand the requests to an engine that batches (see README: Staged jobs)"
+    )
+    staged.add_argument(
+        "--export-requests",
+        metavar="DIR",
+        type=Path,
+        help="finish what is cached and write the next stage's requests (OpenAI Batch JSONL)",
+    )
+    staged.add_argument(
+        "--import-results",
+        metavar="FILE",
+        nargs="+",
+        type=Path,
+        help="read OpenAI Batch or vLLM run-batch output files into the response cache",
+    )
+    staged.add_argument(
+        "--max-requests-per-file",
+        type=positive_int,
+        default=FileLimits.max_requests,
+        help=f"split request files at this many lines ({FileLimits.max_requests:,}, OpenAI's)",
+    )
+    staged.add_argument(
+        "--max-bytes-per-file",
+        type=positive_int,
+        default=FileLimits.max_bytes,
+        help=f"split request files at this size ({FileLimits.max_bytes:,} bytes, OpenAI's)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_batch)
@@ -103,6 +140,9 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
     spec = BatchSpec(
         dataset.name, tuple(neurons), profile.name, args.samples, args.name, tuple(args.scorers)
     )
+    if args.export_requests is not None or args.import_results:
+        staged = desk.staged_run(profile, options, run_id=spec.batch_id)
+        return _staged(args, context, spec, staged)
     run = desk.run(profile, options, run_id=spec.batch_id)
     line = ProgressLine.for_args("neurons", args.json)
     summary = context.run(
@@ -127,3 +167,39 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
         if summary.errors:
             print("  rerun the same command to retry only the neurons not done", file=sys.stderr)
     return EXIT_OK if summary.failed == 0 and not summary.stopped else EXIT_NOT_FOUND
+
+
+def _staged(args: argparse.Namespace, context: Context, spec: BatchSpec, run: NeuronRun) -> int:
+    """Import results (if given), then export the next stage (if asked); print both."""
+    desk = context.desk
+    out: dict[str, Any] = {"batch_id": spec.batch_id}
+    failed = 0
+    if args.import_results:
+        profile = desk.profile(args.profile, args.base_url)
+        imported = desk.import_results(args.import_results, profile, run_id=spec.batch_id)
+        out["import"] = imported.to_json()
+        if not args.json:
+            print(imported.describe())
+            for error in imported.errors[:10]:
+                print(f"  {for_terminal(error, keep_newlines=False)}", file=sys.stderr)
+    if args.export_requests is not None:
+        limits = FileLimits(args.max_requests_per_file, args.max_bytes_per_file)
+        report, _summary = context.run(
+            lambda desk: desk.export_requests(
+                spec,
+                run,
+                args.export_requests,
+                limits=limits,
+                concurrency=args.concurrency,
+            )
+        )
+        out["export"] = report.to_json()
+        failed = report.failed
+        if not args.json:
+            print(report.describe())
+            for error in report.errors[:10]:
+                print(f"  {for_terminal(error, keep_newlines=False)}", file=sys.stderr)
+    if args.json:
+        print(dumps_json(out, indent=1))
+    return EXIT_OK if failed == 0 else EXIT_NOT_FOUND
+

@@ -61,6 +61,12 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("import", help="import files in the public layout, or single files")
     p.add_argument("paths", nargs="+", type=Path)
     p.add_argument("--dataset", default="gpt2-xl", help="dataset to file them under (gpt2-xl)")
+    p.add_argument(
+        "--store",
+        action="store_true",
+        help="the paths are other neuron-desk stores: import their own results (provenance "
+        "kept) and cached responses, e.g. to merge a job split across machines",
+    )
     p.set_defaults(run=cmd_import)
 
     p = subparsers.add_parser("neurons", help="list the neurons of a dataset")
@@ -228,7 +234,15 @@ def _grouped(errors: list[str]) -> list[tuple[str, list[str]]]:
 
 
 def cmd_import(args: argparse.Namespace, context: Context) -> int:
-    """Import files into the store, validating each."""
+    """Import files into the store, validating each (or other stores' results)."""
+    if args.store:
+        for path in args.paths:
+            merged = context.desk.import_store(path)
+            print(
+                f"imported {merged.results} results and {merged.responses} cached responses "
+                f"from {merged.path}"
+            )
+        return EXIT_OK
     dataset = context.desk.dataset(args.dataset)
     result = import_paths(context.desk.store, dataset, args.paths)
     for _path, message in result.rejected:

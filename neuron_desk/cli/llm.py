@@ -218,7 +218,9 @@ def cmd_usage(args: argparse.Namespace, context: Context) -> int:
             "cached_requests": total.cached_requests,
             "prompt_tokens": total.prompt_tokens,
             "completion_tokens": total.completion_tokens,
-            "cost_usd": prices.cost(total.model, total.prompt_tokens, total.completion_tokens),
+            "cached_prompt_tokens": total.cached_prompt_tokens,
+            "batch_requests": total.batch_requests,
+            "cost_usd": total.cost(prices),
         }
         for total in desk.usage(args.run_id)
     ]
@@ -234,7 +236,8 @@ def cmd_usage(args: argparse.Namespace, context: Context) -> int:
         cost = f"  ${row['cost_usd']:.4f}" if row["cost_usd"] is not None else ""
         print(
             f"{row['endpoint']}  {row['model']}: {row['requests']} requests "
-            f"({row['cached_requests']} cached), {row['prompt_tokens']:,} prompt + "
+            f"({row['cached_requests']} cached, {row['batch_requests']} by a staged batch), "
+            f"{row['prompt_tokens']:,} prompt ({row['cached_prompt_tokens']:,} prefix-cached) + "
             f"{row['completion_tokens']:,} completion tokens{cost}"
         )
     return EXIT_OK

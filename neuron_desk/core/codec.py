@@ -76,6 +76,9 @@ def dumps(obj: Any, *, upstream: bool = False) -> str:
     return json.dumps(to_jsonable(obj, upstream=upstream), allow_nan=False)
 
 
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def to_jsonable(obj: Any, *, upstream: bool = False) -> Any:
     """Convert a model object into JSON-ready dicts and lists."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -90,6 +93,8 @@ def to_jsonable(obj: Any, *, upstream: bool = False) -> Any:
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, list | tuple):
+        if all(type(x) in _JSON_SCALARS for x in obj):  # the bulk: token and activation lists
+            return [x if type(x) is not float or math.isfinite(x) else None for x in obj]
         return [to_jsonable(x, upstream=upstream) for x in obj]
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v, upstream=upstream) for k, v in obj.items()}

@@ -137,6 +137,26 @@ class Explanations:
             ).rowcount
         return int(count)
 
+    def counts_of_run(self, run: str) -> dict[NeuronRef, int]:
+        """How many explanations (not second opinions) of `run` each neuron has."""
+        rows = self.store.query(
+            "SELECT dataset, layer, neuron, COUNT(*) FROM explanations "
+            "WHERE json_extract(provenance, '$.run') = ? "
+            "AND COALESCE(json_extract(provenance, '$.scorer'), 'simulation') = 'simulation' "
+            "GROUP BY dataset, layer, neuron",
+            (run,),
+        )
+        return {NeuronRef(str(d), int(a), int(b)): int(n) for d, a, b, n in rows}
+
+    def neurons_of_run(self, run: str) -> set[NeuronRef]:
+        """The neurons with a result whose provenance names `run` (no rows loaded)."""
+        rows = self.store.query(
+            "SELECT DISTINCT dataset, layer, neuron FROM explanations "
+            "WHERE json_extract(provenance, '$.run') = ?",
+            (run,),
+        )
+        return {NeuronRef(str(d), int(a), int(b)) for d, a, b in rows}
+
     def best_own(self, dataset: str) -> list[ExplanationRow]:
         """The best generated or user explanation of every neuron of `dataset` (a scored one
         if the neuron has any), by layer and neuron."""
@@ -171,6 +191,38 @@ class Explanations:
             params += (dataset,)
         sql += " ORDER BY rank LIMIT ?"
         return _rows(self.store.query(sql, (*params, limit)))
+
+
+    def import_from(self, other: Explanations, chunk: int = 1000) -> int:
+        """Copy another store's generated and user results (provenance, scoring result and time
+        kept) that this store does not hold yet; how many were copied."""
+        copied = 0
+        last = 0
+        while True:
+            rows = other.store.query(
+                "SELECT id, dataset, layer, neuron, explanation, score, source, provenance, "
+                "result, created_at FROM explanations WHERE source != 'published' AND id > ? "
+                "ORDER BY id LIMIT ?",
+                (last, chunk),
+            )
+            if not rows:
+                return copied
+            last = int(rows[-1][0])
+            with self.store.transaction() as db:
+                for row in rows:
+                    known = db.execute(
+                        "SELECT 1 FROM explanations WHERE dataset=? AND layer=? AND neuron=? "
+                        "AND explanation=? AND provenance=?",
+                        (row[1], row[2], row[3], row[4], row[7]),
+                    ).fetchone()
+                    if known is None:
+                        db.execute(
+                            "INSERT INTO explanations (dataset, layer, neuron, explanation, "
+                            "score, source, provenance, result, created_at) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            row[1:],
+                        )
+                        copied += 1
 
 
 def _rows(rows: list[tuple[Any, ...]]) -> list[ExplanationRow]:

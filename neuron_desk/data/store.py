@@ -42,7 +42,7 @@ from neuron_desk.core.refs import NeuronRef
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -119,6 +119,12 @@ _MIGRATIONS: dict[int, str] = {
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     ) WITHOUT ROWID;
+    """,
+    # 2 (staged batches, prompt caching): the usage ledger records the prompt tokens a provider
+    # served from its prefix cache, and which requests a staged batch answered (batch prices).
+    2: """
+    ALTER TABLE usage ADD COLUMN cached_prompt_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN batch INTEGER NOT NULL DEFAULT 0;
     """,
 }
 
@@ -252,12 +258,16 @@ class Store:
             raise
 
     @classmethod
-    def open_read_only(cls, path: Path) -> Store:
-        """Open an existing store (e.g. the bundled sample) without ever writing to it."""
+    def open_read_only(cls, path: Path, *, immutable: bool = True) -> Store:
+        """Open an existing store (e.g. the bundled sample) without ever writing to it.
+
+        `immutable=False` for a store another process may have written (its WAL is read too).
+        """
         if not path.is_file():
             raise StoreError(f"no store file at {path}")
+        flags = "mode=ro&immutable=1" if immutable else "mode=ro"
         db = sqlite3.connect(
-            f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, check_same_thread=False
+            f"{path.resolve().as_uri()}?{flags}", uri=True, check_same_thread=False
         )
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -462,6 +472,7 @@ class _Tx:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self.execute: Callable[..., sqlite3.Cursor] = db.execute
+        self.executemany: Callable[..., sqlite3.Cursor] = db.executemany
 
     def executescript_in_transaction(self, script: str) -> None:
         """Run each statement of a script (executescript would commit the transaction)."""

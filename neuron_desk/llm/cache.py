@@ -10,6 +10,8 @@ import hashlib
 import json
 import time
 
+import orjson
+
 from neuron_desk.core.backend import JSONDict
 from neuron_desk.data.store import Store, compress, decompress
 
@@ -23,6 +25,19 @@ def cache_key(endpoint: str, path: str, body: JSONDict) -> str:
         ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def compressed_response(response: JSONDict) -> bytes:
+    """A response as the cache stores it (compressed compact JSON)."""
+    return compress(_json_text(response))
+
+
+def _json_text(response: JSONDict) -> str:
+    """Compact JSON text of a response (orjson: fast; json for what orjson refuses)."""
+    try:
+        return orjson.dumps(response).decode()
+    except TypeError:
+        return json.dumps(response, ensure_ascii=False)
 
 
 class ResponseCache:
@@ -68,6 +83,47 @@ class ResponseCache:
                     time.time(),
                 ),
             )
+
+    def put_many(self, endpoint: str, entries: list[tuple[str, str, bytes]]) -> int:
+        """Cache (key, model, compressed response) entries of `endpoint` at once (a staged
+        batch's answers, keyed by their `custom_id`); how many were not cached before."""
+        if self.store.read_only or not entries:
+            return 0
+        keys = [key for key, _model, _blob in entries]
+        now = time.time()
+        with self.store.transaction() as db:
+            known = {
+                row[0]
+                for start in range(0, len(keys), 500)
+                for row in db.execute(
+                    "SELECT key FROM llm_cache WHERE key IN "
+                    f"({','.join('?' * len(keys[start : start + 500]))})",
+                    tuple(keys[start : start + 500]),
+                ).fetchall()
+            }
+            db.executemany(
+                "INSERT OR REPLACE INTO llm_cache VALUES (?, ?, ?, ?, ?)",
+                [(key, endpoint, model, blob, now) for key, model, blob in entries],
+            )
+        return len(set(keys) - known)
+
+    def import_from(self, other: ResponseCache, chunk: int = 2000) -> int:
+        """Copy another store's cached responses this one lacks; how many."""
+        copied = 0
+        last = ""
+        while True:
+            rows = other.store.query(
+                "SELECT key, endpoint, model, response, created_at FROM llm_cache "
+                "WHERE key > ? ORDER BY key LIMIT ?",
+                (last, chunk),
+            )
+            if not rows:
+                return copied
+            last = str(rows[-1][0])
+            with self.store.transaction() as db:
+                before = db.execute("SELECT total_changes()").fetchone()[0]
+                db.executemany("INSERT OR IGNORE INTO llm_cache VALUES (?, ?, ?, ?, ?)", rows)
+                copied += db.execute("SELECT total_changes()").fetchone()[0] - before
 
     def count(self, endpoint: str | None = None) -> int:
         """Number of cached responses (of one endpoint)."""

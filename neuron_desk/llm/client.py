@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+_JSON_HEADERS = {"Content-Type": "application/json"}
 """429 and the 5xx statuses that mean "try again" (any other 5xx is retried too)."""
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -94,6 +95,11 @@ class ClientStats:
     """Retries after a 429 with Retry-After (they spend no attempt)."""
     retry_wait: float = 0.0
     """Seconds of waiting before retries, all requests together (what `run_budget` bounds)."""
+
+
+def request_content(body: JSONDict) -> bytes:
+    """The bytes of a request body as the client sends them (also what a staged batch writes)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 class OpenAICompatibleClient:
@@ -266,7 +272,12 @@ class OpenAICompatibleClient:
             self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
             try:
                 async with asyncio.timeout(self.timeout + 5.0):
-                    response = await self._http.request(method, path, json=body)
+                    response = await self._http.request(
+                        method,
+                        path,
+                        content=None if body is None else request_content(body),
+                        headers=None if body is None else _JSON_HEADERS,
+                    )
             except (httpx.TimeoutException, TimeoutError):
                 raise _Retryable("timeout", f"{url} timed out after {self.timeout:g} s") from None
             except httpx.TransportError as exc:

@@ -5,6 +5,10 @@ else it is counted with tiktoken (`method.tokens.count_tokens`, cl100k_base, off
 ledger sums a run's usage, writes every request to the store's `usage` table (so totals across
 runs are kept) and enforces a budget: a request that would take the run over its token or
 money cap is refused with `BudgetExceeded` before it is sent, and so is every later one.
+
+Prompt tokens a provider served from its prefix cache (`usage.prompt_tokens_details.
+cached_tokens`) are recorded apart and priced at the model's cached rate; requests answered by
+a staged batch (`runs.staged`) are recorded as such and priced at the batch rates.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class Usage:
     """Requests answered from the response cache (their tokens are not counted above)."""
     counted: bool = False
     """Whether some token counts were estimated with tiktoken (no `usage` in the response)."""
+    cached_prompt_tokens: int = 0
+    """Of `prompt_tokens`, those the provider served from its prefix cache."""
 
     @property
     def total_tokens(self) -> int:
@@ -47,6 +53,7 @@ class Usage:
         self.requests += other.requests
         self.cached_requests += other.cached_requests
         self.counted = self.counted or other.counted
+        self.cached_prompt_tokens += other.cached_prompt_tokens
 
     def to_json(self) -> dict[str, Any]:
         """A JSON object for provenance and `--json` output."""
@@ -56,16 +63,68 @@ class Usage:
             "total_tokens": self.total_tokens,
             "requests": self.requests,
             "cached_requests": self.cached_requests,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
             "estimated": self.counted,
         }
 
 
+BATCH_DISCOUNT = 0.5
+"""What a batch API charges of the online price when no batch rate is configured (OpenAI: 50%)."""
+
+
 @dataclass(frozen=True)
 class Price:
-    """US dollars per million tokens."""
+    """US dollars per million tokens: online, prefix-cached prompt, and batch rates.
+
+    A rate left None falls back: cached prompt tokens to the prompt rate, batch rates to
+    `BATCH_DISCOUNT` times the online ones.
+    """
 
     prompt: float
     completion: float
+    cached_prompt: float | None = None
+    batch_prompt: float | None = None
+    batch_completion: float | None = None
+
+    def rates(self, *, batch: bool = False) -> tuple[float, float, float]:
+        """(prompt, cached prompt, completion) dollars per million tokens."""
+        cached = self.prompt if self.cached_prompt is None else self.cached_prompt
+        if not batch:
+            return self.prompt, cached, self.completion
+        prompt = (
+            self.batch_prompt if self.batch_prompt is not None else self.prompt * BATCH_DISCOUNT
+        )
+        completion = (
+            self.batch_completion
+            if self.batch_completion is not None
+            else self.completion * BATCH_DISCOUNT
+        )
+        return prompt, min(cached, prompt), completion
+
+    def to_json(self) -> dict[str, float]:
+        """The rates as written to the profiles file (unset ones left out)."""
+        data = {"prompt": self.prompt, "completion": self.completion}
+        for name in ("cached_prompt", "batch_prompt", "batch_completion"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Price:
+        """Rates from the profiles file (prompt and completion required, the rest optional)."""
+
+        def optional(name: str) -> float | None:
+            value = data.get(name)
+            return None if value is None else float(value)
+
+        return cls(
+            float(data.get("prompt", 0)),
+            float(data.get("completion", 0)),
+            optional("cached_prompt"),
+            optional("batch_prompt"),
+            optional("batch_completion"),
+        )
 
 
 @dataclass
@@ -89,12 +148,27 @@ class PriceTable:
         prefixes = [m for m in self._prices if model.startswith(m)]
         return self._prices[max(prefixes, key=len)] if prefixes else None
 
-    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
-        """Dollars for these tokens, or None when the model has no price."""
+    def cost(
+        self,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        cached_prompt_tokens: int = 0,
+        batch: bool = False,
+    ) -> float | None:
+        """Dollars for these tokens (`cached_prompt_tokens` of the prompt at the cached rate,
+        all at batch rates if `batch`), or None when the model has no price."""
         price = self.get(model)
         if price is None:
             return None
-        return (prompt_tokens * price.prompt + completion_tokens * price.completion) / 1e6
+        prompt, cached, completion = price.rates(batch=batch)
+        cached_prompt_tokens = min(cached_prompt_tokens, prompt_tokens)
+        return (
+            (prompt_tokens - cached_prompt_tokens) * prompt
+            + cached_prompt_tokens * cached
+            + completion_tokens * completion
+        ) / 1e6
 
 
 @dataclass(frozen=True)
@@ -142,12 +216,20 @@ def usage_of(body: JSONDict, response: JSONDict) -> Usage:
         prompt = reported.get("prompt_tokens")
         completion = reported.get("completion_tokens")
         if isinstance(prompt, int) and isinstance(completion, int):
-            return Usage(prompt, completion, requests=1)
+            cached = cached_tokens(reported)
+            return Usage(prompt, completion, requests=1, cached_prompt_tokens=cached)
     prompt_tokens = count_tokens(prompt_text(body))
     text = completion_text(response)
     if body.get("echo") and isinstance(body.get("prompt"), str):
         text = text.removeprefix(body["prompt"])
     return Usage(prompt_tokens, count_tokens(text), requests=1, counted=True)
+
+
+def cached_tokens(usage: JSONDict) -> int:
+    """`prompt_tokens_details.cached_tokens` of a response's usage (0 when not reported)."""
+    details = usage.get("prompt_tokens_details")
+    value = details.get("cached_tokens") if isinstance(details, dict) else None
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 class UsageLedger:
@@ -182,7 +264,12 @@ class UsageLedger:
         for model, usage in self.by_model.items():
             if usage.requests == 0:
                 continue
-            cost = self.prices.cost(model, usage.prompt_tokens, usage.completion_tokens)
+            cost = self.prices.cost(
+                model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                cached_prompt_tokens=usage.cached_prompt_tokens,
+            )
             if cost is None:
                 return None
             total += cost
@@ -241,24 +328,67 @@ class UsageLedger:
         if self.parent is not None:
             self.parent.record(endpoint, model, usage, cached=cached)
         if self.store is not None and not self.store.read_only:
-            with self.store.transaction() as db:
-                db.execute(
-                    "INSERT INTO usage (run, endpoint, model, prompt_tokens, completion_tokens, "
-                    "cached, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        self.run,
-                        endpoint,
-                        model,
-                        usage.prompt_tokens,
-                        usage.completion_tokens,
-                        int(cached),
-                        time.time(),
-                    ),
-                )
+            record_usage(self.store, self.run, endpoint, model, usage, cached=cached)
 
     def _stop(self, reason: str) -> None:
         self.exceeded = reason
         raise BudgetExceeded(reason)
+
+
+def record_usage(
+    store: Store,
+    run: str | None,
+    endpoint: str,
+    model: str,
+    usage: Usage,
+    *,
+    cached: bool = False,
+) -> None:
+    """Write one request's usage to the `usage` table."""
+    _insert_usages(store, run, endpoint, [(model, usage)], cached=cached, batch=False)
+
+
+def record_usages(
+    store: Store,
+    run: str | None,
+    endpoint: str,
+    usages: list[tuple[str, Usage]],
+    *,
+    batch: bool = False,
+) -> None:
+    """Write many requests' (model, usage) at once (`batch`: answered by a staged batch)."""
+    _insert_usages(store, run, endpoint, usages, cached=False, batch=batch)
+
+
+def _insert_usages(
+    store: Store,
+    run: str | None,
+    endpoint: str,
+    usages: list[tuple[str, Usage]],
+    *,
+    cached: bool,
+    batch: bool,
+) -> None:
+    now = time.time()
+    with store.transaction() as db:
+        db.executemany(
+            "INSERT INTO usage (run, endpoint, model, prompt_tokens, completion_tokens, "
+            "cached, created_at, cached_prompt_tokens, batch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    run,
+                    endpoint,
+                    model,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    int(cached),
+                    now,
+                    usage.cached_prompt_tokens,
+                    int(batch),
+                )
+                for model, usage in usages
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -271,18 +401,57 @@ class UsageTotal:
     cached_requests: int
     prompt_tokens: int
     completion_tokens: int
+    cached_prompt_tokens: int = 0
+    """Of `prompt_tokens`, those served from the provider's prefix cache."""
+    batch_requests: int = 0
+    """Of `requests`, those answered by a staged batch (batch prices)."""
+    batch: Usage = field(default_factory=Usage)
+    """The tokens of the batch requests (included in the totals above)."""
+
+    def cost(self, prices: PriceTable) -> float | None:
+        """Dollars: online requests at online rates, staged ones at batch rates."""
+        batch = self.batch
+        online = prices.cost(
+            self.model,
+            self.prompt_tokens - batch.prompt_tokens,
+            self.completion_tokens - batch.completion_tokens,
+            cached_prompt_tokens=self.cached_prompt_tokens - batch.cached_prompt_tokens,
+        )
+        staged = prices.cost(
+            self.model,
+            batch.prompt_tokens,
+            batch.completion_tokens,
+            cached_prompt_tokens=batch.cached_prompt_tokens,
+            batch=True,
+        )
+        return None if online is None or staged is None else online + staged
 
 
 def usage_totals(store: Store, run: str | None = None) -> list[UsageTotal]:
     """Totals per endpoint and model from the `usage` table, of one run or of all."""
     where, params = ("WHERE run=?", (run,)) if run is not None else ("", ())
+    sent = "CASE WHEN cached THEN 0 ELSE {} END"
+    staged = "CASE WHEN batch THEN {} ELSE 0 END"
     rows = store.query(
         "SELECT endpoint, model, SUM(1 - cached), SUM(cached), "
-        "SUM(CASE WHEN cached THEN 0 ELSE prompt_tokens END), "
-        "SUM(CASE WHEN cached THEN 0 ELSE completion_tokens END) "
+        f"SUM({sent.format('prompt_tokens')}), SUM({sent.format('completion_tokens')}), "
+        f"SUM({sent.format('cached_prompt_tokens')}), SUM(batch), "
+        f"SUM({staged.format('prompt_tokens')}), SUM({staged.format('completion_tokens')}), "
+        f"SUM({staged.format('cached_prompt_tokens')}) "
         f"FROM usage {where} GROUP BY endpoint, model ORDER BY endpoint, model",
         params,
     )
     return [
-        UsageTotal(str(e), str(m), int(s), int(c), int(p), int(o)) for e, m, s, c, p, o in rows
+        UsageTotal(
+            str(e),
+            str(m),
+            int(s),
+            int(c),
+            int(p),
+            int(o),
+            int(k),
+            int(b),
+            Usage(int(bp), int(bc), requests=int(b), cached_prompt_tokens=int(bk)),
+        )
+        for e, m, s, c, p, o, k, b, bp, bc, bk in rows
     ]

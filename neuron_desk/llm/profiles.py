@@ -9,13 +9,16 @@ Profiles live in `llm_profiles.json` in the data directory, next to the store:
          "explainer_model": "meta-llama/Llama-3.1-8B-Instruct",
          "simulator_model": "meta-llama/Llama-3.1-8B", "max_concurrency": 16, "timeout": 120}
       ],
-      "prices": {"gpt-4o-mini": {"prompt": 0.15, "completion": 0.60}}
+      "prices": {"gpt-4o-mini": {"prompt": 0.15, "completion": 0.60, "cached_prompt": 0.075,
+                                 "batch_prompt": 0.075, "batch_completion": 0.30}}
     }
 
 The file never holds a key: `api_key` says where the key is, `"env:VARIABLE"` (an environment
 variable), `"keyring"` (the OS keyring, service "neuron-desk", user = the profile's name) or
 `"none"`. A value that looks like anything else is refused without being repeated back.
-Prices are US dollars per million tokens.
+Prices are US dollars per million tokens: `prompt` and `completion` online; optional
+`cached_prompt` (prompt tokens served from the provider's prefix cache; default: the prompt
+rate) and `batch_prompt` / `batch_completion` (staged batches; default: half the online rates).
 
 Two profiles are built in: "openai" (key from OPENAI_API_KEY) and "local" (the bundled
 SmolLM2 model behind a managed llama.cpp server, with `neuron-desk[local]` installed).
@@ -192,9 +195,7 @@ class ProfileConfig:
         for model, price in prices.items():
             if not isinstance(price, dict):
                 raise BackendConfigError(f"{path}: price of {model} must be an object")
-            config.prices.set(
-                str(model), Price(float(price.get("prompt", 0)), float(price.get("completion", 0)))
-            )
+            config.prices.set(str(model), Price.from_json(price))
         return config
 
     def save(self) -> Path:
@@ -204,8 +205,7 @@ class ProfileConfig:
             "default": self.default,
             "profiles": [p.to_json() for p in self.profiles.values()],
             "prices": {
-                model: {"prompt": p.prompt, "completion": p.completion}
-                for model, p in self.prices.items()
+                model: p.to_json() for model, p in self.prices.items()
             },
         }
         path.parent.mkdir(parents=True, exist_ok=True)

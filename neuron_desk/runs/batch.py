@@ -176,67 +176,73 @@ async def run_batch(
     *,
     concurrency: int = 4,
     progress: Progress | None = None,
+    only: set[NeuronRef] | None = None,
 ) -> BatchSummary:
-    """Explain and score every neuron of `spec` not done yet; returns the summary."""
+    """Explain and score every neuron of `spec` not done yet (of `only`, when given: a staged
+    batch's neurons whose responses are all cached); returns the summary. A neuron is done when
+    all its samples are stored; a neuron with fewer is redone whole."""
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     batch_id = spec.batch_id
     explanations = Explanations(store)
-    stored: dict[NeuronRef, int] = {}
-    for row in explanations.of_run(batch_id):
-        stored[row.ref] = stored.get(row.ref, 0) + 1
+    stored = explanations.counts_of_run(batch_id)
     done = {ref for ref, count in stored.items() if count >= spec.samples}
-    todo = [ref for ref in spec.neurons if ref not in done]
+    todo = [ref for ref in spec.neurons if ref not in done and (only is None or ref in only)]
     for ref in todo:
         if stored.get(ref):
             explanations.delete_of_run(batch_id, ref)
     summary = BatchSummary(batch_id, spec.dataset, len(spec.neurons), done_before=len(done))
     started = time.perf_counter()
-    semaphore = asyncio.Semaphore(concurrency)
     stop = asyncio.Event()
     outer = asyncio.current_task()
+    pending = iter(todo)
 
-    async def one(ref: NeuronRef) -> None:
-        async with semaphore:
+    async def worker() -> None:
+        """Take the next neuron until none is left: `concurrency` workers, not a task per
+        neuron, so memory does not grow with the batch."""
+        for ref in pending:
             if stop.is_set():
                 return
-            try:
-                record = await service.get(ref, Kind.ACTIVATIONS)
-                outcomes = await run.explain(record.value, ref=ref)
-                best = next((o for o in outcomes if o.explanation.strip()), None)
-                for scorer in spec.scorers if best is not None else ():
-                    assert best is not None
-                    await run.score_classifier(
-                        scorer, record.value, best.explanation, ref=ref, source="generated"
-                    )
-                summary.explained += 1
-            except BudgetExceeded as exc:
-                summary.stopped = str(exc)
-                stop.set()
-            except asyncio.CancelledError:
-                if outer is not None and outer.cancelling():
-                    raise  # the batch itself is being cancelled (Ctrl+C, the app)
-                # The run stopped (its budget) and cancelled this neuron's requests.
-                current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()
-                stop.set()
-                return
-            except DataError as exc:
-                summary.no_data += 1
-                summary.failures.append((ref.short, bounded(str(exc))))
-            except (NeuronDeskError, MethodError) as exc:
-                summary.failed += 1
-                summary.failures.append((ref.short, bounded(str(exc))))
-            except (ValueError, ArithmeticError, LookupError, UnicodeError) as exc:
-                # An unusable neuron (too few records for the splits, a token that cannot be
-                # encoded) fails alone; the batch goes on.
-                summary.failed += 1
-                summary.failures.append((ref.short, bounded(f"{type(exc).__name__}: {exc}")))
-            if progress is not None:
-                progress(summary)
+            await one(ref)
 
-    tasks = [asyncio.ensure_future(one(ref)) for ref in todo]
+    async def one(ref: NeuronRef) -> None:
+        try:
+            record = await service.get(ref, Kind.ACTIVATIONS)
+            outcomes = await run.explain(record.value, ref=ref)
+            best = next((o for o in outcomes if o.explanation.strip()), None)
+            for scorer in spec.scorers if best is not None else ():
+                assert best is not None
+                await run.score_classifier(
+                    scorer, record.value, best.explanation, ref=ref, source="generated"
+                )
+            summary.explained += 1
+        except BudgetExceeded as exc:
+            summary.stopped = str(exc)
+            stop.set()
+        except asyncio.CancelledError:
+            if outer is not None and outer.cancelling():
+                raise  # the batch itself is being cancelled (Ctrl+C, the app)
+            # The run stopped (its budget) and cancelled this neuron's requests.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            stop.set()
+            return
+        except DataError as exc:
+            summary.no_data += 1
+            summary.failures.append((ref.short, bounded(str(exc))))
+        except (NeuronDeskError, MethodError) as exc:
+            summary.failed += 1
+            summary.failures.append((ref.short, bounded(str(exc))))
+        except (ValueError, ArithmeticError, LookupError, UnicodeError) as exc:
+            # An unusable neuron (too few records for the splits, a token that cannot be
+            # encoded) fails alone; the batch goes on.
+            summary.failed += 1
+            summary.failures.append((ref.short, bounded(f"{type(exc).__name__}: {exc}")))
+        if progress is not None:
+            progress(summary)
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(todo)))]
     try:
         await asyncio.gather(*tasks)
     finally:

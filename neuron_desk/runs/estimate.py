@@ -28,8 +28,34 @@ PLACEHOLDER_EXPLANATION = "words and phrases related to a particular topic in th
 """Stands in for explanations not written yet when estimating the scoring of new ones."""
 
 
+class NotCachedError(BackendResponseError):
+    """A staged batch needed a response that is not in the response cache."""
+
+
 class _DryRunStop(Exception):
     """Ends a simulation whose request was recorded (nothing can be parsed from it)."""
+
+
+def _empty_completion(body: JSONDict) -> JSONDict:
+    return {
+        "choices": [
+            {"index": i, "text": "", "logprobs": {"tokens": ["0"], "top_logprobs": [{}]}}
+            for i in range(int(body.get("n", 1)))
+        ]
+    }
+
+
+def _empty_chat(body: JSONDict) -> JSONDict:
+    return {
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": ""},
+                "logprobs": {"content": [{"token": "", "logprob": 0.0, "top_logprobs": []}]},
+            }
+            for i in range(int(body.get("n", 1)))
+        ]
+    }
 
 
 class RecordingBackend:
@@ -44,41 +70,82 @@ class RecordingBackend:
         self.requests.append((COMPLETIONS, body))
         if body.get("echo"):
             raise _DryRunStop
-        return {
-            "choices": [
-                {"index": i, "text": "", "logprobs": {"tokens": ["0"], "top_logprobs": [{}]}}
-                for i in range(int(body.get("n", 1)))
-            ]
-        }
+        return _empty_completion(body)
 
     async def chat_completions(self, body: JSONDict) -> JSONDict:
         """Record; answer with empty choices."""
         self.requests.append((CHAT_COMPLETIONS, body))
-        return {
-            "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": ""},
-                    "logprobs": {"content": [{"token": "", "logprob": 0.0, "top_logprobs": []}]},
-                }
-                for i in range(int(body.get("n", 1)))
-            ]
-        }
+        return _empty_chat(body)
+
+
+class ReplayBackend:
+    """Answers from the response cache; requests it has no answer for are recorded (and answered
+    as a `RecordingBackend` does), so one pass yields what a staged batch must still send.
+
+    `answer_hits=False` only checks the cache, answering hits as misses are (for simulations:
+    their requests don't depend on earlier answers, and parsing cached ones would be wasted).
+    """
+
+    def __init__(self, endpoint_id: str, cache: ResponseCache, *, answer_hits: bool = True) -> None:
+        self.endpoint_id = endpoint_id
+        self.cache = cache
+        self.answer_hits = answer_hits
+        self.recorder = RecordingBackend(endpoint_id)
+        self.answered = 0
+
+    @property
+    def missing(self) -> list[tuple[str, JSONDict]]:
+        """(path, body) of the requests the cache could not answer, in order."""
+        return self.recorder.requests
+
+    async def completions(self, body: JSONDict) -> JSONDict:
+        """The cached answer, else record the request."""
+        cached = self._lookup(COMPLETIONS, body)
+        if cached is None:
+            return await self.recorder.completions(body)
+        return cached
+
+    async def chat_completions(self, body: JSONDict) -> JSONDict:
+        """The cached answer, else record the request."""
+        cached = self._lookup(CHAT_COMPLETIONS, body)
+        if cached is None:
+            return await self.recorder.chat_completions(body)
+        return cached
+
+    def _lookup(self, path: str, body: JSONDict) -> JSONDict | None:
+        if not self.answer_hits:
+            if not self.cache.contains(self.endpoint_id, path, body):
+                return None
+            self.answered += 1
+            if path == COMPLETIONS and body.get("echo"):
+                raise _DryRunStop
+            return _empty_completion(body) if path == COMPLETIONS else _empty_chat(body)
+        cached = self.cache.get(self.endpoint_id, path, body)
+        if cached is not None:
+            self.answered += 1
+        return cached
 
 
 class RefusingBackend:
-    """The backend of a dry run: it has an endpoint's name and refuses to send anything."""
+    """The backend of a dry run or a staged batch: it has an endpoint's name and refuses to
+    send anything (`refusal`: the error raised instead; default an AssertionError)."""
 
-    def __init__(self, endpoint_id: str) -> None:
+    def __init__(self, endpoint_id: str, refusal: str = "") -> None:
         self.endpoint_id = endpoint_id
+        self.refusal = refusal
+
+    def _refuse(self) -> JSONDict:
+        if self.refusal:
+            raise NotCachedError(self.refusal)
+        raise AssertionError("a dry run sent a request")
 
     async def completions(self, body: JSONDict) -> JSONDict:
         """Refuse: a dry run sends nothing."""
-        raise AssertionError("a dry run sent a request")
+        return self._refuse()
 
     async def chat_completions(self, body: JSONDict) -> JSONDict:
         """Refuse: a dry run sends nothing."""
-        raise AssertionError("a dry run sent a request")
+        return self._refuse()
 
     async def aclose(self) -> None:
         """Nothing to close."""
@@ -189,23 +256,29 @@ async def record_scoring(
     explanation: str,
     make_factory: Callable[[LLMBackend], Callable[[str], Any]],
     endpoint: str = "dry-run",
+    backend: RecordingBackend | ReplayBackend | None = None,
 ) -> list[tuple[str, JSONDict]]:
-    """The requests scoring `explanation` on `records` would send."""
-    recorder = RecordingBackend(endpoint)
-    make_simulator = make_factory(recorder)
+    """The requests scoring `explanation` on `records` would send (those `backend`, a replay
+    of the cache, cannot answer)."""
+    backend = backend or RecordingBackend(endpoint)
+    make_simulator = make_factory(backend)
     for activation_record in records:
         simulator = make_simulator(explanation)
         with contextlib.suppress(_DryRunStop, MethodError, BackendResponseError):
             await simulator.simulate(activation_record.tokens)
-    return recorder.requests
+    return backend.missing if isinstance(backend, ReplayBackend) else backend.requests
 
 
 async def record_explaining(
     record: NeuronRecord,
     make_explainer: Callable[[LLMBackend], NeuronExplainer],
     settings: ExplainAndScoreSettings,
-) -> list[tuple[str, JSONDict]]:
-    """The request generating explanations for `record` would send."""
-    recorder = RecordingBackend()
-    await generate_explanations(record, make_explainer(recorder), settings)
-    return recorder.requests
+    backend: RecordingBackend | ReplayBackend | None = None,
+) -> tuple[list[tuple[str, JSONDict]], list[str]]:
+    """The request generating explanations for `record` would send (unless `backend`, a replay
+    of the cache, answers it), and the explanations a replay's cached answer holds."""
+    backend = backend or RecordingBackend()
+    texts = await generate_explanations(record, make_explainer(backend), settings)
+    if isinstance(backend, ReplayBackend):
+        return backend.missing, texts
+    return backend.requests, texts

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from neuron_desk import __version__
 from neuron_desk.core import codec
+from neuron_desk.core.backend import LLMBackend
 from neuron_desk.core.errors import BudgetExceeded, MethodError
 from neuron_desk.core.model import NeuronRecord, ScoredExplanation, SimulatorMethod
 from neuron_desk.core.refs import NeuronRef
@@ -40,7 +41,11 @@ from neuron_desk.llm.ledger import PriceTable, Usage, UsageLedger
 from neuron_desk.llm.session import EndpointBackend, LLMSession
 from neuron_desk.method.classifiers import ClassifierResult, ClassifierScorer, ClassifierSettings
 from neuron_desk.method.explainers import TokenActivationPairExplainer
-from neuron_desk.method.pipeline import generate_explanations, score_explanation
+from neuron_desk.method.pipeline import (
+    SimulatorFactory,
+    generate_explanations,
+    score_explanation,
+)
 from neuron_desk.method.prompts import PromptFormat
 from neuron_desk.method.simulators import SOURCE_WRITTEN, count_sources
 from neuron_desk.runs.estimate import (
@@ -284,6 +289,41 @@ class NeuronRun:
         where = f"{self.endpoint} ({self._simulator_model()})"
         return choose_simulator(caps or ASSUMED_CAPABILITIES, method, where=where)
 
+    def staged_choice(self) -> SimulatorChoice:
+        """The simulator without a probe (a staged batch can't probe): the forced one, else a
+        remembered probe's choice; MethodError when neither is there."""
+        choice = self.known_choice()
+        if choice is None:
+            raise MethodError(
+                f"a staged batch cannot probe {self.endpoint}: pass --method, or run one online "
+                "explain or score through this profile first so its probe is remembered"
+            )
+        if choice.method is None:
+            raise MethodError(choice.reason)
+        self.choice = choice
+        return choice
+
+    def explainer(self, backend: LLMBackend) -> TokenActivationPairExplainer:
+        """The explainer this run uses, over `backend`."""
+        return TokenActivationPairExplainer(
+            self.options.explainer_model, prompt_format=PromptFormat.HARMONY_V4, backend=backend
+        )
+
+    def simulators(self, choice: SimulatorChoice, backend: LLMBackend) -> SimulatorFactory:
+        """Builds the chosen simulator over `backend` for an explanation."""
+        return simulator_factory(
+            choice,
+            self._simulator_model(),
+            backend,
+            max_concurrent=self.options.max_concurrent,
+            compatible=self.options.compatible,
+        )
+
+    @property
+    def simulator_model(self) -> str:
+        """The model simulating (MethodError when none is named)."""
+        return self._simulator_model()
+
     def _simulator_model(self) -> str:
         model = self.options.simulator_model or self.options.explainer_model
         if not model:
@@ -328,13 +368,7 @@ class NeuronRun:
             raise MethodError(choice.reason)
         session = self._session()
         started = time.time()
-        factory = simulator_factory(
-            choice,
-            model,
-            session,
-            max_concurrent=self.options.max_concurrent,
-            compatible=self.options.compatible,
-        )
+        factory = self.simulators(choice, session)
         scored = await score_explanation(record, explanation, factory, self.options.settings())
         sequences = len(scored.scored_simulation.scored_sequence_simulations)
         provenance = self._provenance(session, started, choice, kind="score", extra=extra)
@@ -422,10 +456,7 @@ class NeuronRun:
             raise MethodError("no explainer model: name one (--model) or set it in the profile")
         session = self._session()
         started = time.time()
-        explainer = TokenActivationPairExplainer(
-            options.explainer_model, prompt_format=PromptFormat.HARMONY_V4, backend=session
-        )
-        texts = await generate_explanations(record, explainer, options.settings())
+        texts = await generate_explanations(record, self.explainer(session), options.settings())
         explanations = [t.strip() for t in texts]
         explain_provenance = {
             "explainer_model": options.explainer_model,
@@ -479,11 +510,8 @@ class NeuronRun:
         """What scoring `explanation` would send (`method` overrides the choice)."""
         choice = self._estimate_choice(method)
         records = scoring_records(record, self.options.settings())
-        model = self._simulator_model()
         bodies = await record_scoring(
-            records,
-            explanation,
-            lambda backend: simulator_factory(choice, model, backend),
+            records, explanation, lambda backend: self.simulators(choice, backend)
         )
         estimate = estimate_requests(
             bodies,
@@ -501,13 +529,7 @@ class NeuronRun:
         """What explaining (and scoring each of the samples) would send."""
         options = self.options
         settings = options.settings()
-        bodies = await record_explaining(
-            record,
-            lambda backend: TokenActivationPairExplainer(
-                options.explainer_model, prompt_format=PromptFormat.HARMONY_V4, backend=backend
-            ),
-            settings,
-        )
+        bodies, _ = await record_explaining(record, self.explainer, settings)
         estimate = estimate_requests(
             bodies,
             endpoint=self.endpoint,
