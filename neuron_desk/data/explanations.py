@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from neuron_desk.core import codec
@@ -253,6 +253,14 @@ class NeuronExplanation:
     created_at: float | None = None
     row_id: int | None = None
 
+    opinions: tuple[dict[str, Any], ...] = ()
+    """Second opinions on this explanation (detection, fuzzing): each its `metrics`."""
+
+    @property
+    def scorer(self) -> str:
+        """"simulation", or the second-opinion scorer ("detection", "fuzzing") of this row."""
+        return str(self.provenance.get("scorer") or "simulation")
+
     @property
     def method(self) -> str:
         """The simulator that scored it ("" if unknown or unscored)."""
@@ -293,3 +301,23 @@ def neuron_explanations(
             )
         )
     return listed
+
+
+def with_second_opinions(listed: list[NeuronExplanation]) -> list[NeuronExplanation]:
+    """The listed explanations with each second-opinion row (detection, fuzzing) folded into
+    the explanations of the same text as `opinions`; an opinion on a text not listed otherwise
+    stays a row of its own."""
+    opinions: dict[str, list[dict[str, Any]]] = {}
+    for item in listed:
+        if item.scorer != "simulation":
+            metrics = dict(item.provenance.get("metrics") or {})
+            metrics.setdefault("scorer", item.scorer)
+            opinions.setdefault(item.explanation.strip(), []).append(metrics)
+    simulations = [item for item in listed if item.scorer == "simulation"]
+    texts = {item.explanation.strip() for item in simulations}
+    folded = [
+        replace(item, opinions=tuple(opinions.get(item.explanation.strip(), ())))
+        for item in simulations
+    ]
+    orphans = [i for i in listed if i.scorer != "simulation" and i.explanation.strip() not in texts]
+    return folded + orphans

@@ -9,15 +9,17 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.errors import NeuronDeskError
 from neuron_desk.core.model import ScoredExplanation
-from neuron_desk.data.explanations import NeuronExplanation
+from neuron_desk.data.explanations import NeuronExplanation, with_second_opinions
 from neuron_desk.data.registry import Kind
 from neuron_desk.data.service import NeuronData
 from neuron_desk.qt.heatmap import HeatmapRow, HeatmapView, RowRole, RowsModel
 from neuron_desk.qt.models import (
+    NOT_COMPARABLE,
     ExplanationsModel,
     ScoreSortProxy,
     format_score,
     method_label,
+    opinions_text,
 )
 
 Qt = QtCore.Qt
@@ -230,7 +232,7 @@ class ExplanationPane(QtWidgets.QWidget):
     def set_entries(self, entries: list[NeuronExplanation], message: str = "") -> None:
         """List explanations, best score first; select the best one."""
         self.table.clearSelection()
-        self.model.set_items(entries)
+        self.model.set_items(with_second_opinions(entries))
         self.table.resizeColumnToContents(0)
         self.details.setText(message)
         self._error_shown = False
@@ -274,8 +276,23 @@ class ExplanationPane(QtWidgets.QWidget):
     def show_details(self, entry: NeuronExplanation) -> None:
         """The scoring details of one explanation."""
         self.simulations.set_scored(entry.scored)
+        opinions = opinions_text(entry.opinions)
+        if entry.scorer != "simulation":
+            metrics = entry.provenance.get("metrics") or {}
+            accuracy = format_score(metrics.get("balanced_accuracy"))
+            self.details.setText(
+                f"{entry.scorer}: balanced accuracy {accuracy}"
+                f" · precision {format_score(metrics.get('precision'))} · recall "
+                f"{format_score(metrics.get('recall'))} · F1 {format_score(metrics.get('f1'))} · "
+                + (f"AUC {format_score(metrics.get('auc'))}" if metrics.get("auc_source") != "none"
+                   else "AUC n/a")
+                + f" · {metrics.get('n_answered', '?')}/{metrics.get('n_excerpts', '?')} excerpts"
+            )  # fmt: skip
+            return
+        notes = _notes(entry, opinions)
         if entry.scored is None:
-            self.details.setText(f"{entry.explanation.strip()} — not scored here ({entry.source})")
+            text = f"{entry.explanation.strip()} — not scored here ({entry.source})"
+            self.details.setText(" · ".join([text, *notes]))
             return
         s = entry.scored.scored_simulation
         parts = [
@@ -291,7 +308,7 @@ class ExplanationPane(QtWidgets.QWidget):
         usage = usage_text(entry.provenance.get("usage"))
         if usage:
             parts.append(usage)
-        self.details.setText(" · ".join(parts))
+        self.details.setText(" · ".join(parts + notes))
         self.details.setToolTip(
             "score: correlation of real and simulated activations · R²: coefficient of "
             "determination · abs. dev.: absolute deviation explained · seq.: sequences scored"
@@ -352,3 +369,22 @@ class ExplanationPane(QtWidgets.QWidget):
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         super().resizeEvent(event)
         self.simulation_view.relayout()
+
+
+def _notes(entry: NeuronExplanation, opinions: str) -> list[str]:
+    """What qualifies a simulation score: where its values came from, written digits, the
+    original's compatibility setting, and the second opinions on the same explanation."""
+    notes = []
+    sources = entry.provenance.get("value_sources")
+    if isinstance(sources, dict) and (sources.get("written_digit") or sources.get("missing")):
+        notes.append(
+            f"{sources.get('distribution', 0)} from distributions / "
+            f"{sources.get('written_digit', 0)} written / {sources.get('missing', 0)} missing"
+        )
+    if entry.method in NOT_COMPARABLE:
+        notes.append("written digits, no logprobs: not comparable with logprob scores")
+    if (entry.provenance.get("parameters") or {}).get("compatibility") == "original":
+        notes.append("original-compatible")
+    if opinions:
+        notes.append(f"second opinions: {opinions}")
+    return notes

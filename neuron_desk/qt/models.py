@@ -32,7 +32,18 @@ METHOD_LABELS = {
     "all_at_once_prompt_logprobs": "prompt-logprobs",
     "all_at_once_chat_generation": "chat",
     "one_at_a_time": "one-at-a-time",
+    "all_at_once_chat_generation_written_digits": "written digits (no logprobs)",
+    "logprob_free_json": "logprob-free (no logprobs)",
 }
+NOT_COMPARABLE = ("all_at_once_chat_generation_written_digits", "logprob_free_json")
+"""Simulators that read written digits: their scores are not comparable with logprob ones."""
+
+
+def opinions_text(opinions: Sequence[dict[str, Any]]) -> str:
+    """Second opinions as "detection 0.82 · fuzzing 0.71" (balanced accuracy)."""
+    return " · ".join(
+        f"{o.get('scorer', '?')} {format_score(o.get('balanced_accuracy'))}" for o in opinions
+    )
 
 
 def format_score(score: float | None) -> str:
@@ -146,7 +157,7 @@ class ScoreSortProxy(QtCore.QSortFilterProxyModel):
 class ExplanationsModel(ListTableModel[NeuronExplanation]):
     """A neuron's explanations: score, text, source, simulator, model, when."""
 
-    COLUMNS = ("score", "explanation", "source", "simulator", "model", "when")
+    COLUMNS = ("score", "explanation", "2nd opinions", "source", "simulator", "model", "when")
     SCORE_COLUMN = 0
 
     def set_items(self, items: Sequence[NeuronExplanation]) -> None:
@@ -157,7 +168,7 @@ class ExplanationsModel(ListTableModel[NeuronExplanation]):
         if role == SortRole:
             if column == 0:
                 return item.score
-            if column == 5:
+            if column == 6:
                 return item.created_at or 0.0
             return self.cell(item, column, Qt.ItemDataRole.DisplayRole)
         if role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
@@ -167,10 +178,12 @@ class ExplanationsModel(ListTableModel[NeuronExplanation]):
         elif column == 1:
             text = visible_text(item.explanation.strip())  # bidi/zero-width shown, not obeyed
         elif column == 2:
-            text = item.source
+            text = opinions_text(item.opinions)
         elif column == 3:
-            text = method_label(item.method)
+            text = item.source if item.scorer == "simulation" else f"{item.source} ({item.scorer})"
         elif column == 4:
+            text = method_label(item.method)
+        elif column == 5:
             text = item.model
         else:
             text = (
@@ -179,7 +192,9 @@ class ExplanationsModel(ListTableModel[NeuronExplanation]):
                 else ""
             )
         if role == Qt.ItemDataRole.ToolTipRole:
-            return plain_tooltip(text) if column == 1 else None
+            if column == 4 and item.method in NOT_COMPARABLE:
+                return "written digits, no logprobs: not comparable with logprob scores"
+            return plain_tooltip(text) if column in (1, 2) else None
         return text
 
 

@@ -78,7 +78,7 @@ def test_generate_and_score(
     assert rows[0].score is not None and rows[0].score > 0.9
     assert rows[0].provenance["endpoint"] == fake[1].base_url
     table = window.explanations.table
-    sources = [cell(table, r, 2) for r in range(table.model().rowCount())]
+    sources = [cell(table, r, 3) for r in range(table.model().rowCount())]
     assert sources.count("generated") == 2 and "published" in sources
     # The best (a generated one, ~0.99) is selected and its scoring details are shown.
     assert window.explanations.simulations.rowCount() == 10
@@ -231,3 +231,33 @@ def test_a_profile_budget_stops_the_run(
     assert "budget" in window.statusBar().currentMessage()
     assert window.explanations.generate_button.isEnabled()
     assert explanations(store, 0, 1, source="generated") == []
+
+
+def test_second_opinions_sit_beside_the_simulation_score(
+    make_window: WindowFactory, loop, store: Store, tmp_path: Path
+) -> None:
+    ref = NeuronRef("mirror", 0, 3)
+    table = Explanations(store)
+    table.add(ref, "words with the letter e", 0.9, "user", {"method": "all_at_once_chat_generation"})
+    metrics = {"scorer": "detection", "balanced_accuracy": 0.8, "precision": 0.75, "recall": 0.9,
+               "f1": 0.82, "auc": None, "auc_source": "none", "n_excerpts": 20, "n_answered": 20}  # fmt: skip
+    table.add(ref, "words with the letter e", None, "user", {"scorer": "detection", "metrics": metrics})
+    table.add(
+        ref, "vowels", 0.4, "user",
+        {"method": "all_at_once_chat_generation_written_digits",
+         "value_sources": {"distribution": 0, "written_digit": 64, "missing": 0}},
+    )  # fmt: skip
+    window = make_window(profiles_for("http://127.0.0.1:9/v1", tmp_path))
+    open_neuron(window, loop, 3)
+    view = window.explanations.table
+    rows = {cell(view, r, 1): r for r in range(view.model().rowCount())}
+    assert set(rows) == {"words with the letter e (0:3)", "words with the letter e", "vowels"}
+    mine = rows["words with the letter e"]  # one row: the opinion is folded into it
+    assert cell(view, mine, 2) == "detection 0.80" and cell(view, mine, 0) == "0.90"
+    view.selectRow(mine)
+    assert "second opinions: detection 0.80" in window.explanations.details.text()
+    digits = rows["vowels"]
+    assert cell(view, digits, 4) == "written digits (no logprobs)"
+    view.selectRow(digits)
+    details = window.explanations.details.text()
+    assert "not comparable with logprob scores" in details and "64 written" in details
