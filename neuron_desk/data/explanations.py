@@ -306,18 +306,26 @@ def neuron_explanations(
 def with_second_opinions(listed: list[NeuronExplanation]) -> list[NeuronExplanation]:
     """The listed explanations with each second-opinion row (detection, fuzzing) folded into
     the explanations of the same text as `opinions`; an opinion on a text not listed otherwise
-    stays a row of its own."""
+    stays a row of its own (its `opinions` itself)."""
     opinions: dict[str, list[dict[str, Any]]] = {}
     for item in listed:
         if item.scorer != "simulation":
-            metrics = dict(item.provenance.get("metrics") or {})
-            metrics.setdefault("scorer", item.scorer)
-            opinions.setdefault(item.explanation.strip(), []).append(metrics)
+            opinions.setdefault(item.explanation.strip(), []).append(_metrics(item))
     simulations = [item for item in listed if item.scorer == "simulation"]
     texts = {item.explanation.strip() for item in simulations}
     folded = [
         replace(item, opinions=tuple(opinions.get(item.explanation.strip(), ())))
         for item in simulations
     ]
-    orphans = [i for i in listed if i.scorer != "simulation" and i.explanation.strip() not in texts]
+    orphans = [
+        replace(item, opinions=(_metrics(item),))
+        for item in listed
+        if item.scorer != "simulation" and item.explanation.strip() not in texts
+    ]
     return folded + orphans
+
+
+def _metrics(item: NeuronExplanation) -> dict[str, Any]:
+    metrics = dict(item.provenance.get("metrics") or {})
+    metrics.setdefault("scorer", item.scorer)
+    return metrics

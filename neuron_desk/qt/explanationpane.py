@@ -23,6 +23,8 @@ from neuron_desk.qt.models import (
 )
 
 Qt = QtCore.Qt
+OPINIONS_COLUMN = ExplanationsModel.COLUMNS.index("2nd opinions")
+"""Shown only when an explanation listed has a second opinion."""
 
 
 def why_none_listed(data: NeuronData) -> str:
@@ -232,7 +234,9 @@ class ExplanationPane(QtWidgets.QWidget):
     def set_entries(self, entries: list[NeuronExplanation], message: str = "") -> None:
         """List explanations, best score first; select the best one."""
         self.table.clearSelection()
-        self.model.set_items(with_second_opinions(entries))
+        listed = with_second_opinions(entries)
+        self.model.set_items(listed)
+        self.table.setColumnHidden(OPINIONS_COLUMN, not any(e.opinions for e in listed))
         self.table.resizeColumnToContents(0)
         self.details.setText(message)
         self._error_shown = False

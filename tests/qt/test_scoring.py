@@ -261,3 +261,17 @@ def test_second_opinions_sit_beside_the_simulation_score(
     view.selectRow(digits)
     details = window.explanations.details.text()
     assert "not comparable with logprob scores" in details and "64 written" in details
+
+
+def test_the_opinions_column_shows_only_with_opinions(
+    make_window: WindowFactory, loop, store: Store, tmp_path: Path
+) -> None:
+    window = make_window(profiles_for("http://127.0.0.1:9/v1", tmp_path))
+    open_neuron(window, loop, 3)
+    assert window.explanations.table.isColumnHidden(2)
+    Explanations(store).add(
+        NeuronRef("mirror", 0, 4), "x", None, "user",
+        {"scorer": "fuzzing", "metrics": {"scorer": "fuzzing", "balanced_accuracy": 0.6}},
+    )  # fmt: skip
+    open_neuron(window, loop, 4)
+    assert not window.explanations.table.isColumnHidden(2)
