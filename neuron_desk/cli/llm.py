@@ -150,13 +150,10 @@ def cmd_score(args: argparse.Namespace, context: Context) -> int:
 def _run_classifier(args: argparse.Namespace, context: Context) -> int:
     """`score --scorer detection|fuzzing`: the estimate first, then the score."""
     desk = context.desk
-    try:
-        profile = desk.profile(args.profile, args.base_url)
-        options = run_options(args, profile, explain=False)
-    except (BackendConfigError, ValueError) as exc:
-        print(f"neuron-desk: {exc}", file=sys.stderr)
+    target = _target(args, desk, explain=False)
+    if target is None:
         return EXIT_BAD_INPUT
-    ref = desk.ref(args.dataset, args.layer, args.neuron)
+    profile, options, ref = target
     run = desk.run(profile, options)
     settings = ClassifierSettings()
 
@@ -246,15 +243,26 @@ def cmd_usage(args: argparse.Namespace, context: Context) -> int:
 # --- the run ---
 
 
-def _run(args: argparse.Namespace, context: Context, *, explain: bool) -> int:
-    desk = context.desk
+def _target(
+    args: argparse.Namespace, desk: Desk, *, explain: bool
+) -> tuple[Profile, RunOptions, NeuronRef] | None:
+    """The profile, run options and neuron a command names; None (said on stderr) when the
+    profile or its options are bad."""
     try:
         profile = desk.profile(args.profile, args.base_url)
         options = run_options(args, profile, explain=explain)
     except (BackendConfigError, ValueError) as exc:
         print(f"neuron-desk: {exc}", file=sys.stderr)
+        return None
+    return profile, options, desk.ref(args.dataset, args.layer, args.neuron)
+
+
+def _run(args: argparse.Namespace, context: Context, *, explain: bool) -> int:
+    desk = context.desk
+    target = _target(args, desk, explain=explain)
+    if target is None:
         return EXIT_BAD_INPUT
-    ref = desk.ref(args.dataset, args.layer, args.neuron)
+    profile, options, ref = target
     if args.dry_run:
         return _dry_run(args, desk.dry_run(profile, options), ref, context, explain=explain)
     run = desk.run(profile, options)
