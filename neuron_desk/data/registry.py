@@ -93,8 +93,44 @@ class InterestingNeuron:
 
 
 @dataclass(frozen=True)
+class Dictionary:
+    """The sparse dictionary (an SAE or a transcoder) whose latents a dataset's units are.
+
+    The dataset's layer i is the dictionary at `hook_points[i]`; its units are that
+    dictionary's `d_sae` latents. A hook point is named as the model's module whose output
+    the dictionary reads, e.g. "model.layers.9" (the residual stream after block 9) or
+    "model.layers.9.mlp" (the MLP's output); a transcoder reads `hook_points[i]`'s input and
+    predicts `outputs[i]`. `weights[i]`, when known, is a folder with that dictionary's
+    weights in SAELens format (relative to the bundled file's folder, or absolute).
+    """
+
+    kind: str  # "sae" or "transcoder"
+    architecture: str  # "standard", "topk", "jumprelu" or "gated"
+    d_in: int
+    d_sae: int
+    hook_points: tuple[str, ...]
+    weights: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    k: int | None = None
+    source: str = ""  # who made it: "trained with eai-sparsify 1.3.3", "Neuronpedia export"
+
+    def hook_label(self, layer: int) -> str:
+        """Human words for layer `layer`'s hook point."""
+        point = self.hook_points[layer] if 0 <= layer < len(self.hook_points) else f"#{layer}"
+        return f"{self.kind.upper() if self.kind == 'sae' else self.kind} at {point}"
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Dictionary:
+        """The dictionary a spec (`asdict` of one) describes."""
+        values = dict(spec)
+        for name in ("hook_points", "weights", "outputs"):
+            values[name] = tuple(values.get(name, ()))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class Dataset:
-    """A set of per-neuron files for one model."""
+    """A set of per-neuron files for one model (or per-latent files for a dictionary)."""
 
     name: str
     title: str
@@ -109,6 +145,21 @@ class Dataset:
     licence: str = ""
     description: str = ""
     interesting: tuple[InterestingNeuron, ...] = field(default=(), compare=False)
+    dictionary: Dictionary | None = None
+
+    @property
+    def unit(self) -> str:
+        """What this dataset's units are called: "neuron", or "latent" for a dictionary."""
+        return "neuron" if self.dictionary is None else "latent"
+
+    @property
+    def units(self) -> str:
+        """The plural of `unit`."""
+        return f"{self.unit}s"
+
+    def layer_label(self, layer: int) -> str:
+        """Human words for a layer: "layer 3", or the dictionary's hook point."""
+        return f"layer {layer}" if self.dictionary is None else self.dictionary.hook_label(layer)
 
     @property
     def origin(self) -> str:
@@ -123,8 +174,8 @@ class Dataset:
             )
         if not 0 <= neuron < self.n_neurons:
             raise NeuronOutOfRange(
-                f"{self.name} has neurons 0-{self.n_neurons - 1} per layer; there is no neuron "
-                f"{neuron}"
+                f"{self.name} has {self.units} 0-{self.n_neurons - 1} per layer; there is no "
+                f"{self.unit} {neuron}"
             )
 
     def to_spec(self) -> dict[str, Any]:
@@ -139,6 +190,8 @@ class Dataset:
         values = dict(spec)
         values["kinds"] = tuple(Kind(k) for k in values.get("kinds", ()))
         values["interesting"] = tuple(InterestingNeuron(**n) for n in values.get("interesting", ()))
+        if values.get("dictionary") is not None:
+            values["dictionary"] = Dictionary.from_spec(values["dictionary"])
         return cls(**values)
 
 
