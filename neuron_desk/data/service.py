@@ -16,9 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from neuron_desk.core.errors import (
     DataError,
@@ -41,6 +39,9 @@ from neuron_desk.data.registry import Dataset, Kind, Registry
 from neuron_desk.data.sources import FolderSource, HttpSource, Source
 from neuron_desk.data.store import Store
 from neuron_desk.data.validation import accept
+
+if TYPE_CHECKING:  # httpx loads with the first network source (stored neurons need none)
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -263,6 +264,8 @@ class NeuronService:
             return FolderSource(Path(ds.folder))
         assert ds.base_url is not None
         if self._http is None:
+            import httpx
+
             self._http = httpx.AsyncClient(
                 timeout=httpx.Timeout(self._timeout_s, connect=min(self._timeout_s, 10.0)),
                 follow_redirects=True,
