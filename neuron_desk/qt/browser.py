@@ -25,6 +25,10 @@ RELATED_PER_SIGN = 10
 
 NOT_EXPLAINED = "not explained yet"
 
+WELCOME_SEEN_KEY = "welcome/seen"
+"""Set once the welcome page has been left: later starts open the browser directly (here, so
+a start can ask without loading the welcome page and the LLM stack it needs)."""
+
 
 @dataclass
 class History:
