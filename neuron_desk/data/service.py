@@ -194,20 +194,20 @@ class NeuronService:
 
     async def _load(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> Fetched[Any]:
         where = f"neuron {ref.short}"
-        stored = self.store.get_file(ref, kind.value)
+        # Read, decompress and check in a worker thread: zlib lets go of the GIL, so the five
+        # kinds of a neuron overlap, and the event loop (the app's window) keeps running.
+        stored = await asyncio.to_thread(
+            self._stored, self.store, ds, ref, kind, "store", f"the stored {kind.label}"
+        )
         if stored is not None:
-            checked = await asyncio.to_thread(
-                accept, kind, stored.text, dataset=ds, ref=ref, source=f"the stored {kind.label}"
-            )
-            return Fetched(checked.value, "store", stored.fetched_at, checked.repaired)
+            return stored
         if ds.bundled:
-            bundled = self._bundled_store(ds).get_file(ref, kind.value)
+            bundled = await asyncio.to_thread(
+                self._stored, self._bundled_store(ds), ds, ref, kind, "bundled", "bundled sample"
+            )
             if bundled is None:
                 raise NotFound(f"the {ds.title} sample has no {kind.label} for {ref.short}")
-            checked = await asyncio.to_thread(
-                accept, kind, bundled.text, dataset=ds, ref=ref, source="bundled sample"
-            )
-            return Fetched(checked.value, "bundled", bundled.fetched_at, checked.repaired)
+            return bundled
         if self.store.absent_since(ref, kind.value, self.absent_ttl_s):
             raise NotFound(f"{where} of {ds.title} has no {kind.label}")
         if self.offline:
@@ -237,6 +237,17 @@ class NeuronService:
         if kind is Kind.EXPLANATIONS:
             self._keep(self.explanations.index_published, ref, checked.value)
         return Fetched(checked.value, source.origin, time.time(), checked.repaired)
+
+    @staticmethod
+    def _stored(
+        store: Store, ds: Dataset, ref: NeuronRef, kind: Kind, origin: str, source: str
+    ) -> Fetched[Any] | None:
+        """A file of `store`, checked at the border (None if it has none)."""
+        stored = store.get_file(ref, kind.value)
+        if stored is None:
+            return None
+        checked = accept(kind, stored.text, dataset=ds, ref=ref, source=source)
+        return Fetched(checked.value, origin, stored.fetched_at, checked.repaired)
 
     def _keep(self, write: Callable[..., None], *args: Any) -> None:
         """Write to the store if it can be written; a full or read-only store only warns, so
