@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -82,10 +83,8 @@ async def start_runner_when_shown(window: MainWindow) -> None:
     shown = asyncio.Event()
     window.neuron_shown.connect(lambda *_: shown.set())
     window.browser.failed.connect(lambda *_: shown.set())
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(shown.wait(), RUNNER_AFTER_S)
-    except TimeoutError:
-        pass
     await asyncio.sleep(0.05)  # Qt paints the panes first
     await check_profiles(window.desk)
     window.start_runner()
