@@ -142,6 +142,8 @@ class NeuronService:
         self._bundled: dict[str, Store] = {}
         self._sources: dict[str, Source] = {}
         self._inflight: dict[FileKey, tuple[asyncio.Task[Fetched[Any]], list[int]]] = {}
+        self._available: dict[tuple[str, int | None], tuple[Any, list[NeuronRef]]] = {}
+        """Neurons with data per (dataset, layer), with the stores' versions they were read at."""
         self.explanations = Explanations(store)
 
     # --- reading ---
@@ -300,14 +302,23 @@ class NeuronService:
     # --- listing, prefetch, cache ---
 
     def available_neurons(self, dataset: str, layer: int | None = None) -> list[NeuronRef]:
-        """Neurons with activation records in the store or the bundled sample, in order."""
+        """Neurons with activation records in the store or the bundled sample, in order (kept
+        until the store's files change: the app asks on every neuron shown)."""
         ds = self.registry.get(dataset)
+        version = self.store.files_version()  # the bundled sample never changes
+        kept = self._available.get((ds.name, layer))
+        if kept is not None and kept[0] == version:
+            return list(kept[1])
         found = set(self.store.stored_neurons(ds.name, Kind.ACTIVATIONS.value, layer))
         if ds.bundled:
             found |= set(
                 self._bundled_store(ds).stored_neurons(ds.name, Kind.ACTIVATIONS.value, layer)
             )
-        return sorted(found)
+        listed = sorted(found)
+        if len(self._available) > 256:
+            self._available.clear()
+        self._available[(ds.name, layer)] = (version, listed)
+        return list(listed)
 
     async def prefetch(
         self,
