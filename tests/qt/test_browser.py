@@ -304,3 +304,23 @@ def test_related_explanations_are_fetched_all_at_once(
     elapsed = loop.time() - start
     assert mirror.faults.max_in_flight >= 12
     assert elapsed < 0.1 * 6, elapsed  # twelve one after another would take 1.3 s
+
+
+def test_the_neurons_with_data_are_listed_anew_once_the_store_changes(
+    make_desk: DeskFactory, store: Store, loop: asyncio.AbstractEventLoop
+) -> None:
+    """The listing is kept between neurons shown, and made again after a file is stored, by
+    this desk or by another process (another connection to the same file)."""
+    desk = make_desk()
+    assert desk.available_neurons("mirror") == []
+    loop.run_until_complete(desk.neuron(ref(0, 2)))  # fetched: stored
+    assert desk.available_neurons("mirror") == [ref(0, 2)]
+    other = Store.open(store.path)
+    try:
+        record = store.get_file(ref(0, 2), "activations")
+        assert record is not None
+        other.put_file(ref(1, 1), "activations", record.text, "import")
+    finally:
+        other.close()
+    assert desk.available_neurons("mirror") == [ref(0, 2), ref(1, 1)]
+    assert desk.available_neurons("mirror", layer=1) == [ref(1, 1)]
