@@ -261,3 +261,6 @@ if __name__ == "__main__":
         switching(home)
     with tempfile.TemporaryDirectory() as home:
         related_fill(home)
+    LOOP.close()  # its worker threads end with it
+    sys.stdout.flush()
+    os._exit(0)  # not through Qt's teardown of the offscreen application (it may abort)
