@@ -13,7 +13,7 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from neuron_desk.core.errors import NotAvailableOffline, NotFound, StoreError
 from neuron_desk.core.model import NeuronRecord, NeuronSimulationResults
@@ -36,22 +36,15 @@ from neuron_desk.data.exports import (
 from neuron_desk.data.registry import Dataset, Kind, Registry
 from neuron_desk.data.service import Fetched, NeuronData, NeuronService, PrefetchProgress
 from neuron_desk.data.store import Store
-from neuron_desk.llm.cache import ResponseCache
-from neuron_desk.llm.ledger import UsageTotal, usage_totals
-from neuron_desk.llm.profiles import Profile, ProfileConfig, open_backend
-from neuron_desk.llm.session import EndpointBackend
-from neuron_desk.runs.batch import BatchSpec, BatchSummary, Progress, run_batch
-from neuron_desk.runs.estimate import RefusingBackend
-from neuron_desk.runs.options import RunOptions
-from neuron_desk.runs.run import NeuronRun
-from neuron_desk.runs.staged import (
-    ExportReport,
-    FileLimits,
-    ImportReport,
-    export_pass,
-    import_results,
-    write_manifest,
-)
+
+if TYPE_CHECKING:  # the LLM stack and the runs load when first used, not to open a neuron
+    from neuron_desk.llm.ledger import UsageTotal
+    from neuron_desk.llm.profiles import Profile, ProfileConfig
+    from neuron_desk.llm.session import EndpointBackend
+    from neuron_desk.runs.batch import BatchSpec, BatchSummary, Progress
+    from neuron_desk.runs.options import RunOptions
+    from neuron_desk.runs.run import NeuronRun
+    from neuron_desk.runs.staged import ExportReport, FileLimits, ImportReport
 
 
 @dataclass(frozen=True)
@@ -245,6 +238,8 @@ class Desk:
 
     def cache_stats(self, dataset: str | None = None) -> dict[str, Any]:
         """Stored files per dataset and kind, cached LLM responses, and the size on disk."""
+        from neuron_desk.llm.cache import ResponseCache
+
         return {
             "path": str(self.store.path),
             "bytes": self.store.size_bytes(),
@@ -290,6 +285,8 @@ class Desk:
     def profiles(self) -> ProfileConfig:
         """The endpoint profiles (read from the profiles file on first use)."""
         if self._profiles is None:
+            from neuron_desk.llm.profiles import ProfileConfig
+
             self._profiles = ProfileConfig.load(self.paths.profiles)
         return self._profiles
 
@@ -305,11 +302,15 @@ class Desk:
     def backend(self, profile: Profile) -> EndpointBackend:
         """The profile's backend, shared by every run through it."""
         if profile.name not in self._backends:
+            from neuron_desk.llm.profiles import open_backend
+
             self._backends[profile.name] = open_backend(profile)
         return self._backends[profile.name]
 
     def run(self, profile: Profile, options: RunOptions, *, run_id: str | None = None) -> NeuronRun:
         """A run through the profile's backend, storing its results in this desk's store."""
+        from neuron_desk.runs.run import NeuronRun
+
         return NeuronRun(
             self.backend(profile),
             options,
@@ -321,6 +322,9 @@ class Desk:
 
     def dry_run(self, profile: Profile, options: RunOptions) -> NeuronRun:
         """A run for estimates only: its backend refuses to send anything."""
+        from neuron_desk.runs.estimate import RefusingBackend
+        from neuron_desk.runs.run import NeuronRun
+
         return NeuronRun(
             RefusingBackend(profile.endpoint_id),
             options,
@@ -338,6 +342,8 @@ class Desk:
         progress: Progress | None = None,
     ) -> BatchSummary:
         """Run (or resume) a batch; its results are stored as they are made."""
+        from neuron_desk.runs.batch import run_batch
+
         return await run_batch(
             spec, self.service, self.store, run, concurrency=concurrency, progress=progress
         )
@@ -348,6 +354,9 @@ class Desk:
             "a staged batch sends nothing: this response is not cached yet "
             "(export the requests again and import their results)"
         )
+        from neuron_desk.runs.estimate import RefusingBackend
+        from neuron_desk.runs.run import NeuronRun
+
         return NeuronRun(
             RefusingBackend(profile.endpoint_id, refusal),
             options,
@@ -369,6 +378,9 @@ class Desk:
     ) -> tuple[ExportReport, BatchSummary]:
         """Finish the staged batch's neurons whose responses are all cached, and write the next
         stage's requests of the others to `directory` (with a manifest)."""
+        from neuron_desk.runs.batch import run_batch
+        from neuron_desk.runs.staged import export_pass, write_manifest
+
         report, finished = await export_pass(
             spec,
             self.service,
@@ -400,6 +412,8 @@ class Desk:
     ) -> ImportReport:
         """Read a staged batch's output files into the response cache (their usage into the
         ledger under `run_id`, at batch prices)."""
+        from neuron_desk.runs.staged import import_results
+
         return import_results(
             paths, self.store, profile.endpoint_id, run_id=run_id, prices=self.profiles.prices
         )
@@ -407,6 +421,8 @@ class Desk:
     def import_store(self, path: Path) -> StoreImport:
         """Import another store's own results (provenance kept) and its cached responses:
         how the stores of a job split across machines are merged."""
+        from neuron_desk.llm.cache import ResponseCache
+
         other = Store.open_read_only(path, immutable=False)
         try:
             results = self.explanations.import_from(Explanations(other))
@@ -417,6 +433,8 @@ class Desk:
 
     def usage(self, run: str | None = None) -> list[UsageTotal]:
         """Token usage per endpoint and model, of one run or of all."""
+        from neuron_desk.llm.ledger import usage_totals
+
         return usage_totals(self.store, run)
 
     # --- closing ---

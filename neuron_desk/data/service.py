@@ -16,9 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from neuron_desk.core.errors import (
     DataError,
@@ -40,7 +38,10 @@ from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.registry import Dataset, Kind, Registry
 from neuron_desk.data.sources import FolderSource, HttpSource, Source
 from neuron_desk.data.store import Store
-from neuron_desk.data.validation import accept
+from neuron_desk.data.validation import Accepted, accept
+
+if TYPE_CHECKING:  # httpx loads with the first network source (stored neurons need none)
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,8 @@ class NeuronService:
         self._bundled: dict[str, Store] = {}
         self._sources: dict[str, Source] = {}
         self._inflight: dict[FileKey, tuple[asyncio.Task[Fetched[Any]], list[int]]] = {}
+        self._available: dict[tuple[str, int | None], tuple[Any, list[NeuronRef]]] = {}
+        """Neurons with data per (dataset, layer), with the stores' versions they were read at."""
         self.explanations = Explanations(store)
 
     # --- reading ---
@@ -193,20 +196,20 @@ class NeuronService:
 
     async def _load(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> Fetched[Any]:
         where = f"neuron {ref.short}"
-        stored = self.store.get_file(ref, kind.value)
+        # Read, decompress and check in a worker thread: zlib lets go of the GIL, so the five
+        # kinds of a neuron overlap, and the event loop (the app's window) keeps running.
+        stored = await asyncio.to_thread(
+            self._stored, self.store, ds, ref, kind, "store", f"the stored {kind.label}"
+        )
         if stored is not None:
-            checked = await asyncio.to_thread(
-                accept, kind, stored.text, dataset=ds, ref=ref, source=f"the stored {kind.label}"
-            )
-            return Fetched(checked.value, "store", stored.fetched_at, checked.repaired)
+            return stored
         if ds.bundled:
-            bundled = self._bundled_store(ds).get_file(ref, kind.value)
+            bundled = await asyncio.to_thread(
+                self._stored, self._bundled_store(ds), ds, ref, kind, "bundled", "bundled sample"
+            )
             if bundled is None:
                 raise NotFound(f"the {ds.title} sample has no {kind.label} for {ref.short}")
-            checked = await asyncio.to_thread(
-                accept, kind, bundled.text, dataset=ds, ref=ref, source="bundled sample"
-            )
-            return Fetched(checked.value, "bundled", bundled.fetched_at, checked.repaired)
+            return bundled
         if self.store.absent_since(ref, kind.value, self.absent_ttl_s):
             raise NotFound(f"{where} of {ds.title} has no {kind.label}")
         if self.offline:
@@ -230,12 +233,31 @@ class NeuronService:
             failure.reason = str(exc)
             raise failure from None
         checked = await asyncio.to_thread(
-            accept, kind, body, dataset=ds, ref=ref, source=f"{source.origin} file {relative}"
+            self._accept_and_keep, ds, ref, kind, body, source.origin, relative
         )
-        self._keep(self.store.put_file, ref, kind.value, checked.text, source.origin)
+        return Fetched(checked.value, source.origin, time.time(), checked.repaired)
+
+    def _accept_and_keep(
+        self, ds: Dataset, ref: NeuronRef, kind: Kind, body: bytes, origin: str, relative: str
+    ) -> Accepted:
+        """Check a fetched body and store it (in a worker thread: compressing a large file
+        lets go of the GIL, and the event loop is not held while many files come in)."""
+        checked = accept(kind, body, dataset=ds, ref=ref, source=f"{origin} file {relative}")
+        self._keep(self.store.put_file, ref, kind.value, checked.text, origin)
         if kind is Kind.EXPLANATIONS:
             self._keep(self.explanations.index_published, ref, checked.value)
-        return Fetched(checked.value, source.origin, time.time(), checked.repaired)
+        return checked
+
+    @staticmethod
+    def _stored(
+        store: Store, ds: Dataset, ref: NeuronRef, kind: Kind, origin: str, source: str
+    ) -> Fetched[Any] | None:
+        """A file of `store`, checked at the border (None if it has none)."""
+        stored = store.get_file(ref, kind.value)
+        if stored is None:
+            return None
+        checked = accept(kind, stored.text, dataset=ds, ref=ref, source=source)
+        return Fetched(checked.value, origin, stored.fetched_at, checked.repaired)
 
     def _keep(self, write: Callable[..., None], *args: Any) -> None:
         """Write to the store if it can be written; a full or read-only store only warns, so
@@ -263,6 +285,8 @@ class NeuronService:
             return FolderSource(Path(ds.folder))
         assert ds.base_url is not None
         if self._http is None:
+            import httpx
+
             self._http = httpx.AsyncClient(
                 timeout=httpx.Timeout(self._timeout_s, connect=min(self._timeout_s, 10.0)),
                 follow_redirects=True,
@@ -278,14 +302,23 @@ class NeuronService:
     # --- listing, prefetch, cache ---
 
     def available_neurons(self, dataset: str, layer: int | None = None) -> list[NeuronRef]:
-        """Neurons with activation records in the store or the bundled sample, in order."""
+        """Neurons with activation records in the store or the bundled sample, in order (kept
+        until the store's files change: the app asks on every neuron shown)."""
         ds = self.registry.get(dataset)
+        version = self.store.files_version()  # the bundled sample never changes
+        kept = self._available.get((ds.name, layer))
+        if kept is not None and kept[0] == version:
+            return list(kept[1])
         found = set(self.store.stored_neurons(ds.name, Kind.ACTIVATIONS.value, layer))
         if ds.bundled:
             found |= set(
                 self._bundled_store(ds).stored_neurons(ds.name, Kind.ACTIVATIONS.value, layer)
             )
-        return sorted(found)
+        listed = sorted(found)
+        if len(self._available) > 256:
+            self._available.clear()
+        self._available[(ds.name, layer)] = (version, listed)
+        return list(listed)
 
     async def prefetch(
         self,

@@ -7,11 +7,12 @@ import random
 import time
 import zlib
 from pathlib import Path
-from typing import Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Protocol
 
 from neuron_desk.core.errors import NotFound, SourceUnavailable
+
+if TYPE_CHECKING:  # httpx loads with the first HTTP client (opening a stored neuron needs none)
+    import httpx
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 """The largest body read from a source, after decompression (the validation's cap is the same).
@@ -84,6 +85,8 @@ class HttpSource:
             ) from None
 
     async def _fetch(self, url: str, relative: str) -> bytes:
+        import httpx
+
         problem = ""
         unreachable = False
         for attempt in range(self._retries + 1):

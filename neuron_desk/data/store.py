@@ -129,9 +129,14 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
+COMPRESSION_LEVEL = 1
+"""zlib's fastest level: a 420 KB explanations file compresses in ~3 ms instead of ~40 ms at
+level 6, for ~8% more bytes; reading is as fast either way."""
+
+
 def compress(text: str) -> bytes:
     """zlib-compressed UTF-8."""
-    return zlib.compress(text.encode("utf-8"), 6)
+    return zlib.compress(text.encode("utf-8"), COMPRESSION_LEVEL)
 
 
 def decompress(blob: bytes) -> str:
@@ -162,6 +167,8 @@ class Store:
         self.salvage: Salvage | None = None
         """What was copied and lost when this store was salvaged from a corrupt file."""
         self._lock = threading.RLock()
+        self._file_writes = 0
+        """Writes of this connection to `files` (SQLite's data_version counts the others')."""
 
     # --- opening ---
 
@@ -335,6 +342,17 @@ class Store:
             db.execute(
                 "DELETE FROM absent WHERE dataset=? AND kind=? AND layer=? AND neuron=?", key
             )
+            self._file_writes += 1
+
+    def files_version(self) -> tuple[int, int]:
+        """Changes whenever the stored files may have changed, by this connection or another
+        process: a listing made at the same version is still true."""
+        with self._lock:
+            try:
+                other = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise _store_error(exc, self.path) from None
+            return self._file_writes, other
 
     def get_file(self, ref: NeuronRef, kind: str) -> StoredFile | None:
         """The stored body of a file, or None."""
@@ -416,6 +434,7 @@ class Store:
             where, params = ("WHERE dataset=?", (dataset,)) if dataset else ("", ())
             count = db.execute(f"DELETE FROM files {where}", params).rowcount
             db.execute(f"DELETE FROM absent {where}", params)
+            self._file_writes += 1
         return int(count)
 
     # --- small key/value tables: datasets (the registry's), meta ---

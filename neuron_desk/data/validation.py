@@ -11,6 +11,13 @@ a store are all checked here, the same way, before anything is stored or shown:
 - identity: a file's own `neuron_id` equals the neuron it is stored as, inside the shape.
 
 A refused file raises `CodecError` naming the file and the field, in one bounded line.
+
+Two paths, one verdict. The common file (orjson parses it: valid UTF-8, no NaN or Infinity, no
+lone surrogates) is built straight into the model in one pass, each check done as its value is
+constructed (`_fast_value`); anything that path cannot vouch for (a wrong type, an unknown field,
+a length mismatch, an integer where a float goes, NaN written by Python's json) is decided by the
+careful path: the codec's typed reading, then `_check`, which names the field. The fast path
+accepts only what the careful one accepts, with an equal value (tests/data/test_validation_paths).
 """
 
 from __future__ import annotations
@@ -18,8 +25,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from functools import cache
+from itertools import chain
+from typing import Any, Union
+
+import orjson
 
 from neuron_desk.core import codec
 from neuron_desk.core.errors import CodecError
@@ -78,23 +93,67 @@ def accept(
     text = _text_of(body, repairs)
     payload = text
     if kind is Kind.EXPLANATIONS:
-        lines = [line for line in text.splitlines() if line.strip()]
-        if not lines:
+        first = _first_line(text)
+        if first is None:
             raise CodecError("the explanations file is empty", source=source)
-        payload = lines[0]
-    value: Any = codec.from_jsonable(codec.parse_json(payload, source), kind.model_class, source)
-    if _SURROGATE_ESCAPE.search(payload):
-        count = _replace_surrogates(value)
-        if count:
-            repairs.append(f"{count} lone surrogate(s) replaced by U+FFFD")
+        payload = first
     try:
-        _check(value, type(value).__name__)
+        parsed: Any = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        parsed = _UNPARSED  # NaN, Infinity, lone surrogates, or not JSON: the careful path
+    value = _fast_value(kind, parsed)
+    if value is None:
+        value = _careful_value(kind, payload, parsed, source, repairs)
+    try:
         _check_identity(value, dataset, ref)
     except CodecError as exc:
         raise CodecError(str(exc), source=source) from None
     if repairs:
         text = codec.dumps(value) + ("\n" if kind is Kind.EXPLANATIONS else "")
     return Accepted(value, text, "; ".join(repairs))
+
+
+_RARE_BREAKS = "\r\v\f\x1c\x1d\x1e"
+"""Line breaks of `str.splitlines` besides "\n" (ASCII ones; others are not ASCII)."""
+
+
+def _first_line(text: str) -> str | None:
+    """The first line of `text` that is not blank, as `str.splitlines` cuts them (an ASCII
+    text with only "\n" breaks is cut with `find`, in C at memory speed)."""
+    if text.isascii() and not any(brk in text for brk in _RARE_BREAKS):
+        start = 0
+        while True:
+            end = text.find("\n", start)
+            line = text[start:] if end < 0 else text[start:end]
+            if line.strip():
+                return line
+            if end < 0:
+                return None
+            start = end + 1
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else None
+
+
+_UNPARSED = object()
+"""orjson refused the text (the standard library's reading decides)."""
+
+
+def _careful_value(
+    kind: Kind, payload: str, parsed: Any, source: str, repairs: list[str]
+) -> Any:
+    """The codec's typed reading and `_check`: every refusal names its field."""
+    if parsed is _UNPARSED:
+        parsed = codec.parse_json(payload, source)
+    value: Any = codec.from_jsonable(parsed, kind.model_class, source)
+    if _SURROGATE_ESCAPE.search(payload):  # only json.loads lets a lone surrogate through
+        count = _replace_surrogates(value)
+        if count:
+            repairs.append(f"{count} lone surrogate(s) replaced by U+FFFD")
+    try:
+        _check(value, type(value).__name__)
+    except CodecError as exc:
+        raise CodecError(str(exc), source=source) from None
+    return value
 
 
 def neuron_of(value: Any) -> tuple[int, int] | None:
@@ -257,3 +316,222 @@ def _check(value: Any, path: str) -> None:
         for i, item in enumerate(value):
             if isinstance(item, list | str) or dataclasses.is_dataclass(item):
                 _check(item, f"{path}[{i}]")
+
+
+
+# --- the fast path: parsed JSON straight into the model, checks folded into construction ---
+
+
+class _CannotVouch(Exception):
+    """The fast path cannot vouch for a value: the careful path decides (and says why)."""
+
+
+Decoder = Callable[[Any], Any]
+
+_NUMBER = frozenset({float, int})
+_LIST = frozenset({list})
+_INT = frozenset({int})
+_FLOAT_OR_NONE = frozenset({float, type(None)})
+_NUMBER_OR_NONE = frozenset({float, int, type(None)})
+
+
+def _fast_value(kind: Kind, parsed: Any) -> Any:
+    """The model object of a parsed file, if every check passes on the way; None otherwise.
+
+    orjson never yields NaN, ±Infinity or lone surrogates, so the checks left are types,
+    fields, lengths and string sizes; a score is never NaN here, so nothing is normalized.
+    """
+    if parsed is _UNPARSED:
+        return None
+    try:
+        return _decoder(kind.model_class)(parsed)
+    except (_CannotVouch, KeyError, TypeError, ValueError, OverflowError, RecursionError):
+        return None
+
+
+def _strings_fast(value: Any) -> list[str]:
+    if type(value) is not list:
+        raise _CannotVouch
+    # join refuses a non-string (TypeError); all of them together short: each one is
+    if len("".join(value)) > MAX_STRING_CHARS and max(map(len, value)) > MAX_STRING_CHARS:
+        raise _CannotVouch
+    return value
+
+
+def _floats_fast(value: Any) -> list[float]:
+    if type(value) is not list:
+        raise _CannotVouch
+    kinds = list(map(type, value))
+    if kinds.count(float) == len(kinds):  # in C, and exact: a boolean is not a float
+        return value
+    if set(kinds) <= _NUMBER:  # integers are read as floats, as the careful path does
+        return [float(v) for v in value]
+    raise _CannotVouch
+
+
+def _float_rows_fast(value: Any) -> list[list[float]]:
+    """Lists of floats (a simulation's distributions), all rows checked in one pass."""
+    if type(value) is not list or not set(map(type, value)) <= _LIST:
+        raise _CannotVouch
+    kinds = list(map(type, chain.from_iterable(value)))
+    if kinds.count(float) == len(kinds):
+        return value
+    return [_floats_fast(row) for row in value]
+
+
+def _optional_floats_fast(value: Any) -> list[float | None]:
+    if type(value) is not list:
+        raise _CannotVouch
+    kinds = set(map(type, value))
+    if kinds <= _FLOAT_OR_NONE:
+        return value
+    if kinds <= _NUMBER_OR_NONE:
+        return [None if v is None else float(v) for v in value]
+    raise _CannotVouch
+
+
+def _ints_fast(value: Any) -> list[int]:
+    if type(value) is not list or not set(map(type, value)) <= _INT:
+        raise _CannotVouch
+    return value
+
+
+def _string_fast(value: Any) -> str:
+    if type(value) is not str or len(value) > MAX_STRING_CHARS:
+        raise _CannotVouch
+    return value
+
+
+def _int_fast(value: Any) -> int:
+    if type(value) is not int:
+        raise _CannotVouch
+    return value
+
+
+def _float_fast(value: Any) -> float:
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        return float(value)
+    raise _CannotVouch
+
+
+def _activation_record_fast(value: Any) -> ActivationRecord:
+    """The bulk of every activations file, checked inline."""
+    if type(value) is not dict or (
+        len(value) != 2
+        and not (len(value) == 3 and value.get("dataclass_name") == "ActivationRecord")
+    ):
+        raise _CannotVouch
+    tokens = _strings_fast(value["tokens"])
+    activations = _floats_fast(value["activations"])
+    if len(tokens) != len(activations):
+        raise _CannotVouch
+    return ActivationRecord(tokens, activations)
+
+
+def _same_lengths(*pairs: tuple[list[Any], list[Any]]) -> None:
+    for a, b in pairs:
+        if len(a) != len(b):
+            raise _CannotVouch
+
+
+
+
+def _consistent(value: Any) -> None:
+    """What `_check` asks of a value beyond its types (finiteness: orjson saw to it)."""
+    if isinstance(value, SequenceSimulation):
+        _same_lengths((value.tokens, value.expected_activations))
+    elif isinstance(value, ScoredSequenceSimulation):
+        _same_lengths((value.simulation.tokens, value.true_activations))
+    elif isinstance(value, TokenLookupTableSummaryOfNeuron):
+        _same_lengths((value.tokens, value.average_activations))
+    elif isinstance(value, TokensAndWeights):
+        _same_lengths((value.tokens, value.strengths))
+    elif isinstance(value, NeuronConnections):
+        _same_lengths(
+            (value.top_positive_neurons, value.top_positive_weights),
+            (value.top_negative_neurons, value.top_negative_weights),
+        )
+
+
+_SCALARS: dict[Any, Decoder] = {str: _string_fast, int: _int_fast, float: _float_fast}
+
+
+@cache
+def _decoder(tp: Any) -> Decoder:
+    """A decoder for a type of the model, made once per type from its hints."""
+    if tp is ActivationRecord:
+        return _activation_record_fast
+    if tp in _SCALARS:
+        return _SCALARS[tp]
+    origin = typing.get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        (inner,) = [t for t in typing.get_args(tp) if t is not type(None)]
+        decode_inner = _decoder(inner)
+        return lambda value: None if value is None else decode_inner(value)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        lists: dict[Any, Decoder] = {
+            str: _strings_fast,
+            float: _floats_fast,
+            int: _ints_fast,
+            float | None: _optional_floats_fast,
+            list[float]: _float_rows_fast,
+        }
+        if item in lists:
+            return lists[item]
+        decode_item = _decoder(item)
+
+        def decode_list(value: Any) -> list[Any]:
+            if type(value) is not list:
+                raise _CannotVouch
+            return [decode_item(v) for v in value]
+
+        return decode_list
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return tp
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _dataclass_decoder(tp)
+    raise TypeError(f"no fast decoder for {tp}")  # pragma: no cover
+
+
+def _dataclass_decoder(cls: type) -> Decoder:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    required = frozenset(
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    decoders: dict[str, Decoder] = {}
+    name = cls.__name__
+    checked = cls in (
+        SequenceSimulation,
+        ScoredSequenceSimulation,
+        TokenLookupTableSummaryOfNeuron,
+        TokensAndWeights,
+        NeuronConnections,
+    )
+
+    def decode(value: Any) -> Any:
+        if type(value) is not dict:
+            raise _CannotVouch
+        if not decoders:  # filled on first use: the hints may refer to this very class
+            decoders.update({key: _decoder(tp) for key, tp in fields.items()})
+        kwargs = {}
+        for key, item in value.items():
+            decode_field = decoders.get(key)
+            if decode_field is None:
+                if key == "dataclass_name" and item == name:
+                    continue
+                raise _CannotVouch
+            kwargs[key] = decode_field(item)
+        if not required <= kwargs.keys():
+            raise _CannotVouch
+        built = cls(**kwargs)
+        if checked:
+            _consistent(built)
+        return built
+
+    return decode

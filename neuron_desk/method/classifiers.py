@@ -25,8 +25,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sklearn import metrics
-
 from neuron_desk.core.backend import JSONDict, LLMBackend
 from neuron_desk.core.errors import BackendResponseError, MethodError
 from neuron_desk.core.model import ActivationRecord, NeuronRecord
@@ -317,6 +315,8 @@ class ClassifierScorer:
         rows: list[dict[str, Any]],
         requests: int,
     ) -> ClassifierResult:
+        from sklearn import metrics  # ~1 s to import: only when a classifier scores
+
         both = len(set(truth)) == 2
         auc = None
         if probabilities is not None and both and len(probabilities) == len(truth):

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.errors import NeuronDeskError
 from neuron_desk.core.paths import Paths
 from neuron_desk.desk import Desk
-from neuron_desk.llm.profiles import ProfileConfig
 from neuron_desk.qt import asyncbridge, preflight
-from neuron_desk.qt.browser import BrowserState
+from neuron_desk.qt.browser import WELCOME_SEEN_KEY, BrowserState
 from neuron_desk.qt.mainwindow import MainWindow
-from neuron_desk.qt.welcome import SEEN_KEY
 
 logger = logging.getLogger(__name__)
 
 APP_ID = "io.github.neuron_desk.NeuronDesk"
+
+RUNNER_AFTER_S = 5.0
+"""The LLM runner starts once the first neuron is shown, or after this long at the latest."""
 
 
 def make_application(argv: list[str] | None = None) -> QtWidgets.QApplication:
@@ -57,6 +60,8 @@ async def check_profiles(desk: Desk) -> None:
     try:
         desk.profiles  # noqa: B018 - reads the file
     except NeuronDeskError as exc:
+        from neuron_desk.llm.profiles import ProfileConfig
+
         logger.error("%s; using the built-in profiles", exc)
         await desk.use_profiles(ProfileConfig(path=desk.paths.profiles))
 
@@ -69,6 +74,41 @@ def build_window(desk: Desk, settings: QtCore.QSettings) -> MainWindow:
 def open_first_neuron(window: MainWindow) -> None:
     """The last neuron shown, else the default dataset's first interesting or available one."""
     window.browser.go_to(window.browser.first_neuron())
+
+
+async def start_runner_when_shown(window: MainWindow) -> None:
+    """Once the first neuron is painted (or it failed, or a while passed): read the profiles
+    (falling back to the built-in ones) and start the window's LLM runner. Until then nothing
+    of the LLM stack is loaded, so the first neuron appears sooner."""
+    shown = asyncio.Event()
+    window.neuron_shown.connect(lambda *_: shown.set())
+    window.browser.failed.connect(lambda *_: shown.set())
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(shown.wait(), RUNNER_AFTER_S)
+    await asyncio.sleep(0.05)  # Qt paints the panes first
+    await check_profiles(window.desk)
+    window.start_runner()
+
+
+async def open_window(
+    desk: Desk,
+    settings: QtCore.QSettings,
+    on_shown: Callable[[MainWindow], object] | None = None,
+) -> tuple[MainWindow, asyncio.Future[None]]:
+    """Build and show the window, open the first neuron (`on_shown(window)` each time a
+    neuron is shown) and the welcome page on a first start; the task that starts the LLM
+    runner after that."""
+    window = build_window(desk, settings)
+    window.restore_state()  # or fitted to the screen, its docks tabbed where needed
+    window.show()
+    if on_shown is not None:
+        window.neuron_shown.connect(lambda _ref: on_shown(window))
+    runner = asyncio.ensure_future(start_runner_when_shown(window))
+    open_first_neuron(window)
+    if not settings.value(WELCOME_SEEN_KEY):
+        await check_profiles(desk)
+        window.show_welcome()  # first start
+    return window, runner
 
 
 async def close_window(window: MainWindow) -> None:
@@ -99,16 +139,9 @@ def run_app(screenshot: str | None = None) -> int:
         return 1
 
     async def main() -> int:
-        await check_profiles(desk)
-        window = build_window(desk, settings)
-        window.restore_state()  # or fitted to the screen, its docks tabbed where needed
-        window.show()
+        shown = (lambda shown: _save_and_close(shown, screenshot)) if screenshot else None
+        window, runner = await open_window(desk, settings, shown)
         closed = asyncio.Event()
-        if screenshot:
-            window.neuron_shown.connect(lambda *_: _save_and_close(window, screenshot))
-        open_first_neuron(window)
-        if not settings.value(SEEN_KEY):
-            window.show_welcome()  # first start
         window.destroyed.connect(closed.set)
         app.lastWindowClosed.connect(closed.set)
         for signum in (signal.SIGTERM, signal.SIGINT):  # quit cleanly: tasks, clients, store
@@ -118,6 +151,7 @@ def run_app(screenshot: str | None = None) -> int:
         heartbeat.start(250)
         await closed.wait()
         heartbeat.stop()
+        runner.cancel()
         await close_window(window)
         return 0
 

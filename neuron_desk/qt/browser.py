@@ -2,10 +2,16 @@
 neuron, back/forward history, the picked dataset, loading through the desk (the last pick
 wins: a stale load is cancelled), stepping and random picks, offline mode, and the fill-in of
 the related neurons' explanations. Widgets connect to its signals; it never touches one.
+
+The related neurons' explanations are fetched all at once (at most `RELATED_AT_ONCE` in
+flight), and what was fetched is kept: switching to another neuron does not cancel a fetch
+(it fills the memory for when its neuron is listed again) and only what the current neuron
+lists is announced.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass, field
 
@@ -24,6 +30,18 @@ RELATED_PER_SIGN = 10
 """Related neurons listed per direction and sign (upstream/downstream, positive/negative)."""
 
 NOT_EXPLAINED = "not explained yet"
+
+RELATED_AT_ONCE = 40
+"""Related neurons' explanations fetched at the same time: a neuron's whole list (4 × 10), so
+the dock fills in about one round trip; a fetch of an earlier neuron's list counts too."""
+RELATED_KEPT = 4096
+"""Related neurons' best explanations kept in memory (the oldest are forgotten first)."""
+
+Best = tuple[str, float | None]
+
+WELCOME_SEEN_KEY = "welcome/seen"
+"""Set once the welcome page has been left: later starts open the browser directly (here, so
+a start can ask without loading the welcome page and the LLM stack it needs)."""
 
 
 @dataclass
@@ -86,6 +104,8 @@ class BrowserState(QtCore.QObject):
 
     LOAD_TASK = "browser.load"
     RELATED_TASK = "browser.related"
+    RELATED_FETCH = "browser.related-fetch:"
+    """Prefix of the task fetching one related neuron's explanation (its ref follows)."""
     LAST_NEURON_KEY = "last_neuron"
     OFFLINE_KEY = "offline"
 
@@ -117,6 +137,12 @@ class BrowserState(QtCore.QObject):
         self.data: NeuronData | None = None
         """The current neuron's data once loaded (None while loading)."""
         self._dataset = desk.registry.default()
+        self._known: dict[NeuronRef, Best | None] = {}
+        """Related neurons' best explanations as fetched (None: it has none)."""
+        self._listed: set[NeuronRef] = set()
+        """The related neurons the current neuron lists (only theirs are announced)."""
+        self._fetch_slots: asyncio.Semaphore | None = None
+        self._fetching: set[NeuronRef] = set()
 
     # --- the picked dataset ---
 
@@ -143,6 +169,7 @@ class BrowserState(QtCore.QObject):
             self.failed.emit(ref, str(exc))
             return False
         self.tasks.cancel(self.RELATED_TASK)
+        self._listed = set()
         self.current = ref
         self.data = None
         if record:
@@ -218,6 +245,8 @@ class BrowserState(QtCore.QObject):
         """Switch offline mode (kept in the settings) and reload the current neuron."""
         changed = offline != self.desk.offline
         self.desk.offline = offline
+        if changed:
+            self._known.clear()  # "none offline" was no answer
         if self.settings is not None:
             self.settings.setValue(self.OFFLINE_KEY, offline)
         if changed:
@@ -268,16 +297,43 @@ class BrowserState(QtCore.QObject):
         self.failed.emit(self.current, error_message(error))
 
     async def _explain_related(self, ref: NeuronRef, refs: list[NeuronRef]) -> None:
-        """Fill in each related neuron's best explanation, stored or published, one by one."""
+        """Announce each related neuron's best explanation: stored ones and those already
+        fetched at once, the others as their fetches (all started together) come back."""
+        self._listed = set(refs)
         for related in refs:
             if ref != self.current:
                 return
-            try:
+            row = self.desk.best_explanation(related)  # own results, indexed published ones
+            if row is not None:
+                self.related_explained.emit(related, row.explanation, row.score)
+            elif related in self._known:
+                self._announce(related, self._known[related])
+            elif related not in self._fetching:
+                self._fetching.add(related)
+                self.tasks.start(self.RELATED_FETCH + str(related), self._fetch_related(related))
+
+    def related_in_flight(self) -> int:
+        """How many related neurons' explanations are being fetched."""
+        return len(self._fetching)
+
+    async def _fetch_related(self, related: NeuronRef) -> None:
+        if self._fetch_slots is None:
+            self._fetch_slots = asyncio.Semaphore(RELATED_AT_ONCE)
+        try:
+            async with self._fetch_slots:
                 best = await self.desk.best_known_explanation(related)
-            except NeuronDeskError:
-                best = None
-            if ref != self.current:
-                return
+        except NeuronDeskError:  # unreachable, refused: said, not kept (asked again later)
+            self._announce(related, None)
+            return
+        finally:
+            self._fetching.discard(related)
+        self._known[related] = best
+        if len(self._known) > RELATED_KEPT:
+            del self._known[next(iter(self._known))]
+        self._announce(related, best)
+
+    def _announce(self, related: NeuronRef, best: Best | None) -> None:
+        if related in self._listed:
             text, score = best if best is not None else (NOT_EXPLAINED, None)
             self.related_explained.emit(related, text, score)
 

@@ -103,11 +103,23 @@ class DatasetModel(RowsModel):
         if record is not None:
             return
         section = self._sections[section_index]
+        before = min(section.shown, len(section.records))
         full = section.shown >= len(section.records)
         section.shown = section.default_shown() if full else len(section.records)
-        self.beginResetModel()
-        self._rebuild()
-        self.endResetModel()
+        after = min(section.shown, len(section.records))
+        # Only the section's rows come and go: the other rows keep their laid-out heights.
+        if after > before:
+            self.beginInsertRows(QtCore.QModelIndex(), row + 1 + before, row + after)
+            self._rebuild()
+            self.endInsertRows()
+        elif after < before:
+            self.beginRemoveRows(QtCore.QModelIndex(), row + 1 + after, row + before)
+            self._rebuild()
+            self.endRemoveRows()
+        else:
+            self._rebuild()
+        header = self.index(row, 0)
+        self.dataChanged.emit(header, header)
 
     @property
     def scale(self) -> float:

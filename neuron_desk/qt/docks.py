@@ -105,40 +105,77 @@ class WeightLists(QtWidgets.QWidget):
 
 
 class TopTokensDock(QtWidgets.QDockWidget):
-    """Tokens with the highest mean activation, and the strongest input/output weights."""
+    """Tokens with the highest mean activation, and the strongest input/output weights.
+
+    Only what can be seen is filled: the shown tab, when the dock is visible; the other tab
+    (and a hidden dock) fill when shown, from the neuron kept until then."""
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__("Top tokens", parent)
         self.setObjectName("TopTokensDock")
-        tabs = QtWidgets.QTabWidget(self)
+        self.tabs = QtWidgets.QTabWidget(self)
         self.by_activation = TokenList("mean activation")
         self.lists = {
             name: TokenList(_short_title(name))
             for name in ("input_positive", "input_negative", "output_positive", "output_negative")
         }
-        tabs.addTab(self.by_activation, "By activation")
-        tabs.addTab(WeightLists(list(self.lists.values())), "By weight")
-        self.setWidget(tabs)
+        self.tabs.addTab(self.by_activation, "By activation")
+        self.tabs.addTab(WeightLists(list(self.lists.values())), "By weight")
+        self.setWidget(self.tabs)
+        self._data: NeuronData | None = None
+        self._message = ""
+        self._filled: set[int] = set()
+        """The tabs showing `_data` (or `_message`) already."""
+        self.tabs.currentChanged.connect(lambda _: self._fill_shown())
+        self.visibilityChanged.connect(lambda _: self._fill_shown())
 
     def show_neuron(self, data: NeuronData) -> None:
-        """Fill from a neuron's token files, or say why a list is empty."""
-        title = data.dataset.title
-        by_activation = data.tokens_by_activation
-        self.by_activation.set_pairs(
-            by_activation.value.pairs()[:50] if isinstance(by_activation, Fetched) else [],
-            _why_empty(by_activation, "activation-based top tokens", title),
-        )
-        weights = data.tokens_by_weight
-        for name, widget in self.lists.items():
-            pairs = (
-                getattr(weights.value, name).pairs()[:50] if isinstance(weights, Fetched) else []
-            )
-            widget.set_pairs(pairs, _why_empty(weights, "weight-based tokens", title))
+        """Fill from a neuron's token files, or say why a list is empty (the shown tab now,
+        the other when it is shown)."""
+        self._data, self._filled = data, set()
+        self._fill_shown()
 
     def clear(self, message: str) -> None:
         """Empty every list with a message."""
-        for widget in [self.by_activation, *self.lists.values()]:
-            widget.set_pairs([], message)
+        self._data, self._message, self._filled = None, message, set()
+        self._fill_shown()
+
+    def filled_tabs(self) -> set[int]:
+        """The tabs that show the current neuron (or message)."""
+        return set(self._filled)
+
+    def _fill_shown(self) -> None:
+        tab = self.tabs.currentIndex()
+        if tab in self._filled or (not self.isVisible() and self._data is not None):
+            return
+        self._filled.add(tab)
+        if tab == 0:
+            self._fill_by_activation()
+        else:
+            self._fill_by_weight()
+
+    def _fill_by_activation(self) -> None:
+        data = self._data
+        if data is None:
+            self.by_activation.set_pairs([], self._message)
+            return
+        by_activation = data.tokens_by_activation
+        self.by_activation.set_pairs(
+            by_activation.value.pairs()[:50] if isinstance(by_activation, Fetched) else [],
+            _why_empty(by_activation, "activation-based top tokens", data.dataset.title),
+        )
+
+    def _fill_by_weight(self) -> None:
+        data = self._data
+        for name, widget in self.lists.items():
+            if data is None:
+                widget.set_pairs([], self._message)
+                continue
+            weights = data.tokens_by_weight
+            pairs = (
+                getattr(weights.value, name).pairs()[:50] if isinstance(weights, Fetched) else []
+            )
+            widget.set_pairs(pairs, _why_empty(weights, "weight-based tokens", data.dataset.title))
 
 
 class RelatedNeuronsDock(QtWidgets.QDockWidget):

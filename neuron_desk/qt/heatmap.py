@@ -19,6 +19,8 @@ import html
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import ClassVar
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -46,6 +48,8 @@ def _invisible(ch: str) -> bool:
 def visible_text(text: str) -> str:
     """`text` with newline/tab shown as symbols and invisible or reordering characters as
     escapes ("\\u202e"), as a tooltip's repr shows them."""
+    if text.isprintable():  # no control, format, separator or unassigned character at all
+        return text
     out = []
     for ch in text:
         if ch in _SYMBOLS:
@@ -58,8 +62,10 @@ def visible_text(text: str) -> str:
     return "".join(out)
 
 
+@lru_cache(maxsize=1 << 16)
 def visible_token(token: str) -> str:
-    """The token as it is drawn: whitespace controls as symbols, nothing invisible."""
+    """The token as it is drawn: whitespace controls as symbols, nothing invisible (kept for
+    the tokens met: a vocabulary repeats)."""
     return visible_text(token) if token != "" else "∅"
 
 
@@ -107,6 +113,10 @@ class HeatmapRow:
     _layouts: dict[tuple[int, bool, str], RowLayout] = field(
         default_factory=dict, repr=False, compare=False
     )
+    _colours: dict[tuple[int, int, float], list[tuple[QtGui.QColor, QtGui.QColor]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    """Each token's (background, text) colours per palette and scale, made once."""
 
     def text(self) -> str:
         """The excerpt as plain text (what Copy puts on the clipboard)."""
@@ -124,6 +134,19 @@ class HeatmapRow:
 
 class Palette:
     """Heat colours that work on light and dark backgrounds."""
+
+    _made: ClassVar[dict[int, Palette]] = {}
+
+    @classmethod
+    def of(cls, widget_palette: QtGui.QPalette) -> Palette:
+        """The heat palette of a widget palette (made once per palette)."""
+        key = widget_palette.cacheKey()
+        made = cls._made.get(key)
+        if made is None:
+            if len(cls._made) > 64:
+                cls._made.clear()
+            made = cls._made[key] = cls(widget_palette)
+        return made
 
     def __init__(self, widget_palette: QtGui.QPalette) -> None:
         base = widget_palette.color(QtGui.QPalette.ColorRole.Base)
@@ -147,6 +170,24 @@ class Palette:
         """Readable text colour on `background`."""
         return QtGui.QColor("black") if background.lightnessF() > 0.55 else QtGui.QColor("white")
 
+    def token_colours(self, row: HeatmapRow) -> list[tuple[QtGui.QColor, QtGui.QColor]]:
+        """(background, text) of each token of `row`, kept on the row for this palette."""
+        key = (self.base.rgba(), self.hot.rgba(), row.scale)
+        colours = row._colours.get(key)
+        if colours is None:
+            if len(row._colours) > 2:
+                row._colours.clear()
+            colours = []
+            for i in range(len(row.tokens)):
+                background = self.heat(row.value(i), row.scale)
+                colours.append((background, self.text_on(background)))
+            row._colours[key] = colours
+        return colours
+
+
+_WIDTHS: dict[str, dict[str, int]] = {}
+"""Drawn width of each token text met, per font (`QFont.key()`): a vocabulary repeats."""
+
 
 def _split_to_fit(text: str, metrics: QtGui.QFontMetrics, first: int, width: int) -> list[str]:
     """Pieces of a token too long for a line: the first fits in `first`, the rest in `width`."""
@@ -169,12 +210,19 @@ def layout_row(
     if cached is None:
         if len(row._layouts) > 8:  # a few widths (resizing) are enough to keep
             row._layouts.clear()
-        cached = row._layouts[key] = _layout(row, QtGui.QFontMetrics(font), width, key[1])
+        widths = _WIDTHS.setdefault(key[2], {})
+        if len(widths) > 200_000:
+            widths.clear()
+        cached = row._layouts[key] = _layout(row, QtGui.QFontMetrics(font), widths, width, key[1])
     return cached
 
 
 def _layout(
-    row: HeatmapRow, metrics: QtGui.QFontMetrics, width: int, side_by_side: bool
+    row: HeatmapRow,
+    metrics: QtGui.QFontMetrics,
+    widths: dict[str, int],
+    width: int,
+    side_by_side: bool,
 ) -> RowLayout:
     columns = 2 if side_by_side else 1
     column_width = max(40, (width - COLUMN_GAP * (columns - 1)) // columns)
@@ -185,7 +233,9 @@ def _layout(
     fragments: list[Fragment] = []
     for i, token in enumerate(row.tokens):
         text = visible_token(token)
-        w = metrics.horizontalAdvance(text)
+        w = widths.get(text)
+        if w is None:
+            w = widths[text] = metrics.horizontalAdvance(text)
         if x > 0 and x + w > column_width:  # wrap at the token boundary
             x, y = 0, y + line_height + LINE_GAP
         if w > column_width - x:  # longer than a line: break inside the token
@@ -230,17 +280,20 @@ def paint_row(
         painter.setPen(palette.text)
         painter.drawText(origin + QtCore.QPoint(0, PADDING + layout.ascent), row.caption)
     overlay = row.simulated is not None and not layout.column_offset
+    colours = palette.token_colours(row)
+    if row.simulated is None:
+        _paint_plain(painter, layout, colours, origin, clip)
+        painter.restore()
+        return
     for fragment in layout.fragments:
         box = fragment.rect.translated(origin)
         if clip is not None and not clip.intersects(box.adjusted(0, 0, layout.column_offset, BAR)):
             continue
         i = fragment.token
-        background = palette.heat(row.value(i), row.scale)
+        background, text_colour = colours[i]
         painter.fillRect(box, background)
-        painter.setPen(palette.text_on(background))
+        painter.setPen(text_colour)
         painter.drawText(box.left(), box.top() + PADDING + layout.ascent, fragment.text)
-        if row.simulated is None:
-            continue
         simulated = palette.heat(row.simulated_value(i), row.simulated_scale, palette.simulated)
         if overlay:
             bar = QtCore.QRect(box.left(), box.bottom() + 1, box.width(), BAR)
@@ -255,6 +308,31 @@ def paint_row(
         x = origin.x() + layout.column_offset - COLUMN_GAP // 2
         painter.drawLine(x, origin.y(), x, origin.y() + layout.height - LINE_GAP)
     painter.restore()
+
+
+def _paint_plain(
+    painter: QtGui.QPainter,
+    layout: RowLayout,
+    colours: list[tuple[QtGui.QColor, QtGui.QColor]],
+    origin: QtCore.QPoint,
+    clip: QtCore.QRect | None,
+) -> None:
+    """Boxes first, then the texts grouped by colour (few pen changes)."""
+    by_colour: dict[int, tuple[QtGui.QColor, list[Fragment]]] = {}
+    dx, dy = origin.x(), origin.y()
+    for fragment in layout.fragments:
+        box = fragment.rect.translated(dx, dy)
+        if clip is not None and not clip.intersects(box):
+            continue
+        background, text_colour = colours[fragment.token]
+        painter.fillRect(box, background)
+        by_colour.setdefault(text_colour.rgba(), (text_colour, []))[1].append(fragment)
+    baseline = dy + PADDING + layout.ascent
+    for text_colour, fragments in by_colour.values():
+        painter.setPen(text_colour)
+        for fragment in fragments:
+            rect = fragment.rect
+            painter.drawText(dx + rect.left(), baseline + rect.top(), fragment.text)
 
 
 def token_at(
@@ -333,7 +411,7 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
         if option.state & QtWidgets.QStyle.StateFlag.State_Selected:
             painter.fillRect(option.rect, option.palette.color(QtGui.QPalette.ColorRole.Highlight))
         paint_row(
-            painter, self._inner(option), row, Palette(option.palette), self._font(option),
+            painter, self._inner(option), row, Palette.of(option.palette), self._font(option),
             self.side_by_side,
         )
 
@@ -344,9 +422,8 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
     ) -> QtCore.QSize:
         row = index.data(RowRole)
         view = self.parent()
-        width = (
-            view.viewport().width() - 2 if isinstance(view, QtWidgets.QAbstractItemView) else 600
-        )
+        # The width the row is painted at (the viewport's), so it is laid out once per width.
+        width = view.viewport().width() if isinstance(view, QtWidgets.QAbstractItemView) else 600
         if row is None:
             return QtCore.QSize(width, QtGui.QFontMetrics(option.font).height() + 12)
         inner = max(width - self.MARGIN.left() - self.MARGIN.right(), 100)
@@ -388,6 +465,9 @@ class HeatmapView(QtWidgets.QListView):
         self.setItemDelegate(self.delegate)
         self.setVerticalScrollMode(QtWidgets.QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # Always there: a scroll bar coming or going would change the width and so every
+        # row's layout (and the list scrolls on almost every neuron anyway).
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
         self.setResizeMode(QtWidgets.QListView.ResizeMode.Adjust)
         self.setUniformItemSizes(False)
         self.setMouseTracking(True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -15,25 +16,32 @@ from neuron_desk.data.exports import NeuronExport
 from neuron_desk.data.registry import Dataset
 from neuron_desk.data.service import Fetched, NeuronData
 from neuron_desk.desk import Desk
-from neuron_desk.llm.profiles import ProfileConfig
 from neuron_desk.qt.asyncbridge import TaskSlots, error_message
-from neuron_desk.qt.browser import BrowserState
+from neuron_desk.qt.browser import WELCOME_SEEN_KEY, BrowserState
 from neuron_desk.qt.datasetpane import DatasetPane, where_from
 from neuron_desk.qt.docks import BatchResultsDock, RelatedNeuronsDock, SearchDock, TopTokensDock
 from neuron_desk.qt.explanationpane import ExplanationPane, why_none_listed
 from neuron_desk.qt.helpmenu import HelpMenu
-from neuron_desk.qt.operations import Operations
 from neuron_desk.qt.picker import NeuronPicker
-from neuron_desk.qt.runconfirm import RunConfirmation
-from neuron_desk.qt.runflow import RunFlow
-from neuron_desk.qt.welcome import SEEN_KEY, WelcomePage
+
+if TYPE_CHECKING:  # the runner and the welcome page load the LLM stack: built when first used
+    from neuron_desk.llm.profiles import ProfileConfig
+    from neuron_desk.qt.operations import Operations
+    from neuron_desk.qt.runconfirm import RunConfirmation
+    from neuron_desk.qt.runflow import RunFlow
+    from neuron_desk.qt.welcome import WelcomePage
 
 Qt = QtCore.Qt
 SaveTo = Callable[[str], object]
 
 
 class MainWindow(QtWidgets.QMainWindow):
-    """The app's window over one desk; long work runs as named tasks that can be cancelled."""
+    """The app's window over one desk; long work runs as named tasks that can be cancelled.
+
+    What a neuron needs to be shown is built at once; the LLM runner (operations, run flow,
+    the endpoint profiles) with `start_runner` or when first used, the welcome page when first
+    shown, so the first neuron is painted without loading the LLM stack.
+    """
 
     neuron_shown = QtCore.Signal(object)
     """Emitted when all panes show a neuron (its `NeuronRef`)."""
@@ -46,14 +54,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings = settings
         self.tasks = TaskSlots(self._task_failed)
         self.browser = BrowserState(desk, settings, self.tasks, self)
-        self.ops = Operations(desk, self.tasks)
+        self._ops: Operations | None = None
+        self._runs: RunFlow | None = None
+        self._welcome: WelcomePage | None = None
         self._docks_hidden: list[QtWidgets.QDockWidget] = []
         self.setWindowTitle("neuron-desk")
         self.setObjectName("MainWindow")
         self.picker = NeuronPicker(desk.registry.all(), self, self.browser.with_data)
         self.addToolBar(self.picker)
         self._build_central()
-        self.runs = RunFlow(self, self.explanations, self.ops, self.browser, settings)
         self._build_docks()
         self._build_menus()
         self.offline_label = QtWidgets.QLabel()
@@ -61,7 +70,49 @@ class MainWindow(QtWidgets.QMainWindow):
         self._offline_shown(desk.offline)
         self._connect()
         self._dataset_shown(self.browser.dataset)
-        self._profiles_changed()
+
+    @property
+    def ops(self) -> Operations:
+        """The operations (runs, probes, exports), made when first needed."""
+        if self._ops is None:
+            from neuron_desk.qt.operations import Operations
+
+            self._ops = Operations(self.desk, self.tasks)
+        return self._ops
+
+    @property
+    def runs(self) -> RunFlow:
+        """The run flow (generate and score), started when first needed."""
+        return self.start_runner()
+
+    def start_runner(self) -> RunFlow:
+        """Build the LLM runner and list the endpoint profiles (once): the app calls it after
+        the first neuron is painted; a run, the settings or the welcome page call it too."""
+        if self._runs is None:
+            from neuron_desk.qt.runflow import RunFlow
+
+            runs = self._runs = RunFlow(
+                self, self.explanations, self.ops, self.browser, self.settings
+            )
+            runs.finished.connect(self.run_finished.emit)
+            runs.succeeded.connect(self._refresh_results_if_shown)
+            self.explanations.profile.currentTextChanged.connect(lambda _: runs.check_endpoint())
+            self._profiles_changed()
+        return self._runs
+
+    @property
+    def welcome(self) -> WelcomePage:
+        """The welcome page, built when first shown."""
+        if self._welcome is None:
+            from neuron_desk.qt.welcome import WelcomePage
+
+            welcome = self._welcome = WelcomePage(self)
+            self.pages.addWidget(welcome)
+            welcome.neuron_requested.connect(self.browser.go_to)
+            welcome.random_requested.connect(lambda: self.browser.random())
+            welcome.dismissed.connect(self.show_browser)
+            welcome.profiles_saved.connect(self._settings_closed)
+        return self._welcome
 
     # --- building ---
 
@@ -90,10 +141,8 @@ class MainWindow(QtWidgets.QMainWindow):
         layout.addWidget(self.title)
         layout.addWidget(self.subtitle)
         layout.addWidget(self.splitter, 1)
-        self.welcome = WelcomePage(self)
         self.pages = QtWidgets.QStackedWidget(self)
         self.pages.addWidget(self.browser_page)
-        self.pages.addWidget(self.welcome)
         self.setCentralWidget(self.pages)
 
     def _build_docks(self) -> None:
@@ -162,13 +211,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.explanations.score_requested.connect(self.score_own)
         self.explanations.cancel_requested.connect(self.cancel_run)
         self.explanations.settings_requested.connect(self.open_settings)
-        self.welcome.neuron_requested.connect(browser.go_to)
-        self.welcome.random_requested.connect(lambda: browser.random())
-        self.welcome.dismissed.connect(self.show_browser)
-        self.welcome.profiles_saved.connect(self._settings_closed)
-        self.explanations.profile.currentTextChanged.connect(lambda _: self.runs.check_endpoint())
-        self.runs.finished.connect(self.run_finished.emit)
-        self.runs.succeeded.connect(self._refresh_results_if_shown)
 
     # --- showing what the browser says ---
 
@@ -186,6 +228,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def show_welcome(self) -> None:
         """The welcome page (first start, Help → Welcome); any neuron opened leaves it."""
+        self.start_runner()
         self.welcome.show_dataset(self.browser.dataset)
         try:
             config = self.desk.profiles
@@ -205,8 +248,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def show_browser(self) -> None:
         """Leave the welcome page for the panes (later starts open here)."""
-        if self.pages.currentWidget() is self.welcome:
-            self.settings.setValue(SEEN_KEY, True)
+        if self._welcome is not None and self.pages.currentWidget() is self._welcome:
+            self.settings.setValue(WELCOME_SEEN_KEY, True)
             for dock in self._docks_hidden:
                 dock.show()
             self._docks_hidden = []
@@ -214,7 +257,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _loading(self, ref: NeuronRef) -> None:
         self.show_browser()
-        self.runs.neuron_changed()  # a run belongs to the neuron it started on
+        if self._runs is not None:
+            self._runs.neuron_changed()  # a run belongs to the neuron it started on
         self.picker.show_neuron(ref)
         title = self.desk.dataset(ref.dataset).title
         self.title.setText(f"{title} · layer {ref.layer} · neuron {ref.index}")
@@ -261,12 +305,13 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def cancel_run(self) -> None:
         """Stop the running generation or scoring."""
-        self.runs.cancel()
+        if self._runs is not None:
+            self._runs.cancel()
 
     @property
     def confirmation(self) -> RunConfirmation | None:
         """The open "send this run?" question, if any."""
-        return self.runs.confirmation
+        return self._runs.confirmation if self._runs is not None else None
 
     # --- export, settings, errors ---
 
@@ -320,8 +365,10 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def open_settings(self) -> QtWidgets.QDialog:
         """The settings dialog (non-modal, opened with open())."""
+        from neuron_desk.llm.profiles import ProfileConfig
         from neuron_desk.qt.settingsdialog import SettingsDialog
 
+        self.start_runner()
         try:
             config = self.desk.profiles
         except NeuronDeskError as exc:

@@ -12,11 +12,12 @@ from neuron_desk.core.errors import NeuronDeskError
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.registry import Dataset
 from neuron_desk.llm.profiles import LOCAL_BASE_URL, LOCAL_MODEL, Profile, ProfileConfig
+from neuron_desk.qt.browser import WELCOME_SEEN_KEY
 from neuron_desk.qt.interesting import entry_text
 
 Qt = QtCore.Qt
 
-SEEN_KEY = "welcome/seen"
+SEEN_KEY = WELCOME_SEEN_KEY
 """Set once the welcome page has been left: later starts open the browser directly."""
 
 

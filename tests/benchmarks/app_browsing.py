@@ -1,23 +1,27 @@
-"""The app under load (offscreen): cold start to a painted window, neuron switch time from the
-store to painted panes (median and p95 over 50 switches), and memory after browsing 100 neurons
-(`--neurons 1000` for the soak run: memory growth over 1,000 neurons).
+"""Browsing in the real window, as users do (issue 12), offscreen, 1920×1080:
 
-Neurons are GPT-2 XL-sized (200 records x 64 tokens), already in the store, as when browsing
-cached neurons. Targets: cold start under 3 s, switch median under 100 ms and p95 under
-200 ms, memory growth under 100 MB over 100 neurons.
+- neuron switch, store → painted panes (p95 ≤ 16.7 ms, one frame at 60 Hz): `go_to`, the
+  load, every pane and dock filled, then `MainWindow.repaint()` (which paints at once), on
+  the bundled sample and on cached GPT-2 XL neurons in the real files' shape and size with
+  all five kinds (`_gpt2_xl.py`), the LLM runner started (as after the first paint);
+- "show all" of the Top activations of a GPT-2 XL neuron: the click (≤ 50 ms), scroll frames
+  over the expanded list (p95 ≤ 16.7 ms), resize steps of the window (≤ 50 ms each, p95);
+- the related-neurons dock on a network dataset whose mirror (127.0.0.1, listen backlog
+  128) answers every request after 100 ms: from the neuron shown to every related neuron's
+  explanation filled in, against one round trip (≤ 2×);
+- memory growth over the switches (a soak: `--neurons 1000`), printed, not a target.
 
-    python tests/benchmarks/app_browsing.py [--neurons 1000]
+    python tests/benchmarks/app_browsing.py [--switches 100] [--neurons 1000]
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -25,20 +29,28 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository root
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _synthetic import gpt2_xl_sized_record
+from _bench import bench, median, percentile
+from _gpt2_xl import neuron_files, related
 from PySide6 import QtCore, QtWidgets
 
-from neuron_desk.core import codec
 from neuron_desk.core.paths import Paths
 from neuron_desk.core.refs import NeuronRef
-from neuron_desk.data.registry import ALL_KINDS, Dataset, Registry
+from neuron_desk.data.registry import ALL_KINDS, Dataset, Kind, Registry
 from neuron_desk.data.service import NeuronService
 from neuron_desk.data.store import Store
 from neuron_desk.desk import Desk
 from neuron_desk.qt.asyncbridge import new_event_loop
+from neuron_desk.qt.browser import related_refs
 from neuron_desk.qt.mainwindow import MainWindow
+from neuron_desk.qt.welcome import SEEN_KEY
+from tests.data.mirror import Faults, Mirror
 
-N_NEURONS = int(sys.argv[sys.argv.index("--neurons") + 1]) if "--neurons" in sys.argv else 100
+NAME = "app_browsing"
+FRAME_MS = 1000 / 60
+SWITCHES = int(sys.argv[sys.argv.index("--switches") + 1]) if "--switches" in sys.argv else 100
+SOAK = int(sys.argv[sys.argv.index("--neurons") + 1]) if "--neurons" in sys.argv else 0
+XL_NEURONS = 24
+LATENCY_S = 0.1
 
 
 def rss_mb() -> float:
@@ -48,133 +60,207 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def fill_store(store: Store) -> Dataset:
-    dataset = Dataset(
-        name="bench",
-        title="Benchmark",
-        model="synthetic",
-        n_layers=N_NEURONS // 64 + 1,
-        n_neurons=64,
-        kinds=ALL_KINDS,
-        tokenizer="gpt2",
-        folder="/nonexistent",
-    )
-    for i in range(N_NEURONS):
-        layer, neuron = divmod(i, 64)
-        record = gpt2_xl_sized_record(layer, neuron, seed=i)
-        store.put_file(NeuronRef("bench", layer, neuron), "activations", codec.dumps(record), "benchmark")
-    return dataset
+def xl_refs(count: int) -> list[NeuronRef]:
+    return [NeuronRef("gpt2-xl", 5 + i % 40, 131 + 97 * i) for i in range(count)]
 
 
-def cold_start() -> float:
-    """Seconds from process start to the first painted window with a neuron's panes filled."""
-    script = (
-        "import time; t0 = time.perf_counter()\n"
-        "import os; os.environ.setdefault('QT_QPA_PLATFORM', 'offscreen')\n"
-        "import asyncio, sys\n"
-        "from neuron_desk.qt import app as qtapp\n"
-        "from neuron_desk.core.paths import Paths\n"
-        "from neuron_desk.core.refs import NeuronRef\n"
-        "application = qtapp.make_application([])\n"
-        "desk, settings = qtapp.open_desk(Paths.at(sys.argv[1]))\n"
-        "async def main():\n"
-        "    window = qtapp.build_window(desk, settings)\n"
-        "    window.show()\n"
-        "    done = asyncio.Event()\n"
-        "    window.neuron_shown.connect(lambda *a: done.set())\n"
-        "    window.browser.go_to(NeuronRef('bench', 0, 1))\n"
-        "    await done.wait()\n"
-        "    window.repaint()\n"
-        "    print(time.perf_counter() - t0)\n"
-        "    await qtapp.close_window(window)\n"
-        "    return 0\n"
-        "from neuron_desk.qt.asyncbridge import run\n"
-        "run(application, main)\n"
-        "desk.close()\n"
-    )
-    with tempfile.TemporaryDirectory() as folder:
-        store = Store.open(Path(folder) / "store.sqlite3")
-        Registry(store, bundled=[]).add(fill_store(store))
-        store.close()
-        start = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, "-c", script, folder],  # the data directory: store and settings
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            check=True,
-        )
-        wall = time.perf_counter() - start
-    inside = float(out.stdout.strip().splitlines()[-1])
-    print(
-        f"cold start to a painted window with a neuron: {wall:.2f} s (interpreter start included); "
-        f"{inside:.2f} s after the interpreter started"
-    )
-    return wall
+def fill_store(desk: Desk, refs: list[NeuronRef]) -> None:
+    for i, ref in enumerate(refs):
+        for kind, text in neuron_files(ref.layer, ref.index, seed=i).items():
+            desk.store.put_file(ref, kind.value, text, "benchmark")
 
 
-def switching() -> None:
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-    loop = new_event_loop(app)
-    asyncio.set_event_loop(loop)
-    with tempfile.TemporaryDirectory() as folder:
-        store = Store.open(Path(folder) / "store.sqlite3")
-        registry = Registry(store, bundled=[])
-        registry.add(fill_store(store))
-        desk = Desk(store, registry, NeuronService(registry, store), paths=Paths.at(folder))
-        settings = QtCore.QSettings(str(Path(folder) / "s.ini"), QtCore.QSettings.Format.IniFormat)
-        window = MainWindow(desk, settings)
-        window.resize(1400, 900)
-        window.show()
-        shown = asyncio.Event()
-        window.neuron_shown.connect(lambda *a: shown.set())
+class Session:
+    """The real window over a desk, on the Qt-driven loop."""
 
-        async def visit(i: int) -> float:
-            layer, neuron = divmod(i, 64)
-            shown.clear()
-            start = time.perf_counter()
-            window.browser.go_to(NeuronRef("bench", layer, neuron))
-            await shown.wait()
-            window.repaint()  # paint every pane now, as the screen would
+    def __init__(self, desk: Desk, folder: str) -> None:
+        self.loop = LOOP
+        settings = QtCore.QSettings(str(Path(folder) / "settings.ini"), QtCore.QSettings.Format.IniFormat)
+        settings.setValue(SEEN_KEY, True)
+        self.desk = desk
+        self.window = MainWindow(desk, settings)
+        self.window.resize(1920, 1080)
+        self.window.show()
+        self.window.start_runner()  # as the app does after its first paint
+        self.shown = asyncio.Event()
+        self.window.neuron_shown.connect(lambda *_: self.shown.set())
+
+        self.cpu_ms: list[float] = []
+        """Process CPU time of each switch (all threads): the work, without the waits for a
+        core that a busy machine adds to the wall time."""
+
+    def switch(self, ref: NeuronRef) -> float:
+        """Milliseconds from the pick to every pane painted."""
+
+        async def visit() -> float:
+            self.shown.clear()
+            start, cpu = time.perf_counter(), time.process_time()
+            self.window.browser.go_to(ref)
+            await self.shown.wait()
+            self.window.repaint()  # paint every pane and dock now, as the screen would
+            self.cpu_ms.append((time.process_time() - cpu) * 1000)
             return (time.perf_counter() - start) * 1000
 
-        loop.run_until_complete(visit(0))
+        return self.loop.run_until_complete(visit())
+
+    def settle(self, seconds: float = 0.05) -> None:
+        self.loop.run_until_complete(asyncio.sleep(seconds))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.window.tasks.close())
+        self.loop.run_until_complete(self.desk.aclose())
+        self.window.close()
+        self.window.deleteLater()
+        QtWidgets.QApplication.processEvents()
+
+
+def timed(work: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    work()
+    return (time.perf_counter() - start) * 1000
+
+
+def switching(folder: str) -> None:
+    desk = Desk.open(Paths.at(folder), offline=True)
+    refs = xl_refs(XL_NEURONS)
+    fill_store(desk, refs)
+    sample = desk.available_neurons("smollm2-135m")
+    session = Session(desk, folder)
+    for name, targets in (("bundled sample", sample), ("cached GPT-2 XL, five kinds", refs)):
+        session.switch(targets[-1])  # warm: first layouts, fonts, caches
+        times = []
+        session.cpu_ms.clear()
         before = rss_mb()
-        times = [loop.run_until_complete(visit(i)) for i in range(1, 51)]
-        for i in range(51, N_NEURONS):
-            loop.run_until_complete(visit(i))
+        for i in range(SWITCHES):
+            times.append(session.switch(targets[i % len(targets)]))
+            session.settle(0.002)  # the related fill-in and late paints, between picks
         after = rss_mb()
-        view = window.dataset_pane.view  # a repaint from the cached layouts: one frame's work
-        view.model().toggle(0)  # Top activations: all 50 records, the viewport full of tokens
-        view.doItemsLayout()
-        view.viewport().repaint()
-        paints = []
-        for _ in range(50):
+        print(f"{name}: median {median(times):.1f} ms, p95 {percentile(times, 0.95):.1f} ms, memory {before:.0f} → {after:.0f} MB")
+        bench(
+            NAME, f"neuron switch p95, {name}", percentile(times, 0.95), "ms", round(FRAME_MS, 1),
+            note=(
+                f"store → painted panes, median {median(times):.1f} ms; CPU per switch median "
+                f"{median(session.cpu_ms):.1f} ms, p95 {percentile(session.cpu_ms, 0.95):.1f} ms; "
+                f"{SWITCHES} switches over {len(targets)} neurons, 1920×1080, runner loaded; "
+                f"load average {os.getloadavg()[0]:.1f}"
+            ),
+        )
+    show_all(session, refs[0])
+    if SOAK:
+        soak(session, sample, refs)
+    session.close()
+    desk.close()
+
+
+def show_all(session: Session, ref: NeuronRef) -> None:
+    """Expand the Top activations of a GPT-2 XL neuron; scroll it; resize the window."""
+    window = session.window
+    session.switch(ref)
+    view = window.dataset_pane.view
+    model = window.dataset_pane.model
+    clicks = []
+    for _ in range(10):  # show all, show fewer, ...
+        clicks.append(timed(lambda: (model.toggle(0), view.doItemsLayout(), window.repaint())))
+    model.toggle(0)  # all 20 records shown
+    view.doItemsLayout()
+    window.repaint()
+    bar = view.verticalScrollBar()
+    frames = []
+    for step in range(120):  # down and up again, 40 px a frame (a wheel notch is 3 lines)
+        value = (step * 40) % (2 * max(bar.maximum(), 1))
+        target = value if value <= bar.maximum() else 2 * bar.maximum() - value
+        frames.append(timed(lambda t=target: (bar.setValue(t), view.viewport().repaint())))
+    resizes = []
+    for step in range(40):  # narrower and back, 24 px a step, as a dragged edge
+        width = 1920 - 24 * (step if step < 20 else 40 - step)
+        resizes.append(timed(lambda w=width: (window.resize(w, 1080), QtWidgets.QApplication.processEvents(), window.repaint())))
+    window.resize(1920, 1080)
+    print(f"show all: click median {median(clicks):.1f} ms; scroll frame p95 {percentile(frames, 0.95):.1f} ms; resize step p95 {percentile(resizes, 0.95):.1f} ms")
+    note = "Top activations of a GPT-2 XL neuron expanded, 1920×1080"
+    bench(NAME, "show all: click p95", percentile(clicks, 0.95), "ms", 50, note=f"{note}; expand/collapse, relaid and painted; 10 clicks")
+    bench(NAME, "show all: scroll frame p95", percentile(frames, 0.95), "ms", round(FRAME_MS, 1), note=f"{note}; 120 frames of 40 px")
+    bench(NAME, "show all: resize step p95", percentile(resizes, 0.95), "ms", 50, note=f"{note}; 40 steps of 24 px, relaid and painted")
+
+
+def soak(session: Session, sample: list[NeuronRef], refs: list[NeuronRef]) -> None:
+    before = rss_mb()
+    for i in range(SOAK):
+        session.switch((sample + refs)[i % (len(sample) + len(refs))])
+    print(f"soak: {SOAK} switches, memory {before:.0f} → {rss_mb():.0f} MB")
+
+
+def related_fill(folder: str) -> None:
+    """A GPT-2 XL-shaped network dataset behind a 100 ms mirror: the related dock's fill."""
+    root = Path(folder) / "mirror"
+    center = NeuronRef("net", 5, 131)
+    files = neuron_files(center.layer, center.index)
+    for kind, text in files.items():
+        path = root / kind.relative_path(center.layer, center.index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    listed = related(center.layer)
+    for i, neighbour in enumerate(related_neighbours(listed)):
+        path = root / Kind.EXPLANATIONS.relative_path(neighbour.layer, neighbour.index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(neuron_files(neighbour.layer, neighbour.index, seed=i)[Kind.EXPLANATIONS])
+    with Mirror(root, Faults(latency_s=LATENCY_S)) as mirror:
+        home = Path(folder) / "home"
+        home.mkdir()
+        store = Store.open(home / "store.sqlite3")
+        registry = Registry(store, bundled=[])
+        registry.add(
+            Dataset(
+                name="net", title="GPT-2 XL-shaped mirror", model="gpt2-xl", n_layers=48,
+                n_neurons=6400, kinds=ALL_KINDS, tokenizer="gpt2", base_url=mirror.base_url,
+            )
+        )
+        desk = Desk(store, registry, NeuronService(registry, store), paths=Paths.at(home))
+        session = Session(desk, str(Path(folder) / "home"))
+        explained: set[NeuronRef] = set()
+        session.window.browser.related_explained.connect(lambda ref, *_: explained.add(ref))
+
+        async def fill() -> tuple[float, float, int]:
+            session.shown.clear()
+            session.window.browser.go_to(center)
+            await session.shown.wait()
             start = time.perf_counter()
-            view.viewport().repaint()
-            paints.append((time.perf_counter() - start) * 1000)
-        paints.sort()
-        loop.run_until_complete(window.tasks.close())
-        loop.run_until_complete(desk.aclose())
-        store.close()
-    loop.close()
-    times.sort()
-    p95 = times[int(0.95 * len(times)) - 1]
-    print(
-        f"neuron switch, store to painted panes: median {statistics.median(times):.1f} ms, "
-        f"p95 {p95:.1f} ms over 50 switches (target: median < 100 ms, p95 < 200 ms)"
-    )
-    print(
-        f"repaint of the activations pane (full of tokens, layouts cached): median "
-        f"{statistics.median(paints):.1f} ms, p95 {paints[int(0.95 * len(paints)) - 1]:.1f} ms "
-        "(frame budget: 16 ms)"
-    )
-    print(
-        f"memory: {before:.0f} MB after the first neuron, {after:.0f} MB after {N_NEURONS} "
-        f"neurons (growth {after - before:+.0f} MB; target < 100 MB)"
+            wanted = set(related_refs(session.window.browser.data))  # type: ignore[arg-type]
+            while not wanted <= explained:
+                await asyncio.sleep(0.002)
+            filled = (time.perf_counter() - start) * 1000
+            return filled, mirror.faults.max_in_flight, len(wanted)
+
+        filled, in_flight, count = session.loop.run_until_complete(fill())
+        session.settle(0.2)
+        session.close()
+        desk.close()
+    rtt = LATENCY_S * 1000
+    print(f"related dock: {count} neighbours filled {filled:.0f} ms after the neuron was shown; {in_flight} requests in flight at most")
+    bench(
+        NAME, "related neurons filled, 100 ms mirror", filled / rtt, "×round trip", 2,
+        note=f"{filled:.0f} ms for {count} neighbours' explanations (~420 KB each, real shape) after the neuron was shown; one round trip {rtt:.0f} ms; {in_flight} requests in flight at most",
     )
 
+
+def related_neighbours(listed: object) -> list[NeuronRef]:
+    from neuron_desk.qt.browser import related_connections
+
+    refs: dict[NeuronRef, None] = {}
+    for connections in (listed.c_fc, listed.c_proj):  # type: ignore[attr-defined]
+        for _, ref, _ in related_connections(connections, "net"):
+            refs.setdefault(ref)
+    return list(refs)
+
+
+APP = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+LOOP = new_event_loop(APP)  # type: ignore[arg-type]
+asyncio.set_event_loop(LOOP)
 
 if __name__ == "__main__":
-    cold_start()
-    switching()
+    with tempfile.TemporaryDirectory() as home:
+        switching(home)
+    with tempfile.TemporaryDirectory() as home:
+        related_fill(home)
+    LOOP.close()  # its worker threads end with it
+    sys.stdout.flush()
+    os._exit(0)  # not through Qt's teardown of the offscreen application (it may abort)

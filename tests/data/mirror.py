@@ -32,6 +32,11 @@ class Faults:
     delay_s: dict[str, float] = field(default_factory=dict)
     truncate: set[str] = field(default_factory=set)
     requests: list[str] = field(default_factory=list)
+    latency_s: float = 0.0
+    """A delay before every answer (a distant host)."""
+    in_flight: int = 0
+    max_in_flight: int = 0
+    """The most requests the mirror was answering at the same time."""
 
 
 def write_public_layout(root: Path, neurons: list[tuple[int, int]]) -> None:
@@ -58,6 +63,11 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # a normal listen backlog (the default 5 drops connections)
+    daemon_threads = True
+
+
 class Mirror:
     """Serves `root` at http://127.0.0.1:<port>/data/ with scripted faults."""
 
@@ -73,8 +83,9 @@ class Mirror:
             def do_GET(self) -> None:
                 mirror._serve(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
@@ -82,6 +93,18 @@ class Mirror:
         return f"http://{host!s}:{port}/data"
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        faults = self.faults
+        with self._lock:
+            faults.in_flight += 1
+            faults.max_in_flight = max(faults.max_in_flight, faults.in_flight)
+        try:
+            time.sleep(faults.latency_s)
+            self._answer(handler)
+        finally:
+            with self._lock:
+                faults.in_flight -= 1
+
+    def _answer(self, handler: BaseHTTPRequestHandler) -> None:
         relative = handler.path.removeprefix("/data/")
         faults = self.faults
         faults.requests.append(relative)

@@ -63,6 +63,8 @@ def test_open_a_neuron_fills_every_pane(
     assert cell(table, 0, 0) == "0.42"
     # Top tokens dock: the activation-based list; weights say why they are missing.
     assert window.tokens_dock.by_activation.item(0, 0).text() == " eager"
+    assert window.tokens_dock.filled_tabs() == {0}  # the hidden tab fills when shown
+    window.tokens_dock.tabs.setCurrentIndex(1)
     assert (
         "has no top tokens by weight"
         in window.tokens_dock.lists["input_positive"].item(0, 0).text()

@@ -237,8 +237,9 @@ def test_related_neurons_get_their_best_explanation(
     own.add(ref(0, 2), "the best stored idea", 0.7, "user", {})
     events = Events(browser)
     browser.go(0, 0)
-    run_until(loop, lambda: len(events.of("related")) == 3)
-    assert events.of("related") == [
+    run_until(loop, lambda: len(events.of("related")) == 3 and not browser.related_in_flight())
+    assert events.of("related")[0] == (ref(0, 2), "the best stored idea", 0.7)  # at once
+    assert sorted(events.of("related")) == [
         (ref(0, 1), " words with the letter e (0:1)", 0.42),  # published, fetched
         (ref(0, 2), "the best stored idea", 0.7),
         (ref(1, 5), NOT_EXPLAINED, None),  # the mirror has nothing for 1:5
@@ -246,17 +247,80 @@ def test_related_neurons_get_their_best_explanation(
     assert not browser.tasks.running(BrowserState.RELATED_TASK)
 
 
-def test_the_related_fill_in_stops_when_another_neuron_is_picked(
+def settled(browser: BrowserState, target: NeuronRef, fetching: int = 0) -> bool:
+    """Loaded, the related fill-in run, and `fetching` fetches left (the test's loop stops in
+    between, and qasync's last pass of Qt events has no running loop for an httpx step)."""
+    return (
+        browser.current == target
+        and browser.data is not None
+        and not browser.tasks.running(BrowserState.RELATED_TASK)
+        and browser.related_in_flight() == fetching
+    )
+
+
+def test_a_related_fetch_outlives_a_switch_and_is_kept_for_the_way_back(
     browser: BrowserState, loop: asyncio.AbstractEventLoop, layout: Path, mirror: Mirror
 ) -> None:
     write_related(layout, 0, 0, RELATED)
-    mirror.faults.delay_s["explanations/0/1.jsonl"] = 0.3
+    mirror.faults.delay_s["explanations/0/1.jsonl"] = 0.5
     events = Events(browser)
     browser.go(0, 0)
-    wait_loaded(loop, browser, ref(0, 0))
-    assert browser.tasks.running(BrowserState.RELATED_TASK)
-    browser.go(0, 3)
-    assert not browser.tasks.running(BrowserState.RELATED_TASK)
-    wait_loaded(loop, browser, ref(0, 3))
-    loop.run_until_complete(asyncio.sleep(0.5))
-    assert events.of("related") == []
+    run_until(loop, lambda: settled(browser, ref(0, 0), fetching=1))  # only 0:1 is slow
+    before = len(events.of("related"))
+    browser.go(0, 3)  # the slow fetch of 0:1 goes on...
+    run_until(loop, lambda: settled(browser, ref(0, 3)))
+    assert len(events.of("related")) == before  # ...but 0:3 lists nothing: nothing announced
+    assert ref(0, 1) not in [r for r, _, _ in events.of("related")]
+    asked, seen = len(mirror.faults.requests), len(events.of("related"))
+    browser.back()
+    run_until(
+        loop, lambda: settled(browser, ref(0, 0)) and len(events.of("related")) == seen + 3
+    )
+    assert (ref(0, 1), " words with the letter e (0:1)", 0.42) in events.of("related")[seen:]
+    assert not [p for p in mirror.faults.requests[asked:] if p.startswith("explanations/")]
+
+
+def test_related_explanations_are_fetched_all_at_once(
+    browser: BrowserState, loop: asyncio.AbstractEventLoop, layout: Path, mirror: Mirror
+) -> None:
+    """Every listed neuron's explanation in flight at the same time, over real sockets to a
+    mirror that answers after 100 ms: the neuron and its dock load in about two round trips,
+    not thirteen."""
+    many = RelatedNeurons(
+        c_fc=NeuronConnections(
+            top_positive_neurons=[f"1_{i}" for i in range(6)],
+            top_negative_neurons=[f"0_{i}" for i in range(1, 7)],
+            top_positive_weights=[0.5 - i / 100 for i in range(6)],
+            top_negative_weights=[-0.5 + i / 100 for i in range(6)],
+        ),
+        c_proj=None,
+    )
+    write_related(layout, 0, 0, many)
+    events = Events(browser)
+    mirror.faults.latency_s = 0.1
+    start = loop.time()
+    browser.go(0, 0)
+    run_until(loop, lambda: settled(browser, ref(0, 0)) and len(events.of("related")) == 12)
+    elapsed = loop.time() - start
+    assert mirror.faults.max_in_flight >= 12
+    assert elapsed < 0.1 * 6, elapsed  # twelve one after another would take 1.3 s
+
+
+def test_the_neurons_with_data_are_listed_anew_once_the_store_changes(
+    make_desk: DeskFactory, store: Store, loop: asyncio.AbstractEventLoop
+) -> None:
+    """The listing is kept between neurons shown, and made again after a file is stored, by
+    this desk or by another process (another connection to the same file)."""
+    desk = make_desk()
+    assert desk.available_neurons("mirror") == []
+    loop.run_until_complete(desk.neuron(ref(0, 2)))  # fetched: stored
+    assert desk.available_neurons("mirror") == [ref(0, 2)]
+    other = Store.open(store.path)
+    try:
+        record = store.get_file(ref(0, 2), "activations")
+        assert record is not None
+        other.put_file(ref(1, 1), "activations", record.text, "import")
+    finally:
+        other.close()
+    assert desk.available_neurons("mirror") == [ref(0, 2), ref(1, 1)]
+    assert desk.available_neurons("mirror", layer=1) == [ref(1, 1)]

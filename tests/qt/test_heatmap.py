@@ -143,3 +143,51 @@ def test_excerpts_are_selected_and_copied_as_plain_text(qtbot) -> None:  # type:
     )
     assert view.copy() == " second"
     assert view.selected_text(with_values=True) == "' second'\t1"
+
+
+def test_a_view_lays_each_row_out_once_through_paints_scrolls_and_a_section_expanding(
+    qtbot, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Size hints, paints and scrolling reuse one layout per row and width; expanding a section
+    lays out only its new rows; a narrower window lays out only the rows then needed."""
+    import neuron_desk.qt.heatmap as heatmap
+    from neuron_desk.qt.datasetpane import DatasetPane
+    from tests.synthetic import neuron_record
+
+    laid_out: list[tuple[int, int]] = []
+    real = heatmap._layout
+
+    def counting(row, metrics, widths, width, side_by_side):  # type: ignore[no-untyped-def]
+        laid_out.append((id(row), width))
+        return real(row, metrics, widths, width, side_by_side)
+
+    monkeypatch.setattr(heatmap, "_layout", counting)
+    pane = DatasetPane()
+    qtbot.addWidget(pane)
+    pane.resize(900, 700)
+    pane.show()
+    pane.show_record(neuron_record(seed=3, n_top=20))
+    pane.view.doItemsLayout()
+    pane.repaint()
+    first = list(laid_out)
+    assert first and len(first) == len(set(first))  # each (row, width) once
+    bar = pane.view.verticalScrollBar()
+    for value in range(0, bar.maximum() + 1, 30):
+        bar.setValue(value)
+        pane.view.viewport().repaint()
+    assert laid_out == first  # scrolling over the same rows: no layout
+    pane.model.toggle(0)  # Top activations: 4 → 20 records
+    pane.view.doItemsLayout()
+    pane.repaint()
+    added = laid_out[len(first) :]
+    assert len(added) == 16 and len(set(added)) == 16  # only the rows that came in
+    assert len(laid_out) == len(set(laid_out))
+
+
+def test_heat_colours_are_made_once_per_row(qapp) -> None:  # type: ignore[no-untyped-def]
+    palette = Palette.of(QtWidgets.QApplication.palette())
+    row = row_of(["a", "b", "c"], [0.0, 0.5, 1.0])
+    colours = palette.token_colours(row)
+    assert palette.token_colours(row) is colours
+    assert colours[0][0] != colours[2][0]  # the ramp
+    assert Palette.of(QtWidgets.QApplication.palette()) is palette
