@@ -16,6 +16,7 @@ says why in words.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -241,6 +242,10 @@ async def probe(backend: LLMBackend, model: str) -> Capabilities:
     return caps
 
 
+_PROBES: dict[tuple[int, str, str, int], asyncio.Task[Capabilities]] = {}
+"""Probes in flight by (event loop, endpoint, model, store): callers asking meanwhile share one."""
+
+
 async def capabilities_for(
     backend: LLMBackend,
     endpoint: str,
@@ -249,11 +254,35 @@ async def capabilities_for(
     *,
     refresh: bool = False,
 ) -> Capabilities:
-    """The remembered capabilities of `endpoint` + `model`, probing (and storing) on a miss."""
+    """The remembered capabilities of `endpoint` + `model`, probing (and storing) on a miss.
+
+    Concurrent callers (the neurons of a batch starting together) share one probe: the first
+    starts it, the others wait for its answer. A caller cancelled meanwhile leaves the probe
+    running for the others.
+    """
     if store is not None and not refresh:
         known = known_capabilities(store, endpoint, model)
         if known is not None:
             return known
+    key = (id(asyncio.get_running_loop()), endpoint, model, id(store))
+    task = _PROBES.get(key)
+    if task is None:
+        task = asyncio.ensure_future(_probe_and_remember(backend, endpoint, model, store))
+        _PROBES[key] = task
+
+        def forget(done: asyncio.Task[Capabilities]) -> None:
+            if _PROBES.get(key) is done:
+                del _PROBES[key]
+            if not done.cancelled():
+                done.exception()  # retrieved here too: every waiter may have gone
+
+        task.add_done_callback(forget)
+    return await asyncio.shield(task)
+
+
+async def _probe_and_remember(
+    backend: LLMBackend, endpoint: str, model: str, store: Store | None
+) -> Capabilities:
     caps = await probe(backend, model)
     if store is not None and not store.read_only:
         with store.transaction() as db:

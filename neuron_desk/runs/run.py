@@ -27,7 +27,7 @@ from neuron_desk.core.model import NeuronRecord, ScoredExplanation, SimulatorMet
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.core.scores import best_first
 from neuron_desk.data.explanations import Explanations
-from neuron_desk.llm.cache import ResponseCache, cache_key
+from neuron_desk.llm.cache import ResponseCache
 from neuron_desk.llm.capabilities import (
     Capabilities,
     SimulatorChoice,
@@ -456,18 +456,28 @@ class NeuronRun:
             raise MethodError("no explainer model: name one (--model) or set it in the profile")
         session = self._session()
         started = time.time()
-        texts = await generate_explanations(record, self.explainer(session), options.settings())
+        # The probe (first call only) needs nothing of the explanation: both go out at once.
+        probing = (
+            asyncio.ensure_future(self.choose_method()) if score and self.choice is None else None
+        )
+        try:
+            texts = await generate_explanations(record, self.explainer(session), options.settings())
+        except BaseException:
+            _abandon(probing)
+            raise
         explanations = [t.strip() for t in texts]
         explain_provenance = {
             "explainer_model": options.explainer_model,
             "explain_usage": session.usage.to_json(),
-            "explain_requests": [cache_key(self.endpoint, p, b) for p, b, _ in session.responses],
+            "explain_requests": [key for _, _, key in session.responses],
             "explanation_prompt": _prompt_of(session),
             "raw_completions": texts,
             "explain_started": _iso(started),
         }
         choice: SimulatorChoice | None = None
-        if score:
+        if probing is not None:
+            choice = await probing
+        elif score:
             choice = self.choice or await self.choose_method()
         outcomes: list[ScoreOutcome]
         if choice is None or choice.method is None:
@@ -600,7 +610,7 @@ class NeuronRun:
             "run": self.run_id,
             "time": _iso(time.time()),
             "duration_s": round(time.time() - started, 3),
-            "requests": [cache_key(self.endpoint, p, b) for p, b, _ in session.responses],
+            "requests": [key for _, _, key in session.responses],
             "neuron_desk": __version__,
         }
         if extra:
@@ -672,8 +682,19 @@ async def _stop_sessions(sessions: list[LLMSession], timeout: float = 5.0) -> No
         await asyncio.wait(tasks, timeout=timeout)
 
 
+def _abandon(task: asyncio.Future[Any] | None) -> None:
+    """Cancel a task no longer waited for (its failure, if it failed already, is dropped)."""
+    if task is None:
+        return
+    if task.done():
+        if not task.cancelled():
+            task.exception()
+    else:
+        task.cancel()
+
+
 def _prompt_of(session: LLMSession) -> str:
-    for _path, body, _response in session.responses:
+    for _path, body, _key in session.responses:
         messages = body.get("messages")
         if isinstance(messages, list):
             return "\n\n".join(f"[{m.get('role')}] {m.get('content')}" for m in messages)
