@@ -364,7 +364,7 @@ POOL_SHARD_SIZE = 8
 
 def _pooled_transport(max_concurrent: int) -> httpx.AsyncBaseTransport:
     """The transport: one connection pool, or several small ones for a high concurrency."""
-    if max_concurrent <= 2 * POOL_SHARD_SIZE:
+    if max_concurrent <= POOL_SHARD_SIZE:
         limits = httpx.Limits(
             max_connections=max_concurrent, max_keepalive_connections=max_concurrent
         )
