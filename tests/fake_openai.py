@@ -74,6 +74,8 @@ class FakeOpenAI:
     max_active: int = 0
     aborted: int = 0
     authorization: list[str | None] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)
+    """When each request of `requests` arrived (time.monotonic())."""
     models: list[str] | None = None
     """The models served (None: any); another answers 404 "model ... does not exist"."""
 
@@ -422,6 +424,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         with fake._lock:
             fake.requests.append((self.path, body))
+            fake.arrived.append(time.monotonic())
             fake.authorization.append(self.headers.get("Authorization"))
             fake.active += 1
             fake.max_active = max(fake.max_active, fake.active)
