@@ -221,6 +221,8 @@ async def run_batch(
         if note:
             logger.warning("%s", note)
             summary.notes.append(note)
+        if run.choice is None:
+            run.start_choosing()  # one probe for the batch, sent before the first neuron's
     started = time.perf_counter()
     stop = asyncio.Event()
     outer = asyncio.current_task()

@@ -174,6 +174,8 @@ class NeuronRun:
         self.capabilities: Capabilities | None = None
         self.choice: SimulatorChoice | None = None
         self.ledger = UsageLedger(run=self.run_id, budget=options.budget, prices=self.prices)
+        self._choosing: asyncio.Future[SimulatorChoice] | None = None
+        """The shared `choose_method` in progress or done (see `start_choosing`)."""
         self._reused: set[int] = set()
         """Stored rows that stand for a result of this run (an earlier run's same result)."""
         """The whole run's usage and budget (each part's session reports to it)."""
@@ -268,6 +270,16 @@ class NeuronRun:
             self.capabilities, self.options.method, where=f"{self.endpoint} ({model})"
         )
         return self.choice
+
+    def start_choosing(self) -> asyncio.Future[SimulatorChoice]:
+        """Start `choose_method` without waiting for it, once for every caller until it is done
+        (a failed or cancelled one starts again): the neurons of a batch share one probe, and a
+        batch starts it before its neurons so that it goes out first."""
+        task = self._choosing
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._choosing = asyncio.ensure_future(self.choose_method())
+            task.add_done_callback(_retrieve)
+        return task
 
     def known_choice(self) -> SimulatorChoice | None:
         """The choice from a remembered probe, without probing (None if never probed)."""
@@ -457,14 +469,8 @@ class NeuronRun:
         session = self._session()
         started = time.time()
         # The probe (first call only) needs nothing of the explanation: both go out at once.
-        probing = (
-            asyncio.ensure_future(self.choose_method()) if score and self.choice is None else None
-        )
-        try:
-            texts = await generate_explanations(record, self.explainer(session), options.settings())
-        except BaseException:
-            _abandon(probing)
-            raise
+        probing = self.start_choosing() if score and self.choice is None else None
+        texts = await generate_explanations(record, self.explainer(session), options.settings())
         explanations = [t.strip() for t in texts]
         explain_provenance = {
             "explainer_model": options.explainer_model,
@@ -476,7 +482,7 @@ class NeuronRun:
         }
         choice: SimulatorChoice | None = None
         if probing is not None:
-            choice = await probing
+            choice = await asyncio.shield(probing)  # shared: a cancelled call leaves it running
         elif score:
             choice = self.choice or await self.choose_method()
         outcomes: list[ScoreOutcome]
@@ -682,15 +688,10 @@ async def _stop_sessions(sessions: list[LLMSession], timeout: float = 5.0) -> No
         await asyncio.wait(tasks, timeout=timeout)
 
 
-def _abandon(task: asyncio.Future[Any] | None) -> None:
-    """Cancel a task no longer waited for (its failure, if it failed already, is dropped)."""
-    if task is None:
-        return
-    if task.done():
-        if not task.cancelled():
-            task.exception()
-    else:
-        task.cancel()
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a shared task's failure as seen (each waiter gets it; none may be left)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _prompt_of(session: LLMSession) -> str:

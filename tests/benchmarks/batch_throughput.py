@@ -1,7 +1,7 @@
 """An online batch against an oracle endpoint with a fixed latency: requests per second against
 what `--concurrency` in flight allows (concurrency / latency).
 
-    python tests/benchmarks/batch_throughput.py [--latency 0.5] [--concurrency 16 64] [--rounds 5]
+    python tests/benchmarks/batch_throughput.py [--latency 1.0] [--concurrency 16 64] [--rounds 5]
 
 The endpoint is the fake OpenAI-compatible server (tests/fake_openai.py, real HTTP on
 127.0.0.1) answering as a perfect oracle after `latency` seconds; the neurons are synthetic
@@ -118,7 +118,7 @@ def bench(target: str, figure: float, limit: float, unit: str, note: str, kind: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--latency", type=float, default=0.5)
+    parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--rounds", type=int, default=4, help="neurons per batch / concurrency")
     args = parser.parse_args()

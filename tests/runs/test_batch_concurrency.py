@@ -27,7 +27,7 @@ from tests.synthetic import neuron_record, oracle
 
 pytestmark = pytest.mark.integration
 
-LATENCY = 0.3
+LATENCY = 0.5
 NEURONS = 16
 
 
@@ -90,9 +90,10 @@ def test_a_batch_of_16_concurrent_neurons_probes_once_alongside_the_explanations
     # One probe for the endpoint + model: echo with logprobs (it works, so no completion
     # logprobs request) and chat top_logprobs. Before, every neuron probed: 2 x 16.
     assert len(probes) == 2
-    # The probe does not wait for an explanation's answer: it goes out with the first ones.
+    # The probe does not wait for an explanation's answer: it goes out with the first ones,
+    # before the first of them can have been answered (before, it came after that answer).
     first_probe = fake.arrived[probes[0]]
-    assert first_probe - fake.arrived[0] < LATENCY / 2
+    assert first_probe - fake.arrived[0] < LATENCY
     assert summary.methods == {SimulatorMethod.PROMPT_LOGPROBS.value: NEURONS}  # probe chose it
 
 
