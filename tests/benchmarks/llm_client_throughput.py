@@ -13,7 +13,9 @@ concurrency / latency requests per second (160/s at 100 ms x 16).
 Measured twice: the bare client (HTTP, redaction, orjson decoding), and through an
 `LLMSession` as runs use it (response cache lookup, the raw answer compressed and written to a
 SQLite store, usage ledger written per request). Target (issue 12): the session at >= 70% of
-the limit. Printed as BENCH lines (figure, limit, ratio in the same run).
+the limit. Printed as BENCH lines (figure, limit, ratio in the same run), with the session's
+CPU ceiling (1 / its CPU seconds per answer): on a loaded machine the rate measures the share
+of a core the client got, the ceiling what the client needs.
 """
 
 from __future__ import annotations
@@ -97,9 +99,10 @@ def free_port() -> int:
 
 async def measure(
     base_url: str, concurrency: int, requests: int, store: Store | None, tag: str
-) -> float:
+) -> tuple[float, float]:
     """Requests per second for `requests` distinct requests at `concurrency` (answers are
-    dropped as they come, as a scorer does once it has read its positions)."""
+    dropped as they come, as a scorer does once it has read its positions), and the client's
+    CPU seconds per request (all its threads: the cache compresses and writes in a worker)."""
     async with OpenAICompatibleClient(base_url, max_concurrent=concurrency) as client:
         backend = LLMSession(client, store=store) if store is not None else client
 
@@ -118,9 +121,10 @@ async def measure(
             assert answer["choices"], answer
 
         await asyncio.gather(*(one(-1 - i) for i in range(concurrency)))  # warm the pool
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(one(i) for i in range(requests)))
-        return requests / (time.perf_counter() - started)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        return requests / seconds, cpu / requests
 
 
 def bench(target: str, figure: float, limit: float, note: str) -> None:
@@ -172,13 +176,21 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             store = Store.open(Path(tmp) / "bench.sqlite3")
-            client_rate = asyncio.run(measure(base_url, concurrency, requests, None, "client"))
-            print(f"client alone: {client_rate:.1f} req/s ({client_rate / limit:.0%} of {limit:.0f})")
-            session_rate = asyncio.run(measure(base_url, concurrency, requests, store, "session"))
+            client_rate, client_cpu = asyncio.run(
+                measure(base_url, concurrency, requests, None, "client")
+            )
+            print(
+                f"client alone: {client_rate:.1f} req/s ({client_rate / limit:.0%} of "
+                f"{limit:.0f}); {client_cpu * 1000:.1f} ms CPU per answer"
+            )
+            session_rate, session_cpu = asyncio.run(
+                measure(base_url, concurrency, requests, store, "session")
+            )
             cached = ResponseCache(store).count()
             print(
                 f"through a session (cache + ledger): {session_rate:.1f} req/s "
-                f"({session_rate / limit:.0%}); {cached} answers cached"
+                f"({session_rate / limit:.0%}); {session_cpu * 1000:.1f} ms CPU per answer; "
+                f"{cached} answers cached"
             )
             store.close()
     finally:
@@ -195,6 +207,13 @@ def main() -> None:
         session_rate,
         limit * TARGET,
         shape + "; + cache lookup, raw answer compressed and stored, usage ledger in SQLite",
+    )
+    bench(
+        f"LLM session CPU ceiling (1 / client CPU per answer), >= {TARGET:.0%} of the limit",
+        1 / session_cpu,
+        limit * TARGET,
+        shape + f"; {session_cpu * 1000:.1f} ms of client CPU per answer (all threads): the rate "
+        "one free core sustains, whatever else the machine runs",
     )
 
 
