@@ -242,7 +242,15 @@ async def probe(backend: LLMBackend, model: str) -> Capabilities:
     return caps
 
 
-_PROBES: dict[tuple[int, str, str, int], asyncio.Task[Capabilities]] = {}
+@dataclass
+class _SharedProbe:
+    """A probe in flight and how many callers wait for it."""
+
+    task: asyncio.Task[Capabilities]
+    waiters: int = 0
+
+
+_PROBES: dict[tuple[int, str, str, int], _SharedProbe] = {}
 """Probes in flight by (event loop, endpoint, model, store): callers asking meanwhile share one."""
 
 
@@ -257,27 +265,33 @@ async def capabilities_for(
     """The remembered capabilities of `endpoint` + `model`, probing (and storing) on a miss.
 
     Concurrent callers (the neurons of a batch starting together) share one probe: the first
-    starts it, the others wait for its answer. A caller cancelled meanwhile leaves the probe
-    running for the others.
+    starts it, the others wait for its answer. A cancelled caller leaves it running for the
+    others; when the last one is cancelled, the probe's requests are cancelled too.
     """
     if store is not None and not refresh:
         known = known_capabilities(store, endpoint, model)
         if known is not None:
             return known
     key = (id(asyncio.get_running_loop()), endpoint, model, id(store))
-    task = _PROBES.get(key)
-    if task is None:
+    shared = _PROBES.get(key)
+    if shared is None:
         task = asyncio.ensure_future(_probe_and_remember(backend, endpoint, model, store))
-        _PROBES[key] = task
+        shared = _PROBES[key] = _SharedProbe(task)
 
         def forget(done: asyncio.Task[Capabilities]) -> None:
-            if _PROBES.get(key) is done:
+            if key in _PROBES and _PROBES[key].task is done:
                 del _PROBES[key]
             if not done.cancelled():
                 done.exception()  # retrieved here too: every waiter may have gone
 
         task.add_done_callback(forget)
-    return await asyncio.shield(task)
+    shared.waiters += 1
+    try:
+        return await asyncio.shield(shared.task)
+    finally:
+        shared.waiters -= 1
+        if shared.waiters == 0 and not shared.task.done():
+            shared.task.cancel()
 
 
 async def _probe_and_remember(
