@@ -74,6 +74,8 @@ class FakeOpenAI:
     max_active: int = 0
     aborted: int = 0
     authorization: list[str | None] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)
+    """When each request of `requests` arrived (time.monotonic())."""
     models: list[str] | None = None
     """The models served (None: any); another answers 404 "model ... does not exist"."""
 
@@ -422,6 +424,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         with fake._lock:
             fake.requests.append((self.path, body))
+            fake.arrived.append(time.monotonic())
             fake.authorization.append(self.headers.get("Authorization"))
             fake.active += 1
             fake.max_active = max(fake.max_active, fake.active)
@@ -520,3 +523,56 @@ class FakeServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+_VOCABULARY = [" the", " of", " and", " to", " in", " a", " is", " that", " for", " it", " as"]
+_VOCABULARY += ["\t", "\n", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "ing", "ed"]
+
+
+def vllm_prompt_logprobs_echo(
+    prompt: str, *, top: int = 15, model: str = "fake-model", seed: int = 0, chars: int = 4
+) -> dict[str, Any]:
+    """An answer shaped as vLLM's /completions with `echo` and `logprobs=top` (what the
+    prompt-logprobs scorer gets): every prompt position (tokens of `chars` characters) carries
+    `top` alternatives with full-precision float logprobs, plus text offsets, token logprobs,
+    one generated token and `usage`. A scoring prompt of ~5 KB gives ~640 KB, as vLLM sends."""
+    rng = random.Random(seed)
+    tokens = [prompt[i : i + chars] for i in range(0, len(prompt), chars)] + [" the"]
+    offsets, position = [], 0
+    for token in tokens:
+        offsets.append(position)
+        position += len(token)
+    top_logprobs: list[dict[str, float] | None] = [None]
+    for token in tokens[1:]:
+        alternatives = {token: math.log(rng.uniform(0.05, 0.95))}
+        while len(alternatives) < top:
+            alternatives[rng.choice(_VOCABULARY) + str(rng.randrange(1000))] = math.log(
+                rng.uniform(1e-6, 0.05)
+            )
+        top_logprobs.append(alternatives)
+    return {
+        "id": f"cmpl-{rng.getrandbits(64):016x}",
+        "object": "text_completion",
+        "created": 1764547200,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "text": prompt + " the",
+                "logprobs": {
+                    "text_offset": offsets,
+                    "token_logprobs": [None] + [math.log(rng.uniform(0.01, 1)) for _ in tokens[1:]],
+                    "tokens": tokens,
+                    "top_logprobs": top_logprobs,
+                },
+                "finish_reason": "length",
+                "stop_reason": None,
+                "prompt_logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": len(tokens) - 1,
+            "total_tokens": len(tokens),
+            "completion_tokens": 1,
+        },
+    }

@@ -16,6 +16,7 @@ says why in words.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -241,6 +242,18 @@ async def probe(backend: LLMBackend, model: str) -> Capabilities:
     return caps
 
 
+@dataclass
+class _SharedProbe:
+    """A probe in flight and how many callers wait for it."""
+
+    task: asyncio.Task[Capabilities]
+    waiters: int = 0
+
+
+_PROBES: dict[tuple[int, str, str, int], _SharedProbe] = {}
+"""Probes in flight by (event loop, endpoint, model, store): callers asking meanwhile share one."""
+
+
 async def capabilities_for(
     backend: LLMBackend,
     endpoint: str,
@@ -249,11 +262,41 @@ async def capabilities_for(
     *,
     refresh: bool = False,
 ) -> Capabilities:
-    """The remembered capabilities of `endpoint` + `model`, probing (and storing) on a miss."""
+    """The remembered capabilities of `endpoint` + `model`, probing (and storing) on a miss.
+
+    Concurrent callers (the neurons of a batch starting together) share one probe: the first
+    starts it, the others wait for its answer. A cancelled caller leaves it running for the
+    others; when the last one is cancelled, the probe's requests are cancelled too.
+    """
     if store is not None and not refresh:
         known = known_capabilities(store, endpoint, model)
         if known is not None:
             return known
+    key = (id(asyncio.get_running_loop()), endpoint, model, id(store))
+    shared = _PROBES.get(key)
+    if shared is None:
+        task = asyncio.ensure_future(_probe_and_remember(backend, endpoint, model, store))
+        shared = _PROBES[key] = _SharedProbe(task)
+
+        def forget(done: asyncio.Task[Capabilities]) -> None:
+            if key in _PROBES and _PROBES[key].task is done:
+                del _PROBES[key]
+            if not done.cancelled():
+                done.exception()  # retrieved here too: every waiter may have gone
+
+        task.add_done_callback(forget)
+    shared.waiters += 1
+    try:
+        return await asyncio.shield(shared.task)
+    finally:
+        shared.waiters -= 1
+        if shared.waiters == 0 and not shared.task.done():
+            shared.task.cancel()
+
+
+async def _probe_and_remember(
+    backend: LLMBackend, endpoint: str, model: str, store: Store | None
+) -> Capabilities:
     caps = await probe(backend, model)
     if store is not None and not store.read_only:
         with store.transaction() as db:

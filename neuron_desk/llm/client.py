@@ -38,6 +38,7 @@ from neuron_desk.core.errors import (
     BackendUnavailable,
 )
 from neuron_desk.core.text import for_terminal, redact
+from neuron_desk.llm.answers import RawAnswer, parse_json, redact_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -131,17 +132,9 @@ class OpenAICompatibleClient:
         self.retry = retry or RetryPolicy()
         self.stats = ClientStats()
         self._secret = api_key or None
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(
-                max_connections=max_concurrent, max_keepalive_connections=max_concurrent
-            ),
-            follow_redirects=False,
-            transport=transport or _pooled_transport(max_concurrent),
-        )
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._transport = transport
+        self._http = self._open_http(max_concurrent)
         self._semaphore = asyncio.Semaphore(max_concurrent)
         self._sleep: Sleep = sleep or asyncio.sleep
         self._clock: Clock = clock or time.monotonic
@@ -149,6 +142,19 @@ class OpenAICompatibleClient:
         self._paused_until = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+
+    def _open_http(self, max_concurrent: int) -> httpx.AsyncClient:
+        """The connection pool for `max_concurrent` requests at once."""
+        return httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=self._headers,
+            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
+            limits=httpx.Limits(
+                max_connections=max_concurrent, max_keepalive_connections=max_concurrent
+            ),
+            follow_redirects=False,
+            transport=self._transport or _pooled_transport(max_concurrent),
+        )
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleClient({self.base_url!r})"
@@ -190,6 +196,29 @@ class OpenAICompatibleClient:
         self._closed = True
         self.cancel_all()
         await self._http.aclose()
+
+    async def raise_concurrency(self, limit: int) -> None:
+        """Allow `limit` requests on the wire at once, above the profile's `max_concurrency`
+        (a batch's `--concurrency`); a lower `limit` changes nothing. The connection pool is
+        rebuilt for the new size, so this needs a client with nothing in flight;
+        BackendConfigError says so otherwise."""
+        if limit <= self.max_concurrent:
+            return
+        if self._closed:
+            raise BackendConfigError(f"the client for {self.base_url} is closed")
+        if self._tasks or self.stats.in_flight:
+            raise BackendConfigError(
+                f"requests to {self.base_url} are in flight, so the limit stays at "
+                f"{self.max_concurrent} (the connection pool is resized only when idle)"
+            )
+        extra = limit - self.max_concurrent
+        self.max_concurrent = limit
+        for _ in range(extra):  # a semaphore's limit grows by releasing it
+            self._semaphore.release()
+        if self._transport is None:  # a transport given by the caller is the caller's
+            old = self._http
+            self._http = self._open_http(limit)
+            await old.aclose()
 
     async def __aenter__(self) -> OpenAICompatibleClient:
         return self
@@ -307,19 +336,22 @@ class OpenAICompatibleClient:
             raise BackendHTTPError(status, _error_message(response, self._redact), url)
         # The key is blanked from the whole body before anything reads it: the model's own
         # output (an echoed prompt, a key it repeats) reaches the cache, store and exports.
-        text = self._redact(response.text)
+        # The redacted bytes are kept with the decoded object, so the cache stores them as
+        # they are (no second encoding of a 640 KB logprobs echo).
+        raw = redact_bytes(response.content, self._secret)
         try:
-            data = json.loads(text)
+            data = parse_json(raw)
         except ValueError:
+            text = raw[:120].decode("utf-8", errors="replace")
             raise BackendResponseError(
-                f"{url} answered with something that is not JSON: {for_terminal(text[:120])!r}"
+                f"{url} answered with something that is not JSON: {for_terminal(text)!r}"
             ) from None
         if not isinstance(data, dict):
             raise BackendResponseError(f"{url} answered with JSON that is not an object")
         if data.get("error") and "choices" not in data and "data" not in data:
             message = str(data["error"])[:300]
             raise BackendResponseError(f"{url} answered 200 with an error: {message}")
-        return data
+        return RawAnswer(data, raw)
 
     def _redact(self, text: str) -> str:
         """`text` with the API key (should a server echo it) replaced by ***."""
@@ -332,7 +364,7 @@ POOL_SHARD_SIZE = 8
 
 def _pooled_transport(max_concurrent: int) -> httpx.AsyncBaseTransport:
     """The transport: one connection pool, or several small ones for a high concurrency."""
-    if max_concurrent <= 2 * POOL_SHARD_SIZE:
+    if max_concurrent <= POOL_SHARD_SIZE:
         limits = httpx.Limits(
             max_connections=max_concurrent, max_keepalive_connections=max_concurrent
         )

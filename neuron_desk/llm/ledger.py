@@ -1,10 +1,12 @@
 """Token usage, prices and budgets.
 
-Each request's usage comes from the response's `usage` object when the endpoint sends one,
-else it is counted with tiktoken (`method.tokens.count_tokens`, cl100k_base, offline). A
-ledger sums a run's usage, writes every request to the store's `usage` table (so totals across
-runs are kept) and enforces a budget: a request that would take the run over its token or
-money cap is refused with `BudgetExceeded` before it is sent, and so is every later one.
+Each request's usage comes from the response's `usage` object when the endpoint sends one
+(nothing is counted then), else it is counted with tiktoken (`method.tokens.count_tokens`,
+cl100k_base, offline; `Usage.counted_requests` says how many were). A prompt is counted before
+it is sent only when a budget has to hold its tokens. A ledger sums a run's usage, writes every
+request to the store's `usage` table (so totals across runs are kept) and enforces a budget: a
+request that would take the run over its token or money cap is refused with `BudgetExceeded`
+before it is sent, and so is every later one.
 
 Prompt tokens a provider served from its prefix cache (`usage.prompt_tokens_details.
 cached_tokens`) are recorded apart and priced at the model's cached rate; requests answered by
@@ -40,6 +42,9 @@ class Usage:
     """Whether some token counts were estimated with tiktoken (no `usage` in the response)."""
     cached_prompt_tokens: int = 0
     """Of `prompt_tokens`, those the provider served from its prefix cache."""
+    counted_requests: int = 0
+    """Of `requests`, those whose tokens were counted with tiktoken (the server reported no
+    usage); the others' are the server's own report, which is never counted again."""
 
     @property
     def total_tokens(self) -> int:
@@ -54,6 +59,7 @@ class Usage:
         self.cached_requests += other.cached_requests
         self.counted = self.counted or other.counted
         self.cached_prompt_tokens += other.cached_prompt_tokens
+        self.counted_requests += other.counted_requests
 
     def to_json(self) -> dict[str, Any]:
         """A JSON object for provenance and `--json` output."""
@@ -65,6 +71,7 @@ class Usage:
             "cached_requests": self.cached_requests,
             "cached_prompt_tokens": self.cached_prompt_tokens,
             "estimated": self.counted,
+            "counted_requests": self.counted_requests,
         }
 
 
@@ -211,6 +218,11 @@ def completion_text(response: JSONDict) -> str:
 
 def usage_of(body: JSONDict, response: JSONDict) -> Usage:
     """One request's usage: the response's `usage` if present, else counted with tiktoken."""
+    return reported_usage(response) or counted_usage(body, response)
+
+
+def reported_usage(response: JSONDict) -> Usage | None:
+    """The usage the server reported in the response (prompt and completion tokens), or None."""
     reported = response.get("usage")
     if isinstance(reported, dict):
         prompt = reported.get("prompt_tokens")
@@ -218,11 +230,18 @@ def usage_of(body: JSONDict, response: JSONDict) -> Usage:
         if isinstance(prompt, int) and isinstance(completion, int):
             cached = cached_tokens(reported)
             return Usage(prompt, completion, requests=1, cached_prompt_tokens=cached)
-    prompt_tokens = count_tokens(prompt_text(body))
+    return None
+
+
+def counted_usage(body: JSONDict, response: JSONDict, prompt_tokens: int | None = None) -> Usage:
+    """A request's usage counted with tiktoken (for a response without `usage`); the prompt's
+    count may be given when it was counted already (for the budget)."""
+    if prompt_tokens is None:
+        prompt_tokens = count_tokens(prompt_text(body))
     text = completion_text(response)
     if body.get("echo") and isinstance(body.get("prompt"), str):
         text = text.removeprefix(body["prompt"])
-    return Usage(prompt_tokens, count_tokens(text), requests=1, counted=True)
+    return Usage(prompt_tokens, count_tokens(text), requests=1, counted=True, counted_requests=1)
 
 
 def cached_tokens(usage: JSONDict) -> int:
@@ -274,6 +293,14 @@ class UsageLedger:
                 return None
             total += cost
         return total
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether this ledger or a parent has a token or money cap (requests then hold their
+        prompt's tokens before they are sent, which needs a count)."""
+        budget = self.budget
+        capped = budget.max_tokens is not None or budget.max_cost is not None
+        return capped or (self.parent is not None and self.parent.budgeted)
 
     def reserve(self, model: str, prompt_tokens: int) -> None:
         """Hold `prompt_tokens` of the budget for a request about to be sent, or refuse it."""

@@ -287,6 +287,13 @@ class LocalBackend:
     def __repr__(self) -> str:
         return f"LocalBackend(pid={self.server.pid})"
 
+    async def raise_concurrency(self, limit: int) -> None:
+        """The managed server has one slot: BackendConfigError for any limit above 1."""
+        if limit > 1:
+            raise BackendConfigError(
+                "the local model's server has one slot and answers one request at a time"
+            )
+
     async def client(self) -> OpenAICompatibleClient:
         """The HTTP client of the running server (started, or restarted, as needed)."""
         base_url = await self.server.ensure_running()

@@ -8,7 +8,8 @@ is itself an `LLMBackend`, so explainers and simulators take it as `backend=`. F
    explanation on the same data sends nothing. Sampling with temperature > 0 (explanations
    with n > 1) is cached the same way; `regenerate=True` skips the lookup (and refreshes it);
 2. the budget is checked (`BudgetExceeded` before anything is sent once the cap is reached);
-3. the response's usage (or a tiktoken count) goes into the ledger and the store;
+3. the response's usage goes into the ledger and the store: the server's own report, or a
+   tiktoken count only when it sends none (and the ledger says which);
 4. a request asking for n choices that comes back with fewer (llama.cpp ignores `n`) is
    topped up with further requests, so K samples are K samples everywhere.
 
@@ -24,8 +25,16 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from neuron_desk.core.backend import JSONDict
 from neuron_desk.core.errors import BackendResponseError
-from neuron_desk.llm.cache import ResponseCache
-from neuron_desk.llm.ledger import Budget, PriceTable, Usage, UsageLedger, prompt_text, usage_of
+from neuron_desk.llm.cache import ResponseCache, cache_key
+from neuron_desk.llm.ledger import (
+    Budget,
+    PriceTable,
+    Usage,
+    UsageLedger,
+    counted_usage,
+    prompt_text,
+    reported_usage,
+)
 from neuron_desk.method.tokens import count_tokens
 
 if TYPE_CHECKING:
@@ -79,8 +88,9 @@ class LLMSession:
         self.ledger = UsageLedger(
             run=run, budget=budget, prices=prices, store=store, parent=parent_ledger
         )
-        self.responses: list[tuple[str, JSONDict, JSONDict]] = []
-        """(path, body, response) of every request answered, in order; for provenance."""
+        self.responses: list[tuple[str, JSONDict, str]] = []
+        """(path, body, cache key) of every request answered, in order; for provenance (the
+        answers themselves are in the response cache under those keys)."""
         self.keep_responses = False
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -125,11 +135,15 @@ class LLMSession:
         self, path: str, body: JSONDict, send: Callable[[JSONDict], Awaitable[JSONDict]]
     ) -> JSONDict:
         model = str(body.get("model", ""))
+        key = cache_key(self.endpoint, path, body) if self.cache or self.keep_responses else ""
         if self.cache is not None and not self.regenerate:
-            cached = self.cache.get(self.endpoint, path, body)
+            cached = self.cache.get_by_key(key)
             if cached is not None:
-                self.ledger.record(self.endpoint, model, usage_of(body, cached), cached=True)
-                self._remember(path, body, cached)
+                # A cached answer costs no tokens: its usage is what the server reported, if
+                # anything (nothing is counted for it).
+                usage = reported_usage(cached) or Usage(requests=1)
+                self.ledger.record(self.endpoint, model, usage, cached=True)
+                self._remember(path, body, key)
                 return cached
         task = asyncio.current_task()
         if task is not None:
@@ -139,25 +153,32 @@ class LLMSession:
             wanted = body.get("n", 1)
             if isinstance(wanted, int) and wanted > 1:
                 response = await self._top_up(body, response, wanted, send)
+            if self.cache is not None:
+                await self.cache.aput(key, self.endpoint, body, response)
         finally:
             if task is not None:
                 self._tasks.discard(task)
-        if self.cache is not None:
-            self.cache.put(self.endpoint, path, body, response)
-        self._remember(path, body, response)
+        self._remember(path, body, key)
         return response
 
     async def _send_counted(
         self, body: JSONDict, send: Callable[[JSONDict], Awaitable[JSONDict]]
     ) -> JSONDict:
+        """Send within the budget. The prompt is counted (tiktoken) beforehand only when a
+        budget must hold tokens for it; the answer's usage is the server's when it reports one
+        and counted only when it does not (`Usage.counted_requests` says how many were)."""
         model = str(body.get("model", ""))
-        prompt_tokens = count_tokens(prompt_text(body))
+        reserving = self.ledger.budgeted
+        prompt_tokens = count_tokens(prompt_text(body)) if reserving else 0
         self.ledger.reserve(model, prompt_tokens)
         try:
             response = await send(body)
         finally:
             self.ledger.release(model, prompt_tokens)
-        self.ledger.record(self.endpoint, model, usage_of(body, response), cached=False)
+        usage = reported_usage(response)
+        if usage is None:
+            usage = counted_usage(body, response, prompt_tokens if reserving else None)
+        self.ledger.record(self.endpoint, model, usage, cached=False)
         return response
 
     async def _top_up(
@@ -184,6 +205,6 @@ class LLMSession:
                 choice["index"] = index
         return {**response, "choices": choices}
 
-    def _remember(self, path: str, body: JSONDict, response: JSONDict) -> None:
+    def _remember(self, path: str, body: JSONDict, key: str) -> None:
         if self.keep_responses:
-            self.responses.append((path, body, response))
+            self.responses.append((path, body, key))

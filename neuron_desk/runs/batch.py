@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import statistics
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from neuron_desk.core.errors import (
+    BackendConfigError,
     BudgetExceeded,
     DataError,
     MethodError,
@@ -34,6 +36,8 @@ from neuron_desk.data.registry import Kind
 from neuron_desk.data.service import NeuronService
 from neuron_desk.data.store import Store
 from neuron_desk.runs.run import NeuronRun
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,9 @@ class BatchSummary:
     non-activating excerpt to show)."""
     methods: dict[str, int] = field(default_factory=dict)
     """Simulation results per simulator method (written digits are labelled as such)."""
+    notes: list[str] = field(default_factory=list)
+    """What the user should know about how the batch ran (a concurrency that could not be
+    raised, and why)."""
 
     @property
     def errors(self) -> list[str]:
@@ -135,7 +142,8 @@ class BatchSummary:
     def describe(self) -> str:
         """A few lines for the terminal."""
         d = self.distribution()
-        lines = [
+        lines = [*self.notes]
+        lines += [
             f"{self.batch_id}: {self.done}/{self.total} neurons done "
             f"({self.done_before} before this run, {self.explained} now); failed {self.failed}, "
             f"no activation records {self.no_data}",
@@ -168,6 +176,22 @@ class BatchSummary:
 Progress = Callable[[BatchSummary], None]
 
 
+async def raise_in_flight_limit(backend: object, concurrency: int) -> str:
+    """Let `concurrency` requests be on the wire at once (a batch's `--concurrency`, above the
+    profile's `max_concurrency`); "" when done or not needed, else one line saying why not."""
+    raise_to = getattr(backend, "raise_concurrency", None)
+    if raise_to is None:
+        return ""  # a backend that sends nothing (a dry run, a staged batch)
+    try:
+        await raise_to(concurrency)
+    except BackendConfigError as exc:
+        return (
+            f"--concurrency {concurrency}: requests stay at the backend's limit ({exc}); "
+            f"{concurrency} neurons run at once and their requests wait their turn"
+        )
+    return ""
+
+
 async def run_batch(
     spec: BatchSpec,
     service: NeuronService,
@@ -192,6 +216,13 @@ async def run_batch(
         if stored.get(ref):
             explanations.delete_of_run(batch_id, ref)
     summary = BatchSummary(batch_id, spec.dataset, len(spec.neurons), done_before=len(done))
+    if todo:
+        note = await raise_in_flight_limit(run.backend, concurrency)
+        if note:
+            logger.warning("%s", note)
+            summary.notes.append(note)
+        if run.choice is None:
+            run.start_choosing()  # one probe for the batch, sent before the first neuron's
     started = time.perf_counter()
     stop = asyncio.Event()
     outer = asyncio.current_task()

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -27,7 +27,7 @@ from neuron_desk.core.model import NeuronRecord, ScoredExplanation, SimulatorMet
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.core.scores import best_first
 from neuron_desk.data.explanations import Explanations
-from neuron_desk.llm.cache import ResponseCache, cache_key
+from neuron_desk.llm.cache import ResponseCache
 from neuron_desk.llm.capabilities import (
     Capabilities,
     SimulatorChoice,
@@ -174,6 +174,10 @@ class NeuronRun:
         self.capabilities: Capabilities | None = None
         self.choice: SimulatorChoice | None = None
         self.ledger = UsageLedger(run=self.run_id, budget=options.budget, prices=self.prices)
+        self._choosing: asyncio.Future[SimulatorChoice] | None = None
+        """The shared `choose_method` in progress or done (see `start_choosing`)."""
+        self._choosers = 0
+        """Calls waiting for `_choosing` (or about to)."""
         self._reused: set[int] = set()
         """Stored rows that stand for a result of this run (an earlier run's same result)."""
         """The whole run's usage and budget (each part's session reports to it)."""
@@ -232,8 +236,13 @@ class NeuronRun:
         return self.ledger.usage
 
     def cancel(self) -> int:
-        """Abort every request of the run in flight (callers get CancelledError)."""
-        return sum(session.cancel() for session in self.sessions)
+        """Abort every request of the run in flight (callers get CancelledError), the probe's
+        too."""
+        probing = self._choosing is not None and not self._choosing.done()
+        if probing:
+            assert self._choosing is not None
+            self._choosing.cancel()
+        return sum(session.cancel() for session in self.sessions) + int(probing)
 
     async def stop_in_flight(self, timeout: float = 5.0) -> None:
         """Cancel the run's requests still in flight and wait until they are gone."""
@@ -268,6 +277,36 @@ class NeuronRun:
             self.capabilities, self.options.method, where=f"{self.endpoint} ({model})"
         )
         return self.choice
+
+    def start_choosing(self) -> asyncio.Future[SimulatorChoice]:
+        """Start `choose_method` without waiting for it, once for every caller until it is done
+        (a failed or cancelled one starts again): the neurons of a batch share one probe, and a
+        batch starts it before its neurons so that it goes out first."""
+        task = self._choosing
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._choosing = asyncio.ensure_future(self.choose_method())
+            task.add_done_callback(_retrieve)
+        return task
+
+    @contextlib.contextmanager
+    def _choosing_for_me(self) -> Iterator[asyncio.Future[SimulatorChoice]]:
+        """The shared choice, for one call that needs it: started if need be, and cancelled when
+        the last call needing it ends before it is done (a cancelled run probes no further)."""
+        task = self.start_choosing()
+        self._choosers += 1
+        try:
+            yield task
+        finally:
+            self._choosers -= 1
+            if self._choosers == 0 and not task.done():
+                task.cancel()
+
+    async def _shared_choice(self) -> SimulatorChoice:
+        """The simulator choice, shared with concurrent calls (one probe for all)."""
+        if self.choice is not None:
+            return self.choice
+        with self._choosing_for_me() as task:
+            return await asyncio.shield(task)
 
     def known_choice(self) -> SimulatorChoice | None:
         """The choice from a remembered probe, without probing (None if never probed)."""
@@ -359,10 +398,7 @@ class NeuronRun:
         source: str,
         extra: dict[str, Any] | None,
     ) -> ScoreOutcome:
-        if self.choice is None:
-            await self.choose_method()
-        assert self.choice is not None
-        choice = self.choice
+        choice = await self._shared_choice()
         model = self._simulator_model()
         if choice.method is None:
             raise MethodError(choice.reason)
@@ -456,19 +492,30 @@ class NeuronRun:
             raise MethodError("no explainer model: name one (--model) or set it in the profile")
         session = self._session()
         started = time.time()
-        texts = await generate_explanations(record, self.explainer(session), options.settings())
+        with contextlib.ExitStack() as stack:
+            # The probe (first call only) needs nothing of the explanation: both go out at once.
+            probing = (
+                stack.enter_context(self._choosing_for_me())
+                if score and self.choice is None
+                else None
+            )
+            texts = await generate_explanations(
+                record, self.explainer(session), options.settings()
+            )
+            choice: SimulatorChoice | None = None
+            if probing is not None:
+                choice = await asyncio.shield(probing)
+            elif score:
+                choice = await self._shared_choice()
         explanations = [t.strip() for t in texts]
         explain_provenance = {
             "explainer_model": options.explainer_model,
             "explain_usage": session.usage.to_json(),
-            "explain_requests": [cache_key(self.endpoint, p, b) for p, b, _ in session.responses],
+            "explain_requests": [key for _, _, key in session.responses],
             "explanation_prompt": _prompt_of(session),
             "raw_completions": texts,
             "explain_started": _iso(started),
         }
-        choice: SimulatorChoice | None = None
-        if score:
-            choice = self.choice or await self.choose_method()
         outcomes: list[ScoreOutcome]
         if choice is None or choice.method is None:
             note = choice.reason if choice is not None else "not scored (--no-score)"
@@ -600,7 +647,7 @@ class NeuronRun:
             "run": self.run_id,
             "time": _iso(time.time()),
             "duration_s": round(time.time() - started, 3),
-            "requests": [cache_key(self.endpoint, p, b) for p, b, _ in session.responses],
+            "requests": [key for _, _, key in session.responses],
             "neuron_desk": __version__,
         }
         if extra:
@@ -672,8 +719,14 @@ async def _stop_sessions(sessions: list[LLMSession], timeout: float = 5.0) -> No
         await asyncio.wait(tasks, timeout=timeout)
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a shared task's failure as seen (each waiter gets it; none may be left)."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _prompt_of(session: LLMSession) -> str:
-    for _path, body, _response in session.responses:
+    for _path, body, _key in session.responses:
         messages = body.get("messages")
         if isinstance(messages, list):
             return "\n\n".join(f"[{m.get('role')}] {m.get('content')}" for m in messages)

@@ -1,13 +1,18 @@
 """A dataset mirror on 127.0.0.1: a folder in the public layout served over real HTTP.
 
-Faults are scripted per path: a status code to answer first (once), a delay, a truncated body.
+Faults are scripted per path: a status code to answer first (once), a delay, a truncated body;
+`latency_s` delays every answer (a remote host). The listen backlog is a normal one (128, not
+http.server's 5, which makes clients connecting at once wait a second for a retried SYN).
+`keep_alive` answers in HTTP/1.1 with persistent connections, as real hosts do.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,6 +21,7 @@ from typing import Any
 from neuron_desk.core import codec
 from neuron_desk.core.model import (
     NeuronId,
+    NeuronRecord,
     NeuronSimulationResults,
     ScoredExplanation,
     ScoredSimulation,
@@ -39,10 +45,18 @@ class Faults:
     """The most requests the mirror was answering at the same time."""
 
 
-def write_public_layout(root: Path, neurons: list[tuple[int, int]]) -> None:
-    """Write activation records, explanations and top tokens for each neuron."""
+def write_public_layout(
+    root: Path,
+    neurons: list[tuple[int, int]],
+    record_of: Callable[[int, int], NeuronRecord] | None = None,
+) -> None:
+    """Write activation records (`record_of(layer, neuron)`, default a small synthetic one),
+    explanations and top tokens for each neuron."""
     for layer, neuron in neurons:
-        record = neuron_record(seed=layer * 1000 + neuron)
+        if record_of is not None:
+            record = record_of(layer, neuron)
+        else:
+            record = neuron_record(seed=layer * 1000 + neuron)
         record.neuron_id = NeuronId(layer, neuron)
         _write(root / f"collated-activations/{layer}/{neuron}.json", codec.dumps(record))
         results = NeuronSimulationResults(
@@ -64,19 +78,28 @@ def _write(path: Path, text: str) -> None:
 
 
 class _Server(ThreadingHTTPServer):
-    request_queue_size = 128  # a normal listen backlog (the default 5 drops connections)
+    request_queue_size = 128  # a normal listen backlog (http.server's default is 5)
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client closing its kept-alive connection is not an error worth a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class Mirror:
     """Serves `root` at http://127.0.0.1:<port>/data/ with scripted faults."""
 
-    def __init__(self, root: Path, faults: Faults | None = None) -> None:
+    def __init__(
+        self, root: Path, faults: Faults | None = None, *, keep_alive: bool = False
+    ) -> None:
         self.root = root
         self.faults = faults or Faults()
         mirror = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def log_message(self, *args: Any) -> None:
                 pass
 
