@@ -23,6 +23,13 @@ Phases, each kept in build/dictionary-train/ so an interrupted run resumes where
    windows, dead and dense latents) written next to the weights.
 
 Every 20th window (in the shuffled order) is held out of training.
+
+Measured (2 CPU cores shared with five other jobs; report.json has every figure): 5,152 windows
+(329,728 tokens) cached in 1,386 s; 518 steps of 4,096 tokens (6.8 epochs over 313,280
+training tokens) in the 34-minute budget; held-out fraction of variance explained 0.875
+(0.873 on 64 held-out windows recomputed in float32); 191 of 4,608 latents dead (never fire
+on the 329,728 tokens), 24 dense (> 10 % of tokens); SAELens file vs sparsify's encoder: max
+abs diff 1.5e-5.
 """
 
 from __future__ import annotations
@@ -175,7 +182,7 @@ def load_cache(work: Path, n_windows: int) -> Any:
 
     total = json.loads((work / "acts.json").read_text())["n"]
     acts = np.memmap(work / "acts.f16", dtype=np.float16, mode="r", shape=(total, SEQ_LEN, D_IN))
-    return torch.from_numpy(np.ascontiguousarray(acts[:n_windows]).reshape(-1, D_IN))
+    return torch.from_numpy(np.array(acts[:n_windows]).reshape(-1, D_IN))  # a writable copy
 
 
 def make_cached_model(table: Any) -> Any:
@@ -432,7 +439,33 @@ def evaluate(sae: Any, table: Any, n_windows: int, chunk: int = 4096) -> dict[st
     }
 
 
-def export(args: argparse.Namespace, n_windows: int, training: dict[str, Any]) -> dict[str, Any]:
+def float32_check(sae: Any, model: Any, ids: np.ndarray, table: Any, count: int) -> dict[str, Any]:
+    """The first `count` held-out windows run again in float32: FVE and the float16 rounding."""
+    import torch
+
+    chosen = np.arange(HELD_OUT_EVERY - 1, len(ids), HELD_OUT_EVERY)[:count]
+    fresh = torch.from_numpy(
+        np.concatenate([residual_stream(model, ids[group]) for group in chosen.reshape(-1, 8)])
+    ).reshape(-1, D_IN)
+    rows = (chosen[:, None] * SEQ_LEN + np.arange(SEQ_LEN)[None, :]).reshape(-1)
+    cached = table[torch.from_numpy(rows)].float()
+    with torch.no_grad():
+        out = sae.encode(fresh)
+        err = (fresh - sae.decode(out.top_acts, out.top_indices)).pow(2).sum()
+    return {
+        "float32_windows": len(chosen),
+        "float32_fraction_of_variance_explained": round(
+            1 - float(err) / float((fresh - fresh.mean(0)).pow(2).sum()), 4
+        ),
+        "float16_cache_max_relative_error": float(
+            ((cached - fresh).abs() / fresh.abs().clamp_min(1e-2)).max()
+        ),
+    }
+
+
+def export(
+    args: argparse.Namespace, n_windows: int, training: dict[str, Any], model: Any, ids: Any
+) -> dict[str, Any]:
     """Convert sparsify's checkpoint to SAELens format, check it, evaluate it, write the report."""
     import torch
     from safetensors.torch import load_file, save_file
@@ -444,6 +477,7 @@ def export(args: argparse.Namespace, n_windows: int, training: dict[str, Any]) -
     folder.mkdir(parents=True, exist_ok=True)
     corpus = "offline: Python 3.11 docs (pydoc_data/topics.py, Debian python3.11-doc) + KJV"
     save_file(saelens_tensors(sae), str(folder / "sae_weights.safetensors"))
+    (folder / "sae_weights.safetensors").chmod(0o644)
     write_json(folder / "cfg.json", saelens_cfg(sae, corpus))
 
     table = load_cache(args.work, n_windows)
@@ -455,7 +489,11 @@ def export(args: argparse.Namespace, n_windows: int, training: dict[str, Any]) -
     if float(diff) > 1e-4:
         raise SystemExit(f"SAELens weights differ from sparsify's encoder by {float(diff)}")
     log(f"SAELens encoder matches sparsify's: max abs diff {float(diff):.2e} on 4096 tokens")
+    config = training.get("config", {})
+    if "save_dir" in config:  # where the checkpoints were, relative to the repository
+        config["save_dir"] = os.path.relpath(config["save_dir"], ROOT)
     metrics = evaluate(sae, table, n_windows)
+    metrics.update(float32_check(sae, model, ids, table, 64))
     cache_state = json.loads((args.work / "acts.json").read_text())
     report = {
         "dictionary": "smollm2-135m-instruct-topk",
@@ -516,9 +554,8 @@ def main() -> None:
     cached = args.train_windows or cache(args.work, model, ids, 32, args.cache_minutes)
     if args.only_cache:
         return
-    del model
     training = train(args, cached)
-    report = export(args, cached, training)
+    report = export(args, cached, training, model, ids)
     print(
         json.dumps({k: v for k, v in report.items() if k not in ("corpus", "training")}, indent=1)
     )
