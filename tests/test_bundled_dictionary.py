@@ -75,3 +75,32 @@ def test_report_states_reconstruction_quality() -> None:
 @pytest.mark.parametrize("name", ["cfg.json", "sae_weights.safetensors", "report.json"])
 def test_files_are_shipped(name: str) -> None:
     assert (FOLDER / name).is_file()
+
+
+def test_conversion_reproduces_sparsify_encoder_on_random_weights() -> None:
+    """The script's sparsify -> SAELens mapping gives sparsify's latents (SAELens's TopK)."""
+    torch = pytest.importorskip("torch")
+    sparsify = pytest.importorskip("sparsify")
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "packaging/train_dictionary.py"
+    spec = importlib.util.spec_from_file_location("train_dictionary", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    torch.manual_seed(0)
+    sae = sparsify.Sae(64, sparsify.SaeConfig(num_latents=256, k=8))
+    with torch.no_grad():
+        sae.encoder.bias.normal_(0, 0.1)
+        sae.b_dec.normal_(0, 0.5)
+    x = torch.randn(100, 64)
+    tensors = script.saelens_tensors(sae)
+    assert tensors["W_enc"].shape == (64, 256) and tensors["W_dec"].shape == (256, 64)
+    with torch.no_grad():
+        ours = script.saelens_encode(tensors, 8, x)
+        theirs = script.sparsify_dense(sae, x)
+    assert int((ours > 0).sum(-1).max()) <= 8
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    cfg = script.saelens_cfg(sae, "corpus")
+    assert (cfg["d_in"], cfg["d_sae"], cfg["k"]) == (64, 256, 8)
