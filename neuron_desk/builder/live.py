@@ -105,7 +105,7 @@ def model_for(dataset: Dataset, chosen: str | Path | None = None) -> Path:
 
 def _dictionary_model(model: Any, dictionary: Dictionary, base: Path) -> NeuronModel:
     """The base model read through the dictionary: layers are hook points, units latents."""
-    from neuron_desk.builder.latents import load_dictionary_model  # type: ignore[import-not-found]
+    from neuron_desk.builder.latents import load_dictionary_model
 
     loaded: NeuronModel = load_dictionary_model(model, dictionary, base)
     return loaded

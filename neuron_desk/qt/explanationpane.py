@@ -248,6 +248,13 @@ class ExplanationPane(QtWidgets.QWidget):
         """The listed explanations, in display order."""
         return [self._entry(row) for row in range(self.proxy.rowCount())]
 
+    def shown_explanation(self) -> str | None:
+        """The explanation selected in the table (else the best listed), if any."""
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedIndexes()})
+        if rows:
+            return self._entry(rows[0]).explanation
+        return self._entry(0).explanation if self.proxy.rowCount() else None
+
     def _entry(self, row: int) -> NeuronExplanation:
         return self.model.item(self.proxy.mapToSource(self.proxy.index(row, 0)).row())
 

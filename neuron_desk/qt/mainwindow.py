@@ -10,6 +10,7 @@ from collections.abc import Callable
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.errors import NeuronDeskError
+from neuron_desk.core.model import ActivationRecord
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.exports import NeuronExport
 from neuron_desk.data.registry import Dataset
@@ -26,6 +27,7 @@ from neuron_desk.qt.operations import Operations
 from neuron_desk.qt.picker import NeuronPicker
 from neuron_desk.qt.runconfirm import RunConfirmation
 from neuron_desk.qt.runflow import RunFlow
+from neuron_desk.qt.textprobe import TextProbeDock
 from neuron_desk.qt.welcome import SEEN_KEY, WelcomePage
 
 Qt = QtCore.Qt
@@ -109,6 +111,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.addDockWidget(left, self.results_dock)
         self.search_dock.hide()
         self.results_dock.hide()
+        self.probe_dock = TextProbeDock(self.desk, self.tasks, self)
+        self.probe_dock.panel.explanation = self.explanations.shown_explanation
+        self.probe_dock.panel.profile = lambda: self.ops.profile(
+            self.explanations.profile.currentText()
+        )
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.probe_dock)
+        self.probe_dock.hide()
 
     def _build_menus(self) -> None:
         keys = QtGui.QKeySequence.StandardKey
@@ -132,6 +141,7 @@ class MainWindow(QtWidgets.QMainWindow):
             "&Generate && score", lambda: self.generate(self.explanations.samples.value()), "Ctrl+G"
         )
         run_menu.addAction("&Cancel", self.cancel_run, "Esc")
+        run_menu.addAction("&Test your own text…", self.probe_dock.open, "Ctrl+T")
         view_menu = self.menuBar().addMenu("&View")
         for dock in self._docks():
             view_menu.addAction(dock.toggleViewAction())
@@ -169,6 +179,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.explanations.profile.currentTextChanged.connect(lambda _: self.runs.check_endpoint())
         self.runs.finished.connect(self.run_finished.emit)
         self.runs.succeeded.connect(self._refresh_results_if_shown)
+        self.probe_dock.panel.record_added.connect(self._user_record_added)
 
     # --- showing what the browser says ---
 
@@ -201,7 +212,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.pages.setCurrentWidget(self.welcome)
 
     def _docks(self) -> list[QtWidgets.QDockWidget]:
-        return [self.tokens_dock, self.related_dock, self.search_dock, self.results_dock]
+        return [
+            self.tokens_dock, self.related_dock, self.search_dock, self.results_dock,
+            self.probe_dock,
+        ]  # fmt: skip
 
     def show_browser(self) -> None:
         """Leave the welcome page for the panes (later starts open here)."""
@@ -223,10 +237,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.dataset_pane.show_message("loading…")
         self.tokens_dock.clear("loading…")
         self.related_dock.clear("loading…")
+        self.probe_dock.panel.show_unit(ref, None)
 
     def _loaded(self, ref: NeuronRef, data: NeuronData) -> None:
         self.subtitle.setText(where_from(data) + (" · offline" if self.desk.offline else ""))
-        self.dataset_pane.show_neuron(data)
+        self.dataset_pane.show_neuron(data, self._user_records(ref))
+        record = data.record.value if isinstance(data.record, Fetched) else None
+        self.probe_dock.panel.show_unit(ref, record)
         self.explanations.set_entries(self.browser.listed_explanations(), why_none_listed(data))
         self.tokens_dock.show_neuron(data)
         with_data = self.browser.with_data()
@@ -240,6 +257,14 @@ class MainWindow(QtWidgets.QMainWindow):
             )
             self.dataset_pane.offer_nearby(self.desk.nearest_with_data(ref), self.browser.go_to)
         self.neuron_shown.emit(ref)
+
+    def _user_records(self, ref: NeuronRef) -> list[ActivationRecord]:
+        return [user.record for user in self.desk.user_records_of(ref)]
+
+    def _user_record_added(self, ref: NeuronRef) -> None:
+        data = self.browser.data
+        if data is not None and data.ref == ref:
+            self.dataset_pane.show_neuron(data, self._user_records(ref))
 
     def _offline_shown(self, offline: bool) -> None:
         self.offline_action.setChecked(offline)
