@@ -531,6 +531,8 @@ def describe(data: NeuronData, listed: list[NeuronExplanation]) -> dict[str, Any
     """A JSON-ready summary of a neuron and its listed explanations."""
     ref = data.ref
     out: dict[str, Any] = {"dataset": ref.dataset, "layer": ref.layer, "neuron": ref.index}
+    out["unit"] = data.dataset.unit
+    out["layer_label"] = data.dataset.layer_label(ref.layer)
     record = data.record
     if isinstance(record, Fetched):
         r: NeuronRecord = record.value

@@ -192,7 +192,7 @@ class NeuronService:
         return data
 
     async def _load(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> Fetched[Any]:
-        where = f"neuron {ref.short}"
+        where = f"{ds.unit} {ref.short}"
         stored = self.store.get_file(ref, kind.value)
         if stored is not None:
             checked = await asyncio.to_thread(

@@ -158,7 +158,7 @@ class DatasetPane(QtWidgets.QWidget):
         self.status.setTextFormat(Qt.TextFormat.PlainText)
         title = QtWidgets.QLabel("<b>Activations</b>", self)
         self.nearby = QtWidgets.QWidget(self)
-        self.nearby.setAccessibleName("Nearest neurons with data")
+        self.nearby.setAccessibleName("Nearest with data")
         self._nearby_layout = QtWidgets.QHBoxLayout(self.nearby)
         self._nearby_layout.setContentsMargins(0, 0, 0, 0)
         self.nearby_buttons: list[QtWidgets.QPushButton] = []
@@ -206,7 +206,7 @@ class DatasetPane(QtWidgets.QWidget):
             self._nearby_layout.addWidget(QtWidgets.QLabel("Nearest with data:", self.nearby))
         for ref in refs:
             button = QtWidgets.QPushButton(f"{ref.layer}:{ref.index}", self.nearby)
-            button.setAccessibleName(f"Go to neuron {ref.layer}:{ref.index}")
+            button.setAccessibleName(f"Go to {ref.layer}:{ref.index}")
             button.clicked.connect(lambda _=False, r=ref: navigate(r))
             self._nearby_layout.addWidget(button)
             self.nearby_buttons.append(button)

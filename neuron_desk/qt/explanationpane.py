@@ -356,11 +356,18 @@ class ExplanationPane(QtWidgets.QWidget):
         self.estimate.setText(" · ".join(line for line in text.splitlines() if line.strip()))
         self.estimate.setVisible(bool(text))
 
+    def name_units(self, unit: str) -> None:
+        """Say "neuron" or "latent" as the shown dataset names its units."""
+        self._unit = unit
+        self.table.setAccessibleName(f"Explanations of this {unit}")
+        self._show_legend(self.side_by_side.isChecked())
+
     def _show_legend(self, side_by_side: bool) -> None:
+        unit = getattr(self, "_unit", "neuron")
         self.legend.setText(
-            "left: the neuron · right: the simulation"
+            f"left: the {unit} · right: the simulation"
             if side_by_side
-            else "green: the neuron · blue bar: the simulation"
+            else f"green: the {unit} · blue bar: the simulation"
         )
 
     def _toggle_side_by_side(self, on: bool) -> None:

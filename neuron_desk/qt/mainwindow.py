@@ -122,7 +122,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _build_menus(self) -> None:
         keys = QtGui.QKeySequence.StandardKey
         file_menu = self.menuBar().addMenu("&File")
-        file_menu.addAction("&Export this neuron…", self.export_current, "Ctrl+E")
+        export = file_menu.addAction("&Export this neuron…", self.export_current, "Ctrl+E")
         file_menu.addAction("Export all &generated results…", self.export_all_generated)
         file_menu.addSeparator()
         file_menu.addAction("&Settings…", self.open_settings, "Ctrl+,")
@@ -131,10 +131,16 @@ class MainWindow(QtWidgets.QMainWindow):
         go_menu = self.menuBar().addMenu("&Go")
         go_menu.addAction(self.picker.back_action)
         go_menu.addAction(self.picker.forward_action)
-        go_menu.addAction("&Next neuron", self.browser.next, "Ctrl+]")
-        go_menu.addAction("&Previous neuron", self.browser.previous, "Ctrl+[")
+        next_unit = go_menu.addAction("&Next neuron", self.browser.next, "Ctrl+]")
+        previous_unit = go_menu.addAction("&Previous neuron", self.browser.previous, "Ctrl+[")
         go_menu.addAction(self.picker.random_action)
-        go_menu.addAction("&Pick a neuron", self.picker.focus, "Ctrl+L")
+        pick = go_menu.addAction("&Pick a neuron", self.picker.focus, "Ctrl+L")
+        self._unit_actions = [
+            (export, "&Export this {unit}…"),
+            (next_unit, "&Next {unit}"),
+            (previous_unit, "&Previous {unit}"),
+            (pick, "&Pick a {unit}"),
+        ]
         go_menu.addAction("&Search explanations", self.picker.search_box.setFocus, "Ctrl+F")
         run_menu = self.menuBar().addMenu("&Run")
         run_menu.addAction(
@@ -185,6 +191,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _dataset_shown(self, dataset: Dataset) -> None:
         self.picker.show_dataset(dataset)
+        for action, text in self._unit_actions:
+            action.setText(text.format(unit=dataset.unit))
+        self.explanations.name_units(dataset.unit)
         self._refresh_results_if_shown()
 
     def _refresh_results_if_shown(self) -> None:
@@ -193,7 +202,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def refresh_results(self) -> None:
         """Reload the explained-neurons table of the picked dataset (e.g. after a batch)."""
-        self.results_dock.show_results(self.desk.best_results(self.browser.dataset.name))
+        dataset = self.browser.dataset
+        self.results_dock.show_results(self.desk.best_results(dataset.name), dataset)
 
     def show_welcome(self) -> None:
         """The welcome page (first start, Help → Welcome); any neuron opened leaves it."""
@@ -230,8 +240,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.show_browser()
         self.runs.neuron_changed()  # a run belongs to the neuron it started on
         self.picker.show_neuron(ref)
-        title = self.desk.dataset(ref.dataset).title
-        self.title.setText(f"{title} · layer {ref.layer} · neuron {ref.index}")
+        dataset = self.desk.dataset(ref.dataset)
+        title = f"{dataset.title} · {dataset.layer_label(ref.layer)} · {dataset.unit} {ref.index}"
+        self.title.setText(title)
+        self.title.setAccessibleName(f"Current {dataset.unit}")
+        unit = dataset.unit.capitalize()
+        self.setWindowTitle(f"{unit} {ref.layer}:{ref.index} · {dataset.title} · neuron-desk")
         self.subtitle.setText("loading…")
         self.explanations.set_entries([], "loading…")
         self.dataset_pane.show_message("loading…")
@@ -251,9 +265,11 @@ class MainWindow(QtWidgets.QMainWindow):
         if with_data is not None and not isinstance(data.record, Fetched):
             in_layer = sum(1 for r in with_data if r.layer == ref.layer)
             reason = str(data.record) if data.record else "no activation records"
+            ds = data.dataset
             self.dataset_pane.show_message(
-                f"This neuron is empty here ({reason}). {in_layer} of {data.dataset.n_neurons}"
-                f" neurons of layer {ref.layer} have data; Next and Previous move among them."
+                f"This {ds.unit} is empty here ({reason}). {in_layer} of {ds.n_neurons}"
+                f" {ds.units} of {ds.layer_label(ref.layer)} have data; Next and Previous move"
+                " among them."
             )
             self.dataset_pane.offer_nearby(self.desk.nearest_with_data(ref), self.browser.go_to)
         self.neuron_shown.emit(ref)
@@ -334,7 +350,8 @@ class MainWindow(QtWidgets.QMainWindow):
         operation = self.ops.export_generated(self.browser.dataset.name, path)
 
         def done(count: int) -> None:
-            message = f"Exported generated results of {count} neurons to {path}"
+            units = self.browser.dataset.units if count != 1 else self.browser.dataset.unit
+            message = f"Exported generated results of {count} {units} to {path}"
             self.statusBar().showMessage(message, 8000)
 
         return operation.success(done).failure(self._export_failed).run()
