@@ -34,6 +34,17 @@ Qt = QtCore.Qt
 SaveTo = Callable[[str], object]
 
 
+def _add_action(
+    menu: QtWidgets.QMenu, text: str, slot: Callable[[], object], shortcut: str
+) -> QtGui.QAction:
+    """A menu action whose text changes later (neuron or latent)."""
+    action = QtGui.QAction(text, menu)
+    action.setShortcut(shortcut)
+    action.triggered.connect(slot)
+    menu.addAction(action)
+    return action
+
+
 class MainWindow(QtWidgets.QMainWindow):
     """The app's window over one desk; long work runs as named tasks that can be cancelled."""
 
@@ -122,7 +133,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _build_menus(self) -> None:
         keys = QtGui.QKeySequence.StandardKey
         file_menu = self.menuBar().addMenu("&File")
-        export = file_menu.addAction("&Export this neuron…", self.export_current, "Ctrl+E")
+        export = _add_action(file_menu, "&Export this neuron…", self.export_current, "Ctrl+E")
         file_menu.addAction("Export all &generated results…", self.export_all_generated)
         file_menu.addSeparator()
         file_menu.addAction("&Settings…", self.open_settings, "Ctrl+,")
@@ -131,10 +142,10 @@ class MainWindow(QtWidgets.QMainWindow):
         go_menu = self.menuBar().addMenu("&Go")
         go_menu.addAction(self.picker.back_action)
         go_menu.addAction(self.picker.forward_action)
-        next_unit = go_menu.addAction("&Next neuron", self.browser.next, "Ctrl+]")
-        previous_unit = go_menu.addAction("&Previous neuron", self.browser.previous, "Ctrl+[")
+        next_unit = _add_action(go_menu, "&Next neuron", self.browser.next, "Ctrl+]")
+        previous_unit = _add_action(go_menu, "&Previous neuron", self.browser.previous, "Ctrl+[")
         go_menu.addAction(self.picker.random_action)
-        pick = go_menu.addAction("&Pick a neuron", self.picker.focus, "Ctrl+L")
+        pick = _add_action(go_menu, "&Pick a neuron", self.picker.focus, "Ctrl+L")
         self._unit_actions = [
             (export, "&Export this {unit}…"),
             (next_unit, "&Next {unit}"),

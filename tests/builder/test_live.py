@@ -136,3 +136,44 @@ def test_the_bundled_sample_matches_its_real_model() -> None:
         assert compared >= 3
     finally:
         store.close()
+
+
+class _Through:
+    """Stands in for `neuron_desk.builder.latents` (another module's, not on this branch): the
+    model it returns reads the base model's units as if they were latents, and keeps what the
+    probe asked it for."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, registry.Dictionary, Path]] = []
+
+    def load_dictionary_model(self, model: object, dictionary: registry.Dictionary, base: Path):  # type: ignore[no-untyped-def]
+        self.calls.append((model, dictionary, base))
+        return model
+
+
+def test_a_dictionary_dataset_is_probed_through_its_dictionary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    hf = _tiny("gpt2")
+    out = _build(hf, tmp_path, layers=(0,))
+    model_dir = tmp_path / "model"
+    hf.model.save_pretrained(model_dir)
+    hf.tokenizer.save_pretrained(model_dir)
+    dictionary = registry.Dictionary(
+        "sae", "topk", 32, 48, ("transformer.h.0", "transformer.h.1", "transformer.h.2"),
+        weights=("sae/0", "sae/1", "sae/2"), k=4,
+    )  # fmt: skip
+    dataset = registry.Dataset(**{**registry.read_bundled(out).__dict__, "dictionary": dictionary})
+    assert dataset.unit == "latent"
+    through = _Through()
+    monkeypatch.setitem(sys.modules, "neuron_desk.builder.latents", through)
+    probe = live.TextProbe(dataset, model_dir)
+    tokens, values = probe.activations(NeuronRef("tiny", 0, 3), "the cat sat")
+    ((model, given, base),) = through.calls
+    assert given == dictionary and base == out.parent  # weights are relative to the file
+    assert isinstance(model, type(hf))
+    assert "".join(tokens) == "the cat sat" and len(values) == len(tokens)
+    probe.activations(NeuronRef("tiny", 0, 4), "the cat")
+    assert len(through.calls) == 1  # loaded once, reused
