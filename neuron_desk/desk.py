@@ -271,11 +271,12 @@ class Desk:
 
     def text_probe(self, dataset: str) -> TextProbe:
         """The dataset's text probe (its model is loaded on first use, then kept)."""
-        from neuron_desk.builder.live import TextProbe, model_for
+        from neuron_desk.builder.live import TextProbe
 
         ds = self.registry.get(dataset)
         if ds.name not in self._probes:
-            self._probes[ds.name] = TextProbe(ds, model_for(ds, self.probe_model(ds.name)))
+            chosen = self.probe_model(ds.name)
+            self._probes[ds.name] = TextProbe(ds, Path(chosen) if chosen else None)
         return self._probes[ds.name]
 
     async def probe_text(

@@ -160,7 +160,12 @@ async def shoot_text_probe(window: MainWindow, registry: Registry) -> None:
         return
     first = default.interesting[3]
     ref = NeuronRef(default.name, first.layer, first.neuron)
-    window.desk.explanations.add(ref, first.description or "Python keywords", None, "user", {})
+    # An explanation written from the peaks of the top excerpts, as a user would.
+    data = await window.desk.neuron(ref)
+    tops = data.record.value.most_positive_activation_records[:3]  # type: ignore[union-attr]
+    peaks = [r.tokens[max(range(len(r.tokens)), key=r.activations.__getitem__)] for r in tops]
+    words = ", ".join(f"“{p.strip()}”" for p in dict.fromkeys(peaks))
+    window.desk.explanations.add(ref, f"the tokens {words}", None, "user", {})
     window.browser.set_dataset(default.name)
     window.browser.go_to(ref)
     await until(lambda: window.browser.data is not None and window.browser.current == ref)

@@ -114,7 +114,8 @@ def _dictionary_model(model: Any, dictionary: Dictionary, base: Path) -> NeuronM
 class TextProbe:
     """One dataset's model, loaded once, answering a unit's activations on a text.
 
-    `model` may be given (already loaded); else `load()` loads `model_path`.
+    `model` may be given (already loaded); else `load()` loads `model_path`, or the model
+    the dataset ships with (`model_for`).
     """
 
     def __init__(
@@ -153,7 +154,7 @@ class TextProbe:
             raise ProbeUnavailable(BUILD_EXTRA_MISSING)
         from neuron_desk.builder.hf import load_model
 
-        path = self.model_path or model_for(self.dataset)
+        path = self.model_path = model_for(self.dataset, self.model_path)
         try:
             model: Any = load_model(path, name=self.dataset.model, threads=self.threads)
         except (OSError, ValueError) as exc:

@@ -134,6 +134,20 @@ def test_without_the_build_extra_the_panel_says_how_to_get_it(
     assert panel.run_button.isEnabled()
 
 
+def test_a_dataset_without_a_known_model_asks_for_one(
+    open_window: Callable[..., MainWindow], loop: asyncio.AbstractEventLoop, built: Any
+) -> None:
+    window = open_window()
+    panel = window.probe_dock.panel
+    panel.set_model("tiny", None)  # forget the chosen folder: the tiny model ships nowhere
+    run_text(window, loop)
+    assert "choose its model folder or GGUF file" in panel.status.text()
+    panel.set_model("tiny", str(built[1]))
+    assert window.desk.probe_model("tiny") == str(built[1])
+    run_text(window, loop)
+    assert panel.rows.row() is not None, panel.status.text()
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -161,7 +175,8 @@ def test_a_user_record_is_kept_apart_and_reappears_after_reopening(
     again = open_window()  # a new desk over the same store
     (kept,) = again.desk.user_records_of(UNIT)
     assert kept.record == user.record
-    headers = [again.dataset_pane.model.index(r).data() for r in range(again.dataset_pane.model.rowCount())]
+    pane = again.dataset_pane.model
+    headers = [pane.index(r).data() for r in range(pane.rowCount())]
     assert any(str(h).startswith(YOUR_TEXTS) for h in headers)
     assert again.desk.user_records_of(NeuronRef("tiny", 0, 6)) == []
 
