@@ -189,7 +189,7 @@ class TextProbePanel(QtWidgets.QWidget):
 
         async def work(report: Reporter) -> Probed:
             def loading() -> None:
-                report.estimate("loading the model… (once; it takes a few seconds)")
+                report.estimate("loading the model… (once per dataset; it can take a minute)")
 
             record = await self.desk.probe_text(ref, text, loading)
             top = max((abs(v) for v in record.activations), default=0.0)
