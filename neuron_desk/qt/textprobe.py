@@ -59,11 +59,12 @@ class ProbeModel(RowsModel):
         self._rows = []
         if probed is not None:
             row = HeatmapRow(probed.record.tokens, probed.record.activations, probed.scale)
-            simulated = _simulated(probed.outcome)
-            if simulated is not None:
+            outcome = probed.outcome
+            simulated = _simulated(outcome)
+            if outcome is not None and simulated is not None:
                 row.simulated = simulated
                 row.simulated_scale = max(simulated, default=0.0) or 1.0
-                row.caption = f"r={format_score(probed.outcome.preferred_score())}"  # type: ignore[union-attr]
+                row.caption = f"r={format_score(outcome.preferred_score())}"
             self._rows = [row]
         self.endResetModel()
 

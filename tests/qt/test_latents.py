@@ -1,7 +1,7 @@
 """Latents are named as such everywhere, and everything that works for neurons works for them:
 a folder dataset of a dictionary (an SAE at two hook points) opened in the real window, explained
-and scored against the fake OpenAI server, exported; and the CLI's show, search, every scorer,
-batch and export on the same latents."""
+and scored against the fake OpenAI server, exported. (The CLI on the same latents:
+tests/data/test_cli_latents.py, where `asyncio.run` can't unset the session's Qt loop.)"""
 
 from __future__ import annotations
 
@@ -14,48 +14,22 @@ from typing import Any
 import pytest
 from PySide6 import QtCore
 
-from neuron_desk.cli import main
 from neuron_desk.core.paths import Paths
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.explanations import Explanations
-from neuron_desk.data.registry import ALL_KINDS, Dataset, Dictionary, Kind, Registry
+from neuron_desk.data.registry import Registry
 from neuron_desk.data.service import NeuronService
 from neuron_desk.data.store import Store
 from neuron_desk.desk import Desk
 from neuron_desk.qt.mainwindow import MainWindow
 from neuron_desk.qt.runconfirm import ASK_UNPRICED_KEY
-from tests.data.mirror import write_public_layout
+from tests.data.test_cli_latents import sae_dataset
 from tests.fake_openai import FakeOpenAI, FakeServer
 from tests.qt.conftest import run_until
-from tests.qt.test_browser import RELATED, write_related
 from tests.qt.test_scoring import profiles_for
 from tests.synthetic import oracle
 
 LATENT = NeuronRef("toy-sae", 0, 0)
-
-
-def sae_dataset(folder: Path) -> Dataset:
-    """A dictionary's latents in the public layout: records, explanations, tokens, related."""
-    write_public_layout(folder, [(0, n) for n in range(6)] + [(1, 0), (1, 1)])
-    write_related(folder, 0, 0, RELATED)
-    return Dataset(
-        name="toy-sae",
-        title="Toy SAE",
-        model="synthetic",
-        n_layers=2,
-        n_neurons=16,
-        kinds=tuple(k for k in ALL_KINDS if k is not Kind.TOKENS_BY_WEIGHT),
-        tokenizer="gpt2",
-        folder=str(folder),
-        dictionary=Dictionary(
-            kind="sae",
-            architecture="topk",
-            d_in=8,
-            d_sae=16,
-            hook_points=("model.layers.3", "model.layers.9"),
-            k=4,
-        ),
-    )
 
 
 @pytest.fixture
@@ -162,72 +136,3 @@ def test_an_empty_latent_says_latent(
     assert "2 of 16 latents of SAE at model.layers.9 have data" in status
     window.picker._layer_changed(1)
     assert window.picker.data_count.text().strip() == "2 of 16 latents with data"
-
-
-@pytest.fixture
-def home(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Path]:
-    monkeypatch.setenv("NEURON_DESK_HOME", str(tmp_path / "home"))
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "NEURON_DESK_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    store = Store.open(Paths.from_env().store)
-    Registry(store).add(sae_dataset(tmp_path / "sae"))
-    store.close()
-    yield tmp_path / "home"
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_the_cli_names_latents_and_runs_every_scorer_batch_and_export_on_them(
-    home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    code, out, _ = cli(capsys, "datasets")
-    assert code == 0 and any("toy-sae" in line and "latents" in line for line in out.splitlines())
-    code, out, err = cli(capsys, "show", "toy-sae", "1", "0")
-    assert code == 0, err
-    assert out.splitlines()[0] == "toy-sae SAE at model.layers.9 latent 0"
-    code, out, _ = cli(capsys, "show", "toy-sae", "1", "0", "--json")
-    shown = json.loads(out)
-    assert shown["unit"] == "latent" and shown["layer_label"] == "SAE at model.layers.9"
-    code, out, err = cli(capsys, "show", "toy-sae", "0", "99")
-    assert code != 0 and "no latent 99" in err
-
-    fake = FakeOpenAI(neuron=oracle, explanation=" words with the letter e")
-    with FakeServer(fake) as server:
-        endpoint = ["--base-url", server.base_url, "--model", "m"]
-        code, out, err = cli(capsys, "explain", "toy-sae", "0", "1", *endpoint, "--json")
-        assert code == 0, err
-        for scorer in ("simulation", "detection", "fuzzing"):
-            code, out, err = cli(
-                capsys, "score", "toy-sae", "0", "2", "--explanation", "the letter e",
-                *endpoint, "--scorer", scorer, "--json",
-            )  # fmt: skip
-            assert code == 0, (scorer, err)
-        code, out, err = cli(
-            capsys, "batch", "toy-sae", "--layers", "1", "--neurons", "0,1", *endpoint, "--json"
-        )
-        assert code == 0, err
-        assert json.loads(out)["explained"] == 2
-    store = Store.open(Paths.from_env().store)
-    try:
-        rows = Explanations(store).of(NeuronRef("toy-sae", 0, 2))
-        scorers = sorted(
-            str(r.provenance.get("scorer", "simulation")) for r in rows if r.source == "user"
-        )
-        assert scorers == ["detection", "fuzzing", "simulation"]
-        assert {r.ref for r in Explanations(store).best_own("toy-sae")} >= {
-            NeuronRef("toy-sae", 0, 1), NeuronRef("toy-sae", 1, 0), NeuronRef("toy-sae", 1, 1),
-        }  # fmt: skip
-    finally:
-        store.close()
-    code, out, _ = cli(capsys, "search", "letter", "--dataset", "toy-sae")
-    assert code == 0 and "toy-sae" in out
-    target = tmp_path / "latents.jsonl"
-    code, out, err = cli(capsys, "export", "toy-sae", "0", "1", "--output", str(target))
-    assert code == 0, err
-    assert "words with the letter e" in target.read_text()
