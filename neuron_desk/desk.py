@@ -9,14 +9,16 @@ clearing, runs (explain, score, estimate, batch) and their token usage.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neuron_desk.core.errors import NotAvailableOffline, NotFound, StoreError
-from neuron_desk.core.model import NeuronRecord, NeuronSimulationResults
+from neuron_desk.core.model import ActivationRecord, NeuronRecord, NeuronSimulationResults
 from neuron_desk.core.paths import Paths
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.core.scores import best_of
@@ -24,6 +26,8 @@ from neuron_desk.data.explanations import (
     ExplanationRow,
     Explanations,
     NeuronExplanation,
+    UserRecord,
+    UserRecords,
     neuron_explanations,
 )
 from neuron_desk.data.exports import (
@@ -43,8 +47,11 @@ if TYPE_CHECKING:  # the LLM stack and the runs load when first used, not to ope
     from neuron_desk.llm.session import EndpointBackend
     from neuron_desk.runs.batch import BatchSpec, BatchSummary, Progress
     from neuron_desk.runs.options import RunOptions
-    from neuron_desk.runs.run import NeuronRun
+    from neuron_desk.runs.run import NeuronRun, ScoreOutcome
     from neuron_desk.runs.staged import ExportReport, FileLimits, ImportReport
+
+if TYPE_CHECKING:
+    from neuron_desk.builder.live import TextProbe
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,11 @@ class StoreImport:
     results: int
     responses: int
 
+
 FETCH_FAILURES = "fetch-failures:"
 """Prefix of the meta entry that keeps, per dataset, the files a fetch could not store."""
+PROBE_MODEL = "probe-model:"
+"""Prefix of the meta entry that keeps, per dataset, the model chosen to test text with."""
 
 
 class Desk:
@@ -76,6 +86,8 @@ class Desk:
         self.service = service
         self.paths = paths or Paths.from_env()
         self.explanations = Explanations(store)
+        self.user_records = UserRecords(store)
+        self._probes: dict[str, TextProbe] = {}
         self._profiles = profiles
         self._backends: dict[str, EndpointBackend] = {}
 
@@ -233,6 +245,76 @@ class Desk:
     def describe(self, data: NeuronData) -> dict[str, Any]:
         """A JSON-ready summary of a loaded neuron (what `neuron-desk show --json` prints)."""
         return describe(data, self.listed_explanations(data))
+
+    # --- testing your own text ---
+
+    def probe_model(self, dataset: str) -> str | None:
+        """The model folder or GGUF the user chose to test text on `dataset` with, if any."""
+        chosen = self.store.get_json("meta", f"{PROBE_MODEL}{dataset}")
+        return str(chosen) if chosen else None
+
+    def set_probe_model(self, dataset: str, path: str | Path | None) -> None:
+        """Remember (or, with None, forget) the model to test text on `dataset` with."""
+        name = self.registry.get(dataset).name
+        if path:
+            self.store.put_json("meta", f"{PROBE_MODEL}{name}", str(path))
+        else:
+            self.store.delete_json("meta", f"{PROBE_MODEL}{name}")
+        self._probes.pop(name, None)
+
+    def text_probe(self, dataset: str) -> TextProbe:
+        """The dataset's text probe (its model is loaded on first use, then kept)."""
+        from neuron_desk.builder.live import TextProbe
+
+        ds = self.registry.get(dataset)
+        if ds.name not in self._probes:
+            chosen = self.probe_model(ds.name)
+            self._probes[ds.name] = TextProbe(ds, Path(chosen) if chosen else None)
+        return self._probes[ds.name]
+
+    async def probe_text(
+        self, ref: NeuronRef, text: str, loading: Callable[[], object] | None = None
+    ) -> ActivationRecord:
+        """The unit's activations on `text` (the model runs on a worker thread; `loading()`
+        is called first when the model must be loaded, which takes seconds)."""
+        probe = self.text_probe(ref.dataset)
+        if not probe.loaded:
+            if loading is not None:
+                loading()
+            await asyncio.to_thread(probe.load)
+        tokens, values = await asyncio.to_thread(probe.activations, ref, text)
+        return ActivationRecord(tokens, values)
+
+    async def score_on_text(
+        self, run: NeuronRun, record: NeuronRecord, explanation: str, text: ActivationRecord
+    ) -> ScoreOutcome:
+        """Score `explanation` on the user's text: the run's simulator (calibrated on the
+        unit's records, as when scoring on them) predicts the text's activations. Not stored:
+        the score of one text is not the explanation's score."""
+        return await run.score(record, explanation, extra={"scored_on": "your text"}, on=[text])
+
+    def add_user_record(
+        self, ref: NeuronRef, record: ActivationRecord, score: ScoreOutcome | None = None
+    ) -> int:
+        """Keep the activations of the user's text as a user record of the unit (apart from
+        the dataset's records); its id."""
+        probe = self._probes.get(ref.dataset)
+        provenance: dict[str, Any] = {
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "model": str(probe.model_path) if probe is not None else None,
+            "unit": self.registry.get(ref.dataset).unit,
+        }
+        if score is not None:
+            provenance["score"] = score.preferred_score()
+            provenance["explanation"] = score.explanation
+            provenance["scorer"] = score.provenance.get("scorer", "simulation")
+            provenance["simulator"] = score.method.value if score.method else None
+            provenance["simulator_model"] = score.model
+        return self.user_records.add(ref, record, provenance)
+
+    def user_records_of(self, ref: NeuronRef) -> list[UserRecord]:
+        """The unit's user records (from the user's own text), oldest first."""
+        return self.user_records.of(ref)
 
     # --- the store ---
 
@@ -468,6 +550,8 @@ def describe(data: NeuronData, listed: list[NeuronExplanation]) -> dict[str, Any
     """A JSON-ready summary of a neuron and its listed explanations."""
     ref = data.ref
     out: dict[str, Any] = {"dataset": ref.dataset, "layer": ref.layer, "neuron": ref.index}
+    out["unit"] = data.dataset.unit
+    out["layer_label"] = data.dataset.layer_label(ref.layer)
     record = data.record
     if isinstance(record, Fetched):
         r: NeuronRecord = record.value

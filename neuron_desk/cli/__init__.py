@@ -27,15 +27,15 @@ from neuron_desk.core.text import TerminalWriter, for_terminal
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "datasets": ("data", "list the datasets"),
-    "show": ("data", "show what is known about a neuron"),
+    "show": ("data", "show what is known about a neuron or latent"),
     "fetch": ("data", "fetch and store a neuron or a range of neurons"),
     "import": ("data", "import files in the public layout, or single files"),
-    "neurons": ("data", "list the neurons of a dataset"),
+    "neurons": ("data", "list the neurons (or latents) of a dataset"),
     "search": ("data", "search published and generated explanations"),
     "cache": ("data", "show or clear the stored files"),
-    "export": ("data", "export a neuron's explanations and scores"),
-    "explain": ("llm", "have an LLM explain a neuron, and score the explanations"),
-    "score": ("llm", "score an explanation of a neuron by simulation"),
+    "export": ("data", "export a neuron's (or latent's) explanations and scores"),
+    "explain": ("llm", "have an LLM explain a neuron or latent, and score the explanations"),
+    "score": ("llm", "score an explanation of a neuron or latent by simulation"),
     "llm-usage": ("llm", "tokens used by LLM requests, per endpoint"),
     "batch": ("batch", "explain and score many neurons (rerun the same command to resume)"),
 }

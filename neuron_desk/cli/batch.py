@@ -129,7 +129,8 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
         neurons = [r for r in desk.available_neurons(dataset.name) if first <= r.layer <= last]
         if not neurons:
             raise ValueError(
-                f"no neurons of {dataset.name} layers {first}-{last} are stored or bundled: "
+                f"no {dataset.units} of {dataset.name} layers {first}-{last} are stored or "
+                "bundled: "
                 "name them with --neurons"
             )
     if args.limit is not None:
@@ -144,7 +145,7 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
         staged = desk.staged_run(profile, options, run_id=spec.batch_id)
         return _staged(args, context, spec, staged)
     run = desk.run(profile, options, run_id=spec.batch_id)
-    line = ProgressLine.for_args("neurons", args.json)
+    line = ProgressLine.for_args(dataset.units, args.json)
     summary = context.run(
         lambda desk: desk.batch(
             spec,
@@ -165,7 +166,10 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
         if len(summary.errors) > 20:
             print(f"  … and {len(summary.errors) - 20} more (--json lists all)", file=sys.stderr)
         if summary.errors:
-            print("  rerun the same command to retry only the neurons not done", file=sys.stderr)
+            print(
+                f"  rerun the same command to retry only the {dataset.units} not done",
+                file=sys.stderr,
+            )
     return EXIT_OK if summary.failed == 0 and not summary.stopped else EXIT_NOT_FOUND
 
 

@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_datasets)
 
-    p = subparsers.add_parser("show", help="show what is known about a neuron")
+    p = subparsers.add_parser("show", help="show what is known about a neuron or latent")
     _neuron_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--offline", action="store_true", help="use only the store and bundled data")
@@ -69,7 +69,7 @@ def register(subparsers: Any) -> None:
     )
     p.set_defaults(run=cmd_import)
 
-    p = subparsers.add_parser("neurons", help="list the neurons of a dataset")
+    p = subparsers.add_parser("neurons", help="list the neurons (or latents) of a dataset")
     p.add_argument("dataset")
     p.add_argument("--layer", type=int)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -87,7 +87,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dataset")
     p.set_defaults(run=cmd_cache)
 
-    p = subparsers.add_parser("export", help="export a neuron's explanations and scores")
+    p = subparsers.add_parser(
+        "export", help="export a neuron's (or latent's) explanations and scores"
+    )
     _neuron_arguments(p)
     p.add_argument("--offline", action="store_true", help="use only the store and bundled data")
     p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
@@ -107,12 +109,12 @@ def cmd_datasets(args: argparse.Namespace, context: Context) -> int:
         print(dumps_json([{**d.to_spec(), "origin": d.origin} for d in datasets], indent=1))
         return EXIT_OK
     for d in datasets:
-        print(f"{d.name:16} {d.n_layers:3} x {d.n_neurons:<6} {d.origin:8} {d.title}")
+        print(f"{d.name:16} {d.n_layers:3} x {d.n_neurons:<6} {d.units:8} {d.origin:8} {d.title}")
     return EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace, context: Context) -> int:
-    """Show one neuron."""
+    """Show one neuron (or latent)."""
     ref = context.desk.ref(args.dataset, args.layer, args.neuron)
 
     async def show(desk: Desk) -> tuple[Any, dict[str, Any]]:
@@ -177,7 +179,8 @@ def _print_excerpts(excerpts: list[dict[str, Any]]) -> None:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    print(f"{summary['dataset']} layer {summary['layer']} neuron {summary['neuron']}")
+    where = summary.get("layer_label") or f"layer {summary['layer']}"
+    print(f"{summary['dataset']} {where} {summary.get('unit', 'neuron')} {summary['neuron']}")
     if "counts" in summary:
         counts = summary["counts"]
         print(

@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
     """Add the LLM commands."""
     p = subparsers.add_parser(
         "explain",
-        help="have an LLM explain a neuron, and score the explanations",
+        help="have an LLM explain a neuron or latent, and score the explanations",
         description="Explain a neuron from its top activations (train split) and score each "
         "explanation by simulation (valid split). Results are stored with provenance.",
     )
@@ -62,7 +62,7 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "score",
-        help="score an explanation of a neuron by simulation",
+        help="score an explanation of a neuron or latent by simulation",
         description="Score an explanation (written by you) on the neuron's valid split. "
         "The result is stored with provenance.",
     )

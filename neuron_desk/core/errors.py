@@ -14,6 +14,7 @@
     │   └── ReadOnlyDataset     a bundled dataset: nothing can be imported into it
     ├── StoreError              the SQLite store is locked, read-only, full or corrupt
     ├── BudgetExceeded          a run reached its token or money budget and stopped
+    ├── ProbeUnavailable        testing your own text can't run: no build extra, no model
     └── BackendError            talking to an LLM endpoint failed
         ├── BackendConfigError  no endpoint or key configured, or a bad setting
         ├── BackendHTTPError    the endpoint answered with an error status
@@ -100,6 +101,10 @@ class ReadOnlyDataset(DataError):
 
 class StoreError(NeuronDeskError):
     """The SQLite store is locked, read-only, full or corrupt."""
+
+
+class ProbeUnavailable(NeuronDeskError):
+    """Testing your own text can't run: the build extra is missing, or no model is known."""
 
 
 class BudgetExceeded(NeuronDeskError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from neuron_desk.core import codec
-from neuron_desk.core.model import NeuronSimulationResults, ScoredExplanation
+from neuron_desk.core.model import ActivationRecord, NeuronSimulationResults, ScoredExplanation
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.store import Store, compress, decompress
 
@@ -329,3 +329,63 @@ def _metrics(item: NeuronExplanation) -> dict[str, Any]:
     metrics = dict(item.provenance.get("metrics") or {})
     metrics.setdefault("scorer", item.scorer)
     return metrics
+
+
+YOUR_TEXT = "your text"
+"""The provenance source of a user record: activations of the user's own text."""
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """An activation record the user made from their own text (table `user_records`), kept
+    apart from the dataset's records: it never changes or joins a dataset's files."""
+
+    id: int
+    ref: NeuronRef
+    record: ActivationRecord
+    provenance: dict[str, Any]
+    created_at: float
+
+
+class UserRecords:
+    """The user's own activation records of every neuron or latent in a store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def add(self, ref: NeuronRef, record: ActivationRecord, provenance: dict[str, Any]) -> int:
+        """Store a record of the user's text (tokens and activations, equal length); its id."""
+        if len(record.tokens) != len(record.activations) or not record.tokens:
+            raise ValueError("a user record needs one activation per token, and some tokens")
+        provenance = {"source": YOUR_TEXT, **provenance}
+        with self.store.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO user_records (dataset, layer, neuron, record, provenance, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    ref.dataset,
+                    ref.layer,
+                    ref.index,
+                    codec.dumps(record),
+                    json.dumps(provenance),
+                    time.time(),
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def of(self, ref: NeuronRef) -> list[UserRecord]:
+        """A unit's user records, oldest first."""
+        rows = self.store.query(
+            "SELECT id, record, provenance, created_at FROM user_records "
+            "WHERE dataset=? AND layer=? AND neuron=? ORDER BY id",
+            (ref.dataset, ref.layer, ref.index),
+        )
+        return [
+            UserRecord(int(i), ref, codec.loads(r, ActivationRecord), json.loads(p), float(t))
+            for i, r, p, t in rows
+        ]
+
+    def delete(self, record_id: int) -> None:
+        """Forget one user record."""
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM user_records WHERE id=?", (record_id,))

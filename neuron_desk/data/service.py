@@ -195,7 +195,7 @@ class NeuronService:
         return data
 
     async def _load(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> Fetched[Any]:
-        where = f"neuron {ref.short}"
+        where = f"{ds.unit} {ref.short}"
         # Read, decompress and check in a worker thread: zlib lets go of the GIL, so the five
         # kinds of a neuron overlap, and the event loop (the app's window) keeps running.
         stored = await asyncio.to_thread(

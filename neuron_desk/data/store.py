@@ -42,7 +42,7 @@ from neuron_desk.core.refs import NeuronRef
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -125,6 +125,20 @@ _MIGRATIONS: dict[int, str] = {
     2: """
     ALTER TABLE usage ADD COLUMN cached_prompt_tokens INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE usage ADD COLUMN batch INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 3 (test your own text): activation records the user made from their own text, kept
+    # apart from every dataset's files (which are never written by it).
+    3: """
+    CREATE TABLE user_records (
+        id INTEGER PRIMARY KEY,
+        dataset TEXT NOT NULL,
+        layer INTEGER NOT NULL,
+        neuron INTEGER NOT NULL,
+        record TEXT NOT NULL,          -- JSON ActivationRecord: tokens, activations
+        provenance TEXT NOT NULL,      -- JSON: source "your text", model, date, a score
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX user_records_by_neuron ON user_records (dataset, layer, neuron);
     """,
 }
 

@@ -204,12 +204,14 @@ def _check_identity(value: Any, dataset: Dataset, ref: NeuronRef | None) -> None
     layer, neuron = own
     if not (0 <= layer < dataset.n_layers and 0 <= neuron < dataset.n_neurons):
         raise CodecError(
-            f"the file is for neuron {layer}:{neuron}, outside {dataset.name} "
-            f"({dataset.n_layers} layers x {dataset.n_neurons} neurons)",
+            f"the file is for {dataset.unit} {layer}:{neuron}, outside {dataset.name} "
+            f"({dataset.n_layers} layers x {dataset.n_neurons} {dataset.units})",
             "neuron_id",
         )
     if ref is not None and (layer, neuron) != (ref.layer, ref.index):
-        raise CodecError(f"the file is for neuron {layer}:{neuron}, not {ref.short}", "neuron_id")
+        raise CodecError(
+            f"the file is for {dataset.unit} {layer}:{neuron}, not {ref.short}", "neuron_id"
+        )
 
 
 def _finite(values: list[Any], path: str, *, nullable: bool = False) -> None:

@@ -7,10 +7,11 @@ This is the one explain→score loop: runs, estimates and batches all go through
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from neuron_desk.core.model import (
+    ActivationRecord,
     ActivationRecordSliceParams,
     NeuronRecord,
     ScoredExplanation,
@@ -66,12 +67,16 @@ async def score_explanation(
     explanation: str,
     make_simulator: SimulatorFactory,
     settings: ExplainAndScoreSettings | None = None,
+    on: Sequence[ActivationRecord] | None = None,
 ) -> ScoredExplanation:
-    """Score one explanation (generated or written by hand) on the valid split."""
+    """Score one explanation (generated or written by hand) on the valid split, or on the
+    records `on` (e.g. the user's own text) with the same simulator and calibration."""
     settings = settings or ExplainAndScoreSettings()
     simulator = settings.calibration(make_simulator(explanation))
     await simulator.calibrate(record.calibration_activation_records(settings.slices))
-    scored = await simulate_and_score(simulator, record.valid_activation_records(settings.slices))
+    scored = await simulate_and_score(
+        simulator, record.valid_activation_records(settings.slices) if on is None else on
+    )
     return ScoredExplanation(explanation=explanation, scored_simulation=scored)
 
 

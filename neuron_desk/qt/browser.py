@@ -208,7 +208,8 @@ class BrowserState(QtCore.QObject):
         if self.desk.is_sparse(self.current.dataset):
             target = self.desk.step_with_data(self.current, delta)
             if target is None:
-                self.failed.emit(None, "No neurons of this dataset have data here")
+                units = self.desk.dataset(self.current.dataset).units
+                self.failed.emit(None, f"No {units} of this dataset have data here")
                 return False
             return self.go_to(target)
         dataset = self.desk.dataset(self.current.dataset)
@@ -234,7 +235,7 @@ class BrowserState(QtCore.QObject):
         if self.desk.offline or dataset.bundled:
             choices = self.desk.available_neurons(dataset.name)
             if not choices:
-                self.failed.emit(None, "No neurons are available offline in this dataset")
+                self.failed.emit(None, f"No {dataset.units} are available offline in this dataset")
                 return False
             return self.go_to(rng.choice(choices))
         return self.go(rng.randrange(dataset.n_layers), rng.randrange(dataset.n_neurons))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -37,7 +37,9 @@ class Section:
         return _DEFAULT_SHOWN.get(self.title, 1)
 
 
-_DEFAULT_SHOWN = {"Top activations": 4, "Random sample": 2}
+YOUR_TEXTS = "Your texts"
+"""The section of the user's own records (kept apart from the dataset's)."""
+_DEFAULT_SHOWN = {"Top activations": 4, "Random sample": 2, YOUR_TEXTS: 5}
 
 ORIGINS = {
     "store": "from the local store",
@@ -81,13 +83,18 @@ class DatasetModel(RowsModel):
         self._heatmaps: dict[tuple[int, int], HeatmapRow] = {}
         """Each record's row, made once (its layouts are cached on it)."""
 
-    def set_record(self, record: NeuronRecord | None) -> None:
-        """Show a neuron's records (None clears), colours normalized over all sections."""
+    def set_record(
+        self, record: NeuronRecord | None, yours: Sequence[ActivationRecord] = ()
+    ) -> None:
+        """Show a neuron's records (None clears), colours normalized over the dataset's
+        sections; the user's own records (`yours`) follow in their own section."""
         self.beginResetModel()
         self._sections = sections_of(record) if record is not None else []
         self._heatmaps = {}
         everything = [a for s in self._sections for r in s.records for a in r.activations]
         self._scale = max((a for a in everything if a == a), default=0.0)
+        if record is not None and yours:
+            self._sections.append(Section(YOUR_TEXTS, list(yours), 5))
         self._rebuild()
         self.endResetModel()
 
@@ -163,7 +170,7 @@ class DatasetPane(QtWidgets.QWidget):
         self.status.setTextFormat(Qt.TextFormat.PlainText)
         title = QtWidgets.QLabel("<b>Activations</b>", self)
         self.nearby = QtWidgets.QWidget(self)
-        self.nearby.setAccessibleName("Nearest neurons with data")
+        self.nearby.setAccessibleName("Nearest with data")
         self._nearby_layout = QtWidgets.QHBoxLayout(self.nearby)
         self._nearby_layout.setContentsMargins(0, 0, 0, 0)
         self.nearby_buttons: list[QtWidgets.QPushButton] = []
@@ -175,20 +182,20 @@ class DatasetPane(QtWidgets.QWidget):
         layout.addWidget(self.view, 1)
         self.show_message("")
 
-    def show_record(self, record: NeuronRecord) -> None:
-        """Show the records of a neuron."""
-        self.model.set_record(record)
+    def show_record(self, record: NeuronRecord, yours: Sequence[ActivationRecord] = ()) -> None:
+        """Show the records of a neuron (and the user's own, in their section)."""
+        self.model.set_record(record, yours)
         self.status.setText(
             f"max activation {record.max_activation:.3f}; hover a token for its value, "
             "select excerpts and Ctrl+C to copy them as text"
         )
         self.view.scrollToTop()
 
-    def show_neuron(self, data: NeuronData) -> None:
-        """Show a loaded neuron's records, or why it has none."""
+    def show_neuron(self, data: NeuronData, yours: Sequence[ActivationRecord] = ()) -> None:
+        """Show a loaded neuron's records (and the user's own), or why it has none."""
         record = data.record
         if isinstance(record, Fetched):
-            self.show_record(record.value)
+            self.show_record(record.value, yours)
         else:
             self.show_message(str(record) if record else "no activation records")
 
@@ -211,7 +218,7 @@ class DatasetPane(QtWidgets.QWidget):
             self._nearby_layout.addWidget(QtWidgets.QLabel("Nearest with data:", self.nearby))
         for ref in refs:
             button = QtWidgets.QPushButton(f"{ref.layer}:{ref.index}", self.nearby)
-            button.setAccessibleName(f"Go to neuron {ref.layer}:{ref.index}")
+            button.setAccessibleName(f"Go to {ref.layer}:{ref.index}")
             button.clicked.connect(lambda _=False, r=ref: navigate(r))
             self._nearby_layout.addWidget(button)
             self.nearby_buttons.append(button)

@@ -10,6 +10,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from neuron_desk.core.errors import NeuronDeskError
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.explanations import ExplanationRow
+from neuron_desk.data.registry import Dataset
 from neuron_desk.data.service import Fetched, NeuronData
 from neuron_desk.qt.browser import NOT_EXPLAINED, related_connections
 from neuron_desk.qt.heatmap import Palette, plain_tooltip, visible_text, visible_token
@@ -197,6 +198,7 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
         self.setWidget(self.tree)
         self._items: dict[NeuronRef, list[QtWidgets.QTreeWidgetItem]] = {}
         self._without_data: set[NeuronRef] = set()
+        self._units = "neurons"
 
     NO_DATA = "no data here"
 
@@ -210,8 +212,12 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
         self._items.clear()
         self._without_data = set()
         related = data.related
+        units = self._units = data.dataset.units
+        self.tree.setHeaderLabels([data.dataset.unit, "weight", "explanation", "score"])
+        self.tree.setAccessibleName(f"Related {units}")
         if not isinstance(related, Fetched):
-            self._message(_why_empty(related, "weight-based related neurons", data.dataset.title))
+            self.setWindowTitle(f"Related {units}")
+            self._message(_why_empty(related, f"weight-based related {units}", data.dataset.title))
             return []
         for title, connections in (
             ("Upstream", related.value.c_fc),
@@ -231,9 +237,9 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
                 self._items.setdefault(ref, []).append(item)
         if with_data is not None:
             have = sum(1 for ref in self._items if ref not in self._without_data)
-            self.setWindowTitle(f"Related neurons ({have} of {len(self._items)} with data)")
+            self.setWindowTitle(f"Related {units} ({have} of {len(self._items)} with data)")
         else:
-            self.setWindowTitle("Related neurons")
+            self.setWindowTitle(f"Related {units}")
         self.tree.expandAll()
         self.tree.resizeColumnToContents(0)
         return list(self._items)
@@ -247,7 +253,7 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
             0,
             plain_tooltip(
                 "No activation records here (not in the bundled sample, or not stored while "
-                "offline); opening it offers the nearest neurons with data"
+                f"offline); opening it offers the nearest {self._units} with data"
             ),
         )
 
@@ -346,11 +352,15 @@ class BatchResultsDock(QtWidgets.QDockWidget):
         self.table.doubleClicked.connect(self._activated)
         self.setWidget(self.table)
 
-    def show_results(self, rows: list[ExplanationRow]) -> None:
-        """Each explained neuron's best row, best first until re-sorted."""
+    def show_results(self, rows: list[ExplanationRow], dataset: Dataset | None = None) -> None:
+        """Each explained neuron's (or latent's) best row, best first until re-sorted."""
+        units = dataset.units if dataset is not None else "neurons"
+        if dataset is not None:
+            self.model.name_units(dataset)
         self.model.set_items(rows)
         self.table.sortByColumn(self.model.SCORE_COLUMN, Qt.SortOrder.DescendingOrder)
-        self.setWindowTitle(f"Explained neurons ({len(rows)})")
+        self.table.setAccessibleName(f"Explained {units} by score")
+        self.setWindowTitle(f"Explained {units} ({len(rows)})")
 
     def _activated(self, index: QtCore.QModelIndex) -> None:
         row = self.proxy.item_at(index.row())

@@ -248,6 +248,13 @@ class ExplanationPane(QtWidgets.QWidget):
         """The listed explanations, in display order."""
         return [self._entry(row) for row in range(self.proxy.rowCount())]
 
+    def shown_explanation(self) -> str | None:
+        """The explanation selected in the table (else the best listed), if any."""
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedIndexes()})
+        if rows:
+            return self._entry(rows[0]).explanation
+        return self._entry(0).explanation if self.proxy.rowCount() else None
+
     def _entry(self, row: int) -> NeuronExplanation:
         return self.model.item(self.proxy.mapToSource(self.proxy.index(row, 0)).row())
 
@@ -349,11 +356,18 @@ class ExplanationPane(QtWidgets.QWidget):
         self.estimate.setText(" · ".join(line for line in text.splitlines() if line.strip()))
         self.estimate.setVisible(bool(text))
 
+    def name_units(self, unit: str) -> None:
+        """Say "neuron" or "latent" as the shown dataset names its units."""
+        self._unit = unit
+        self.table.setAccessibleName(f"Explanations of this {unit}")
+        self._show_legend(self.side_by_side.isChecked())
+
     def _show_legend(self, side_by_side: bool) -> None:
+        unit = getattr(self, "_unit", "neuron")
         self.legend.setText(
-            "left: the neuron · right: the simulation"
+            f"left: the {unit} · right: the simulation"
             if side_by_side
-            else "green: the neuron · blue bar: the simulation"
+            else f"green: the {unit} · blue bar: the simulation"
         )
 
     def _toggle_side_by_side(self, on: bool) -> None:

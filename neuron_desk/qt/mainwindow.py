@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.errors import NeuronDeskError
+from neuron_desk.core.model import ActivationRecord
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.exports import NeuronExport
 from neuron_desk.data.registry import Dataset
@@ -23,6 +24,7 @@ from neuron_desk.qt.docks import BatchResultsDock, RelatedNeuronsDock, SearchDoc
 from neuron_desk.qt.explanationpane import ExplanationPane, why_none_listed
 from neuron_desk.qt.helpmenu import HelpMenu
 from neuron_desk.qt.picker import NeuronPicker
+from neuron_desk.qt.textprobe import TextProbeDock
 
 if TYPE_CHECKING:  # the runner and the welcome page load the LLM stack: built when first used
     from neuron_desk.llm.profiles import ProfileConfig
@@ -33,6 +35,17 @@ if TYPE_CHECKING:  # the runner and the welcome page load the LLM stack: built w
 
 Qt = QtCore.Qt
 SaveTo = Callable[[str], object]
+
+
+def _add_action(
+    menu: QtWidgets.QMenu, text: str, slot: Callable[[], object], shortcut: str
+) -> QtGui.QAction:
+    """A menu action whose text changes later (neuron or latent)."""
+    action = QtGui.QAction(text, menu)
+    action.setShortcut(shortcut)
+    action.triggered.connect(slot)
+    menu.addAction(action)
+    return action
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -158,11 +171,18 @@ class MainWindow(QtWidgets.QMainWindow):
         self.addDockWidget(left, self.results_dock)
         self.search_dock.hide()
         self.results_dock.hide()
+        self.probe_dock = TextProbeDock(self.desk, self.tasks, self)
+        self.probe_dock.panel.explanation = self.explanations.shown_explanation
+        self.probe_dock.panel.profile = lambda: self.ops.profile(
+            self.explanations.profile.currentText()
+        )
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.probe_dock)
+        self.probe_dock.hide()
 
     def _build_menus(self) -> None:
         keys = QtGui.QKeySequence.StandardKey
         file_menu = self.menuBar().addMenu("&File")
-        file_menu.addAction("&Export this neuron…", self.export_current, "Ctrl+E")
+        export = _add_action(file_menu, "&Export this neuron…", self.export_current, "Ctrl+E")
         file_menu.addAction("Export all &generated results…", self.export_all_generated)
         file_menu.addSeparator()
         file_menu.addAction("&Settings…", self.open_settings, "Ctrl+,")
@@ -171,16 +191,23 @@ class MainWindow(QtWidgets.QMainWindow):
         go_menu = self.menuBar().addMenu("&Go")
         go_menu.addAction(self.picker.back_action)
         go_menu.addAction(self.picker.forward_action)
-        go_menu.addAction("&Next neuron", self.browser.next, "Ctrl+]")
-        go_menu.addAction("&Previous neuron", self.browser.previous, "Ctrl+[")
+        next_unit = _add_action(go_menu, "&Next neuron", self.browser.next, "Ctrl+]")
+        previous_unit = _add_action(go_menu, "&Previous neuron", self.browser.previous, "Ctrl+[")
         go_menu.addAction(self.picker.random_action)
-        go_menu.addAction("&Pick a neuron", self.picker.focus, "Ctrl+L")
+        pick = _add_action(go_menu, "&Pick a neuron", self.picker.focus, "Ctrl+L")
+        self._unit_actions = [
+            (export, "&Export this {unit}…"),
+            (next_unit, "&Next {unit}"),
+            (previous_unit, "&Previous {unit}"),
+            (pick, "&Pick a {unit}"),
+        ]
         go_menu.addAction("&Search explanations", self.picker.search_box.setFocus, "Ctrl+F")
         run_menu = self.menuBar().addMenu("&Run")
         run_menu.addAction(
             "&Generate && score", lambda: self.generate(self.explanations.samples.value()), "Ctrl+G"
         )
         run_menu.addAction("&Cancel", self.cancel_run, "Esc")
+        run_menu.addAction("&Test your own text…", self.probe_dock.open, "Ctrl+T")
         view_menu = self.menuBar().addMenu("&View")
         for dock in self._docks():
             view_menu.addAction(dock.toggleViewAction())
@@ -211,11 +238,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.explanations.score_requested.connect(self.score_own)
         self.explanations.cancel_requested.connect(self.cancel_run)
         self.explanations.settings_requested.connect(self.open_settings)
+        self.probe_dock.panel.record_added.connect(self._user_record_added)
 
     # --- showing what the browser says ---
 
     def _dataset_shown(self, dataset: Dataset) -> None:
         self.picker.show_dataset(dataset)
+        for action, text in self._unit_actions:
+            action.setText(text.format(unit=dataset.unit))
+        self.explanations.name_units(dataset.unit)
         self._refresh_results_if_shown()
 
     def _refresh_results_if_shown(self) -> None:
@@ -224,7 +255,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def refresh_results(self) -> None:
         """Reload the explained-neurons table of the picked dataset (e.g. after a batch)."""
-        self.results_dock.show_results(self.desk.best_results(self.browser.dataset.name))
+        dataset = self.browser.dataset
+        self.results_dock.show_results(self.desk.best_results(dataset.name), dataset)
 
     def show_welcome(self) -> None:
         """The welcome page (first start, Help → Welcome); any neuron opened leaves it."""
@@ -244,7 +276,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.pages.setCurrentWidget(self.welcome)
 
     def _docks(self) -> list[QtWidgets.QDockWidget]:
-        return [self.tokens_dock, self.related_dock, self.search_dock, self.results_dock]
+        return [
+            self.tokens_dock, self.related_dock, self.search_dock, self.results_dock,
+            self.probe_dock,
+        ]  # fmt: skip
 
     def show_browser(self) -> None:
         """Leave the welcome page for the panes (later starts open here)."""
@@ -260,17 +295,24 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._runs is not None:
             self._runs.neuron_changed()  # a run belongs to the neuron it started on
         self.picker.show_neuron(ref)
-        title = self.desk.dataset(ref.dataset).title
-        self.title.setText(f"{title} · layer {ref.layer} · neuron {ref.index}")
+        dataset = self.desk.dataset(ref.dataset)
+        title = f"{dataset.title} · {dataset.layer_label(ref.layer)} · {dataset.unit} {ref.index}"
+        self.title.setText(title)
+        self.title.setAccessibleName(f"Current {dataset.unit}")
+        unit = dataset.unit.capitalize()
+        self.setWindowTitle(f"{unit} {ref.layer}:{ref.index} · {dataset.title} · neuron-desk")
         self.subtitle.setText("loading…")
         self.explanations.set_entries([], "loading…")
         self.dataset_pane.show_message("loading…")
         self.tokens_dock.clear("loading…")
         self.related_dock.clear("loading…")
+        self.probe_dock.panel.show_unit(ref, None)
 
     def _loaded(self, ref: NeuronRef, data: NeuronData) -> None:
         self.subtitle.setText(where_from(data) + (" · offline" if self.desk.offline else ""))
-        self.dataset_pane.show_neuron(data)
+        self.dataset_pane.show_neuron(data, self._user_records(ref))
+        record = data.record.value if isinstance(data.record, Fetched) else None
+        self.probe_dock.panel.show_unit(ref, record)
         self.explanations.set_entries(self.browser.listed_explanations(), why_none_listed(data))
         self.tokens_dock.show_neuron(data)
         with_data = self.browser.with_data()
@@ -278,12 +320,22 @@ class MainWindow(QtWidgets.QMainWindow):
         if with_data is not None and not isinstance(data.record, Fetched):
             in_layer = sum(1 for r in with_data if r.layer == ref.layer)
             reason = str(data.record) if data.record else "no activation records"
+            ds = data.dataset
             self.dataset_pane.show_message(
-                f"This neuron is empty here ({reason}). {in_layer} of {data.dataset.n_neurons}"
-                f" neurons of layer {ref.layer} have data; Next and Previous move among them."
+                f"This {ds.unit} is empty here ({reason}). {in_layer} of {ds.n_neurons}"
+                f" {ds.units} of {ds.layer_label(ref.layer)} have data; Next and Previous move"
+                " among them."
             )
             self.dataset_pane.offer_nearby(self.desk.nearest_with_data(ref), self.browser.go_to)
         self.neuron_shown.emit(ref)
+
+    def _user_records(self, ref: NeuronRef) -> list[ActivationRecord]:
+        return [user.record for user in self.desk.user_records_of(ref)]
+
+    def _user_record_added(self, ref: NeuronRef) -> None:
+        data = self.browser.data
+        if data is not None and data.ref == ref:
+            self.dataset_pane.show_neuron(data, self._user_records(ref))
 
     def _offline_shown(self, offline: bool) -> None:
         self.offline_action.setChecked(offline)
@@ -354,7 +406,8 @@ class MainWindow(QtWidgets.QMainWindow):
         operation = self.ops.export_generated(self.browser.dataset.name, path)
 
         def done(count: int) -> None:
-            message = f"Exported generated results of {count} neurons to {path}"
+            units = self.browser.dataset.units if count != 1 else self.browser.dataset.unit
+            message = f"Exported generated results of {count} {units} to {path}"
             self.statusBar().showMessage(message, 8000)
 
         return operation.success(done).failure(self._export_failed).run()

@@ -18,6 +18,7 @@ from PySide6 import QtCore
 
 from neuron_desk.core.scores import best_first, best_first_key, has_score
 from neuron_desk.data.explanations import ExplanationRow, NeuronExplanation
+from neuron_desk.data.registry import Dataset
 from neuron_desk.qt.heatmap import plain_tooltip, visible_text
 
 Qt = QtCore.Qt
@@ -201,8 +202,14 @@ class ExplanationsModel(ListTableModel[NeuronExplanation]):
 class ExplainedNeuronsModel(ListTableModel[ExplanationRow]):
     """The best own explanation of every explained neuron: layer, neuron, score, text."""
 
-    COLUMNS = ("layer", "neuron", "score", "explanation")
+    COLUMNS: tuple[str, ...] = ("layer", "neuron", "score", "explanation")
     SCORE_COLUMN = 2
+
+    def name_units(self, dataset: Dataset) -> None:
+        """Head the columns as the dataset names its units (latents at hook points)."""
+        layer = "layer" if dataset.dictionary is None else "hook point"
+        self.COLUMNS = (layer, dataset.unit, "score", "explanation")
+        self.headerDataChanged.emit(Qt.Orientation.Horizontal, 0, 1)
 
     def set_items(self, items: Sequence[ExplanationRow]) -> None:
         """Show rows, best score first."""

@@ -127,8 +127,21 @@ class NeuronPicker(QtWidgets.QToolBar):
             self.dataset_box.blockSignals(False)
         self.layer_box.setRange(0, dataset.n_layers - 1)
         self.neuron_box.setRange(0, dataset.n_neurons - 1)
+        self._name_units(dataset)
         self.interesting_menu.show_dataset(dataset)
         self._layer_changed(self.layer_box.value())
+
+    def _name_units(self, dataset: Dataset) -> None:
+        """Neurons or latents, layers or hook points: name them as the dataset's are."""
+        unit = dataset.unit
+        self.layer_box.setPrefix("layer " if dataset.dictionary is None else "hook point ")
+        self.layer_box.setAccessibleName("Layer" if dataset.dictionary is None else "Hook point")
+        self.neuron_box.setPrefix(f"{unit} ")
+        self.neuron_box.setAccessibleName(unit.capitalize())
+        self.go_button.setAccessibleName(f"Go to {unit}")
+        self.interesting_button.setAccessibleName(f"Interesting {dataset.units}")
+        self.data_count.setAccessibleName(f"{dataset.units.capitalize()} with data in this layer")
+        self.back_action.setToolTip(f"Back (the previous {unit} you looked at)")
 
     def _layer_changed(self, layer: int) -> None:
         """Say how many neurons of the layer have data (when only some have)."""
@@ -138,12 +151,16 @@ class NeuronPicker(QtWidgets.QToolBar):
             self.data_count.setText("")
             self.data_count.setToolTip("")
         else:
-            total = self._dataset.n_neurons if self._dataset is not None else 0
-            self.data_count.setText(f" {len(refs)} of {total} with data ")
+            dataset = self._dataset
+            total = dataset.n_neurons if dataset is not None else 0
+            units = dataset.units if dataset is not None else "neurons"
+            self.data_count.setText(f" {len(refs)} of {total} {units} with data ")
+            where = dataset.layer_label(layer) if dataset is not None else f"layer {layer}"
             self.data_count.setToolTip(
-                "Only these neurons of the layer have data here; the arrows, Next and "
+                f"Only these {units} of {where} have data here; the arrows, Next and "
                 "Previous move among them"
             )
+            self.layer_box.setToolTip(where)
 
     def show_neuron(self, ref: NeuronRef) -> None:
         """Show the current neuron's layer and index."""

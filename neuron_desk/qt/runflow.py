@@ -68,8 +68,9 @@ class RunFlow(QtCore.QObject):
     def _run_target(self) -> tuple[NeuronRef, NeuronRecord] | None:
         ref, data = self.browser.current, self.browser.data
         if ref is None or data is None or not isinstance(data.record, Fetched):
+            unit = self.browser.dataset.unit
             self.window.statusBar().showMessage(
-                "This neuron has no activation records to explain", 8000
+                f"This {unit} has no activation records to explain", 8000
             )
             return None
         return ref, data.record.value

@@ -101,11 +101,13 @@ class WelcomePage(QtWidgets.QScrollArea):
         self.setWidget(body)
         title = QtWidgets.QLabel("<h2>Welcome to neuron-desk</h2>", body)
         intro = QtWidgets.QLabel(
-            "Browse the neurons of language models — the texts each one fires on, its top "
-            "tokens and related neurons — and explain and score them with an LLM, as in "
+            "Browse the neurons of language models, and the latents of sparse autoencoders "
+            "and transcoders — the texts each one fires on, its top tokens and related "
+            "neurons or latents — and explain and score them with an LLM, as in "
             "OpenAI's “Language models can explain neurons”: the LLM writes an explanation "
             "from the top activations, then simulates the neuron from the explanation alone; "
-            "the score is how well the simulation matches the real activations.",
+            "the score is how well the simulation matches the real activations. "
+            "Run → Test your own text shows a neuron's activations on any text you paste.",
             body,
         )
         intro.setWordWrap(True)
@@ -173,12 +175,16 @@ class WelcomePage(QtWidgets.QScrollArea):
             button.deleteLater()
         self.neuron_buttons = []
         self._neuron_layout.removeWidget(self.random_button)
-        self.neurons_box.setTitle(f"Open a neuron of {dataset.title}")
+        self.neurons_box.setTitle(f"Open a {dataset.unit} of {dataset.title}")
+        self.random_button.setText(f"A random {dataset.unit} with data")
         for item in dataset.interesting[:count]:
             text = entry_text(item.layer, item.neuron, item.label, item.description)
             button = QtWidgets.QPushButton(text, self.neurons_box)
             button.setStyleSheet("text-align: left; padding: 4px 8px")
-            button.setToolTip(f"Open neuron {item.layer}:{item.neuron} of {dataset.title}")
+            button.setToolTip(
+                f"Open {dataset.unit} {item.neuron} of {dataset.layer_label(item.layer)} "
+                f"of {dataset.title}"
+            )
             button.setMinimumWidth(120)
             button.setSizePolicy(
                 QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Fixed

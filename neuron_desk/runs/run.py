@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -23,7 +23,12 @@ from neuron_desk import __version__
 from neuron_desk.core import codec
 from neuron_desk.core.backend import LLMBackend
 from neuron_desk.core.errors import BudgetExceeded, MethodError
-from neuron_desk.core.model import NeuronRecord, ScoredExplanation, SimulatorMethod
+from neuron_desk.core.model import (
+    ActivationRecord,
+    NeuronRecord,
+    ScoredExplanation,
+    SimulatorMethod,
+)
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.core.scores import best_first
 from neuron_desk.data.explanations import Explanations
@@ -379,15 +384,19 @@ class NeuronRun:
         ref: NeuronRef | None = None,
         source: str = "user",
         extra: dict[str, Any] | None = None,
+        on: Sequence[ActivationRecord] | None = None,
     ) -> ScoreOutcome:
-        """Score `explanation` on the record's valid split; stored under `ref` when given.
+        """Score `explanation` on the record's valid split (or on the records `on`, e.g. the
+        user's own text); stored under `ref` when given.
 
         On a failure (an HTTP error, a cancellation) this call's other requests in flight are
         cancelled before the error is raised: nothing keeps running behind it. When the budget
         is reached, every request of the run is cancelled (other calls get CancelledError).
         """
         async with self._call():
-            return await self._score(record, explanation, ref=ref, source=source, extra=extra)
+            return await self._score(
+                record, explanation, ref=ref, source=source, extra=extra, on=on
+            )
 
     async def _score(
         self,
@@ -397,6 +406,7 @@ class NeuronRun:
         ref: NeuronRef | None,
         source: str,
         extra: dict[str, Any] | None,
+        on: Sequence[ActivationRecord] | None = None,
     ) -> ScoreOutcome:
         choice = await self._shared_choice()
         model = self._simulator_model()
@@ -405,7 +415,9 @@ class NeuronRun:
         session = self._session()
         started = time.time()
         factory = self.simulators(choice, session)
-        scored = await score_explanation(record, explanation, factory, self.options.settings())
+        scored = await score_explanation(
+            record, explanation, factory, self.options.settings(), on=on
+        )
         sequences = len(scored.scored_simulation.scored_sequence_simulations)
         provenance = self._provenance(session, started, choice, kind="score", extra=extra)
         for key, value in simulation_provenance(scored).items():

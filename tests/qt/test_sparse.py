@@ -65,7 +65,7 @@ def test_next_and_the_picker_skip_empty_neurons(sample_window: MainWindow, loop)
     window = sample_window
     layer3 = window.desk.available_neurons(SAMPLE, 3)
     show(window, loop, layer3[0])
-    assert window.picker.data_count.text().strip() == "16 of 1536 with data"
+    assert window.picker.data_count.text().strip() == "16 of 1536 neurons with data"
     window.browser.next()
     run_until(loop, lambda: window.browser.data is not None)
     assert window.browser.current == layer3[1]

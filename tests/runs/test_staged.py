@@ -275,7 +275,7 @@ def test_migration_2_keeps_old_usage_rows(tmp_path: Path) -> None:
     db.close()
     store = Store.open(path)
     assert store.query("SELECT cached_prompt_tokens, batch FROM usage") == [(0, 0)]
-    assert store.query("PRAGMA user_version") == [(2,)]
+    assert store.query("PRAGMA user_version") == [(store_module.SCHEMA_VERSION,)]
     store.close()
 
 
