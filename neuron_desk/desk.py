@@ -33,6 +33,9 @@ from neuron_desk.data.exports import (
     write_export,
     write_exports,
 )
+from neuron_desk.data.foreign import ForeignImport, store_import
+from neuron_desk.data.foreign.delphi import read_results
+from neuron_desk.data.foreign.neuronpedia import read_export
 from neuron_desk.data.registry import Dataset, Kind, Registry
 from neuron_desk.data.service import Fetched, NeuronData, NeuronService, PrefetchProgress
 from neuron_desk.data.store import Store
@@ -61,6 +64,7 @@ class StoreImport:
     path: str
     results: int
     responses: int
+
 
 FETCH_FAILURES = "fetch-failures:"
 """Prefix of the meta entry that keeps, per dataset, the files a fetch could not store."""
@@ -414,6 +418,18 @@ class Desk:
         finally:
             other.close()
         return StoreImport(str(path), results, responses)
+
+    def import_neuronpedia(
+        self, paths: Sequence[Path], *, name: str, model: str | None = None
+    ) -> ForeignImport:
+        """Import Neuronpedia export folders or batch files as the latent dataset `name`."""
+        export = read_export(list(paths), model=model)
+        return store_import(self.store, self.registry, export, name=name, home=self.paths.home)
+
+    def import_delphi(self, folder: Path, *, name: str, model: str | None = None) -> ForeignImport:
+        """Import a delphi results folder (explanations, detection and fuzz scores)."""
+        export = read_results(folder, model=model)
+        return store_import(self.store, self.registry, export, name=name, home=self.paths.home)
 
     def usage(self, run: str | None = None) -> list[UsageTotal]:
         """Token usage per endpoint and model, of one run or of all."""
