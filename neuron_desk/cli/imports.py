@@ -59,7 +59,8 @@ def _report(report: ForeignImport, as_json: bool) -> int:
         print(dumps_json(report.to_json(), indent=1))
     else:
         for refusal in report.refused:
-            line = f"refused {refusal.where}: {refusal.reason}"
+            said = refusal.reason.startswith(refusal.where)
+            line = f"refused {refusal.reason if said else f'{refusal.where}: {refusal.reason}'}"
             print(for_terminal(line, keep_newlines=False), file=sys.stderr)
         for note in [*report.notes, *report.skipped]:
             print(f"note: {for_terminal(note, keep_newlines=False)}", file=sys.stderr)

@@ -252,11 +252,15 @@ def store_import(
     store: Store, registry: Registry, export: ForeignExport, *, name: str, home: Path
 ) -> ForeignImport:
     """Validate every latent, store each accepted one in one transaction, register the dataset."""
-    dataset = _dataset_for(registry, export, name, home)
-    report = ForeignImport(dataset.name, export.tool, hook_points=list(dataset_hooks(dataset)))
+    check_name(name)
+    report = ForeignImport(name, export.tool)
     report.notes += export.notes
     report.skipped += export.skipped
     report.refused += export.refused.values()
+    if not export.latents:
+        return report
+    dataset = _dataset_for(registry, export, name, home)
+    report.hook_points = list(dataset_hooks(dataset))
     folder = Path(dataset.folder or "")
     origin = f"imported from {export.tool}"
     for unit in sorted(export.latents.values(), key=lambda u: (u.hook_point, u.index)):
@@ -289,9 +293,6 @@ def dataset_hooks(dataset: Dataset) -> tuple[str, ...]:
 
 def _dataset_for(registry: Registry, export: ForeignExport, name: str, home: Path) -> Dataset:
     """The dataset to import into: new, or the same tool's earlier import extended."""
-    if not export.hook_points:
-        raise CodecError(f"no latents found in the {export.tool} files")
-    check_name(name)
     hooks = list(export.hook_points)
     n_neurons = max([export.d_sae or 0, *(i + 1 for _, i in export.latents)], default=1)
     source = f"imported from {export.tool}"
