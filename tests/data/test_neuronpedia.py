@@ -172,7 +172,7 @@ def test_a_truncated_batch_refuses_the_import_and_stores_nothing(
     root = published(tmp_path)
     batch = root / "gpt2-small/9-res-jb/activations/batch-0.jsonl.gz"
     batch.write_bytes(batch.read_bytes()[:-40])
-    with pytest.raises(CodecError, match="batch-0.jsonl.gz: cannot be read whole"):
+    with pytest.raises(CodecError, match=r"batch-0\.jsonl\.gz: cannot be read whole"):
         desk.import_neuronpedia([root], name="np")
     assert desk.store.file_stats("np") == []
     assert "np" not in [d.name for d in desk.registry.all()]
