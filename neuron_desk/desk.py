@@ -65,7 +65,6 @@ class StoreImport:
     results: int
     responses: int
 
-
 FETCH_FAILURES = "fetch-failures:"
 """Prefix of the meta entry that keeps, per dataset, the files a fetch could not store."""
 

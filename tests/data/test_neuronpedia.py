@@ -133,7 +133,8 @@ def test_reimport_is_idempotent(desk: Desk, tmp_path: Path) -> None:
     files = desk.store.file_stats("np")
     again = desk.import_neuronpedia([published(tmp_path)], name="np")  # same rows, gzipped
     assert again.imported == 3
-    assert desk.store.query("SELECT COUNT(*) FROM explanations")[0][0] == rows == 4  # 2 explanations, 2 scores
+    count = desk.store.query("SELECT COUNT(*) FROM explanations")[0][0]
+    assert count == rows == 4  # 2 explanations and 2 scores, not twice
     assert desk.store.file_stats("np") == files
     assert desk.dataset("np").dictionary.hook_points == ("9-res-jb", "10-res-jb")  # type: ignore[union-attr]
     folder = Path(desk.dataset("np").folder or "")
