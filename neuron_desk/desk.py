@@ -33,7 +33,7 @@ from neuron_desk.data.exports import (
     write_export,
     write_exports,
 )
-from neuron_desk.data.foreign import ForeignImport, store_import
+from neuron_desk.data.foreign import ForeignImport, is_imported, store_import
 from neuron_desk.data.foreign.delphi import read_results
 from neuron_desk.data.foreign.neuronpedia import read_export
 from neuron_desk.data.registry import Dataset, Kind, Registry
@@ -141,9 +141,11 @@ class Desk:
         return self.service.available_neurons(dataset, layer)
 
     def is_sparse(self, dataset: str) -> bool:
-        """Whether only some neurons of `dataset` can be shown (a bundled sample, or any
-        dataset while offline): then browsing moves among the neurons with data."""
-        return self.offline or bool(self.registry.get(dataset).bundled)
+        """Whether only some neurons of `dataset` can be shown (a bundled sample, an import
+        from another tool, or any dataset while offline): then browsing moves among the
+        neurons with data."""
+        ds = self.registry.get(dataset)
+        return self.offline or bool(ds.bundled) or is_imported(ds)
 
     def step_with_data(self, ref: NeuronRef, delta: int) -> NeuronRef | None:
         """The neuron with data `delta` places after `ref` (wrapping around the dataset),

@@ -90,6 +90,9 @@ def test_import_then_open_a_latent_offline(desk: Desk, tmp_path: Path) -> None:
     assert other.record.value.most_positive_activation_records[0].tokens == [" über", " alles"]
     assert [r.index for r in desk.available_neurons("np")] == [0, 5, 3]
     assert desk.search("Paris", dataset="np")[0].ref == ref
+    desk.offline = False
+    assert desk.is_sparse("np")  # browsing steps among the imported latents, online too
+    assert desk.step_with_data(ref, 1) == NeuronRef("np", 0, 5)
 
 
 def test_unknown_fields_are_tolerated(desk: Desk) -> None:

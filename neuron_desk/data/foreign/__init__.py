@@ -287,6 +287,11 @@ def store_import(
     return report
 
 
+def is_imported(dataset: Dataset) -> bool:
+    """Whether `dataset` was made by an import from another tool (only some latents have data)."""
+    return dataset.dictionary is not None and dataset.dictionary.source.startswith("imported from")
+
+
 def dataset_hooks(dataset: Dataset) -> tuple[str, ...]:
     return dataset.dictionary.hook_points if dataset.dictionary is not None else ()
 
