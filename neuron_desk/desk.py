@@ -35,7 +35,7 @@ from neuron_desk.data.exports import (
 )
 from neuron_desk.data.foreign import ForeignImport, is_imported, store_import
 from neuron_desk.data.foreign.delphi import read_results
-from neuron_desk.data.foreign.neuronpedia import read_export
+from neuron_desk.data.foreign.neuronpedia import import_export
 from neuron_desk.data.registry import Dataset, Kind, Registry
 from neuron_desk.data.service import Fetched, NeuronData, NeuronService, PrefetchProgress
 from neuron_desk.data.store import Store
@@ -424,8 +424,9 @@ class Desk:
         self, paths: Sequence[Path], *, name: str, model: str | None = None
     ) -> ForeignImport:
         """Import Neuronpedia export folders or batch files as the latent dataset `name`."""
-        export = read_export(list(paths), model=model)
-        return store_import(self.store, self.registry, export, name=name, home=self.paths.home)
+        return import_export(
+            self.store, self.registry, list(paths), name=name, home=self.paths.home, model=model
+        )
 
     def import_delphi(self, folder: Path, *, name: str, model: str | None = None) -> ForeignImport:
         """Import a delphi results folder (explanations, detection and fuzz scores)."""

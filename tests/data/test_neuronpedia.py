@@ -145,6 +145,37 @@ def test_reimport_is_idempotent(desk: Desk, tmp_path: Path) -> None:
     assert (folder / "related-tokens/weight-based/1/3.json").is_file()
 
 
+def test_batches_imported_one_by_one_make_the_same_dataset(desk: Desk) -> None:
+    source = EXPORT / "gpt2-small/9-res-jb"
+    desk.import_neuronpedia([source / "explanations/batch-0.jsonl"], name="np")
+    desk.import_neuronpedia([source / "activations/batch-0.jsonl"], name="np")
+    desk.import_neuronpedia([source / "features/batch-0.jsonl"], name="np")
+    ref = NeuronRef("np", 0, 0)
+    assert desk.dataset("np").n_neurons == 24576  # source.jsonl is read beside the batches
+    assert len(desk.explanations.of(ref)) == 3  # later batches kept the explanation and scores
+    assert desk.store.get_file(ref, Kind.ACTIVATIONS.value) is not None
+    assert desk.store.get_file(ref, Kind.TOKENS_BY_WEIGHT.value) is not None
+
+
+def test_a_latent_split_over_two_activation_batches_is_merged(desk: Desk, tmp_path: Path) -> None:
+    root = published(tmp_path)
+    extra = (
+        '{"modelId": "gpt2-small", "layer": "9-res-jb", "index": "0", "tokens": [" Lyon"], '
+        '"values": [20.0], "maxValue": 20.0, "maxValueTokenIndex": 0}\n'
+    )
+    batch = root / "gpt2-small/9-res-jb/activations/batch-1.jsonl.gz"
+    batch.write_bytes(gzip.compress(extra.encode()))
+    report = desk.import_neuronpedia([root], name="np")
+    assert report.imported == 3 and report.refused == []
+    record = asyncio.run(desk.record(NeuronRef("np", 0, 0)))
+    assert [max(r.activations) for r in record.most_positive_activation_records] == [
+        31.25,
+        20.0,
+        12.5,
+    ]
+    assert len(desk.explanations.of(NeuronRef("np", 0, 0))) == 3  # not lost by the second part
+
+
 def test_new_sources_are_appended_never_renumbered(desk: Desk) -> None:
     desk.import_neuronpedia([EXPORT / "gpt2-small/10-res-jb"], name="np")
     assert desk.dataset("np").dictionary.hook_points == ("10-res-jb",)  # type: ignore[union-attr]

@@ -3,9 +3,10 @@
 A reader (`neuronpedia.read_export`, `delphi.read_results`) turns the tool's files into
 `ForeignLatent`s, one per latent, or `Refusal`s naming the file and the field at fault. Then
 `store_import` makes the dataset: every latent's files go through `validation.accept` like any
-other file, and one latent is written in one store transaction (its activation records, its top
-tokens, its imported explanations and scores), so a refused or failed latent leaves nothing
-behind, and no latent's data is ever filed under another's number. A copy of each accepted file
+other file, and a latent's writes (its activation records, its top tokens, its imported
+explanations and scores) are inside one store transaction (with those of up to `WRITE_GROUP`
+latents validated before it), so a refused or failed latent leaves nothing behind, and no
+latent's data is ever filed under another's number. A copy of each accepted file
 is also written in the public layout under `<home>/imports/<name>/`, the folder the dataset is
 registered with (so it survives `cache clear`).
 
@@ -42,6 +43,14 @@ from neuron_desk.data.validation import accept
 
 UNKNOWN = "unknown"
 """An architecture (or tokenizer) an export does not say."""
+
+WRITE_GROUP = 64
+"""Latents written in one store transaction (a store failure refuses the group, whole)."""
+
+
+def natural_order(name: str) -> tuple[list[int], str]:
+    """Names by the numbers in them ("9-res-jb" before "10-res-jb"), then by name."""
+    return [int(n) for n in re.findall(r"\d+", name)], name
 
 
 @dataclass
@@ -133,7 +142,7 @@ class ForeignExport:
                 unit.record.most_positive_activation_records.sort(
                     key=lambda r: max(r.activations, default=0.0), reverse=True
                 )
-        self.hook_points.sort(key=lambda h: ([int(n) for n in re.findall(r"\d+", h)], h))
+        self.hook_points.sort(key=natural_order)
         return self
 
     def refuse_line(self, where: str, reason: str) -> None:
@@ -154,6 +163,16 @@ class ForeignImport:
     hook_points: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+
+    def add(self, other: ForeignImport) -> None:
+        """Count in another part of the same import."""
+        self.imported += other.imported
+        self.refused += other.refused
+        self.explanations += other.explanations
+        self.scores += other.scores
+        self.hook_points = other.hook_points or self.hook_points
+        self.notes += other.notes
+        self.skipped += other.skipped
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready counts and reasons."""
@@ -214,6 +233,8 @@ def numbers(obj: dict[str, Any], name: str, where: str, *, required: bool = True
     """A list of finite numbers (activations, values)."""
     value = field_of(obj, name, list, where) if required else obj.get(name) or []
     check_type(value, name, list, where)
+    if all(type(v) is float or type(v) is int for v in value) and math.isfinite(sum(value)):
+        return [float(v) for v in value]  # the common case, checked in one pass each
     for i, item in enumerate(value):
         if isinstance(item, bool) or not isinstance(item, int | float) or not math.isfinite(item):
             raise CodecError(f"not a finite number: {item!r}", f"{name}[{i}]", where)
@@ -251,7 +272,8 @@ def imports_folder(home: Path, name: str) -> Path:
 def store_import(
     store: Store, registry: Registry, export: ForeignExport, *, name: str, home: Path
 ) -> ForeignImport:
-    """Validate every latent, store each accepted one in one transaction, register the dataset."""
+    """Validate every latent, store write them in transactions of
+    `WRITE_GROUP` latents, register the dataset."""
     check_name(name)
     report = ForeignImport(name, export.tool)
     report.notes += export.notes
@@ -262,26 +284,29 @@ def store_import(
     dataset = _dataset_for(registry, export, name, home)
     report.hook_points = list(dataset_hooks(dataset))
     folder = Path(dataset.folder or "")
-    origin = f"imported from {export.tool}"
-    for unit in sorted(export.latents.values(), key=lambda u: (u.hook_point, u.index)):
-        layer = dataset_hooks(dataset).index(unit.hook_point)
-        ref = NeuronRef(dataset.name, layer, unit.index)
+    units = sorted(export.latents.values(), key=lambda u: (u.hook_point, u.index))
+    for start in range(0, len(units), WRITE_GROUP):
+        group: list[tuple[NeuronRef, list[tuple[Kind, str]], ForeignLatent]] = []
+        for unit in units[start : start + WRITE_GROUP]:
+            ref = NeuronRef(dataset.name, dataset_hooks(dataset).index(unit.hook_point), unit.index)
+            try:
+                group.append((ref, _accepted_files(dataset, ref, unit), unit))
+            except NeuronDeskError as exc:  # refused by validation
+                report.refused.append(Refusal(_name(unit), bounded(str(exc))))
         try:
-            files = _accepted_files(dataset, ref, unit)
-            _write_latent(store, ref, files, unit, origin, export.tool)
-        except NeuronDeskError as exc:  # refused by validation, or the store failed
-            report.refused.append(
-                Refusal(f"{unit.hook_point} latent {unit.index}", bounded(str(exc)))
-            )
+            _write_latents(store, group, export.tool)
+        except NeuronDeskError as exc:  # the store failed: the whole group was rolled back
+            report.refused += [Refusal(_name(unit), bounded(str(exc))) for _, _, unit in group]
             continue
-        try:
-            for kind, text in files:
-                _write_text(folder / kind.relative_path(layer, unit.index), text)
-        except OSError as exc:
-            report.notes.append(bounded(f"{folder}: not written ({exc.strerror or exc})"))
-        report.imported += 1
-        report.explanations += len(unit.explanations)
-        report.scores += sum(len(e.scores) for e in unit.explanations)
+        for ref, files, unit in group:
+            try:
+                for kind, text in files:
+                    _write_text(folder / kind.relative_path(ref.layer, ref.index), text)
+            except OSError as exc:
+                report.notes.append(bounded(f"{folder}: not written ({exc.strerror or exc})"))
+            report.imported += 1
+            report.explanations += len(unit.explanations)
+            report.scores += sum(len(e.scores) for e in unit.explanations)
     if report.imported:
         registry.add(dataset)
     return report
@@ -360,38 +385,43 @@ def _accepted_files(
     return files
 
 
-def _write_latent(
-    store: Store,
-    ref: NeuronRef,
-    files: list[tuple[Kind, str]],
-    unit: ForeignLatent,
-    source: str,
-    tool: str,
+def _write_latents(
+    store: Store, group: list[tuple[NeuronRef, list[tuple[Kind, str]], ForeignLatent]], tool: str
 ) -> None:
-    """One transaction: the latent's files, and its imported rows replacing earlier ones."""
+    """One transaction for a group of validated latents: each one's files, and its imported
+    rows replacing earlier ones (an import without explanations for a latent, e.g. of
+    activation batches alone, keeps them). A failure rolls the whole group back."""
     now = time.time()
-    key = (ref.dataset, ref.layer, ref.index)
+    source = f"imported from {tool}"
     with store.transaction() as db:
-        for kind, text in files:
-            db.execute(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (ref.dataset, kind.value, ref.layer, ref.index, compress(text), "import", now),
-            )
-            db.execute(
-                "DELETE FROM absent WHERE dataset=? AND kind=? AND layer=? AND neuron=?",
-                (ref.dataset, kind.value, ref.layer, ref.index),
-            )
-        db.execute(
-            "DELETE FROM explanations WHERE dataset=? AND layer=? AND neuron=? "
-            "AND json_extract(provenance, '$.imported_from') = ?",
-            (*key, tool),
-        )
-        for row in _rows(unit, tool):
-            db.execute(
-                "INSERT INTO explanations (dataset, layer, neuron, explanation, score, source, "
-                "provenance, result, created_at) VALUES (?, ?, ?, ?, NULL, ?, ?, NULL, ?)",
-                (*key, row[0], source, json.dumps(codec_safe(row[1])), now),
-            )
+        for ref, files, unit in group:
+            key = (ref.dataset, ref.layer, ref.index)
+            for kind, text in files:
+                db.execute(
+                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (ref.dataset, kind.value, ref.layer, ref.index, compress(text), "import", now),
+                )
+                db.execute(
+                    "DELETE FROM absent WHERE dataset=? AND kind=? AND layer=? AND neuron=?",
+                    (ref.dataset, kind.value, ref.layer, ref.index),
+                )
+            if unit.explanations:
+                db.execute(
+                    "DELETE FROM explanations WHERE dataset=? AND layer=? AND neuron=? "
+                    "AND json_extract(provenance, '$.imported_from') = ?",
+                    (*key, tool),
+                )
+            for text, provenance in _rows(unit, tool):
+                db.execute(
+                    "INSERT INTO explanations (dataset, layer, neuron, explanation, score, "
+                    "source, provenance, result, created_at) "
+                    "VALUES (?, ?, ?, ?, NULL, ?, ?, NULL, ?)",
+                    (*key, text, source, json.dumps(codec_safe(provenance)), now),
+                )
+
+
+def _name(unit: ForeignLatent) -> str:
+    return f"{unit.hook_point} latent {unit.index}"
 
 
 def _rows(unit: ForeignLatent, tool: str) -> Iterable[tuple[str, dict[str, Any]]]:

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from neuron_desk.core import codec
 from neuron_desk.core.codec import parse_json
 from neuron_desk.core.errors import CodecError, NeuronDeskError
 from neuron_desk.core.model import (
@@ -42,39 +43,159 @@ from neuron_desk.core.model import (
     TokensAndWeights,
     WeightBasedSummaryOfNeuron,
 )
+from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.foreign import (
     ForeignExplanation,
     ForeignExport,
+    ForeignImport,
     ForeignScore,
+    check_name,
     check_type,
     field_of,
     latent_index,
+    natural_order,
     numbers,
     optional_field,
+    store_import,
     strings,
 )
+from neuron_desk.data.registry import Kind, Registry
 from neuron_desk.data.sources import MAX_FILE_BYTES
+from neuron_desk.data.store import Store
 
 TOOL = "Neuronpedia"
 KINDS = ("features", "activations", "explanations")
 _BATCH = re.compile(r"^batch-(\d+)\.jsonl(\.gz)?$")
 
 
-def read_export(paths: list[Path], *, model: str | None = None) -> ForeignExport:
-    """Read Neuronpedia export folders (a source, a model or the `v1` root) or batch files."""
-    export = ForeignExport(TOOL, model or "")
+def import_export(
+    store: Store,
+    registry: Registry,
+    paths: list[Path],
+    *,
+    name: str,
+    home: Path,
+    model: str | None = None,
+) -> ForeignImport:
+    """Import Neuronpedia export folders (a source, a model or the `v1` root) or batch files.
+
+    Features and explanations (small) are read first; then each activations batch is read and
+    its latents stored, so memory holds one batch's activations at a time (Neuronpedia's
+    exporter puts all of a latent's activations in one batch; a latent found in a later batch
+    too is merged with what was stored). Every gzip file is read through once before anything
+    is stored, so a truncated download stops the import with nothing stored.
+    """
+    check_name(name)
     batches = _batch_files(paths)
     if not batches:
         raise CodecError(
             "no Neuronpedia export here: expected <source>/{features,activations,explanations}/"
             f"batch-N.jsonl.gz under {', '.join(map(str, paths))}"
         )
-    for source_dir in dict.fromkeys(path.parent.parent for path, _ in batches):
-        _read_metadata(export, source_dir)
-    for path, kind in sorted(batches, key=lambda b: (KINDS.index(b[1]), _batch_order(b[0]))):
-        for where, row in _rows(path, export):
-            _read_row(export, kind, where, row)
-    return export.finish()
+    for path, _ in batches:
+        _check_whole(path)
+    base = ForeignExport(TOOL, model or "")
+    sources = sorted(
+        dict.fromkeys(p.parent.parent for p, _ in batches), key=lambda d: natural_order(d.name)
+    )
+    for source_dir in sources:
+        _read_metadata(base, source_dir)
+    base.hook_points = [d.name for d in sources]  # the order of the layers; rows may add others
+    ordered = sorted(
+        batches, key=lambda b: (natural_order(b[0].parent.parent.name), _batch_order(b[0]))
+    )
+    for path, kind in ordered:
+        if kind != "activations":
+            for where, row in _rows(path, base):
+                _read_row(base, kind, where, row)
+    report = ForeignImport(name, TOOL)
+    stored: set[tuple[str, int]] = set()
+    for path, kind in ordered:
+        if kind == "activations":
+            part = _activations_part(store, registry, base, path, name, stored)
+            part_report = store_import(store, registry, part, name=name, home=home)
+            now = {key for key in part.latents if not _refused(part_report, key)}
+            part_report.imported -= len(now & stored)  # merged into a latent counted before
+            stored |= now
+            report.add(part_report)
+            del part  # before the next batch is read: one batch in memory at a time
+    report.add(store_import(store, registry, base.finish(), name=name, home=home))
+    return report
+
+
+def _refused(report: ForeignImport, key: tuple[str, int]) -> bool:
+    return any(r.where == f"{key[0]} latent {key[1]}" for r in report.refused)
+
+
+def _activations_part(
+    store: Store,
+    registry: Registry,
+    base: ForeignExport,
+    path: Path,
+    name: str,
+    stored: set[tuple[str, int]],
+) -> ForeignExport:
+    """The latents of one activations batch, with their features and explanations moved over
+    from `base` (and records stored by an earlier batch merged in)."""
+    part = ForeignExport(
+        TOOL,
+        base.model,
+        hook_points=list(base.hook_points),
+        d_sae=base.d_sae,
+        d_in=base.d_in,
+        architecture=base.architecture,
+        kind=base.kind,
+    )
+    for where, row in _rows(path, part):
+        _read_row(part, "activations", where, row)
+    base.model = base.model or part.model
+    for where, refusal in part.refused.items():
+        base.refused.setdefault(where, refusal)
+    for refusal in part.refused.values():  # a latent refused here is refused whole
+        hook, _, index = refusal.where.rpartition(" latent ")
+        if index.isdigit():
+            base.latents.pop((hook, int(index)), None)
+    for key, unit in list(part.latents.items()):
+        if base.is_refused(*key):
+            del part.latents[key]
+            continue
+        known = base.latents.pop(key, None)
+        if known is not None:
+            unit.tokens_by_weight = known.tokens_by_weight
+            unit.explanations = known.explanations
+            unit.files[:0] = known.files
+        if key in stored and unit.record is not None:
+            earlier = _stored_record(store, registry, name, key)
+            if earlier is not None:
+                unit.record.most_positive_activation_records[:0] = (
+                    earlier.most_positive_activation_records
+                )
+    part.refused = {}  # reported once, with base's
+    for hook in part.hook_points:
+        if hook not in base.hook_points:
+            base.hook_points.append(hook)
+    return part.finish()
+
+
+def _stored_record(
+    store: Store, registry: Registry, name: str, key: tuple[str, int]
+) -> NeuronRecord | None:
+    dataset = registry.get(name)
+    hooks = dataset.dictionary.hook_points if dataset.dictionary is not None else ()
+    stored = store.get_file(NeuronRef(name, hooks.index(key[0]), key[1]), Kind.ACTIVATIONS.value)
+    return None if stored is None else codec.loads(stored.text, NeuronRecord, source="the store")
+
+
+def _check_whole(path: Path) -> None:
+    """Read a gzip file through (nothing kept): a truncated or corrupt one is refused now."""
+    if path.suffix != ".gz":
+        return
+    try:
+        with gzip.open(path, "rb") as handle:
+            while handle.read(1 << 20):
+                pass
+    except (OSError, EOFError) as exc:
+        raise CodecError(f"cannot be read whole ({exc})", source=str(path)) from None
 
 
 def _batch_order(path: Path) -> tuple[str, int]:
