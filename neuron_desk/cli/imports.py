@@ -17,7 +17,7 @@ def register(subparsers: Any) -> None:
     """Add the import commands."""
     p = subparsers.add_parser(
         "import-neuronpedia",
-        help="import Neuronpedia exports (features, activations, explanations) as latents",
+        help="import Neuronpedia exports as a latent dataset",
         description="Import Neuronpedia export folders (<model>/<source>/{features,activations,"
         "explanations}/batch-N.jsonl.gz, or their batch files) as a latent dataset whose layers "
         "are the exported sources.",
@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "import-delphi",
-        help="import a delphi results folder (explanations, detection and fuzz scores)",
+        help="import a delphi results folder as a latent dataset",
         description="Import a delphi results folder (explanations/, scores/detection, "
         "scores/fuzz) as a latent dataset whose layers are delphi's hook points.",
     )

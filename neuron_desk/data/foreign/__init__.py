@@ -39,7 +39,7 @@ from neuron_desk.core.model import NeuronId, NeuronRecord, WeightBasedSummaryOfN
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.registry import Dataset, Dictionary, Kind, Registry
 from neuron_desk.data.store import Store, compress
-from neuron_desk.data.validation import accept
+from neuron_desk.data.validation import MAX_STRING_CHARS, accept
 
 UNKNOWN = "unknown"
 """An architecture (or tokenizer) an export does not say."""
@@ -272,8 +272,8 @@ def imports_folder(home: Path, name: str) -> Path:
 def store_import(
     store: Store, registry: Registry, export: ForeignExport, *, name: str, home: Path
 ) -> ForeignImport:
-    """Validate every latent, store write them in transactions of
-    `WRITE_GROUP` latents, register the dataset."""
+    """Validate every latent, write the accepted ones in transactions of `WRITE_GROUP`
+    latents, and register (or extend) the dataset."""
     check_name(name)
     report = ForeignImport(name, export.tool)
     report.notes += export.notes
@@ -380,8 +380,10 @@ def _accepted_files(
         checked = accept(kind, codec.dumps(value), dataset=dataset, ref=ref, source=where)
         files.append((kind, checked.text))
     for explanation in unit.explanations:
-        if len(explanation.text) > 100_000:
-            raise CodecError("an explanation longer than 100,000 characters", "explanation", where)
+        if len(explanation.text) > MAX_STRING_CHARS:
+            raise CodecError(
+                f"an explanation longer than {MAX_STRING_CHARS:,} characters", "explanation", where
+            )
     return files
 
 
