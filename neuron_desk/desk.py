@@ -37,6 +37,9 @@ from neuron_desk.data.exports import (
     write_export,
     write_exports,
 )
+from neuron_desk.data.foreign import ForeignImport, is_imported, store_import
+from neuron_desk.data.foreign.delphi import read_results
+from neuron_desk.data.foreign.neuronpedia import import_export
 from neuron_desk.data.registry import Dataset, Kind, Registry
 from neuron_desk.data.service import Fetched, NeuronData, NeuronService, PrefetchProgress
 from neuron_desk.data.store import Store
@@ -143,9 +146,11 @@ class Desk:
         return self.service.available_neurons(dataset, layer)
 
     def is_sparse(self, dataset: str) -> bool:
-        """Whether only some neurons of `dataset` can be shown (a bundled sample, or any
-        dataset while offline): then browsing moves among the neurons with data."""
-        return self.offline or bool(self.registry.get(dataset).bundled)
+        """Whether only some neurons of `dataset` can be shown (a bundled sample, an import
+        from another tool, or any dataset while offline): then browsing moves among the
+        neurons with data."""
+        ds = self.registry.get(dataset)
+        return self.offline or bool(ds.bundled) or is_imported(ds)
 
     def step_with_data(self, ref: NeuronRef, delta: int) -> NeuronRef | None:
         """The neuron with data `delta` places after `ref` (wrapping around the dataset),
@@ -512,6 +517,19 @@ class Desk:
         finally:
             other.close()
         return StoreImport(str(path), results, responses)
+
+    def import_neuronpedia(
+        self, paths: Sequence[Path], *, name: str, model: str | None = None
+    ) -> ForeignImport:
+        """Import Neuronpedia export folders or batch files as the latent dataset `name`."""
+        return import_export(
+            self.store, self.registry, list(paths), name=name, home=self.paths.home, model=model
+        )
+
+    def import_delphi(self, folder: Path, *, name: str, model: str | None = None) -> ForeignImport:
+        """Import a delphi results folder (explanations, detection and fuzz scores)."""
+        export = read_results(folder, model=model)
+        return store_import(self.store, self.registry, export, name=name, home=self.paths.home)
 
     def usage(self, run: str | None = None) -> list[UsageTotal]:
         """Token usage per endpoint and model, of one run or of all."""

@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("data", "show what is known about a neuron or latent"),
     "fetch": ("data", "fetch and store a neuron or a range of neurons"),
     "import": ("data", "import files in the public layout, or single files"),
+    "import-neuronpedia": ("imports", "import Neuronpedia exports as a latent dataset"),
+    "import-delphi": ("imports", "import a delphi results folder as a latent dataset"),
     "neurons": ("data", "list the neurons (or latents) of a dataset"),
     "search": ("data", "search published and generated explanations"),
     "cache": ("data", "show or clear the stored files"),
@@ -44,7 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def command_module(key: str) -> ModuleType:
-    """The command module called `key` ("data", "llm", "batch"), imported now."""
+    """The command module called `key` ("data", "llm", "imports", "batch"), imported now."""
     if key == "data":
         from neuron_desk.cli import data
 
@@ -53,6 +55,10 @@ def command_module(key: str) -> ModuleType:
         from neuron_desk.cli import llm
 
         return llm
+    if key == "imports":
+        from neuron_desk.cli import imports
+
+        return imports
     from neuron_desk.cli import batch
 
     return batch

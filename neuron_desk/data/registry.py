@@ -105,8 +105,8 @@ class Dictionary:
     """
 
     kind: str  # "sae" or "transcoder"
-    architecture: str  # "standard", "topk", "jumprelu" or "gated"
-    d_in: int
+    architecture: str  # "standard", "topk", "jumprelu", "gated"; "unknown" (an import)
+    d_in: int  # 0 when unknown (an import that does not say)
     d_sae: int
     hook_points: tuple[str, ...]
     weights: tuple[str, ...] = ()
