@@ -41,9 +41,11 @@ NOT_COMPARABLE = ("all_at_once_chat_generation_written_digits", "logprob_free_js
 
 
 def opinions_text(opinions: Sequence[dict[str, Any]]) -> str:
-    """Second opinions as "detection 0.82 · fuzzing 0.71" (balanced accuracy)."""
+    """Second opinions as "detection 0.82 · fuzzing 0.71" (balanced accuracy; an imported
+    score without one, e.g. Neuronpedia's, shows its own value)."""
     return " · ".join(
-        f"{o.get('scorer', '?')} {format_score(o.get('balanced_accuracy'))}" for o in opinions
+        f"{o.get('scorer', '?')} {format_score(o.get('balanced_accuracy', o.get('value')))}"
+        for o in opinions
     )
 
 
