@@ -387,3 +387,31 @@ def test_an_interrupted_latent_build_resumes_to_the_same_report(tmp_path: Path) 
     resumed = build_dataset(model, _corpus(tmp_path), out, work, info, options)
     assert resumed.latents == whole.latents
     assert resumed.latents["layers"]["0"]["tokens"] == 480
+
+
+def test_a_bundled_latent_dataset_is_not_the_default(tmp_path: Path) -> None:
+    def bundled(name: str, dictionary: Dictionary | None) -> Path:
+        spec = registry.Dataset(
+            name=name,
+            title=name,
+            model="m",
+            n_layers=1,
+            n_neurons=D_SAE,
+            kinds=(Kind.ACTIVATIONS,),
+            tokenizer="t",
+            dictionary=dictionary,
+        ).to_spec()
+        path = tmp_path / f"{name}.sqlite3"
+        store = Store.open(path)
+        store.put_json("meta", "dataset", spec)
+        store.close()
+        return path
+
+    sae = Dictionary("sae", "topk", D_MODEL, D_SAE, ("model.layers.1",), k=K)
+    files = sorted(
+        [bundled("smollm2-135m-instruct-sae", sae), bundled("smollm2-135m-instruct", None)]
+    )
+    assert files[0].name == "smollm2-135m-instruct-sae.sqlite3"  # sorts first by name
+    chosen = registry.Registry(bundled=files).default()
+    assert chosen.name == "smollm2-135m-instruct" and chosen.unit == "neuron"
+    assert registry.Registry(bundled=files[:1]).default().name == "gpt2-xl"  # neurons first
