@@ -48,12 +48,13 @@ OUT = ROOT / "resources/datasets/smollm2-135m-instruct-sae.sqlite3"
 WORK = ROOT / "build/smollm2-sae"
 OPTIONS = BuildOptions(
     seq_len=64,
-    max_sequences=3072,
+    max_sequences=2048,
     batch_size=64,
     seed=0,
-    top_kurtosis=120,
-    random_neurons=120,
+    top_kurtosis=200,
+    random_neurons=200,
     selection_sequences=512,
+    selection_skip_positions=1,  # SmolLM2's first token is an attention sink
     records=RecordOptions(significant_digits=3),
 )
 

@@ -45,6 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--top-kurtosis", type=int, default=0, help="per layer, by kurtosis")
     parser.add_argument("--random", type=int, default=0, help="per layer, at random")
     parser.add_argument("--selection-sequences", type=int, default=256)
+    parser.add_argument(
+        "--selection-skip-positions",
+        type=int,
+        default=0,
+        help="rank by kurtosis without the first N tokens of each sequence (attention sinks)",
+    )
     parser.add_argument("--digits", type=int, help="round activations (significant digits)")
     parser.add_argument("--threads", type=int, help="torch threads")
     parser.add_argument(
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         top_kurtosis=args.top_kurtosis,
         random_neurons=args.random,
         selection_sequences=args.selection_sequences,
+        selection_skip_positions=args.selection_skip_positions,
         records=RecordOptions(significant_digits=args.digits),
     )
     name = args.model_name or args.model.name

@@ -99,6 +99,10 @@ class BuildOptions:
     """... plus this many random other candidates. Both 0: keep every candidate."""
     selection_sequences: int = 256
     """How many (random) sequences the kurtosis ranking is computed on."""
+    selection_skip_positions: int = 0
+    """The ranking ignores the first this many tokens of every sequence: in many models the
+    first token's hidden state is huge (an attention sink), and units that fire only there
+    would rank highest."""
     records: rec.RecordOptions = field(default_factory=rec.RecordOptions)
     n_weight_tokens: int = 50
     n_related: int = 20
@@ -319,13 +323,13 @@ class Build:
             batch = sequences[subset[done : done + opts.batch_size]]
             acts = self.model.activations(batch, self.layers, neurons)
             for i, layer in enumerate(self.layers):
-                sums[i] += rec.power_sums(acts[layer])
+                sums[i] += rec.power_sums(acts[layer][:, opts.selection_skip_positions :])
             done += len(batch)
             temporary = self.work / "selection.tmp.npz"
             np.savez(temporary, sums=sums, done=done)
             os.replace(temporary, state_path)
             self.progress("select", done, size)
-        count = size * opts.seq_len
+        count = size * (opts.seq_len - opts.selection_skip_positions)
         return {
             layer: rec.moments_from_sums(count, sums[i])[1] for i, layer in enumerate(self.layers)
         }

@@ -415,3 +415,28 @@ def test_a_bundled_latent_dataset_is_not_the_default(tmp_path: Path) -> None:
     chosen = registry.Registry(bundled=files).default()
     assert chosen.name == "smollm2-135m-instruct" and chosen.unit == "neuron"
     assert registry.Registry(bundled=files[:1]).default().name == "gpt2-xl"  # neurons first
+
+
+def test_the_kurtosis_ranking_can_skip_the_first_token(tmp_path: Path) -> None:
+    hf = _tiny("llama")
+    sae = _topk_sae("blocks.1.hook_resid_post", 9)
+    options = {"top_kurtosis": 4, "random_neurons": 0, "selection_sequences": 30}
+    _, result = _build_latents(
+        hf, tmp_path, _write(tmp_path, [sae]), selection_skip_positions=1, **options
+    )
+    store = Store.open_read_only(result.path)
+    sequences = np.array(store.get_json("meta", "sequences"))
+    store.close()
+    latents = _reference_topk(sae, _hidden(hf, sequences)["blocks.1.hook_resid_post"])
+
+    def kurtosis(values: np.ndarray) -> np.ndarray:
+        flat = values.reshape(-1, D_SAE)
+        std = flat.std(0)
+        z = (flat - flat.mean(0)) / np.where(std > 0, std, 1)
+        return np.where(std > 0, np.mean(z**4, axis=0) - 3, -np.inf)
+
+    without_first = kurtosis(latents[:, 1:])
+    assert [n.neuron for n in result.neurons] == list(np.argsort(-without_first, kind="stable")[:4])
+    for n in result.neurons:
+        assert n.selection_kurtosis == pytest.approx(without_first[n.neuron], rel=1e-3)
+        assert n.selection_kurtosis != pytest.approx(kurtosis(latents)[n.neuron], rel=1e-3)
