@@ -440,3 +440,96 @@ def test_the_kurtosis_ranking_can_skip_the_first_token(tmp_path: Path) -> None:
     for n in result.neurons:
         assert n.selection_kurtosis == pytest.approx(without_first[n.neuron], rel=1e-3)
         assert n.selection_kurtosis != pytest.approx(kurtosis(latents)[n.neuron], rel=1e-3)
+
+
+# --- the bundled latent sample ---
+
+BUNDLED_SAE = (
+    Path(__file__).resolve().parents[2] / "resources/datasets/smollm2-135m-instruct-sae.sqlite3"
+)
+needs_sae_bundle = pytest.mark.skipif(not BUNDLED_SAE.exists(), reason="no bundled latent sample")
+
+
+@needs_sae_bundle
+def test_bundled_latent_sample_is_small_and_names_its_weights() -> None:
+    from neuron_desk.builder.dictionaries import read_dictionary
+
+    assert BUNDLED_SAE.stat().st_size <= 25 * 1024 * 1024
+    dataset = registry.read_bundled(BUNDLED_SAE)
+    assert dataset.name == "smollm2-135m-sae" and dataset.unit == "latent"
+    assert dataset.tokenizer == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    dictionary = dataset.dictionary
+    assert dictionary is not None and dictionary.architecture == "topk"
+    assert (dataset.n_layers, dataset.n_neurons) == (len(dictionary.hook_points), dictionary.d_sae)
+    assert set(dataset.kinds) == {
+        Kind.ACTIVATIONS,
+        Kind.RELATED_NEURONS,
+        Kind.TOKENS_BY_ACTIVATION,
+        Kind.TOKENS_BY_WEIGHT,
+    }
+    for weights, hook in zip(dictionary.weights, dictionary.hook_points, strict=True):
+        assert weights.startswith("../dictionaries/smollm2-135m-instruct-topk/")
+        folder = BUNDLED_SAE.parent / weights
+        assert (folder / "sae_weights.safetensors").stat().st_size <= 30 * 1024 * 1024
+        sae = read_dictionary(folder)
+        assert (sae.d_in, sae.d_sae, sae.k) == (576, dictionary.d_sae, dictionary.k)
+        assert hook == "model.layers.9" or hook.startswith("model.layers.")
+    store = Store.open_read_only(BUNDLED_SAE)
+    try:
+        build = store.get_json("meta", "build")
+        refs = store.stored_neurons(dataset.name, Kind.ACTIVATIONS.value)
+        report = build["latents"]["layers"]
+        for layer in range(dataset.n_layers):
+            assert sum(1 for r in refs if r.layer == layer) >= 200
+            assert report[str(layer)]["dead"] == len(report[str(layer)]["dead_units"])
+            assert not {r.index for r in refs if r.layer == layer} & set(
+                report[str(layer)]["dead_units"]
+            )
+        for n in dataset.interesting:
+            assert NeuronRef(dataset.name, n.layer, n.neuron) in refs
+        for ref in refs[:: max(1, len(refs) // 10)]:
+            for kind in dataset.kinds:
+                stored = store.get_file(ref, kind.value)
+                assert stored is not None and stored.origin == "builder"
+                codec.loads(stored.text, kind.model_class)
+    finally:
+        store.close()
+
+
+@needs_sae_bundle
+def test_bundled_latents_match_a_fresh_encode_of_the_real_model() -> None:
+    from neuron_desk.builder import load_model
+    from neuron_desk.builder.latents import load_dictionary_model
+    from neuron_desk.builder.records import decimals_for
+    from tests.builder.test_builder import _smollm2
+
+    dataset = registry.read_bundled(BUNDLED_SAE)
+    assert dataset.dictionary is not None
+    hf = load_model(_smollm2(), threads=2)
+    model = load_dictionary_model(hf, dataset.dictionary, BUNDLED_SAE.parent)
+    store = Store.open_read_only(BUNDLED_SAE)
+    try:
+        sequences = np.array(store.get_json("meta", "sequences"), dtype=np.int32)
+        digits = store.get_json("meta", "build")["options"]["records"]["significant_digits"]
+        vocab = hf.vocab()
+        index = {tuple(vocab[t] for t in row): i for i, row in enumerate(sequences)}
+        for n in dataset.interesting[:3]:
+            stored = store.get_file(NeuronRef(dataset.name, n.layer, n.neuron), "activations")
+            assert stored is not None
+            record = codec.loads(stored.text, NeuronRecord)
+            top = record.most_positive_activation_records[:2]
+            ids = [index[tuple(r.tokens)] for r in top]
+            fresh = model.activations(
+                sequences[ids], [n.layer], {n.layer: np.array([n.neuron], dtype=np.int64)}
+            )[n.layer][:, :, 0]
+            decimals = decimals_for(record.max_activation, digits)
+            step = 0.0 if decimals is None else 10.0**-decimals
+            tolerance = 0.5 * step + 1e-3 * record.max_activation
+            for row, r in zip(fresh, top, strict=True):
+                stored_row = np.array(r.activations)
+                peak = int(np.argmax(stored_row))
+                assert abs(row[peak] - stored_row[peak]) <= tolerance, n
+                # elsewhere a latent at the k-th place may swap with another (float noise)
+                assert np.mean(np.abs(row - stored_row) > tolerance) <= 0.05, n
+    finally:
+        store.close()
