@@ -2,7 +2,8 @@
 
 A neuron's activation is the input of the MLP's down projection (Llama `down_proj`, GPT-2
 `c_proj`, GPT-NeoX `dense_4h_to_h`, ...): `act(gate) * up` for SwiGLU, `gelu(c_fc)` for GPT-2.
-A forward pre-hook reads it, and the forward pass stops after the last layer needed.
+A forward pre-hook reads it, and the forward pass stops after the last layer needed;
+`HfModel.capture` reads any module's input or output the same way (the latents' hook points).
 Everything leaves this module as numpy arrays, so the rest of the builder is plain Python.
 """
 
