@@ -125,6 +125,7 @@ def main() -> None:
         ),
         interesting_top=6,
         interesting_random_every=1,
+        interesting_min_active=20,  # of the 50 top records
     )
     extra = {
         "model_file": find_gguf().name,

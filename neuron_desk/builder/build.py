@@ -122,6 +122,9 @@ class DatasetInfo:
     """Per layer, list this many highest-kurtosis neurons as interesting."""
     interesting_random_every: int = 3
     """List the first random neuron of every n-th layer as interesting (0: none)."""
+    interesting_min_active: int = 0
+    """List only units that fire (> 0) in at least this many of their top records: a very
+    rare latent has a high kurtosis but records that are mostly zeros."""
 
 
 @dataclass(frozen=True)
@@ -449,6 +452,7 @@ class Build:
             dictionary=dictionary,
         )
         descriptions: dict[tuple[int, int], str] = {}
+        active: dict[tuple[int, int], int] = {}
         has_weights = False
         done = 0
         try:
@@ -473,6 +477,11 @@ class Build:
                             self.options.seed,
                         )
                         descriptions[layer, neuron] = rec.top_token_summary(record)
+                        active[layer, neuron] = sum(
+                            1
+                            for r in record.most_positive_activation_records
+                            if r.activations and max(r.activations) > 0
+                        )
                         table = rec.token_table(values, sequences, vocab, self.options.records)
                         self._put(store, shape, Kind.ACTIVATIONS, layer, neuron, record)
                         self._put(store, shape, Kind.TOKENS_BY_ACTIVATION, layer, neuron, table)
@@ -505,7 +514,7 @@ class Build:
                 tokenizer=info.tokenizer,
                 licence=info.licence,
                 description=info.description,
-                interesting=interesting_neurons(selected, descriptions, info),
+                interesting=interesting_neurons(selected, descriptions, info, active),
                 dictionary=dictionary,
             )
             spec = dataset.to_spec()
@@ -566,20 +575,37 @@ def interesting_neurons(
     selected: Sequence[SelectedNeuron],
     descriptions: dict[tuple[int, int], str],
     info: DatasetInfo,
+    active: dict[tuple[int, int], int] | None = None,
 ) -> tuple[InterestingNeuron, ...]:
-    """The neurons the dataset suggests first: top kurtosis per layer, then some random ones."""
+    """The neurons the dataset suggests first: top kurtosis per layer, then some random ones
+    (only units active in `info.interesting_min_active` of their top records)."""
+
+    def eligible(reason: str) -> list[SelectedNeuron]:
+        minimum = info.interesting_min_active
+        ranked = sorted((n for n in selected if n.reason == reason), key=lambda n: n.rank)
+        return [
+            n
+            for n in ranked
+            if active is None or active.get((n.layer, n.neuron), minimum) >= minimum
+        ]
+
     picks = []
-    for n in selected:
-        description = descriptions.get((n.layer, n.neuron), "")
-        if n.reason == "kurtosis" and n.rank <= info.interesting_top:
+    taken: dict[int, int] = {}
+    for n in eligible("kurtosis"):
+        if taken.get(n.layer, 0) < info.interesting_top:
+            taken[n.layer] = taken.get(n.layer, 0) + 1
+            description = descriptions.get((n.layer, n.neuron), "")
             label = f"high kurtosis #{n.rank}"
             picks.append(
                 InterestingNeuron(n.layer, n.neuron, label, description, "Highest kurtosis")
             )
     every = info.interesting_random_every
-    for n in selected:
-        description = descriptions.get((n.layer, n.neuron), "")
-        if every and n.reason == "random" and n.rank == 1 and n.layer % every == 0:
+    first_random: dict[int, SelectedNeuron] = {}
+    for n in eligible("random"):
+        first_random.setdefault(n.layer, n)
+    for layer, n in first_random.items():
+        if every and layer % every == 0:
+            description = descriptions.get((n.layer, n.neuron), "")
             picks.append(InterestingNeuron(n.layer, n.neuron, "random", description, "Random"))
     return tuple(picks)
 

@@ -183,12 +183,14 @@ def token_table(
     vocab: Sequence[str],
     options: RecordOptions,
 ) -> TokenLookupTableSummaryOfNeuron:
-    """Tokens with the highest mean activation, among those seen `min_token_count` times."""
+    """Tokens with the highest mean activation, among those seen `min_token_count` times
+    (not those on which the unit is exactly 0 every time: a sparse latent lists fewer)."""
     ids = sequences.ravel()
     size = max(len(vocab), int(ids.max()) + 1)
     counts = np.bincount(ids, minlength=size)
     sums = np.bincount(ids, weights=activations.ravel().astype(np.float64), minlength=size)
-    eligible = np.flatnonzero(counts >= options.min_token_count)
+    # seen often enough, and the unit was not exactly 0 on every occurrence (a sparse latent)
+    eligible = np.flatnonzero((counts >= options.min_token_count) & (sums != 0))
     means = sums[eligible] / counts[eligible]
     best = eligible[np.argsort(-means, kind="stable")[: options.n_top_tokens]]
     averages = sums[best] / counts[best]
@@ -203,7 +205,7 @@ def top_token_summary(record: NeuronRecord, n: int = 3) -> str:
     peaks = Counter(
         r.tokens[int(np.argmax(r.activations))]
         for r in record.most_positive_activation_records
-        if r.activations
+        if r.activations and max(r.activations) > 0
     )
     if not peaks:
         return ""

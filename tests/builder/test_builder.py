@@ -177,7 +177,7 @@ def top_mean_tokens(
     ids = sequences.ravel()
     counts = np.bincount(ids, minlength=n_vocab)
     means = np.bincount(ids, weights=flat, minlength=n_vocab) / np.maximum(counts, 1)
-    eligible = np.flatnonzero(counts >= 5)
+    eligible = np.flatnonzero((counts >= 5) & (means != 0))
     return eligible[np.argsort(-means[eligible], kind="stable")][:n], means
 
 

@@ -194,6 +194,10 @@ def test_latent_records_match_a_direct_encode_of_the_hidden_state(tmp_path: Path
                     means[best], rel=1e-4, abs=1e-6
                 )
 
+            dead = _load(
+                store, Kind.TOKENS_BY_ACTIVATION, layer, DEAD[0], TokenLookupTableSummaryOfNeuron
+            )
+            assert dead.tokens == []  # never fired: no token has a mean activation to list
             report = store.get_json("meta", "build")["latents"]["layers"][str(layer)]
             firing = np.count_nonzero(latents.reshape(-1, D_SAE) > 0, axis=0)
             assert report["hook_point"] == ("model.layers.1", "model.layers.2.mlp")[layer]
@@ -533,3 +537,21 @@ def test_bundled_latents_match_a_fresh_encode_of_the_real_model() -> None:
                 assert np.mean(np.abs(row - stored_row) > tolerance) <= 0.05, n
     finally:
         store.close()
+
+
+def test_interesting_latents_skip_the_rarely_active() -> None:
+    from neuron_desk.builder import DatasetInfo, SelectedNeuron
+    from neuron_desk.builder.build import interesting_neurons
+
+    selected = [SelectedNeuron(0, i, "kurtosis", rank) for rank, i in enumerate((7, 3, 9, 4), 1)]
+    selected += [SelectedNeuron(0, i, "random", rank) for rank, i in enumerate((11, 12), 1)]
+    active = {(0, 7): 2, (0, 3): 30, (0, 9): 25, (0, 4): 50, (0, 11): 1, (0, 12): 40}
+    info = DatasetInfo("t", "t", "m", "t", interesting_top=2, interesting_min_active=20)
+    picks = interesting_neurons(selected, {}, info, active)
+    assert [(n.neuron, n.label) for n in picks] == [
+        (3, "high kurtosis #2"),
+        (9, "high kurtosis #3"),
+        (12, "random"),
+    ]
+    every = DatasetInfo("t", "t", "m", "t", interesting_top=2, interesting_random_every=1)
+    assert [n.neuron for n in interesting_neurons(selected, {}, every, active)] == [7, 3, 11]
