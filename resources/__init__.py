@@ -6,6 +6,9 @@ install imports it from here. What lives here:
 
 - `datasets/*.sqlite3`: read-only dataset stores bundled with the app, listed before the
   public datasets. The SmolLM2-135M-Instruct sample is rebuilt by `packaging/build_sample.py`.
+  `smollm2-135m-instruct-sae.sqlite3` (its latents) by `packaging/build_latents.py`.
+- `dictionaries/<name>/<hook point>/`: SAE weights in SAELens format (`cfg.json`,
+  `sae_weights.safetensors`), named by a bundled latent dataset's `Dictionary.weights`.
 - `icons/neuron-desk.svg`: the application icon (`packaging/render_icons.py` renders the
   hicolor PNGs from it).
 - `few_shot/few_shot_examples.json`, `few_shot/token_space_few_shot_examples.json`: the

@@ -121,12 +121,21 @@ def test_wheel_contains_the_runtime_resources(tmp_path: Path) -> None:
     assert {
         "neuron_desk/resources/__init__.py",
         "neuron_desk/resources/datasets/smollm2-135m-instruct.sqlite3",
+        "neuron_desk/resources/datasets/smollm2-135m-instruct-sae.sqlite3",
         "neuron_desk/resources/icons/neuron-desk.svg",
         "neuron_desk/resources/few_shot/few_shot_examples.json",
         "neuron_desk/resources/few_shot/token_space_few_shot_examples.json",
         "neuron_desk/resources/interesting/gpt2-xl.json",
     } <= names
     assert not [n for n in names if "screenshots" in n or n.endswith(".png")], "README images"
+    # The bundled SAE weights, which the latent sample's Dictionary.weights point to.
+    dictionaries = {
+        f"neuron_desk/resources/{p.relative_to(RESOURCES).as_posix()}"
+        for p in (RESOURCES / "dictionaries").rglob("*")
+        if p.suffix in (".json", ".safetensors")
+    }
+    assert any(n.endswith("/sae_weights.safetensors") for n in dictionaries)
+    assert dictionaries <= names, sorted(dictionaries - names)
     assert not [n for n in names if n.startswith(("resources/", "tests/", "packaging/"))]
     # Every Python file of the package and of resources/ is in the wheel.
     package = ROOT / "neuron_desk"
@@ -154,7 +163,10 @@ def test_editable_install_finds_every_resource() -> None:
     # The current environment: `pip install -e .` maps neuron_desk.resources to resources/.
     assert Path(str(resources.root())).resolve() == RESOURCES.resolve()
     datasets = resources.bundled_datasets()
-    assert [p.name for p in datasets] == ["smollm2-135m-instruct.sqlite3"]
+    assert [p.name for p in datasets] == [
+        "smollm2-135m-instruct-sae.sqlite3",
+        "smollm2-135m-instruct.sqlite3",
+    ]
     assert datasets[0].is_file() and datasets[0].read_bytes()[:16] == b"SQLite format 3\x00"
     icon = resources.icon_path()
     assert icon is not None and icon.is_file()

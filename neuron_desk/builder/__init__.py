@@ -1,4 +1,5 @@
-"""The dataset builder: the five kinds of neuron files from any Hugging Face causal LM.
+"""The dataset builder: the five kinds of neuron files from any Hugging Face causal LM, for
+its MLP neurons or for the latents of sparse dictionaries (SAEs, transcoders) on it.
 
 Needs the `build` extra (torch, transformers; gguf + accelerate to read GGUF files):
 `pip install 'neuron-desk[build]'`. Only `hf` imports torch, and only when a model is loaded.
@@ -7,7 +8,9 @@ Needs the `build` extra (torch, transformers; gguf + accelerate to read GGUF fil
     model = load_model(Path("my-model/"))
     build_dataset(model, corpus_files, Path("my.sqlite3"), Path("work/"), DatasetInfo(...))
 
-or `python -m neuron_desk.builder --help`. neuron_desk/builder/README.md has the details.
+Latents: `load_dictionary_model(model, dictionary, base)` (or `dictionary_from_folders`) gives
+a model whose units are latents, built the same way. `python -m neuron_desk.builder --help`;
+neuron_desk/builder/README.md has the details.
 """
 
 from __future__ import annotations
@@ -21,9 +24,16 @@ from neuron_desk.builder.build import (
     NeuronModel,
     SelectedNeuron,
     build_dataset,
+    describe_latents,
     print_progress,
 )
+from neuron_desk.builder.dictionaries import Sae, read_dictionary, save_saelens
 from neuron_desk.builder.hf import HfModel, library_versions, load_model
+from neuron_desk.builder.latents import (
+    DictionaryModel,
+    dictionary_from_folders,
+    load_dictionary_model,
+)
 from neuron_desk.builder.records import RecordOptions
 
 __all__ = [
@@ -32,12 +42,19 @@ __all__ = [
     "BuildOptions",
     "BuildResult",
     "DatasetInfo",
+    "DictionaryModel",
     "HfModel",
     "NeuronModel",
     "RecordOptions",
+    "Sae",
     "SelectedNeuron",
     "build_dataset",
+    "describe_latents",
+    "dictionary_from_folders",
     "library_versions",
+    "load_dictionary_model",
     "load_model",
     "print_progress",
+    "read_dictionary",
+    "save_saelens",
 ]

@@ -1,4 +1,5 @@
-"""Command line: build a dataset store for a Hugging Face causal LM over text files."""
+"""Command line: build a dataset store for a Hugging Face causal LM over text files: its MLP
+neurons, or with `--dictionary` the latents of SAEs or transcoders at their hook points."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from neuron_desk.builder.build import (
     BuildError,
     BuildOptions,
     DatasetInfo,
+    NeuronModel,
     build_dataset,
+    describe_latents,
     print_progress,
 )
 from neuron_desk.builder.records import RecordOptions
+from neuron_desk.core.errors import NeuronDeskError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,8 +45,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--top-kurtosis", type=int, default=0, help="per layer, by kurtosis")
     parser.add_argument("--random", type=int, default=0, help="per layer, at random")
     parser.add_argument("--selection-sequences", type=int, default=256)
+    parser.add_argument(
+        "--selection-skip-positions",
+        type=int,
+        default=0,
+        help="rank by kurtosis without the first N tokens of each sequence (attention sinks)",
+    )
     parser.add_argument("--digits", type=int, help="round activations (significant digits)")
     parser.add_argument("--threads", type=int, help="torch threads")
+    parser.add_argument(
+        "--dictionary",
+        type=Path,
+        nargs="+",
+        metavar="FOLDER",
+        help="build latents instead of neurons: SAELens, sparsify or Gemma Scope folders, one "
+        "per hook point (layer i of the dataset is the i-th folder)",
+    )
+    parser.add_argument(
+        "--hook-points",
+        nargs="+",
+        metavar="HOOK",
+        help="hook points of the --dictionary folders, when their files name none (or another)",
+    )
     return parser.parse_args(argv)
 
 
@@ -51,7 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from neuron_desk.builder.hf import library_versions, load_model
 
-    model = load_model(args.model, name=args.model_name, threads=args.threads)
+    hf = load_model(args.model, name=args.model_name, threads=args.threads)
+    model: NeuronModel = hf
+    if args.dictionary:
+        from neuron_desk.builder.latents import dictionary_from_folders, load_dictionary_model
+
+        try:
+            dictionary = dictionary_from_folders(hf, args.dictionary, args.hook_points)
+            model = load_dictionary_model(hf, dictionary, Path.cwd())
+        except (NeuronDeskError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     options = BuildOptions(
         seq_len=args.seq_len,
         max_sequences=args.sequences,
@@ -62,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         top_kurtosis=args.top_kurtosis,
         random_neurons=args.random,
         selection_sequences=args.selection_sequences,
+        selection_skip_positions=args.selection_skip_positions,
         records=RecordOptions(significant_digits=args.digits),
     )
     name = args.model_name or args.model.name
@@ -92,10 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     summary = {
         "out": str(result.path),
-        "neurons": len(result.neurons),
+        result.dataset.units: len(result.neurons),
         "sequences": result.n_sequences,
         "seconds": round(result.seconds, 1),
     }
+    if result.latents is not None:
+        print(describe_latents(result.latents), file=sys.stderr)
     print(json.dumps(summary))
     return 0
 

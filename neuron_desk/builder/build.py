@@ -16,8 +16,8 @@ import shutil
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,11 +26,12 @@ import numpy.typing as npt
 
 from neuron_desk.builder import records as rec
 from neuron_desk.builder.corpus import sample_sequences
-from neuron_desk.builder.weights import MlpWeights, related_neurons, token_weights
+from neuron_desk.builder.records import UnitStats
+from neuron_desk.builder.weights import WeightFiles
 from neuron_desk.core import codec
 from neuron_desk.core.model import NeuronId
 from neuron_desk.core.refs import NeuronRef
-from neuron_desk.data.registry import ALL_KINDS, Dataset, InterestingNeuron, Kind
+from neuron_desk.data.registry import ALL_KINDS, Dataset, Dictionary, InterestingNeuron, Kind
 from neuron_desk.data.store import Store
 from neuron_desk.data.validation import accept
 
@@ -45,9 +46,12 @@ class BuildError(RuntimeError):
 
 
 class NeuronModel(Protocol):
-    """What the builder needs from a model (`hf.HfModel` is one)."""
+    """What the builder needs from a model: `hf.HfModel` (MLP neurons) and
+    `latents.DictionaryModel` (a dictionary's latents at its hook points) are two."""
 
     name: str
+    dictionary: Dictionary | None
+    """The dictionary whose latents the units are, or None for neurons."""
 
     @property
     def n_layers(self) -> int: ...
@@ -64,9 +68,17 @@ class NeuronModel(Protocol):
         ids: npt.NDArray[np.int32],
         layers: Sequence[int],
         neurons: dict[int, npt.NDArray[np.int64]] | None = None,
+        stats: Mapping[int, UnitStats] | None = None,
     ) -> dict[int, npt.NDArray[np.float32]]: ...
 
-    def mlp_weights(self) -> MlpWeights | None: ...
+    def weight_files(
+        self,
+        layer: int,
+        neurons: Sequence[int],
+        vocab: Sequence[str],
+        n_tokens: int,
+        n_related: int,
+    ) -> WeightFiles | None: ...
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,10 @@ class BuildOptions:
     """... plus this many random other candidates. Both 0: keep every candidate."""
     selection_sequences: int = 256
     """How many (random) sequences the kurtosis ranking is computed on."""
+    selection_skip_positions: int = 0
+    """The ranking ignores the first this many tokens of every sequence: in many models the
+    first token's hidden state is huge (an attention sink), and units that fire only there
+    would rank highest."""
     records: rec.RecordOptions = field(default_factory=rec.RecordOptions)
     n_weight_tokens: int = 50
     n_related: int = 20
@@ -106,6 +122,9 @@ class DatasetInfo:
     """Per layer, list this many highest-kurtosis neurons as interesting."""
     interesting_random_every: int = 3
     """List the first random neuron of every n-th layer as interesting (0: none)."""
+    interesting_min_active: int = 0
+    """List only units that fire (> 0) in at least this many of their top records: a very
+    rare latent has a high kurtosis but records that are mostly zeros."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +149,22 @@ class BuildResult:
     n_sequences: int
     n_windows: int
     seconds: float
+    latents: dict[str, Any] | None = None
+    """For a dictionary: dead and dense latents and reconstruction quality per hook point."""
+
+
+def describe_latents(report: dict[str, Any]) -> str:
+    """A few lines on the dead and dense latents of each hook point (for the terminal)."""
+    lines = []
+    for layer, entry in report["layers"].items():
+        fvu = "n/a" if entry["fvu"] is None else f"{entry['fvu']:.4f}"
+        lines.append(
+            f"hook point {layer} ({entry['hook_point']}): {entry['units']} latents, "
+            f"{entry['dead']} dead ({100 * entry['dead_fraction']:.1f}%), {entry['dense']} "
+            f"dense (> {100 * report['dense_above']:.0f}% of {entry['tokens']} tokens), "
+            f"mean L0 {entry['mean_l0']}, FVU {fvu}"
+        )
+    return "\n".join(lines)
 
 
 def print_progress(every: float = 10.0) -> Progress:
@@ -255,6 +290,7 @@ class Build:
                         )
                     )
                 rest = np.setdiff1d(np.arange(len(candidates)), order)
+                rest = rest[np.isfinite(kurtosis[layer][rest])]  # live: they vary
                 rng = np.random.default_rng([opts.seed, layer, 0x5E1])
                 size = min(opts.random_neurons, len(rest))
                 for rank, k in enumerate(rng.choice(rest, size=size, replace=False), 1):
@@ -290,13 +326,13 @@ class Build:
             batch = sequences[subset[done : done + opts.batch_size]]
             acts = self.model.activations(batch, self.layers, neurons)
             for i, layer in enumerate(self.layers):
-                sums[i] += rec.power_sums(acts[layer])
+                sums[i] += rec.power_sums(acts[layer][:, opts.selection_skip_positions :])
             done += len(batch)
             temporary = self.work / "selection.tmp.npz"
             np.savez(temporary, sums=sums, done=done)
             os.replace(temporary, state_path)
             self.progress("select", done, size)
-        count = size * opts.seq_len
+        count = size * (opts.seq_len - opts.selection_skip_positions)
         return {
             layer: rec.moments_from_sums(count, sums[i])[1] for i, layer in enumerate(self.layers)
         }
@@ -325,18 +361,67 @@ class Build:
         }
         state = self.work / "collect.json"
         done = int(json.loads(state.read_text())["done"]) if state.exists() else 0
+        stats = self._load_stats() if self.model.dictionary is not None else None
+        if stats is not None:
+            done = stats[1]  # saved after the rows it counts, before collect.json
         self.progress("activations", done, n_seq)
         while done < n_seq:
             batch = sequences[done : done + self.options.batch_size]
-            acts = self.model.activations(batch, list(neurons), neurons)
+            acts = self.model.activations(
+                batch, list(neurons), neurons, None if stats is None else stats[0]
+            )
             for layer, values in acts.items():
                 files[layer][done : done + len(batch)] = values
             for memmap in files.values():
                 memmap.flush()
             done += len(batch)
+            if stats is not None:
+                self._save_stats(stats[0], done)
             _write_json(state, {"done": done})
             self.progress("activations", done, n_seq)
         del files
+
+    def _stats_file(self) -> Path:
+        return self.work / "unit-stats.npz"
+
+    def _load_stats(self) -> tuple[dict[int, UnitStats], int]:
+        """Firing counts and reconstruction sums of every unit so far, and the rows counted."""
+        n_units = self.model.n_neurons
+        path = self._stats_file()
+        if not path.exists():
+            return {layer: UnitStats(n_units) for layer in self.layers}, 0
+        with np.load(path) as saved:
+            stats = {
+                layer: UnitStats.from_state(
+                    {name: saved[f"{layer}:{name}"] for name in ("firing", "target_sum", "scalars")}
+                )
+                for layer in self.layers
+            }
+            return stats, int(saved["done"])
+
+    def _save_stats(self, stats: dict[int, UnitStats], done: int) -> None:
+        arrays: dict[str, Any] = {
+            f"{layer}:{name}": value
+            for layer, layer_stats in stats.items()
+            for name, value in layer_stats.state().items()
+        }
+        temporary = self.work / "unit-stats.tmp.npz"
+        np.savez(temporary, **arrays, done=np.array(done))
+        os.replace(temporary, self._stats_file())
+
+    def unit_report(self) -> dict[str, Any] | None:
+        """Dead and dense units and reconstruction quality per layer (dictionaries only)."""
+        if self.model.dictionary is None or not self._stats_file().exists():
+            return None
+        stats, _ = self._load_stats()
+        points = self.model.dictionary.hook_points
+        return {
+            "dense_above": rec.DENSE_FRACTION,
+            "layers": {
+                str(layer): {"hook_point": points[layer], **stats[layer].report()}
+                for layer in self.layers
+            },
+        }
 
     def write(
         self,
@@ -350,8 +435,8 @@ class Build:
         """Write every file of every selected neuron, and the dataset's description."""
         neurons = self._by_layer(selected)
         vocab = self.model.vocab()
-        weights = self.model.mlp_weights()
         n_seq, seq_len = sequences.shape
+        dictionary = self._dictionary_for(out)
         staging = self.work / "dataset.sqlite3"
         for suffix in ("", "-wal", "-shm"):
             staging.with_name(staging.name + suffix).unlink(missing_ok=True)
@@ -364,8 +449,11 @@ class Build:
             n_neurons=self.model.n_neurons,
             kinds=ALL_KINDS,
             tokenizer=info.tokenizer,
+            dictionary=dictionary,
         )
         descriptions: dict[tuple[int, int], str] = {}
+        active: dict[tuple[int, int], int] = {}
+        has_weights = False
         done = 0
         try:
             for layer, ns in neurons.items():
@@ -389,22 +477,31 @@ class Build:
                             self.options.seed,
                         )
                         descriptions[layer, neuron] = rec.top_token_summary(record)
+                        active[layer, neuron] = sum(
+                            1
+                            for r in record.most_positive_activation_records
+                            if r.activations and max(r.activations) > 0
+                        )
                         table = rec.token_table(values, sequences, vocab, self.options.records)
                         self._put(store, shape, Kind.ACTIVATIONS, layer, neuron, record)
                         self._put(store, shape, Kind.TOKENS_BY_ACTIVATION, layer, neuron, table)
                         done += 1
                         self.progress("records", done, len(selected))
                 del acts
-                if weights is not None:
-                    by_weight = token_weights(
-                        weights, layer, list(ns), vocab, self.options.n_weight_tokens
-                    )
-                    related = related_neurons(weights, layer, list(ns), self.options.n_related)
-                    for neuron, summary, links in zip(ns, by_weight, related, strict=True):
+                files = self.model.weight_files(
+                    layer,
+                    [int(n) for n in ns],
+                    vocab,
+                    self.options.n_weight_tokens,
+                    self.options.n_related,
+                )
+                if files is not None:
+                    has_weights = True
+                    for neuron, summary, links in zip(ns, *files, strict=True):
                         self._put(store, shape, Kind.TOKENS_BY_WEIGHT, layer, int(neuron), summary)
                         self._put(store, shape, Kind.RELATED_NEURONS, layer, int(neuron), links)
             kinds = [Kind.ACTIVATIONS, Kind.TOKENS_BY_ACTIVATION]
-            if weights is not None:
+            if has_weights:
                 kinds[1:1] = [Kind.RELATED_NEURONS]
                 kinds.append(Kind.TOKENS_BY_WEIGHT)
             dataset = Dataset(
@@ -417,7 +514,8 @@ class Build:
                 tokenizer=info.tokenizer,
                 licence=info.licence,
                 description=info.description,
-                interesting=interesting_neurons(selected, descriptions, info),
+                interesting=interesting_neurons(selected, descriptions, info, active),
+                dictionary=dictionary,
             )
             spec = dataset.to_spec()
             del spec["bundled"], spec["folder"], spec["base_url"]
@@ -430,6 +528,9 @@ class Build:
                 "neurons": [asdict(n) for n in selected],
                 **(extra_meta or {}),
             }
+            report = self.unit_report()
+            if report is not None:
+                build_meta["latents"] = report
             store.put_json("meta", "build", build_meta)
             store.put_json("meta", "sequences", sequences.tolist())
         finally:
@@ -439,6 +540,17 @@ class Build:
         shutil.copyfile(staging, out.with_name(out.name + ".tmp"))
         os.replace(out.with_name(out.name + ".tmp"), out)
         return dataset
+
+    def _dictionary_for(self, out: Path) -> Dictionary | None:
+        """The model's dictionary, its absolute weights folders made relative to `out`'s."""
+        dictionary = self.model.dictionary
+        if dictionary is None:
+            return None
+        folder = out.parent.resolve()
+        weights = tuple(
+            os.path.relpath(w, folder) if Path(w).is_absolute() else w for w in dictionary.weights
+        )
+        return replace(dictionary, weights=weights)
 
     @staticmethod
     def _put(store: Store, shape: Dataset, kind: Kind, layer: int, neuron: int, obj: Any) -> None:
@@ -463,20 +575,37 @@ def interesting_neurons(
     selected: Sequence[SelectedNeuron],
     descriptions: dict[tuple[int, int], str],
     info: DatasetInfo,
+    active: dict[tuple[int, int], int] | None = None,
 ) -> tuple[InterestingNeuron, ...]:
-    """The neurons the dataset suggests first: top kurtosis per layer, then some random ones."""
+    """The neurons the dataset suggests first: top kurtosis per layer, then some random ones
+    (only units active in `info.interesting_min_active` of their top records)."""
+
+    def eligible(reason: str) -> list[SelectedNeuron]:
+        minimum = info.interesting_min_active
+        ranked = sorted((n for n in selected if n.reason == reason), key=lambda n: n.rank)
+        return [
+            n
+            for n in ranked
+            if active is None or active.get((n.layer, n.neuron), minimum) >= minimum
+        ]
+
     picks = []
-    for n in selected:
-        description = descriptions.get((n.layer, n.neuron), "")
-        if n.reason == "kurtosis" and n.rank <= info.interesting_top:
+    taken: dict[int, int] = {}
+    for n in eligible("kurtosis"):
+        if taken.get(n.layer, 0) < info.interesting_top:
+            taken[n.layer] = taken.get(n.layer, 0) + 1
+            description = descriptions.get((n.layer, n.neuron), "")
             label = f"high kurtosis #{n.rank}"
             picks.append(
                 InterestingNeuron(n.layer, n.neuron, label, description, "Highest kurtosis")
             )
     every = info.interesting_random_every
-    for n in selected:
-        description = descriptions.get((n.layer, n.neuron), "")
-        if every and n.reason == "random" and n.rank == 1 and n.layer % every == 0:
+    first_random: dict[int, SelectedNeuron] = {}
+    for n in eligible("random"):
+        first_random.setdefault(n.layer, n)
+    for layer, n in first_random.items():
+        if every and layer % every == 0:
+            description = descriptions.get((n.layer, n.neuron), "")
             picks.append(InterestingNeuron(n.layer, n.neuron, "random", description, "Random"))
     return tuple(picks)
 
@@ -500,5 +629,11 @@ def build_dataset(
     build.collect(sequences, selected)
     dataset = build.write(sequences, n_windows, selected, info, out, extra_meta)
     return BuildResult(
-        out, dataset, selected, len(sequences), n_windows, time.monotonic() - started
+        out,
+        dataset,
+        selected,
+        len(sequences),
+        n_windows,
+        time.monotonic() - started,
+        build.unit_report(),
     )

@@ -2,20 +2,31 @@
 
 A neuron's activation is the input of the MLP's down projection (Llama `down_proj`, GPT-2
 `c_proj`, GPT-NeoX `dense_4h_to_h`, ...): `act(gate) * up` for SwiGLU, `gelu(c_fc)` for GPT-2.
-A forward pre-hook reads it, and the forward pass stops after the last layer needed.
+A forward pre-hook reads it, and the forward pass stops after the last layer needed;
+`HfModel.capture` reads any module's input or output the same way (the latents' hook points).
 Everything leaves this module as numpy arrays, so the rest of the builder is plain Python.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from neuron_desk.builder.weights import MlpWeights
+from neuron_desk.builder.records import UnitStats
+from neuron_desk.builder.weights import (
+    MlpWeights,
+    Readout,
+    WeightFiles,
+    related_neurons,
+    token_weights,
+)
+from neuron_desk.data.registry import Dictionary
+
+Key = TypeVar("Key", bound=Hashable)
 
 _LAYER_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers")
 _DOWN_NAMES = ("down_proj", "c_proj", "dense_4h_to_h", "fc_out", "fc2", "w2")
@@ -41,6 +52,9 @@ def _to_numpy(tensor: Any) -> npt.NDArray[np.float32]:
 class HfModel:
     """A Hugging Face causal LM and its tokenizer, seen as MLP neurons."""
 
+    dictionary: Dictionary | None = None
+    """Its units are MLP neurons, not a dictionary's latents."""
+
     def __init__(self, model: Any, tokenizer: Any, name: str) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -51,12 +65,16 @@ class HfModel:
         if layers is None:
             raise ValueError(f"cannot find the decoder layers of {type(model).__name__}")
         self._down: list[Any] = []
+        self._down_names: list[str] = []
+        names = {id(module): name for name, module in model.named_modules()}
         for layer in layers:
             mlp = getattr(layer, "mlp", layer)
             down = next((getattr(mlp, n) for n in _DOWN_NAMES if hasattr(mlp, n)), None)
             if down is None:
                 raise ValueError(f"cannot find the MLP down projection in {type(mlp).__name__}")
             self._down.append(down)
+            self._down_names.append(names[id(down)])
+        self._weights: MlpWeights | Literal[False] | None = None
 
     @property
     def n_layers(self) -> int:
@@ -86,38 +104,40 @@ class HfModel:
             for i in range(size)
         ]
 
-    def activations(
-        self,
-        ids: npt.NDArray[np.int32],
-        layers: Sequence[int],
-        neurons: dict[int, npt.NDArray[np.int64]] | None = None,
-    ) -> dict[int, npt.NDArray[np.float32]]:
-        """MLP activations of a batch (batch, seq_len): {layer: (batch, seq_len, neurons)}.
+    def capture(
+        self, ids: npt.NDArray[np.int32], points: Mapping[Key, tuple[str, str]]
+    ) -> dict[Key, npt.NDArray[np.float32]]:
+        """What named modules see in a forward pass of a batch (batch, seq_len).
 
-        `neurons[layer]`, when given, picks the neurons to return (in that order).
+        `points[key]` is (module name, "input" or "output"), e.g. ("model.layers.9", "output")
+        for the residual stream after block 9; the forward pass stops once all are read.
         """
         import torch
 
-        wanted = sorted(set(layers))
-        last = wanted[-1]
-        captured: dict[int, npt.NDArray[np.float32]] = {}
+        captured: dict[Key, npt.NDArray[np.float32]] = {}
 
-        def hook_for(layer: int) -> Any:
-            index = None
-            if neurons is not None:
-                index = torch.as_tensor(neurons[layer], dtype=torch.long)
+        def keep(key: Key, value: Any) -> None:
+            if isinstance(value, tuple):
+                value = value[0]
+            captured[key] = _to_numpy(value)
+            if len(captured) == len(points):
+                raise _Stop
 
-            def hook(_module: Any, args: tuple[Any, ...]) -> None:
-                values = args[0]
-                if index is not None:
-                    values = values.index_select(-1, index)
-                captured[layer] = _to_numpy(values)
-                if layer == last:
-                    raise _Stop
+        def hook_for(key: Key, side: str) -> Any:
+            if side == "input":
+                return lambda _m, args, kwargs: keep(
+                    key, args[0] if args else next(iter(kwargs.values()))
+                )
+            return lambda _m, _args, output: keep(key, output)
 
-            return hook
-
-        handles = [self._down[layer].register_forward_pre_hook(hook_for(layer)) for layer in wanted]
+        handles = []
+        for key, (name, side) in points.items():
+            module = self.module(name)
+            hook = hook_for(key, side)
+            if side == "input":
+                handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+            else:
+                handles.append(module.register_forward_hook(hook))
         try:
             with torch.inference_mode():
                 self.model(input_ids=torch.as_tensor(ids, dtype=torch.long), use_cache=False)
@@ -127,6 +147,67 @@ class HfModel:
             for handle in handles:
                 handle.remove()
         return captured
+
+    def module(self, name: str) -> Any:
+        """The submodule called `name` (e.g. "model.layers.9.mlp"); KeyError if none."""
+        try:
+            return self.model.get_submodule(name)
+        except AttributeError as exc:
+            raise KeyError(f"{self.name} has no module {name!r}") from exc
+
+    def activations(
+        self,
+        ids: npt.NDArray[np.int32],
+        layers: Sequence[int],
+        neurons: dict[int, npt.NDArray[np.int64]] | None = None,
+        stats: Mapping[int, UnitStats] | None = None,
+    ) -> dict[int, npt.NDArray[np.float32]]:
+        """MLP activations of a batch (batch, seq_len): {layer: (batch, seq_len, neurons)}.
+
+        `neurons[layer]`, when given, picks the neurons to return (in that order); `stats`,
+        when given, counts how often every neuron of each layer is positive.
+        """
+        points = {layer: (self._down_names[layer], "input") for layer in sorted(set(layers))}
+        captured = self.capture(ids, points)
+        if stats is not None:
+            for layer, values in captured.items():
+                stats[layer].add_firing(values)
+        if neurons is None:
+            return captured
+        return {layer: values[..., neurons[layer]] for layer, values in captured.items()}
+
+    def readout(self) -> Readout:
+        """The token embedding and how the residual stream becomes logits."""
+        config = self.model.config
+        model_type = str(getattr(config, "model_type", ""))
+        embedding = _to_numpy(self.model.get_input_embeddings().weight)
+        output = self.model.get_output_embeddings()
+        unembedding = embedding if output is None else _to_numpy(output.weight)
+        if model_type == "gpt2":
+            norm = _to_numpy(self.model.transformer.ln_f.weight)
+            return Readout("gpt2", embedding, unembedding, norm)
+        if model_type in _SWIGLU_TYPES:
+            norm = _to_numpy(self.model.model.norm.weight)
+            eps = float(getattr(config, "rms_norm_eps", 1e-6))
+            return Readout("swiglu", embedding, unembedding, norm, eps)
+        return Readout("linear", embedding, unembedding, np.ones(embedding.shape[1], np.float32))
+
+    def weight_files(
+        self,
+        layer: int,
+        neurons: Sequence[int],
+        vocab: Sequence[str],
+        n_tokens: int,
+        n_related: int,
+    ) -> WeightFiles | None:
+        """Top tokens by weight and related neurons of some neurons of a layer (None: the
+        architecture has no definition)."""
+        if self._weights is None:
+            self._weights = self.mlp_weights() or False
+        if self._weights is False:
+            return None
+        by_weight = token_weights(self._weights, layer, neurons, vocab, n_tokens)
+        return by_weight, related_neurons(self._weights, layer, neurons, n_related)
 
     def mlp_weights(self) -> MlpWeights | None:
         """The weights for weight-based files, or None for an architecture we can't define."""

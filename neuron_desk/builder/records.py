@@ -183,12 +183,14 @@ def token_table(
     vocab: Sequence[str],
     options: RecordOptions,
 ) -> TokenLookupTableSummaryOfNeuron:
-    """Tokens with the highest mean activation, among those seen `min_token_count` times."""
+    """Tokens with the highest mean activation, among those seen `min_token_count` times
+    (not those on which the unit is exactly 0 every time: a sparse latent lists fewer)."""
     ids = sequences.ravel()
     size = max(len(vocab), int(ids.max()) + 1)
     counts = np.bincount(ids, minlength=size)
     sums = np.bincount(ids, weights=activations.ravel().astype(np.float64), minlength=size)
-    eligible = np.flatnonzero(counts >= options.min_token_count)
+    # seen often enough, and the unit was not exactly 0 on every occurrence (a sparse latent)
+    eligible = np.flatnonzero((counts >= options.min_token_count) & (sums != 0))
     means = sums[eligible] / counts[eligible]
     best = eligible[np.argsort(-means, kind="stable")[: options.n_top_tokens]]
     averages = sums[best] / counts[best]
@@ -203,10 +205,102 @@ def top_token_summary(record: NeuronRecord, n: int = 3) -> str:
     peaks = Counter(
         r.tokens[int(np.argmax(r.activations))]
         for r in record.most_positive_activation_records
-        if r.activations
+        if r.activations and max(r.activations) > 0
     )
     if not peaks:
         return ""
     total = sum(peaks.values())
     parts = [f"{token!r} ({count}/{total})" for token, count in peaks.most_common(n)]
     return "peaks on " + ", ".join(parts)
+
+
+DENSE_FRACTION = 0.1
+"""A unit firing (> 0) on more than this fraction of the corpus tokens is dense."""
+
+
+@dataclass
+class UnitStats:
+    """Counts over the whole corpus for one layer of units, accumulated batch by batch.
+
+    `firing[i]`: tokens on which unit i was positive. For a dictionary also its reconstruction:
+    the summed squared error, and the sums of the target and of its squares (for the variance).
+    """
+
+    n_units: int
+    tokens: int = 0
+    firing: npt.NDArray[np.int64] | None = None
+    squared_error: float = 0.0
+    target_sum: npt.NDArray[np.float64] | None = None
+    target_squares: float = 0.0
+
+    def add_firing(self, values: FloatArray) -> None:
+        """Count the positive units of activations (..., n_units)."""
+        flat = values.reshape(-1, values.shape[-1])
+        if self.firing is None:
+            self.firing = np.zeros(self.n_units, dtype=np.int64)
+        self.firing += np.count_nonzero(flat > 0, axis=0)
+        self.tokens += len(flat)
+
+    def add_reconstruction(self, target: FloatArray, prediction: FloatArray) -> None:
+        """Accumulate the error of `prediction` for `target` (..., width)."""
+        flat = target.reshape(-1, target.shape[-1]).astype(np.float64)
+        error = flat - prediction.reshape(flat.shape)
+        self.squared_error += float(np.sum(error * error))
+        if self.target_sum is None:
+            self.target_sum = np.zeros(flat.shape[1], dtype=np.float64)
+        self.target_sum += flat.sum(axis=0)
+        self.target_squares += float(np.sum(flat * flat))
+
+    def state(self) -> dict[str, npt.NDArray[np.generic]]:
+        """Arrays to save (see `from_state`)."""
+        firing = self.firing if self.firing is not None else np.zeros(self.n_units, np.int64)
+        target = self.target_sum if self.target_sum is not None else np.zeros(0)
+        scalars = [self.tokens, self.squared_error, self.target_squares]
+        return {"firing": firing, "target_sum": target, "scalars": np.array(scalars, float)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, npt.NDArray[np.generic]]) -> UnitStats:
+        """The stats `state()` saved."""
+        firing = np.asarray(state["firing"], dtype=np.int64)
+        tokens, squared_error, target_squares = (float(v) for v in state["scalars"])
+        target = np.asarray(state["target_sum"], dtype=np.float64)
+        return cls(
+            len(firing),
+            int(tokens),
+            firing,
+            squared_error,
+            target if len(target) else None,
+            target_squares,
+        )
+
+    def fraction_of_variance_unexplained(self) -> float | None:
+        """Squared error over the target's total variance (sparsify's FVU), if tracked."""
+        if self.target_sum is None or self.tokens == 0:
+            return None
+        mean = self.target_sum / self.tokens
+        variance = self.target_squares - self.tokens * float(mean @ mean)
+        return self.squared_error / variance if variance > 0 else None
+
+    def report(self, dense_fraction: float = DENSE_FRACTION) -> dict[str, object]:
+        """Dead units (never positive), dense ones (positive on > `dense_fraction` of the
+        tokens), the mean number of positive units per token (L0) and the FVU."""
+        firing = self.firing if self.firing is not None else np.zeros(self.n_units, np.int64)
+        fraction = firing / max(self.tokens, 1)
+        dead = np.flatnonzero(firing == 0)
+        dense = np.flatnonzero(fraction > dense_fraction)
+        fvu = self.fraction_of_variance_unexplained()
+        return {
+            "units": self.n_units,
+            "tokens": self.tokens,
+            "dead": len(dead),
+            "dense": len(dense),
+            "dead_fraction": round(len(dead) / max(self.n_units, 1), 6),
+            "dense_fraction": round(len(dense) / max(self.n_units, 1), 6),
+            "mean_l0": round(float(firing.sum()) / max(self.tokens, 1), 3),
+            "fvu": None if fvu is None else round(fvu, 6),
+            "dead_units": [int(i) for i in dead],
+            "dense_units": [int(i) for i in dense],
+            "firing_fraction_quantiles": {
+                str(q): float(np.quantile(fraction, q)) for q in (0.1, 0.5, 0.9, 0.99)
+            },
+        }

@@ -29,6 +29,23 @@ from neuron_desk.core.model import (
 
 Matrix = npt.NDArray[np.float32]
 Architecture = Literal["gpt2", "swiglu"]
+WeightFiles = tuple[list[WeightBasedSummaryOfNeuron], list[RelatedNeurons]]
+"""Top tokens by weight and related units, one of each per unit."""
+
+
+@dataclass(frozen=True)
+class Readout:
+    """A model's token embedding and how a residual-stream direction becomes logits.
+
+    `architecture` "gpt2": `(d * final_norm) @ unembedding.T` (LayerNorm's gain, as the public
+    definitions); "swiglu": `rmsnorm(d) @ unembedding.T`; "linear": `d @ unembedding.T`.
+    """
+
+    architecture: Literal["gpt2", "swiglu", "linear"]
+    embedding: Matrix
+    unembedding: Matrix
+    final_norm: Matrix
+    norm_eps: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,13 @@ class MlpWeights:
         """How many MLP layers."""
         return len(self.input_rows)
 
+    @property
+    def readout(self) -> Readout:
+        """The embedding and the logit readout these weights imply."""
+        return Readout(
+            self.architecture, self.embedding, self.unembedding, self.final_norm, self.norm_eps
+        )
+
 
 def _silu(x: Matrix) -> Matrix:
     return np.asarray(x / (1.0 + np.exp(-x)), dtype=np.float32)
@@ -76,10 +100,12 @@ def _responses(w: MlpWeights, layer: int, x: Matrix, neurons: Sequence[int] | No
     return _silu(normed @ rows.T) * (normed @ up.T)
 
 
-def _outputs(w: MlpWeights, directions: Matrix) -> Matrix:
+def _outputs(w: Readout, directions: Matrix) -> Matrix:
     """The logits each direction (row) writes: (len(directions), vocab)."""
     if w.architecture == "gpt2":
         return np.asarray((directions * w.final_norm) @ w.unembedding.T, dtype=np.float32)
+    if w.architecture == "linear":
+        return np.asarray(directions @ w.unembedding.T, dtype=np.float32)
     normed = _rms_normalize(directions, w.final_norm, w.norm_eps)
     return np.asarray(normed @ w.unembedding.T, dtype=np.float32)
 
@@ -104,20 +130,34 @@ def token_weights(
 ) -> list[WeightBasedSummaryOfNeuron]:
     """Tokens with the largest input and output weights of each neuron, both signs."""
     inputs = _responses(w, layer, w.embedding, neurons)  # (vocab, neurons)
-    outputs = _outputs(w, w.down_columns[layer][list(neurons)])  # (neurons, vocab)
-    size = min(len(vocab), w.embedding.shape[0])
+    outputs = _outputs(w.readout, w.down_columns[layer][list(neurons)])  # (neurons, vocab)
+    return _summaries(inputs, outputs, vocab, n)
+
+
+def _summaries(
+    inputs: Matrix | None, outputs: Matrix | None, vocab: Sequence[str], n: int
+) -> list[WeightBasedSummaryOfNeuron]:
+    """One summary per unit from input weights (vocab, units) and output weights (units,
+    vocab); a side that is None is left empty."""
+    count = inputs.shape[1] if inputs is not None else 0 if outputs is None else len(outputs)
+    empty = TokensAndWeights(tokens=[], strengths=[])
     summaries = []
-    for k in range(len(neurons)):
-        column = np.ascontiguousarray(inputs[:size, k])
-        row = np.ascontiguousarray(outputs[k, :size])
-        in_pos, in_neg = _extremes(column, n)
-        out_pos, out_neg = _extremes(row, n)
+    for k in range(count):
+        ins = outs = (empty, empty)
+        if inputs is not None:
+            column = np.ascontiguousarray(inputs[: len(vocab), k])
+            positive, negative = _extremes(column, n)
+            ins = (_tokens(column, positive, vocab), _tokens(column, negative, vocab))
+        if outputs is not None:
+            row = np.ascontiguousarray(outputs[k, : len(vocab)])
+            positive, negative = _extremes(row, n)
+            outs = (_tokens(row, positive, vocab), _tokens(row, negative, vocab))
         summaries.append(
             WeightBasedSummaryOfNeuron(
-                input_positive=_tokens(column, in_pos, vocab),
-                input_negative=_tokens(column, in_neg, vocab),
-                output_positive=_tokens(row, out_pos, vocab),
-                output_negative=_tokens(row, out_neg, vocab),
+                input_positive=ins[0],
+                input_negative=ins[1],
+                output_positive=outs[0],
+                output_negative=outs[1],
             )
         )
     return summaries
@@ -165,3 +205,50 @@ def related_neurons(
             )
         )
     return results
+
+
+def _unit_rows(matrix: Matrix) -> Matrix:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.asarray(matrix / np.where(norms > 0, norms, 1), dtype=np.float32)
+
+
+def latent_token_weights(
+    readout: Readout,
+    encoder: Matrix | None,
+    decoder: Matrix | None,
+    latents: Sequence[int],
+    vocab: Sequence[str],
+    n: int = 50,
+) -> list[WeightBasedSummaryOfNeuron]:
+    """Tokens with the largest input weights `W_E · W_enc[:, i]` (the token's embedding read
+    by the encoder) and output weights `readout(W_dec[i])` (the logits the latent's decoder
+    direction writes) of each latent; `encoder` (d_model, d_sae) or `decoder` (d_sae,
+    d_model) None when its width is not the residual stream's."""
+    chosen = list(latents)
+    inputs = None if encoder is None else readout.embedding @ encoder[:, chosen]
+    outputs = None if decoder is None else _outputs(readout, decoder[chosen])
+    return _summaries(inputs, outputs, vocab, n)
+
+
+def latent_related(
+    layer: int, encoder: Matrix, decoder: Matrix, latents: Sequence[int], n: int = 20
+) -> list[RelatedNeurons]:
+    """Latents of the same hook point writing (`c_proj`: cosine similarity of decoder rows)
+    and reading (`c_fc`: of encoder columns) the most similar directions, both signs; a
+    latent is not its own relative."""
+    chosen = list(latents)
+    keys = [f"{layer}_{i}" for i in range(decoder.shape[0])]
+    by_side = []
+    for rows in (np.ascontiguousarray(encoder.T), decoder):
+        unit = _unit_rows(rows)
+        similarity = unit[chosen] @ unit.T  # (latents, d_sae)
+        similarity[np.arange(len(chosen)), chosen] = 0.0  # neither positive nor negative
+        by_side.append(similarity)
+    reading, writing = by_side
+    return [
+        RelatedNeurons(
+            c_fc=_connections(np.ascontiguousarray(reading[k]), keys, n),
+            c_proj=_connections(np.ascontiguousarray(writing[k]), keys, n),
+        )
+        for k in range(len(chosen))
+    ]

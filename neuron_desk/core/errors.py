@@ -2,6 +2,7 @@
 
     NeuronDeskError
     ├── CodecError              a file or JSON value does not match the data model
+    │   └── DictionaryFileError  an SAE/transcoder's weights or config are malformed or misfit
     ├── MethodError             the explanation/simulation method cannot proceed
     │   ├── PromptTooLongError  the prompt does not fit the context, even after trimming
     │   └── SimulationParseError  an LLM answer could not be aligned to the tokens
@@ -54,6 +55,13 @@ class CodecError(NeuronDeskError, ValueError):
         where = f"{self.source}: " if source else ""
         at = f" (at {self.path})" if path else ""
         super().__init__(f"{where}{bounded(message, 200)}{at}")
+
+
+class DictionaryFileError(CodecError):
+    """A sparse dictionary's files (cfg.json, weights) are malformed or do not fit the model.
+
+    `source` names the file, `path` the field or tensor (e.g. "W_enc", "d_in").
+    """
 
 
 class MethodError(NeuronDeskError):

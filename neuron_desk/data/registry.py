@@ -275,8 +275,10 @@ class Registry:
         return list(self._all)
 
     def default(self) -> Dataset:
-        """The dataset the app opens on: the bundled sample if there is one."""
-        return self.all()[0]
+        """The dataset the app opens on: the bundled neuron sample if there is one (a bundled
+        latent dataset sorts first by name, but neurons stay the default)."""
+        datasets = self.all()
+        return next((d for d in datasets if d.dictionary is None), datasets[0])
 
     def get(self, name: str) -> Dataset:
         """The dataset called `name`."""

@@ -31,10 +31,7 @@ from neuron_desk.data import registry
 from neuron_desk.data.registry import Kind
 from neuron_desk.data.store import Store
 
-BUNDLED = (
-    Path(__file__).resolve().parents[2]
-    / "resources/datasets/smollm2-135m-instruct.sqlite3"
-)
+BUNDLED = Path(__file__).resolve().parents[2] / "resources/datasets/smollm2-135m-instruct.sqlite3"
 # fmt: off
 WORDS = [
     "the", "cat", "sat", "on", "a", "mat", "while", "quick", "brown", "foxes", "jumped",
@@ -173,6 +170,17 @@ def reference_activations(hf: Any, ids: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def top_mean_tokens(
+    sequences: np.ndarray, flat: np.ndarray, n_vocab: int, n: int = 50
+) -> tuple[np.ndarray, np.ndarray]:
+    """The n tokens seen >= 5 times with the highest mean activation, and every token's mean."""
+    ids = sequences.ravel()
+    counts = np.bincount(ids, minlength=n_vocab)
+    means = np.bincount(ids, weights=flat, minlength=n_vocab) / np.maximum(counts, 1)
+    eligible = np.flatnonzero((counts >= 5) & (means != 0))
+    return eligible[np.argsort(-means[eligible], kind="stable")][:n], means
+
+
 def _corpus(tmp_path: Path) -> list[Path]:
     files = []
     for i, text in enumerate(_texts(4, 1)):
@@ -253,11 +261,7 @@ def test_records_match_a_direct_forward_pass(arch: str, tmp_path: Path) -> None:
             table = _load(
                 store, Kind.TOKENS_BY_ACTIVATION, layer, neuron, TokenLookupTableSummaryOfNeuron
             )
-            ids = sequences.ravel()
-            counts = np.bincount(ids, minlength=len(vocab))
-            means = np.bincount(ids, weights=flat, minlength=len(vocab)) / np.maximum(counts, 1)
-            eligible = np.flatnonzero(counts >= 5)
-            best = eligible[np.argsort(-means[eligible])][:50]
+            best, means = top_mean_tokens(sequences, flat, len(vocab))
             assert table.tokens == [vocab[t] for t in best]
             assert table.average_activations == pytest.approx(
                 means[best], rel=1e-4, abs=1e-6 * scale
@@ -442,7 +446,9 @@ def test_bundled_sample_loads_like_fetched_data() -> None:
     dataset = registry.read_bundled(BUNDLED)
     store = Store.open_read_only(BUNDLED)
     try:
-        neurons = [(r.layer, r.index) for r in store.stored_neurons(dataset.name, Kind.ACTIVATIONS.value)]
+        neurons = [
+            (r.layer, r.index) for r in store.stored_neurons(dataset.name, Kind.ACTIVATIONS.value)
+        ]
         per_layer = [sum(1 for layer, _ in neurons if layer == i) for i in range(30)]
         assert min(per_layer) >= 16
         for n in dataset.interesting:
@@ -492,7 +498,9 @@ def test_bundled_records_match_a_fresh_forward_pass_of_the_real_model() -> None:
     digits = store.get_json("meta", "build")["options"]["records"]["significant_digits"]
     try:
         for n in picks:
-            stored = store.get_file(NeuronRef(dataset.name, n.layer, n.neuron), Kind.ACTIVATIONS.value)
+            stored = store.get_file(
+                NeuronRef(dataset.name, n.layer, n.neuron), Kind.ACTIVATIONS.value
+            )
             assert stored is not None
             record = codec.loads(stored.text, NeuronRecord)
             ids = [index[tuple(r.tokens)] for r in record.most_positive_activation_records[:2]]
