@@ -135,6 +135,9 @@ class HeatmapRow:
 class Palette:
     """Heat colours that work on light and dark backgrounds."""
 
+    LEVELS = 1024
+    """Steps of the tokens' colour ramp (`token_colours`)."""
+
     _made: ClassVar[dict[int, Palette]] = {}
 
     @classmethod
@@ -155,6 +158,10 @@ class Palette:
         self.text = widget_palette.color(QtGui.QPalette.ColorRole.Text)
         self.hot = QtGui.QColor(34, 139, 34) if not self.dark else QtGui.QColor(60, 200, 90)
         self.simulated = QtGui.QColor(30, 100, 220) if not self.dark else QtGui.QColor(90, 150, 255)
+        self._steps: list[tuple[QtGui.QColor, QtGui.QColor] | None] = [None] * self.LEVELS
+        self._simulated_steps: list[tuple[QtGui.QColor, QtGui.QColor] | None] = (
+            [None] * self.LEVELS
+        )
 
     def heat(self, value: float, scale: float, hot: QtGui.QColor | None = None) -> QtGui.QColor:
         """Colour of `value` on a 0..scale ramp from the base colour to `hot`."""
@@ -172,16 +179,47 @@ class Palette:
 
     def token_colours(self, row: HeatmapRow) -> list[tuple[QtGui.QColor, QtGui.QColor]]:
         """(background, text) of each token of `row`, kept on the row for this palette."""
-        key = (self.base.rgba(), self.hot.rgba(), row.scale)
+        return self._colours_of(row, row.activations, row.scale, self.hot, self._steps)
+
+    def simulated_colours(self, row: HeatmapRow) -> list[tuple[QtGui.QColor, QtGui.QColor]]:
+        """(background, text) of each token's simulated value (none simulated: zero)."""
+        values = row.simulated if row.simulated is not None else ()
+        return self._colours_of(
+            row, values, row.simulated_scale, self.simulated, self._simulated_steps
+        )
+
+    def _colours_of(
+        self,
+        row: HeatmapRow,
+        values: Sequence[float],
+        scale: float,
+        hot: QtGui.QColor,
+        steps: list[tuple[QtGui.QColor, QtGui.QColor] | None],
+    ) -> list[tuple[QtGui.QColor, QtGui.QColor]]:
+        """A colour pair per token on the ramp to `hot`, in `LEVELS` steps (a step is under
+        one unit of 8-bit colour), each step's pair made once; kept on the row."""
+        key = (self.base.rgba(), hot.rgba(), scale)
         colours = row._colours.get(key)
-        if colours is None:
-            if len(row._colours) > 2:
-                row._colours.clear()
-            colours = []
-            for i in range(len(row.tokens)):
-                background = self.heat(row.value(i), row.scale)
-                colours.append((background, self.text_on(background)))
-            row._colours[key] = colours
+        if colours is not None:
+            return colours
+        if len(row._colours) > 4:
+            row._colours.clear()
+        top = self.LEVELS - 1
+        n = len(row.tokens)
+        step = top / scale if scale > 0 else 0.0
+        levels = [
+            0 if v != v or v <= 0 or step == 0 else top if v >= scale else int(v * step + 0.5)
+            for v in values[:n]
+        ]
+        levels += [0] * (n - len(levels))
+        colours = []
+        for level in levels:
+            pair = steps[level]
+            if pair is None:
+                background = self.heat(level / top, 1.0, hot)
+                pair = steps[level] = (background, self.text_on(background))
+            colours.append(pair)
+        row._colours[key] = colours
         return colours
 
 
@@ -285,6 +323,7 @@ def paint_row(
         _paint_plain(painter, layout, colours, origin, clip)
         painter.restore()
         return
+    simulated_colours = palette.simulated_colours(row)
     for fragment in layout.fragments:
         box = fragment.rect.translated(origin)
         if clip is not None and not clip.intersects(box.adjusted(0, 0, layout.column_offset, BAR)):
@@ -294,14 +333,14 @@ def paint_row(
         painter.fillRect(box, background)
         painter.setPen(text_colour)
         painter.drawText(box.left(), box.top() + PADDING + layout.ascent, fragment.text)
-        simulated = palette.heat(row.simulated_value(i), row.simulated_scale, palette.simulated)
+        simulated, simulated_text = simulated_colours[i]
         if overlay:
             bar = QtCore.QRect(box.left(), box.bottom() + 1, box.width(), BAR)
             painter.fillRect(bar, simulated)
         else:
             right = box.translated(layout.column_offset, 0)
             painter.fillRect(right, simulated)
-            painter.setPen(palette.text_on(simulated))
+            painter.setPen(simulated_text)
             painter.drawText(right.left(), right.top() + PADDING + layout.ascent, fragment.text)
     if layout.column_offset:
         painter.setPen(palette.text)
