@@ -117,6 +117,8 @@ class HeatmapRow:
         default_factory=dict, repr=False, compare=False
     )
     """Each token's (background, text) colours per palette and scale, made once."""
+    _chars: tuple[int, int] | None = field(default=None, repr=False, compare=False)
+    """(characters, newlines), for height estimates."""
 
     def text(self) -> str:
         """The excerpt as plain text (what Copy puts on the clipboard)."""
@@ -253,6 +255,39 @@ def layout_row(
             widths.clear()
         cached = row._layouts[key] = _layout(row, QtGui.QFontMetrics(font), widths, width, key[1])
     return cached
+
+
+def is_laid_out(row: HeatmapRow, font: QtGui.QFont, width: int, side_by_side: bool) -> bool:
+    """Whether the row's layout at this width is made already."""
+    return (width, side_by_side and row.simulated is not None, font.key()) in row._layouts
+
+
+_AVERAGE: dict[str, tuple[float, int]] = {}
+"""Per font: (average character advance, line height) for estimates."""
+
+
+def estimated_height(row: HeatmapRow, font: QtGui.QFont, width: int, side_by_side: bool) -> int:
+    """The row's height at `width` without laying it out: its characters × the font's average
+    advance over the column width, plus a line per newline (off-screen rows; corrected when
+    laid out)."""
+    key = font.key()
+    average = _AVERAGE.get(key)
+    if average is None:
+        metrics = QtGui.QFontMetrics(font)
+        average = _AVERAGE[key] = (
+            max(1.0, metrics.horizontalAdvance("x" * 26 + " " * 6) / 32),
+            metrics.height() + 2 * PADDING,
+        )
+    advance, text_height = average
+    two = side_by_side and row.simulated is not None
+    column_width = max(40, (width - COLUMN_GAP) // 2 if two else width)
+    if row._chars is None:
+        text = "".join(row.tokens)
+        row._chars = (len(text) + len(row.caption), text.count("\n"))
+    chars, newlines = row._chars
+    lines = max(1, -(-int(chars * advance) // column_width)) + newlines
+    line_height = text_height + (BAR if row.simulated is not None and not two else 0)
+    return lines * (line_height + LINE_GAP) + LINE_GAP
 
 
 def _layout(
@@ -420,6 +455,22 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.side_by_side = False
+        self._pass: list[int] | None = None
+        """During a view's layout pass: [y reached, y up to which rows are laid out]."""
+        self.exact_to: float = float("inf")
+        """After a pass: the y of the first row whose height is only estimated."""
+        self._estimated: set[int] = set()
+        """Rows (ids) whose height the view has from an estimate."""
+
+    def begin_pass(self, exact_until: int) -> None:
+        """A layout pass of the view starts: rows starting above `exact_until` (list
+        coordinates) are laid out, the ones below get an estimated height."""
+        self._pass = [0, exact_until]
+        self.exact_to = float("inf")
+        self._estimated.clear()
+
+    def end_pass(self) -> None:
+        self._pass = None
 
     def _font(self, option: QtWidgets.QStyleOptionViewItem) -> QtGui.QFont:
         return QtGui.QFont(option.font)
@@ -447,6 +498,11 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
             )
             painter.restore()
             return
+        if id(row) in self._estimated:  # shown before its turn: lay the list out again
+            self._estimated.discard(id(row))
+            view = self.parent()
+            if isinstance(view, HeatmapView):
+                view.scheduleDelayedItemsLayout()
         if option.state & QtWidgets.QStyle.StateFlag.State_Selected:
             painter.fillRect(option.rect, option.palette.color(QtGui.QPalette.ColorRole.Highlight))
         paint_row(
@@ -466,8 +522,23 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
         if row is None:
             return QtCore.QSize(width, QtGui.QFontMetrics(option.font).height() + 12)
         inner = max(width - self.MARGIN.left() - self.MARGIN.right(), 100)
-        layout = layout_row(row, self._font(option), inner, self.side_by_side)
-        return QtCore.QSize(width, layout.height + self.MARGIN.top() + self.MARGIN.bottom())
+        font = self._font(option)
+        margins = self.MARGIN.top() + self.MARGIN.bottom()
+        during = self._pass
+        # In a pass, rows down to its limit are laid out; outside one (the view asking a
+        # row's rect) a row keeps the height the last pass gave it.
+        if (during is not None and during[0] < during[1]) or is_laid_out(
+            row, font, inner, self.side_by_side
+        ):
+            height = layout_row(row, font, inner, self.side_by_side).height + margins
+        else:
+            height = estimated_height(row, font, inner, self.side_by_side) + margins
+            if during is not None:
+                self.exact_to = min(self.exact_to, during[0])
+            self._estimated.add(id(row))
+        if during is not None:
+            during[0] += height
+        return QtCore.QSize(width, height)
 
     def helpEvent(
         self,
@@ -519,6 +590,24 @@ class HeatmapView(QtWidgets.QListView):
         with_values = QtGui.QAction("Copy tokens with values", self)
         with_values.triggered.connect(lambda: self.copy(with_values=True))
         self.addActions([copy, with_values])
+        self.verticalScrollBar().valueChanged.connect(self._scrolled)
+
+    AHEAD = 1.0
+    """Rows laid out below the visible ones, in viewport heights (scrolling into them costs no
+    layout); the rest get estimated heights until they come near."""
+
+    def doItemsLayout(self) -> None:
+        """Lay out the rows down to the visible ones and `AHEAD` more; estimate the others."""
+        height = self.viewport().height()
+        self.delegate.begin_pass(self.verticalOffset() + int(height * (1 + self.AHEAD)))
+        try:
+            super().doItemsLayout()
+        finally:
+            self.delegate.end_pass()
+
+    def _scrolled(self, value: int) -> None:
+        if value + self.viewport().height() > self.delegate.exact_to:
+            self.doItemsLayout()  # before the paint: the rows coming into view, laid out
 
     def selected_rows(self) -> list[HeatmapRow]:
         """The selected excerpts, top to bottom."""
