@@ -178,6 +178,8 @@ class DatasetPane(QtWidgets.QWidget):
     def show_record(self, record: NeuronRecord) -> None:
         """Show the records of a neuron."""
         self.model.set_record(record)
+        if self.nearby_buttons:  # offered for the empty neuron shown before
+            self.offer_nearby([], lambda _ref: None)
         self.status.setText(
             f"max activation {record.max_activation:.3f}; hover a token for its value, "
             "select excerpts and Ctrl+C to copy them as text"

@@ -200,6 +200,8 @@ class MainWindow(QtWidgets.QMainWindow):
         picker.forward_action.triggered.connect(browser.forward)
         picker.random_action.triggered.connect(lambda: browser.random())
         browser.dataset_changed.connect(self._dataset_shown)
+        self._clear_timer = QtCore.QTimer(self, singleShot=True, interval=100)
+        self._clear_timer.timeout.connect(self._clear_panes)
         browser.loading.connect(self._loading)
         browser.loaded.connect(self._loaded)
         browser.failed.connect(lambda _ref, message: self.statusBar().showMessage(message, 8000))
@@ -263,12 +265,18 @@ class MainWindow(QtWidgets.QMainWindow):
         title = self.desk.dataset(ref.dataset).title
         self.title.setText(f"{title} · layer {ref.layer} · neuron {ref.index}")
         self.subtitle.setText("loading…")
+        # The panes say "loading…" only if the neuron is not there within a frame or so:
+        # clearing and painting them for a few milliseconds cost as much as filling them.
+        self._clear_timer.start()
+
+    def _clear_panes(self) -> None:
         self.explanations.set_entries([], "loading…")
         self.dataset_pane.show_message("loading…")
         self.tokens_dock.clear("loading…")
         self.related_dock.clear("loading…")
 
     def _loaded(self, ref: NeuronRef, data: NeuronData) -> None:
+        self._clear_timer.stop()
         self.subtitle.setText(where_from(data) + (" · offline" if self.desk.offline else ""))
         self.dataset_pane.show_neuron(data)
         self.explanations.set_entries(self.browser.listed_explanations(), why_none_listed(data))
