@@ -16,6 +16,7 @@ second, aligned column (side by side: real | simulated).
 from __future__ import annotations
 
 import html
+import itertools
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,9 @@ class RowLayout:
     column_width: int
 
 
+_SERIALS = itertools.count()
+
+
 @dataclass(eq=False)
 class HeatmapRow:
     """One sequence to draw: tokens, real activations, optionally simulated values."""
@@ -117,6 +121,8 @@ class HeatmapRow:
         default_factory=dict, repr=False, compare=False
     )
     """Each token's (background, text) colours per palette and scale, made once."""
+    serial: int = field(default_factory=lambda: next(_SERIALS), repr=False, compare=False)
+    """Names the row in the pixmap cache (an `id` may be reused by a later row)."""
     _chars: tuple[int, int] | None = field(default=None, repr=False, compare=False)
     """(characters, newlines), for height estimates."""
 
@@ -505,10 +511,40 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
                 view.scheduleDelayedItemsLayout()
         if option.state & QtWidgets.QStyle.StateFlag.State_Selected:
             painter.fillRect(option.rect, option.palette.color(QtGui.QPalette.ColorRole.Highlight))
-        paint_row(
-            painter, self._inner(option), row, Palette.of(option.palette), self._font(option),
-            self.side_by_side,
+        inner = self._inner(option)
+        painter.drawPixmap(inner.topLeft(), self._picture(painter, option, inner, row))
+
+    def _picture(
+        self,
+        painter: QtGui.QPainter,
+        option: QtWidgets.QStyleOptionViewItem,
+        inner: QtCore.QRect,
+        row: HeatmapRow,
+    ) -> QtGui.QPixmap:
+        """The row painted at this size, kept in `QPixmapCache`: scrolling and repainting
+        only copy pixels (the first paint of a row at a width draws its tokens)."""
+        font = self._font(option)
+        palette = Palette.of(option.palette)
+        ratio = painter.device().devicePixelRatio() if painter.device() is not None else 1.0
+        key = (
+            f"heatmap:{row.serial}:{inner.width()}x{inner.height()}:{self.side_by_side:d}:"
+            f"{option.palette.cacheKey()}:{font.key()}:{ratio}"
         )
+        picture = QtGui.QPixmap()
+        if not QtGui.QPixmapCache.find(key, picture):
+            picture = QtGui.QPixmap(inner.size() * ratio)
+            picture.setDevicePixelRatio(ratio)
+            picture.fill(Qt.GlobalColor.transparent)
+            onto = QtGui.QPainter(picture)
+            try:
+                paint_row(
+                    onto, QtCore.QRect(QtCore.QPoint(0, 0), inner.size()), row, palette, font,
+                    self.side_by_side,
+                )
+            finally:
+                onto.end()
+            QtGui.QPixmapCache.insert(key, picture)
+        return picture
 
     def sizeHint(
         self,
@@ -591,8 +627,11 @@ class HeatmapView(QtWidgets.QListView):
         with_values.triggered.connect(lambda: self.copy(with_values=True))
         self.addActions([copy, with_values])
         self.verticalScrollBar().valueChanged.connect(self._scrolled)
+        # Painted rows are kept as pixmaps: a full-screen list of wide rows needs more room
+        # than Qt's default 10 MB.
+        QtGui.QPixmapCache.setCacheLimit(max(QtGui.QPixmapCache.cacheLimit(), 96 * 1024))
 
-    AHEAD = 1.0
+    AHEAD = 0.25
     """Rows laid out below the visible ones, in viewport heights (scrolling into them costs no
     layout); the rest get estimated heights until they come near."""
 
