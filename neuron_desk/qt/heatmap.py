@@ -629,7 +629,7 @@ class HeatmapView(QtWidgets.QListView):
         self.verticalScrollBar().valueChanged.connect(self._scrolled)
         # Painted rows are kept as pixmaps: a full-screen list of wide rows needs more room
         # than Qt's default 10 MB.
-        QtGui.QPixmapCache.setCacheLimit(max(QtGui.QPixmapCache.cacheLimit(), 96 * 1024))
+        QtGui.QPixmapCache.setCacheLimit(max(QtGui.QPixmapCache.cacheLimit(), 32 * 1024))
 
     AHEAD = 0.25
     """Rows laid out below the visible ones, in viewport heights (scrolling into them costs no
