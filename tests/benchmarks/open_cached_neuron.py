@@ -100,7 +100,7 @@ def main() -> None:
             f"{ms['app: activations']:.2f} ms vs orjson.loads {ms['bare: activations']:.2f} ms "
             f"of the same {len(text) / 1024:.0f} KB; of which store read + zstd inflate "
             f"{ms['read + inflate']:.2f} ms (inflate alone {ms['inflate alone']:.2f} ms; stored "
-            f"{len(blobs[Kind.ACTIVATIONS]) / 1024:.0f} KB, ratio {len(text.encode()) / len(blobs[Kind.ACTIVATIONS]):.1f}),  parse + build + check {ms['parse + check']:.2f} ms; "
+            f"{len(blobs[Kind.ACTIVATIONS]) / 1024:.0f} KB, ratio {len(text.encode()) / len(blobs[Kind.ACTIVATIONS]):.1f}), parse + build + check {ms['parse + check']:.2f} ms; "
             f"medians of {REPEAT}"
         ),
     )
