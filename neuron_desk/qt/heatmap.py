@@ -466,7 +466,7 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
         self.exact_to: float = float("inf")
         """After a pass: the y of the first row whose height is only estimated."""
         self._estimated: set[int] = set()
-        """Rows (ids) whose height the view has from an estimate."""
+        """Rows (serials) whose height the view has from an estimate."""
 
     def begin_pass(self, exact_until: int) -> None:
         """A layout pass of the view starts: rows starting above `exact_until` (list
@@ -504,8 +504,8 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
             )
             painter.restore()
             return
-        if id(row) in self._estimated:  # shown before its turn: lay the list out again
-            self._estimated.discard(id(row))
+        if row.serial in self._estimated:  # shown before its turn: lay the list out again
+            self._estimated.discard(row.serial)
             view = self.parent()
             if isinstance(view, HeatmapView):
                 view.scheduleDelayedItemsLayout()
@@ -555,12 +555,15 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
         view = self.parent()
         # The width the row is painted at (the viewport's), so it is laid out once per width.
         width = view.viewport().width() if isinstance(view, QtWidgets.QAbstractItemView) else 600
+        during = self._pass
         if row is None:
-            return QtCore.QSize(width, QtGui.QFontMetrics(option.font).height() + 12)
+            header = QtGui.QFontMetrics(option.font).height() + 12
+            if during is not None:
+                during[0] += header
+            return QtCore.QSize(width, header)
         inner = max(width - self.MARGIN.left() - self.MARGIN.right(), 100)
         font = self._font(option)
         margins = self.MARGIN.top() + self.MARGIN.bottom()
-        during = self._pass
         # In a pass, rows down to its limit are laid out; outside one (the view asking a
         # row's rect) a row keeps the height the last pass gave it.
         if (during is not None and during[0] < during[1]) or is_laid_out(
@@ -571,7 +574,7 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
             height = estimated_height(row, font, inner, self.side_by_side) + margins
             if during is not None:
                 self.exact_to = min(self.exact_to, during[0])
-            self._estimated.add(id(row))
+            self._estimated.add(row.serial)
         if during is not None:
             during[0] += height
         return QtCore.QSize(width, height)
