@@ -265,7 +265,7 @@ class MainWindow(QtWidgets.QMainWindow):
         title = self.desk.dataset(ref.dataset).title
         self.title.setText(f"{title} · layer {ref.layer} · neuron {ref.index}")
         self.subtitle.setText("loading…")
-        # The panes say "loading…" only if the neuron is not there within a frame or so:
+        # The panes say "loading…" only if the neuron is not there within 100 ms:
         # clearing and painting them for a few milliseconds cost as much as filling them.
         self._clear_timer.start()
 
