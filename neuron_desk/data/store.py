@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import zstandard
+
 from neuron_desk.core.errors import StoreError
 from neuron_desk.core.refs import NeuronRef
 
@@ -144,17 +146,36 @@ _MIGRATIONS: dict[int, str] = {
 
 
 COMPRESSION_LEVEL = 1
-"""zlib's fastest level: a 420 KB explanations file compresses in ~3 ms instead of ~40 ms at
-level 6, for ~8% more bytes; reading is as fast either way."""
+"""zstd's level 1: a 420 KB explanations file compresses in ~1 ms and a 270 KB activations
+file inflates in ~0.2 ms (zlib level 1: ~3 ms and ~0.75 ms, as long as `orjson.loads` of it)."""
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+"""A zstd frame's first four bytes: the format marker of a body. Older bodies are zlib
+streams, whose first byte is 0x?8 (deflate), never 0x28: both are read."""
+
+_codecs = threading.local()
+
+
+def _zstd() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
+    """This thread's zstd (de)compressor (one object may not be used by two threads at once)."""
+    made = getattr(_codecs, "zstd", None)
+    if made is None:
+        made = _codecs.zstd = (
+            zstandard.ZstdCompressor(level=COMPRESSION_LEVEL),
+            zstandard.ZstdDecompressor(),
+        )
+    return made
 
 
 def compress(text: str) -> bytes:
-    """zlib-compressed UTF-8."""
-    return zlib.compress(text.encode("utf-8"), COMPRESSION_LEVEL)
+    """zstd-compressed UTF-8 (a frame, starting with `ZSTD_MAGIC`, holding its size)."""
+    return _zstd()[0].compress(text.encode("utf-8"))
 
 
 def decompress(blob: bytes) -> str:
-    """The text of a compressed body."""
+    """The text of a compressed body: zstd, or zlib as older versions stored it."""
+    if blob[:4] == ZSTD_MAGIC:
+        return _zstd()[1].decompress(blob).decode("utf-8")
     return zlib.decompress(blob).decode("utf-8")
 
 

@@ -185,6 +185,8 @@ class DatasetPane(QtWidgets.QWidget):
     def show_record(self, record: NeuronRecord, yours: Sequence[ActivationRecord] = ()) -> None:
         """Show the records of a neuron (and the user's own, in their section)."""
         self.model.set_record(record, yours)
+        if self.nearby_buttons:  # offered for the empty neuron shown before
+            self.offer_nearby([], lambda _ref: None)
         self.status.setText(
             f"max activation {record.max_activation:.3f}; hover a token for its value, "
             "select excerpts and Ctrl+C to copy them as text"

@@ -16,6 +16,7 @@ second, aligned column (side by side: real | simulated).
 from __future__ import annotations
 
 import html
+import itertools
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,9 @@ class RowLayout:
     column_width: int
 
 
+_SERIALS = itertools.count()
+
+
 @dataclass(eq=False)
 class HeatmapRow:
     """One sequence to draw: tokens, real activations, optionally simulated values."""
@@ -117,6 +121,10 @@ class HeatmapRow:
         default_factory=dict, repr=False, compare=False
     )
     """Each token's (background, text) colours per palette and scale, made once."""
+    serial: int = field(default_factory=lambda: next(_SERIALS), repr=False, compare=False)
+    """Names the row in the pixmap cache (an `id` may be reused by a later row)."""
+    _chars: tuple[int, int] | None = field(default=None, repr=False, compare=False)
+    """(characters, newlines), for height estimates."""
 
     def text(self) -> str:
         """The excerpt as plain text (what Copy puts on the clipboard)."""
@@ -134,6 +142,9 @@ class HeatmapRow:
 
 class Palette:
     """Heat colours that work on light and dark backgrounds."""
+
+    LEVELS = 1024
+    """Steps of the tokens' colour ramp (`token_colours`)."""
 
     _made: ClassVar[dict[int, Palette]] = {}
 
@@ -155,6 +166,10 @@ class Palette:
         self.text = widget_palette.color(QtGui.QPalette.ColorRole.Text)
         self.hot = QtGui.QColor(34, 139, 34) if not self.dark else QtGui.QColor(60, 200, 90)
         self.simulated = QtGui.QColor(30, 100, 220) if not self.dark else QtGui.QColor(90, 150, 255)
+        self._steps: list[tuple[QtGui.QColor, QtGui.QColor] | None] = [None] * self.LEVELS
+        self._simulated_steps: list[tuple[QtGui.QColor, QtGui.QColor] | None] = (
+            [None] * self.LEVELS
+        )
 
     def heat(self, value: float, scale: float, hot: QtGui.QColor | None = None) -> QtGui.QColor:
         """Colour of `value` on a 0..scale ramp from the base colour to `hot`."""
@@ -172,16 +187,47 @@ class Palette:
 
     def token_colours(self, row: HeatmapRow) -> list[tuple[QtGui.QColor, QtGui.QColor]]:
         """(background, text) of each token of `row`, kept on the row for this palette."""
-        key = (self.base.rgba(), self.hot.rgba(), row.scale)
+        return self._colours_of(row, row.activations, row.scale, self.hot, self._steps)
+
+    def simulated_colours(self, row: HeatmapRow) -> list[tuple[QtGui.QColor, QtGui.QColor]]:
+        """(background, text) of each token's simulated value (none simulated: zero)."""
+        values = row.simulated if row.simulated is not None else ()
+        return self._colours_of(
+            row, values, row.simulated_scale, self.simulated, self._simulated_steps
+        )
+
+    def _colours_of(
+        self,
+        row: HeatmapRow,
+        values: Sequence[float],
+        scale: float,
+        hot: QtGui.QColor,
+        steps: list[tuple[QtGui.QColor, QtGui.QColor] | None],
+    ) -> list[tuple[QtGui.QColor, QtGui.QColor]]:
+        """A colour pair per token on the ramp to `hot`, in `LEVELS` steps (a step is under
+        one unit of 8-bit colour), each step's pair made once; kept on the row."""
+        key = (self.base.rgba(), hot.rgba(), scale)
         colours = row._colours.get(key)
-        if colours is None:
-            if len(row._colours) > 2:
-                row._colours.clear()
-            colours = []
-            for i in range(len(row.tokens)):
-                background = self.heat(row.value(i), row.scale)
-                colours.append((background, self.text_on(background)))
-            row._colours[key] = colours
+        if colours is not None:
+            return colours
+        if len(row._colours) > 4:
+            row._colours.clear()
+        top = self.LEVELS - 1
+        n = len(row.tokens)
+        step = top / scale if scale > 0 else 0.0
+        levels = [
+            0 if v != v or v <= 0 or step == 0 else top if v >= scale else int(v * step + 0.5)
+            for v in values[:n]
+        ]
+        levels += [0] * (n - len(levels))
+        colours = []
+        for level in levels:
+            pair = steps[level]
+            if pair is None:
+                background = self.heat(level / top, 1.0, hot)
+                pair = steps[level] = (background, self.text_on(background))
+            colours.append(pair)
+        row._colours[key] = colours
         return colours
 
 
@@ -215,6 +261,39 @@ def layout_row(
             widths.clear()
         cached = row._layouts[key] = _layout(row, QtGui.QFontMetrics(font), widths, width, key[1])
     return cached
+
+
+def is_laid_out(row: HeatmapRow, font: QtGui.QFont, width: int, side_by_side: bool) -> bool:
+    """Whether the row's layout at this width is made already."""
+    return (width, side_by_side and row.simulated is not None, font.key()) in row._layouts
+
+
+_AVERAGE: dict[str, tuple[float, int]] = {}
+"""Per font: (average character advance, line height) for estimates."""
+
+
+def estimated_height(row: HeatmapRow, font: QtGui.QFont, width: int, side_by_side: bool) -> int:
+    """The row's height at `width` without laying it out: its characters × the font's average
+    advance over the column width, plus a line per newline (off-screen rows; corrected when
+    laid out)."""
+    key = font.key()
+    average = _AVERAGE.get(key)
+    if average is None:
+        metrics = QtGui.QFontMetrics(font)
+        average = _AVERAGE[key] = (
+            max(1.0, metrics.horizontalAdvance("x" * 26 + " " * 6) / 32),
+            metrics.height() + 2 * PADDING,
+        )
+    advance, text_height = average
+    two = side_by_side and row.simulated is not None
+    column_width = max(40, (width - COLUMN_GAP) // 2 if two else width)
+    if row._chars is None:
+        text = "".join(row.tokens)
+        row._chars = (len(text) + len(row.caption), text.count("\n"))
+    chars, newlines = row._chars
+    lines = max(1, -(-int(chars * advance) // column_width)) + newlines
+    line_height = text_height + (BAR if row.simulated is not None and not two else 0)
+    return lines * (line_height + LINE_GAP) + LINE_GAP
 
 
 def _layout(
@@ -285,6 +364,7 @@ def paint_row(
         _paint_plain(painter, layout, colours, origin, clip)
         painter.restore()
         return
+    simulated_colours = palette.simulated_colours(row)
     for fragment in layout.fragments:
         box = fragment.rect.translated(origin)
         if clip is not None and not clip.intersects(box.adjusted(0, 0, layout.column_offset, BAR)):
@@ -294,14 +374,14 @@ def paint_row(
         painter.fillRect(box, background)
         painter.setPen(text_colour)
         painter.drawText(box.left(), box.top() + PADDING + layout.ascent, fragment.text)
-        simulated = palette.heat(row.simulated_value(i), row.simulated_scale, palette.simulated)
+        simulated, simulated_text = simulated_colours[i]
         if overlay:
             bar = QtCore.QRect(box.left(), box.bottom() + 1, box.width(), BAR)
             painter.fillRect(bar, simulated)
         else:
             right = box.translated(layout.column_offset, 0)
             painter.fillRect(right, simulated)
-            painter.setPen(palette.text_on(simulated))
+            painter.setPen(simulated_text)
             painter.drawText(right.left(), right.top() + PADDING + layout.ascent, fragment.text)
     if layout.column_offset:
         painter.setPen(palette.text)
@@ -381,6 +461,22 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.side_by_side = False
+        self._pass: list[int] | None = None
+        """During a view's layout pass: [y reached, y up to which rows are laid out]."""
+        self.exact_to: float = float("inf")
+        """After a pass: the y of the first row whose height is only estimated."""
+        self._estimated: set[int] = set()
+        """Rows (serials) whose height the view has from an estimate."""
+
+    def begin_pass(self, exact_until: int) -> None:
+        """A layout pass of the view starts: rows starting above `exact_until` (list
+        coordinates) are laid out, the ones below get an estimated height."""
+        self._pass = [0, exact_until]
+        self.exact_to = float("inf")
+        self._estimated.clear()
+
+    def end_pass(self) -> None:
+        self._pass = None
 
     def _font(self, option: QtWidgets.QStyleOptionViewItem) -> QtGui.QFont:
         return QtGui.QFont(option.font)
@@ -408,12 +504,47 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
             )
             painter.restore()
             return
+        if row.serial in self._estimated:  # shown before its turn: lay the list out again
+            self._estimated.discard(row.serial)
+            view = self.parent()
+            if isinstance(view, HeatmapView):
+                view.scheduleDelayedItemsLayout()
         if option.state & QtWidgets.QStyle.StateFlag.State_Selected:
             painter.fillRect(option.rect, option.palette.color(QtGui.QPalette.ColorRole.Highlight))
-        paint_row(
-            painter, self._inner(option), row, Palette.of(option.palette), self._font(option),
-            self.side_by_side,
+        inner = self._inner(option)
+        painter.drawPixmap(inner.topLeft(), self._picture(painter, option, inner, row))
+
+    def _picture(
+        self,
+        painter: QtGui.QPainter,
+        option: QtWidgets.QStyleOptionViewItem,
+        inner: QtCore.QRect,
+        row: HeatmapRow,
+    ) -> QtGui.QPixmap:
+        """The row painted at this size, kept in `QPixmapCache`: scrolling and repainting
+        only copy pixels (the first paint of a row at a width draws its tokens)."""
+        font = self._font(option)
+        palette = Palette.of(option.palette)
+        ratio = painter.device().devicePixelRatio() if painter.device() is not None else 1.0
+        key = (
+            f"heatmap:{row.serial}:{inner.width()}x{inner.height()}:{self.side_by_side:d}:"
+            f"{option.palette.cacheKey()}:{font.key()}:{ratio}"
         )
+        picture = QtGui.QPixmap()
+        if not QtGui.QPixmapCache.find(key, picture):
+            picture = QtGui.QPixmap(inner.size() * ratio)
+            picture.setDevicePixelRatio(ratio)
+            picture.fill(Qt.GlobalColor.transparent)
+            onto = QtGui.QPainter(picture)
+            try:
+                paint_row(
+                    onto, QtCore.QRect(QtCore.QPoint(0, 0), inner.size()), row, palette, font,
+                    self.side_by_side,
+                )
+            finally:
+                onto.end()
+            QtGui.QPixmapCache.insert(key, picture)
+        return picture
 
     def sizeHint(
         self,
@@ -424,11 +555,29 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
         view = self.parent()
         # The width the row is painted at (the viewport's), so it is laid out once per width.
         width = view.viewport().width() if isinstance(view, QtWidgets.QAbstractItemView) else 600
+        during = self._pass
         if row is None:
-            return QtCore.QSize(width, QtGui.QFontMetrics(option.font).height() + 12)
+            header = QtGui.QFontMetrics(option.font).height() + 12
+            if during is not None:
+                during[0] += header
+            return QtCore.QSize(width, header)
         inner = max(width - self.MARGIN.left() - self.MARGIN.right(), 100)
-        layout = layout_row(row, self._font(option), inner, self.side_by_side)
-        return QtCore.QSize(width, layout.height + self.MARGIN.top() + self.MARGIN.bottom())
+        font = self._font(option)
+        margins = self.MARGIN.top() + self.MARGIN.bottom()
+        # In a pass, rows down to its limit are laid out; outside one (the view asking a
+        # row's rect) a row keeps the height the last pass gave it.
+        if (during is not None and during[0] < during[1]) or is_laid_out(
+            row, font, inner, self.side_by_side
+        ):
+            height = layout_row(row, font, inner, self.side_by_side).height + margins
+        else:
+            height = estimated_height(row, font, inner, self.side_by_side) + margins
+            if during is not None:
+                self.exact_to = min(self.exact_to, during[0])
+            self._estimated.add(row.serial)
+        if during is not None:
+            during[0] += height
+        return QtCore.QSize(width, height)
 
     def helpEvent(
         self,
@@ -480,6 +629,27 @@ class HeatmapView(QtWidgets.QListView):
         with_values = QtGui.QAction("Copy tokens with values", self)
         with_values.triggered.connect(lambda: self.copy(with_values=True))
         self.addActions([copy, with_values])
+        self.verticalScrollBar().valueChanged.connect(self._scrolled)
+        # Painted rows are kept as pixmaps: a full-screen list of wide rows needs more room
+        # than Qt's default 10 MB.
+        QtGui.QPixmapCache.setCacheLimit(max(QtGui.QPixmapCache.cacheLimit(), 32 * 1024))
+
+    AHEAD = 0.25
+    """Rows laid out below the visible ones, in viewport heights (scrolling into them costs no
+    layout); the rest get estimated heights until they come near."""
+
+    def doItemsLayout(self) -> None:
+        """Lay out the rows down to the visible ones and `AHEAD` more; estimate the others."""
+        height = self.viewport().height()
+        self.delegate.begin_pass(self.verticalOffset() + int(height * (1 + self.AHEAD)))
+        try:
+            super().doItemsLayout()
+        finally:
+            self.delegate.end_pass()
+
+    def _scrolled(self, value: int) -> None:
+        if value + self.viewport().height() > self.delegate.exact_to:
+            self.doItemsLayout()  # before the paint: the rows coming into view, laid out
 
     def selected_rows(self) -> list[HeatmapRow]:
         """The selected excerpts, top to bottom."""

@@ -227,6 +227,8 @@ class MainWindow(QtWidgets.QMainWindow):
         picker.forward_action.triggered.connect(browser.forward)
         picker.random_action.triggered.connect(lambda: browser.random())
         browser.dataset_changed.connect(self._dataset_shown)
+        self._clear_timer = QtCore.QTimer(self, singleShot=True, interval=100)
+        self._clear_timer.timeout.connect(self._clear_panes)
         browser.loading.connect(self._loading)
         browser.loaded.connect(self._loaded)
         browser.failed.connect(lambda _ref, message: self.statusBar().showMessage(message, 8000))
@@ -302,13 +304,19 @@ class MainWindow(QtWidgets.QMainWindow):
         unit = dataset.unit.capitalize()
         self.setWindowTitle(f"{unit} {ref.layer}:{ref.index} · {dataset.title} · neuron-desk")
         self.subtitle.setText("loading…")
+        self.probe_dock.panel.show_unit(ref, None)  # earlier text results were the old unit's
+        # The panes say "loading…" only if the neuron is not there within 100 ms:
+        # clearing and painting them for a few milliseconds cost as much as filling them.
+        self._clear_timer.start()
+
+    def _clear_panes(self) -> None:
         self.explanations.set_entries([], "loading…")
         self.dataset_pane.show_message("loading…")
         self.tokens_dock.clear("loading…")
         self.related_dock.clear("loading…")
-        self.probe_dock.panel.show_unit(ref, None)
 
     def _loaded(self, ref: NeuronRef, data: NeuronData) -> None:
+        self._clear_timer.stop()
         self.subtitle.setText(where_from(data) + (" · offline" if self.desk.offline else ""))
         self.dataset_pane.show_neuron(data, self._user_records(ref))
         record = data.record.value if isinstance(data.record, Fetched) else None

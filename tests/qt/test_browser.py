@@ -324,3 +324,29 @@ def test_the_neurons_with_data_are_listed_anew_once_the_store_changes(
         other.close()
     assert desk.available_neurons("mirror") == [ref(0, 2), ref(1, 1)]
     assert desk.available_neurons("mirror", layer=1) == [ref(1, 1)]
+
+
+def test_panes_keep_the_last_neuron_until_the_next_is_there_or_100_ms_pass(
+    make_window: Any, mirror: Mirror, loop: asyncio.AbstractEventLoop
+) -> None:
+    """A quick load goes from one neuron's panes to the next without a "loading…" state in
+    between; a slow one says "loading…" after 100 ms."""
+    window = make_window()
+    window.browser.go_to(NeuronRef("mirror", 0, 2))
+    run_until(loop, lambda: window.browser.data is not None)
+    rows = window.dataset_pane.model.rowCount()
+    assert rows > 0
+    window.browser.go_to(NeuronRef("mirror", 0, 3))
+    assert window.subtitle.text() == "loading…"
+    assert window.dataset_pane.model.rowCount() == rows  # not cleared at the pick
+    run_until(loop, lambda: window.browser.data is not None)
+    assert window.browser.data.ref == NeuronRef("mirror", 0, 3)
+    assert window.dataset_pane.model.rowCount() > 0
+    assert "loading" not in window.dataset_pane.status.text()
+
+    mirror.faults.latency_s = 0.5  # a slow network: the next neuron is not there in 100 ms
+    window.browser.go_to(NeuronRef("mirror", 0, 4))
+    run_until(loop, lambda: window.dataset_pane.status.text() == "loading…", timeout=0.45)
+    assert window.dataset_pane.model.rowCount() == 0 and window.browser.data is None
+    run_until(loop, lambda: window.browser.data is not None)
+    assert window.dataset_pane.model.rowCount() > 0

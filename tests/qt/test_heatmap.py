@@ -149,7 +149,7 @@ def test_a_view_lays_each_row_out_once_through_paints_scrolls_and_a_section_expa
     qtbot, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     """Size hints, paints and scrolling reuse one layout per row and width; expanding a section
-    lays out only its new rows; a narrower window lays out only the rows then needed."""
+    lays out only those of its new rows that are (nearly) in view."""
     import neuron_desk.qt.heatmap as heatmap
     from neuron_desk.qt.datasetpane import DatasetPane
     from tests.synthetic import neuron_record
@@ -180,7 +180,9 @@ def test_a_view_lays_each_row_out_once_through_paints_scrolls_and_a_section_expa
     pane.view.doItemsLayout()
     pane.repaint()
     added = laid_out[len(first) :]
-    assert len(added) == 16 and len(set(added)) == 16  # only the rows that came in
+    # Only rows that came in, and of those only the ones down to the visible end (and a little
+    # more): the others wait with an estimated height.
+    assert 0 < len(added) < 16 and len(set(added)) == len(added)
     assert len(laid_out) == len(set(laid_out))
 
 
@@ -191,3 +193,122 @@ def test_heat_colours_are_made_once_per_row(qapp) -> None:  # type: ignore[no-un
     assert palette.token_colours(row) is colours
     assert colours[0][0] != colours[2][0]  # the ramp
     assert Palette.of(QtWidgets.QApplication.palette()) is palette
+
+
+def _counting_layouts(monkeypatch) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+    import neuron_desk.qt.heatmap as heatmap
+
+    laid_out: list[tuple[int, int]] = []
+    real = heatmap._layout
+
+    def counting(row, metrics, widths, width, side_by_side):  # type: ignore[no-untyped-def]
+        laid_out.append((id(row), width))
+        return real(row, metrics, widths, width, side_by_side)
+
+    monkeypatch.setattr(heatmap, "_layout", counting)
+    return laid_out
+
+
+def _long_rows(n: int) -> list[HeatmapRow]:
+    words = [" the", " quick", " brown", " fox", "\n", " jumps", " over", " lazy", " dogs"]
+    return [row_of([words[(i + j) % len(words)] for j in range(40 + i % 30)]) for i in range(n)]
+
+
+def _visible_rows(view: HeatmapView) -> list[int]:
+    area = view.viewport().rect()
+    return [
+        r for r in range(view.model().rowCount())
+        if view.visualRect(view.model().index(r, 0)).intersects(area)
+    ]
+
+
+def test_off_screen_rows_are_not_laid_out_and_visible_ones_have_their_true_height(
+    qtbot, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """200 rows in a 500×300 view: only the visible rows (and a viewport's worth below) are
+    laid out; scrolling lays out the rows coming into view, before they are painted, with the
+    height the view gives them equal to their layout's."""
+    from neuron_desk.qt.heatmap import layout_row
+
+    laid_out = _counting_layouts(monkeypatch)
+    view = HeatmapView()
+    qtbot.addWidget(view)
+    rows = _long_rows(200)
+    view.setModel(_Rows(rows))
+    view.resize(500, 300)
+    view.show()
+    view.doItemsLayout()
+    view.viewport().repaint()
+    visible = _visible_rows(view)
+    assert 1 <= len(visible) < 20
+    assert len(laid_out) <= 3 * len(visible) + 2  # not 200
+    assert len(set(laid_out)) == len(laid_out)
+
+    def true_heights() -> None:
+        inner = view.viewport().width() - 8
+        for r in _visible_rows(view):
+            layout = layout_row(rows[r], view.font(), inner, False)
+            assert view.visualRect(view.model().index(r, 0)).height() == layout.height + 4
+
+    true_heights()
+    bar = view.verticalScrollBar()
+    for value in range(0, bar.maximum() + 1, 250):
+        bar.setValue(value)
+        view.viewport().repaint()
+        true_heights()
+    bar.setValue(bar.maximum())
+    view.viewport().repaint()
+    QtWidgets.QApplication.processEvents()
+    view.viewport().repaint()
+    true_heights()
+    assert len(set(laid_out)) == len(laid_out)  # still each (row, width) once
+
+
+def test_a_resize_lays_out_only_the_visible_rows(qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    laid_out = _counting_layouts(monkeypatch)
+    view = HeatmapView()
+    qtbot.addWidget(view)
+    view.setModel(_Rows(_long_rows(200)))
+    view.resize(500, 300)
+    view.show()
+    view.doItemsLayout()
+    view.viewport().repaint()
+    for width in (480, 460, 440):
+        laid_out.clear()
+        view.resize(width, 300)
+        QtWidgets.QApplication.processEvents()
+        view.viewport().repaint()
+        assert laid_out, "the new width needs layouts"
+        assert len(laid_out) <= 3 * len(_visible_rows(view)) + 2
+
+
+def test_painted_rows_are_kept_as_pixmaps_until_the_width_changes(qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import neuron_desk.qt.heatmap as heatmap
+
+    painted: list[int] = []
+    real = heatmap.paint_row
+
+    def counting(painter, rect, row, palette, font, side_by_side):  # type: ignore[no-untyped-def]
+        painted.append(row.serial)
+        return real(painter, rect, row, palette, font, side_by_side)
+
+    monkeypatch.setattr(heatmap, "paint_row", counting)
+    view = HeatmapView()
+    qtbot.addWidget(view)
+    view.setModel(_Rows(_long_rows(30)))
+    view.resize(500, 300)
+    view.show()
+    QtWidgets.QApplication.processEvents()  # exposed: paints reach the delegate
+    view.doItemsLayout()
+    view.viewport().repaint()
+    first = list(painted)
+    assert first and len(set(first)) == len(first)
+    view.viewport().repaint()
+    view.verticalScrollBar().setValue(20)
+    view.viewport().repaint()
+    assert set(painted) - set(first) <= set(range(max(first) + 1, max(first) + 4))  # few new
+    assert len(painted) - len(first) <= 3  # the rest copied from the pixmaps
+    view.resize(420, 300)
+    QtWidgets.QApplication.processEvents()
+    view.viewport().repaint()
+    assert len(painted) - len(first) > 3  # a new width: painted again

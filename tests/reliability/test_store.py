@@ -80,8 +80,14 @@ def test_a_read_only_store_opens_read_only_for_browsing() -> None:
     _small_store(home / "store.sqlite3")
     for p in [*home.iterdir(), home]:
         os.chmod(p, 0o555 if p.is_dir() else 0o444)
+    # Stored bodies are zstd: the system Python (the other user's) gets this environment's
+    # zstandard package, copied where that user may read it.
+    import zstandard
+
+    libs = outer / "libs"
+    shutil.copytree(Path(zstandard.__file__).parent, libs / "zstandard")
     code = (
-        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); sys.path.append({str(libs)!r})\n"
         "from pathlib import Path\n"
         "from neuron_desk.data.store import Store\n"
         "from neuron_desk.core.refs import NeuronRef\n"
