@@ -1,4 +1,4 @@
-"""BENCH lines (docs: /work/briefs/BENCH.md, issue 12): one JSON object per measured target,
+"""BENCH lines (the format: tests/benchmarks/README.md; issue 12): one JSON object per measured target,
 collected by `run_all.py` into docs/performance.md. Imported by the scripts beside it."""
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ from neuron_desk.core.paths import Paths
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.desk import Desk
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import bench
+
 TARGET_LATENTS_PER_CPU_S = 150.0
 TARGET_OPEN_S = 0.1
 WORDS = [" the", " Paris", "\n", "\t", "<b>", "café", " 日本", " über", ".", ","]
@@ -107,6 +110,23 @@ def main() -> None:
     print(
         f"opened an imported latent offline in {open_s * 1000:.1f} ms "
         f"(target {TARGET_OPEN_S * 1000:.0f} ms: {TARGET_OPEN_S / open_s:.2f}x)"
+    )
+    bench(
+        "import_neuronpedia",
+        "Neuronpedia import rate",
+        rate,
+        "latents/CPU s",
+        TARGET_LATENTS_PER_CPU_S,
+        minimum=True,
+        note=f"{report.imported} latents, {args.per_latent} rows × {args.tokens} tokens, "
+        f"{size / 1e6:.1f} MB gzipped; peak memory {peak_mb:.0f} MB",
+    )
+    bench(
+        "import_neuronpedia",
+        "open an imported latent offline",
+        open_s * 1000,
+        "ms",
+        TARGET_OPEN_S * 1000,
     )
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
 import numpy as np
+from _bench import bench
 
 from neuron_desk.builder.live import TextProbe, model_for
 from neuron_desk.builder.records import decimals_for
@@ -65,6 +66,22 @@ def main() -> None:
     print(
         f"largest difference from the stored records over {compared} texts: "
         f"{worst:.2f}x the tolerance (rounding to {digits} digits + 0.2% of the max)"
+    )
+    bench(
+        "text_probe",
+        "test your own text: one 64-token text, model loaded",
+        run_ms,
+        "ms",
+        1000,
+        note=f"median of 10; the model's first load took {load_s:.1f} s on a worker thread",
+    )
+    bench(
+        "text_probe",
+        "test your own text: largest difference from the stored records",
+        worst,
+        "×tolerance",
+        1,
+        note=f"{compared} texts; tolerance = rounding to {digits} digits + 0.2% of the max",
     )
 
 
