@@ -173,6 +173,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.results_dock.hide()
         self.probe_dock = TextProbeDock(self.desk, self.tasks, self)
         self.probe_dock.panel.explanation = self.explanations.shown_explanation
+        self.probe_dock.panel.settings = self.settings
         self.probe_dock.panel.profile = lambda: self.ops.profile(
             self.explanations.profile.currentText()
         )

@@ -27,6 +27,7 @@ from neuron_desk.qt.models import format_score
 if TYPE_CHECKING:  # the LLM stack and the runs load when the dock first runs, not with the window
     from neuron_desk.llm.profiles import Profile
     from neuron_desk.qt.operations import Reporter
+    from neuron_desk.runs.estimate import RunEstimate
     from neuron_desk.runs.run import ScoreOutcome
 
 Qt = QtCore.Qt
@@ -117,6 +118,9 @@ class TextProbePanel(QtWidgets.QWidget):
         """The explanation shown (the window: the one selected in the explanation pane)."""
         self.profile: Callable[[], Profile] = desk.profile
         """The profile to simulate with (the window: the one picked in the explanation pane)."""
+        self.settings = QtCore.QSettings()
+        """When to ask before sending (the window's settings: Settings → Runs)."""
+        self.confirmation: QtWidgets.QDialog | None = None
         self.text = QtWidgets.QPlainTextEdit(self)
         self.text.setPlaceholderText("Paste or write a text, then Run")
         self.text.setAccessibleName("Your text")
@@ -234,17 +238,45 @@ class TextProbePanel(QtWidgets.QWidget):
             return
 
         from neuron_desk.qt.operations import Operation
+        from neuron_desk.qt.runconfirm import RunConfirmation, needs_confirmation
         from neuron_desk.runs.options import RunOptions
 
+        options = RunOptions.for_profile(profile, samples=1)
+
+        async def estimating(_: Reporter) -> RunEstimate:
+            run = self.desk.dry_run(profile, options)
+            return await run.estimate_score(record, explanation, on=[probed.record])
+
         async def work(_: Reporter) -> ScoreOutcome:
-            run = self.desk.run(profile, RunOptions.for_profile(profile, samples=1))
+            run = self.desk.run(profile, options)
             return await self.desk.score_on_text(run, record, explanation, probed.record)
 
-        self.status.setText(f"simulating “{explanation.strip()}” on your text…")
-        self._busy(True)
-        operation = Operation(self.tasks, SCORE_TASK, work)
-        operation.success(lambda outcome: self._scored(probed, outcome)).failure(self._failed)
-        operation.finished(lambda: self._busy(False)).run()
+        def start() -> None:
+            if probed is not self.probed:  # another text or unit since the estimate
+                return
+            self.status.setText(f"simulating “{explanation.strip()}” on your text…")
+            self._busy(True)
+            operation = Operation(self.tasks, SCORE_TASK, work)
+            operation.success(lambda outcome: self._scored(probed, outcome)).failure(self._failed)
+            operation.finished(lambda: self._busy(False)).run()
+
+        def estimated(estimate: RunEstimate) -> None:
+            if probed is not self.probed:
+                return
+            if not needs_confirmation(estimate, profile, self.settings):
+                start()
+                return
+            self.confirmation = RunConfirmation(self, estimate, profile, self.settings)
+            self.confirmation.accepted.connect(start)
+            self.confirmation.rejected.connect(
+                lambda: self.status.setText("Not scored: nothing was sent")
+            )
+            self.confirmation.open()
+
+        # Like every run: the estimate first, and a yes before anything billable is sent.
+        self.status.setText("estimating what scoring on this text sends…")
+        estimate = Operation(self.tasks, SCORE_TASK, estimating)
+        estimate.success(estimated).failure(self._failed).run()
 
     def _scored(self, probed: Probed, outcome: ScoreOutcome) -> None:
         if probed is not self.probed:

@@ -242,10 +242,13 @@ def estimate_requests(
 
 
 def scoring_records(
-    record: NeuronRecord, settings: ExplainAndScoreSettings
+    record: NeuronRecord,
+    settings: ExplainAndScoreSettings,
+    on: Sequence[ActivationRecord] | None = None,
 ) -> list[ActivationRecord]:
-    """The sequences a scoring run simulates: calibration ones (if calibrated) and valid ones."""
-    records = list(record.valid_activation_records(settings.slices))
+    """The sequences a scoring run simulates: calibration ones (if calibrated) and valid ones
+    (or the records `on`, e.g. the user's own text)."""
+    records = list(record.valid_activation_records(settings.slices) if on is None else on)
     if settings.calibration is not UncalibratedNeuronSimulator:
         records = list(record.calibration_activation_records(settings.slices)) + records
     return records

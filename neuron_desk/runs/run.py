@@ -564,11 +564,17 @@ class NeuronRun:
     # --- estimates (no requests) ---
 
     async def estimate_score(
-        self, record: NeuronRecord, explanation: str, method: SimulatorMethod | None = None
+        self,
+        record: NeuronRecord,
+        explanation: str,
+        method: SimulatorMethod | None = None,
+        *,
+        on: Sequence[ActivationRecord] | None = None,
     ) -> RunEstimate:
-        """What scoring `explanation` would send (`method` overrides the choice)."""
+        """What scoring `explanation` would send (`method` overrides the choice; `on` as in
+        `score`)."""
         choice = self._estimate_choice(method)
-        records = scoring_records(record, self.options.settings())
+        records = scoring_records(record, self.options.settings(), on)
         bodies = await record_scoring(
             records, explanation, lambda backend: self.simulators(choice, backend)
         )

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PySide6 import QtCore, QtGui
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.builder import live
 from neuron_desk.core.paths import Paths
@@ -25,6 +25,7 @@ from neuron_desk.desk import Desk
 from neuron_desk.llm.profiles import ProfileConfig
 from neuron_desk.qt.datasetpane import YOUR_TEXTS
 from neuron_desk.qt.mainwindow import MainWindow
+from neuron_desk.qt.runconfirm import ASK_UNPRICED_KEY, RunConfirmation
 from neuron_desk.qt.textprobe import RUN_TASK
 from tests.builder.test_builder import _build, _tiny
 from tests.fake_openai import FakeOpenAI, FakeServer
@@ -201,6 +202,7 @@ def test_the_shown_explanation_is_scored_on_the_text(
     run_until(loop, lambda: window.explanations.shown_explanation() is not None)
     run_text(window, loop, "every eager engineer tested seven experiments")
     panel = window.probe_dock.panel
+    window.settings.setValue(ASK_UNPRICED_KEY, False)  # asking is the next test's
     panel.score_button.click()
     run_until(loop, lambda: "score on this text" in panel.status.text(), timeout=30)
     row = panel.rows.row()
@@ -219,3 +221,38 @@ def test_the_shown_explanation_is_scored_on_the_text(
     assert user.provenance["explanation"] == "words with the letter e"
     assert user.provenance["simulator_model"] == "fake-model" and user.provenance["simulator"]
     QtGui.QGuiApplication.processEvents()
+
+
+def test_scoring_on_the_text_asks_first_and_cancel_sends_nothing(
+    open_window: Callable[..., MainWindow],
+    loop: asyncio.AbstractEventLoop,
+    fake: tuple[FakeOpenAI, FakeServer],
+    tmp_path: Path,
+) -> None:
+    """Like every run to a billable endpoint: the estimate, then a yes (unpriced: asked)."""
+    server_fake, server = fake
+    window = open_window(profiles_for(server.base_url, tmp_path))
+    window.desk.explanations.add(UNIT, "words with the letter e", None, "user", {})
+    window.browser.reload()
+    run_until(loop, lambda: window.explanations.shown_explanation() is not None)
+    run_text(window, loop, "every eager engineer tested seven experiments")
+    panel = window.probe_dock.panel
+    sent = len(server_fake.requests)
+    panel.score_button.click()
+    run_until(loop, lambda: panel.confirmation is not None and panel.confirmation.isVisible())
+    confirmation = panel.confirmation
+    assert isinstance(confirmation, RunConfirmation)
+    said = " ".join(label.text() for label in confirmation.findChildren(QtWidgets.QLabel))
+    assert "request(s) to" in said and server.base_url in said
+    confirmation.reject()
+    run_until(loop, lambda: "nothing was sent" in panel.status.text())
+    assert len(server_fake.requests) == sent
+    assert panel.rows.row() is not None and panel.rows.row().simulated is None
+    panel.score_button.click()
+    run_until(
+        loop,
+        lambda: panel.confirmation is not confirmation and panel.confirmation.isVisible(),
+    )
+    panel.confirmation.accept()
+    run_until(loop, lambda: "score on this text" in panel.status.text(), timeout=30)
+    assert len(server_fake.requests) > sent
