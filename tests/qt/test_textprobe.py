@@ -189,18 +189,27 @@ def fake() -> Iterator[tuple[FakeOpenAI, FakeServer]]:
         yield fake, server
 
 
-def test_the_shown_explanation_is_scored_on_the_text(
+@pytest.fixture
+def explained(
     open_window: Callable[..., MainWindow],
     loop: asyncio.AbstractEventLoop,
     fake: tuple[FakeOpenAI, FakeServer],
     tmp_path: Path,
-) -> None:
+) -> tuple[MainWindow, FakeOpenAI]:
+    """A window over the fake endpoint, an explanation shown, a text run through the model."""
     server_fake, server = fake
     window = open_window(profiles_for(server.base_url, tmp_path))
     window.desk.explanations.add(UNIT, "words with the letter e", None, "user", {})
     window.browser.reload()
     run_until(loop, lambda: window.explanations.shown_explanation() is not None)
     run_text(window, loop, "every eager engineer tested seven experiments")
+    return window, server_fake
+
+
+def test_the_shown_explanation_is_scored_on_the_text(
+    explained: tuple[MainWindow, FakeOpenAI], loop: asyncio.AbstractEventLoop
+) -> None:
+    window, server_fake = explained
     panel = window.probe_dock.panel
     window.settings.setValue(ASK_UNPRICED_KEY, False)  # asking is the next test's
     panel.score_button.click()
@@ -224,18 +233,10 @@ def test_the_shown_explanation_is_scored_on_the_text(
 
 
 def test_scoring_on_the_text_asks_first_and_cancel_sends_nothing(
-    open_window: Callable[..., MainWindow],
-    loop: asyncio.AbstractEventLoop,
-    fake: tuple[FakeOpenAI, FakeServer],
-    tmp_path: Path,
+    explained: tuple[MainWindow, FakeOpenAI], loop: asyncio.AbstractEventLoop
 ) -> None:
     """Like every run to a billable endpoint: the estimate, then a yes (unpriced: asked)."""
-    server_fake, server = fake
-    window = open_window(profiles_for(server.base_url, tmp_path))
-    window.desk.explanations.add(UNIT, "words with the letter e", None, "user", {})
-    window.browser.reload()
-    run_until(loop, lambda: window.explanations.shown_explanation() is not None)
-    run_text(window, loop, "every eager engineer tested seven experiments")
+    window, server_fake = explained
     panel = window.probe_dock.panel
     sent = len(server_fake.requests)
     panel.score_button.click()
@@ -243,7 +244,7 @@ def test_scoring_on_the_text_asks_first_and_cancel_sends_nothing(
     confirmation = panel.confirmation
     assert isinstance(confirmation, RunConfirmation)
     said = " ".join(label.text() for label in confirmation.findChildren(QtWidgets.QLabel))
-    assert "request(s) to" in said and server.base_url in said
+    assert "request(s) to" in said and "127.0.0.1" in said
     confirmation.reject()
     run_until(loop, lambda: "nothing was sent" in panel.status.text())
     assert len(server_fake.requests) == sent
