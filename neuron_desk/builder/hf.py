@@ -211,34 +211,31 @@ class HfModel:
 
     def mlp_weights(self) -> MlpWeights | None:
         """The weights for weight-based files, or None for an architecture we can't define."""
-        config = self.model.config
-        model_type = str(getattr(config, "model_type", ""))
-        embedding = _to_numpy(self.model.get_input_embeddings().weight)
-        output = self.model.get_output_embeddings()
-        unembedding = embedding if output is None else _to_numpy(output.weight)
-        if model_type == "gpt2":
+        readout = self.readout()  # the embedding, unembedding and final norm
+        embedding, unembedding = readout.embedding, readout.unembedding
+        if readout.architecture == "gpt2":
             blocks = self.model.transformer.h
             return MlpWeights(
                 architecture="gpt2",
                 embedding=embedding,
                 unembedding=unembedding,
-                final_norm=_to_numpy(self.model.transformer.ln_f.weight),
+                final_norm=readout.final_norm,
                 mlp_norms=[_to_numpy(b.ln_2.weight) for b in blocks],
                 input_rows=[_to_numpy(b.mlp.c_fc.weight).T.copy() for b in blocks],
                 down_columns=[_to_numpy(b.mlp.c_proj.weight) for b in blocks],
             )
-        if model_type in _SWIGLU_TYPES:
+        if readout.architecture == "swiglu":
             layers = self.model.model.layers
             return MlpWeights(
                 architecture="swiglu",
                 embedding=embedding,
                 unembedding=unembedding,
-                final_norm=_to_numpy(self.model.model.norm.weight),
+                final_norm=readout.final_norm,
                 mlp_norms=[_to_numpy(b.post_attention_layernorm.weight) for b in layers],
                 input_rows=[_to_numpy(b.mlp.gate_proj.weight) for b in layers],
                 up_rows=[_to_numpy(b.mlp.up_proj.weight) for b in layers],
                 down_columns=[_to_numpy(b.mlp.down_proj.weight).T.copy() for b in layers],
-                norm_eps=float(getattr(config, "rms_norm_eps", 1e-6)),
+                norm_eps=readout.norm_eps,
             )
         return None
 
