@@ -25,6 +25,8 @@ from neuron_desk.qt.asyncbridge import new_event_loop
 from neuron_desk.qt.mainwindow import MainWindow
 from tests.data.conftest import mirror_dataset
 from tests.data.mirror import Mirror
+from tests.fake_openai import FakeOpenAI, FakeServer
+from tests.synthetic import oracle
 
 
 @pytest.fixture(scope="session")
@@ -125,3 +127,11 @@ def make_window(
         window.deleteLater()
     QtWidgets.QApplication.processEvents()
     QtWidgets.QApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeOpenAI, FakeServer]]:
+    """The fake OpenAI-compatible server on 127.0.0.1, simulating a neuron of the letter e."""
+    fake = FakeOpenAI(neuron=oracle, explanation=" words with the letter e")
+    with FakeServer(fake) as server:
+        yield fake, server

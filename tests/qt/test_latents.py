@@ -27,16 +27,8 @@ from tests.data.test_cli_latents import sae_dataset
 from tests.fake_openai import FakeOpenAI, FakeServer
 from tests.qt.conftest import run_until
 from tests.qt.test_scoring import profiles_for
-from tests.synthetic import oracle
 
 LATENT = NeuronRef("toy-sae", 0, 0)
-
-
-@pytest.fixture
-def fake() -> Iterator[tuple[FakeOpenAI, FakeServer]]:
-    fake = FakeOpenAI(neuron=oracle, explanation=" words with the letter e")
-    with FakeServer(fake) as server:
-        yield fake, server
 
 
 @pytest.fixture

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from neuron_desk.core import codec
 from neuron_desk.core.model import NeuronSimulationResults
@@ -22,7 +19,6 @@ from neuron_desk.qt.asyncbridge import TaskSlots
 from neuron_desk.qt.operations import Operation, Operations, Reporter
 from tests.fake_openai import FakeOpenAI, FakeServer
 from tests.qt.conftest import DeskFactory, run_until
-from tests.synthetic import oracle
 
 
 class Calls:
@@ -145,13 +141,6 @@ def test_exports_through_the_desk(
     bad = tmp_path / "missing-folder" / "x.jsonl"
     loop.run_until_complete(calls.watch(ops.export_neuron(ref, None, bad)).run())
     assert calls.kinds() == ["finished", "failure"] and isinstance(calls.log[-1][1], OSError)
-
-
-@pytest.fixture
-def fake() -> Iterator[tuple[FakeOpenAI, FakeServer]]:
-    fake = FakeOpenAI(neuron=oracle, explanation=" words with the letter e")
-    with FakeServer(fake) as server:
-        yield fake, server
 
 
 def test_probe_and_score_through_the_desk(

@@ -7,10 +7,8 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from PySide6 import QtCore, QtWidgets
 
 from neuron_desk.core.refs import NeuronRef
@@ -18,17 +16,8 @@ from neuron_desk.llm.profiles import Profile, ProfileConfig
 from neuron_desk.qt.operations import PROBE_TIMEOUT_S, Operations, probe_failure
 from neuron_desk.qt.runconfirm import ASK_BELOW_USD_KEY, ASK_UNPRICED_KEY, RunConfirmation
 from neuron_desk.qt.settingsdialog import SettingsDialog
-from tests.fake_openai import FakeOpenAI, FakeServer
 from tests.qt.conftest import WindowFactory, run_until
 from tests.qt.test_scoring import profiles_for
-from tests.synthetic import oracle
-
-
-@pytest.fixture
-def fake() -> Iterator[tuple[FakeOpenAI, FakeServer]]:
-    fake = FakeOpenAI(neuron=oracle, explanation=" words with the letter e")
-    with FakeServer(fake) as server:
-        yield fake, server
 
 
 def shown(window, loop, neuron: int) -> None:  # type: ignore[no-untyped-def]

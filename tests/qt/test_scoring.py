@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from PySide6 import QtCore
 
 from neuron_desk.core.refs import NeuronRef
@@ -18,16 +16,7 @@ from neuron_desk.llm.profiles import Profile, ProfileConfig
 from neuron_desk.qt.mainwindow import MainWindow
 from neuron_desk.qt.operations import Operations
 from neuron_desk.qt.runconfirm import ASK_UNPRICED_KEY
-from tests.fake_openai import FakeOpenAI, FakeServer
 from tests.qt.conftest import WindowFactory, run_until
-from tests.synthetic import oracle
-
-
-@pytest.fixture
-def fake() -> Iterator[tuple[FakeOpenAI, FakeServer]]:
-    fake = FakeOpenAI(neuron=oracle, explanation=" words with the letter e")
-    with FakeServer(fake) as server:
-        yield fake, server
 
 
 def explanations(store: Store, layer: int, neuron: int, source: str):  # type: ignore[no-untyped-def]

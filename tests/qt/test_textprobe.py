@@ -183,13 +183,6 @@ def test_a_user_record_is_kept_apart_and_reappears_after_reopening(
 
 
 @pytest.fixture
-def fake() -> Iterator[tuple[FakeOpenAI, FakeServer]]:
-    fake = FakeOpenAI(neuron=oracle, explanation=" words with the letter e")
-    with FakeServer(fake) as server:
-        yield fake, server
-
-
-@pytest.fixture
 def explained(
     open_window: Callable[..., MainWindow],
     loop: asyncio.AbstractEventLoop,
