@@ -529,13 +529,23 @@ _VOCABULARY = [" the", " of", " and", " to", " in", " a", " is", " that", " for"
 _VOCABULARY += ["\t", "\n", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "ing", "ed"]
 
 
+def starlette_json(payload: Any) -> bytes:
+    """`payload` as vLLM's OpenAI server sends it: FastAPI's `JSONResponse` renders with
+    Starlette's `json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
+    separators=(",", ":"))` in UTF-8, and uvicorn sends it as one body with Content-Length."""
+    return json.dumps(
+        payload, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+
+
 def vllm_prompt_logprobs_echo(
     prompt: str, *, top: int = 15, model: str = "fake-model", seed: int = 0, chars: int = 4
 ) -> dict[str, Any]:
     """An answer shaped as vLLM's /completions with `echo` and `logprobs=top` (what the
     prompt-logprobs scorer gets): every prompt position (tokens of `chars` characters) carries
     `top` alternatives with full-precision float logprobs, plus text offsets, token logprobs,
-    one generated token and `usage`. A scoring prompt of ~5 KB gives ~640 KB, as vLLM sends."""
+    one generated token and `usage`. A scoring prompt of ~5.7 KB gives ~644 KB (rendered by
+    `starlette_json`, as vLLM sends it)."""
     rng = random.Random(seed)
     tokens = [prompt[i : i + chars] for i in range(0, len(prompt), chars)] + [" the"]
     offsets, position = [], 0

@@ -2,19 +2,24 @@
 
     python tests/benchmarks/llm_client_throughput.py [--latency 0.1] [--concurrency 16] [--seconds 4]
 
-The server (a separate process, asyncio, HTTP/1.1 keep-alive) answers every request after
-`latency` seconds with a vLLM prompt-logprobs echo of a scoring prompt: /completions with
-`echo` and `logprobs=15` returns 15 alternatives with full-precision logprobs at every prompt
-position, ~640 KB of JSON per answer (`tests.fake_openai.vllm_prompt_logprobs_echo`), with
-`usage`. The client sends distinct /completions requests shaped like the prompt-logprobs
-scorer's (a ~5 KB prompt), `concurrency` at a time; the best possible rate is
-concurrency / latency requests per second (160/s at 100 ms x 16).
+The server is a separate process (as a real vLLM is another process or machine: it must not
+share the client's GIL or its core), asyncio, HTTP/1.1 keep-alive. It answers every request
+after `latency` seconds as vLLM's OpenAI server does for a non-streaming /completions: FastAPI's
+`JSONResponse` (Starlette: compact `json.dumps(..., ensure_ascii=False, allow_nan=False,
+separators=(",", ":"))`, one body with `Content-Length`, no chunked encoding) sent by uvicorn
+(`date`, `server`, `content-length`, `content-type` headers). The answer is a prompt-logprobs
+echo of a scoring prompt: /completions with `echo` and `logprobs=15` returns 15 alternatives
+with full-precision logprobs at every prompt position, ~644 KB of compact JSON per answer
+(`tests.fake_openai.vllm_prompt_logprobs_echo`), with `usage`. The client sends distinct
+/completions requests shaped like the prompt-logprobs scorer's (a ~5.7 KB prompt),
+`concurrency` at a time; the best possible rate is concurrency / latency requests per second
+(160/s at 100 ms x 16).
 
 Measured twice: the bare client (HTTP, redaction, orjson decoding), and through an
 `LLMSession` as runs use it (response cache lookup, the raw answer compressed and written to a
-SQLite store, usage ledger written per request). Target (issue 12): the session at >= 70% of
-the limit. Printed as BENCH lines (figure, limit, ratio in the same run), with the session's
-CPU ceiling (1 / its CPU seconds per answer): on a loaded machine the rate measures the share
+SQLite store, usage ledger written per request). Target (issue 12): >= 70% of the limit.
+Printed as BENCH lines (figure, limit, ratio in the same run), with the session's CPU ceiling
+(1 / its CPU seconds per answer, all threads): on a loaded machine the rate measures the share
 of a core the client got, the ceiling what the client needs.
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email.utils
 import json
 import multiprocessing
 import os
@@ -38,7 +44,7 @@ from neuron_desk.data.store import Store
 from neuron_desk.llm.cache import ResponseCache, compress_body
 from neuron_desk.llm.client import OpenAICompatibleClient
 from neuron_desk.llm.session import LLMSession
-from tests.fake_openai import vllm_prompt_logprobs_echo
+from tests.fake_openai import starlette_json, vllm_prompt_logprobs_echo
 
 TARGET = 0.7
 """The session's rate must reach this share of concurrency / latency."""
@@ -46,22 +52,28 @@ PROMPT = (
     "We're studying neurons in a neural network. Each neuron looks for some particular thing "
     "in a short document. Look at an explanation of what the neuron does, and try to predict "
     "its activations on each token.\n\n"
-) + "".join(f" token{i}\tunknown\n" for i in range(290))
-"""A scoring prompt of ~5 KB, as the prompt-logprobs simulator sends (few-shot and 64 tokens)."""
+) + "".join(f" token{i}\tunknown\n" for i in range(312))
+"""A scoring prompt of ~5.7 KB, as the prompt-logprobs simulator sends (few-shot and 64
+tokens): its echo is ~644 KB of compact JSON."""
 
 
 def answer_bytes() -> bytes:
-    """The ~640 KB answer every request gets."""
-    return json.dumps(vllm_prompt_logprobs_echo(PROMPT)).encode()
+    """The ~644 KB answer every request gets, rendered as vLLM's JSONResponse renders it."""
+    return starlette_json(vllm_prompt_logprobs_echo(PROMPT))
 
 
 def serve(port: int, latency: float, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
     """The latency server (runs in a child process)."""
     answer = answer_bytes()
-    head = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(answer)}\r\n\r\n".encode()
-    )
+
+    def head() -> bytes:  # uvicorn's status line and headers for a JSONResponse
+        return (
+            b"HTTP/1.1 200 OK\r\ndate: "
+            + email.utils.formatdate(usegmt=True).encode()
+            + b"\r\nserver: uvicorn\r\n"
+            + f"content-length: {len(answer)}\r\n".encode()
+            + b"content-type: application/json\r\n\r\n"
+        )
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -74,7 +86,7 @@ def serve(port: int, latency: float, ready: multiprocessing.synchronize.Event) -
                 if length:
                     await reader.readexactly(length)
                 await asyncio.sleep(latency)
-                writer.write(head)
+                writer.write(head())
                 writer.write(answer)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
