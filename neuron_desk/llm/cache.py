@@ -23,6 +23,7 @@ from neuron_desk.core.backend import JSONDict
 from neuron_desk.core.errors import StoreError
 from neuron_desk.data.store import Store
 from neuron_desk.llm.answers import dumps, parse_json
+from neuron_desk.llm.ledger import UsageRow, insert_usage_rows
 
 _zstd: Any
 try:  # optional: 3-4x faster than zlib level 1 on a 640 KB logprobs echo, and smaller
@@ -111,9 +112,17 @@ class ResponseCache:
         """Cache a response (a read-only store is left alone)."""
         self.put_by_key(cache_key(endpoint, path, body), endpoint, body, response)
 
-    def put_by_key(self, key: str, endpoint: str, body: JSONDict, response: JSONDict) -> None:
+    def put_by_key(
+        self,
+        key: str,
+        endpoint: str,
+        body: JSONDict,
+        response: JSONDict,
+        usage_rows: list[UsageRow] | None = None,
+    ) -> None:
         """Cache a response under a key computed already: the raw bytes it came as (a
-        `RawAnswer`), else its compact JSON; compressed."""
+        `RawAnswer`), else its compact JSON; compressed. `usage_rows` (the ledger's rows of
+        the requests that brought it) are written in the same transaction."""
         if self.store.read_only:
             return
         blob = compress_body(dumps(response))
@@ -122,13 +131,24 @@ class ResponseCache:
                 "INSERT OR REPLACE INTO llm_cache VALUES (?, ?, ?, ?, ?)",
                 (key, endpoint, str(body.get("model", "")), blob, time.time()),
             )
+            if usage_rows:
+                insert_usage_rows(db, usage_rows)
 
-    async def aput(self, key: str, endpoint: str, body: JSONDict, response: JSONDict) -> None:
+    async def aput(
+        self,
+        key: str,
+        endpoint: str,
+        body: JSONDict,
+        response: JSONDict,
+        usage_rows: list[UsageRow] | None = None,
+    ) -> None:
         """`put_by_key` in a worker thread: compressing a large answer and writing it release
-        the GIL, so the event loop goes on reading other answers meanwhile."""
+        the GIL, so the event loop goes on reading other answers meanwhile (and never waits
+        for the store while another answer is written). Once started, the write finishes
+        even if the caller is cancelled."""
         if self.store.read_only:
             return
-        await asyncio.to_thread(self.put_by_key, key, endpoint, body, response)
+        await asyncio.to_thread(self.put_by_key, key, endpoint, body, response, usage_rows)
 
     def put_many(self, endpoint: str, entries: list[tuple[str, str, bytes]]) -> int:
         """Cache (key, model, compressed response) entries of `endpoint` at once (a staged

@@ -347,15 +347,33 @@ class UsageLedger:
         if self.parent is not None:
             self.parent.release(model, prompt_tokens)
 
-    def record(self, endpoint: str, model: str, usage: Usage, *, cached: bool) -> None:
-        """Add a request's usage (a cached answer counts as a cached request, no tokens)."""
+    def record(
+        self, endpoint: str, model: str, usage: Usage, *, cached: bool, write: bool = True
+    ) -> UsageRow | None:
+        """Add a request's usage (a cached answer counts as a cached request, no tokens).
+
+        `write=False` leaves the store alone and returns the row to write (None when this
+        ledger writes nothing): the session writes it with the cached answer, in one
+        transaction off the event loop."""
         entry = Usage(cached_requests=1) if cached else usage
         self.usage.add(entry)
         self.by_model.setdefault(model, Usage()).add(entry)
         if self.parent is not None:
             self.parent.record(endpoint, model, usage, cached=cached)
-        if self.store is not None and not self.store.read_only:
-            record_usage(self.store, self.run, endpoint, model, usage, cached=cached)
+        if self.store is None or self.store.read_only:
+            return None
+        row = usage_row(self.run, endpoint, model, usage, cached=cached)
+        if write:
+            with self.store.transaction() as db:
+                insert_usage_rows(db, [row])
+            return None
+        return row
+
+    def write_rows(self, rows: list[UsageRow]) -> None:
+        """Write rows `record(..., write=False)` returned (in a transaction of their own)."""
+        if rows and self.store is not None and not self.store.read_only:
+            with self.store.transaction() as db:
+                insert_usage_rows(db, rows)
 
     def _stop(self, reason: str) -> None:
         self.exceeded = reason
@@ -387,6 +405,44 @@ def record_usages(
     _insert_usages(store, run, endpoint, usages, cached=False, batch=batch)
 
 
+UsageRow = tuple[Any, ...]
+"""One row of the `usage` table, as `insert_usage_rows` writes it."""
+
+_INSERT_USAGE = (
+    "INSERT INTO usage (run, endpoint, model, prompt_tokens, completion_tokens, "
+    "cached, created_at, cached_prompt_tokens, batch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def usage_row(
+    run: str | None,
+    endpoint: str,
+    model: str,
+    usage: Usage,
+    *,
+    cached: bool = False,
+    batch: bool = False,
+    now: float | None = None,
+) -> UsageRow:
+    """The `usage` row of one request (timed now unless `now` is given)."""
+    return (
+        run,
+        endpoint,
+        model,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        int(cached),
+        time.time() if now is None else now,
+        usage.cached_prompt_tokens,
+        int(batch),
+    )
+
+
+def insert_usage_rows(db: Any, rows: list[UsageRow]) -> None:
+    """Write `usage` rows inside a transaction the caller holds (`Store.transaction()`)."""
+    db.executemany(_INSERT_USAGE, rows)
+
+
 def _insert_usages(
     store: Store,
     run: str | None,
@@ -397,25 +453,12 @@ def _insert_usages(
     batch: bool,
 ) -> None:
     now = time.time()
+    rows = [
+        usage_row(run, endpoint, model, usage, cached=cached, batch=batch, now=now)
+        for model, usage in usages
+    ]
     with store.transaction() as db:
-        db.executemany(
-            "INSERT INTO usage (run, endpoint, model, prompt_tokens, completion_tokens, "
-            "cached, created_at, cached_prompt_tokens, batch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    run,
-                    endpoint,
-                    model,
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                    int(cached),
-                    now,
-                    usage.cached_prompt_tokens,
-                    int(batch),
-                )
-                for model, usage in usages
-            ],
-        )
+        insert_usage_rows(db, rows)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from neuron_desk.llm.ledger import (
     PriceTable,
     Usage,
     UsageLedger,
+    UsageRow,
     counted_usage,
     prompt_text,
     reported_usage,
@@ -148,13 +149,24 @@ class LLMSession:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        rows: list[UsageRow] = []  # the ledger's rows of the requests sent, not yet written
         try:
-            response = await self._send_counted(body, send)
+            response = await self._send_counted(body, send, rows)
             wanted = body.get("n", 1)
             if isinstance(wanted, int) and wanted > 1:
-                response = await self._top_up(body, response, wanted, send)
+                response = await self._top_up(body, response, wanted, send, rows)
+            # The answer and its usage rows go to the store in one transaction in a worker
+            # thread: the event loop neither compresses nor waits for SQLite. The rows are
+            # handed over (and the list emptied) before the write starts, so they are written
+            # once, by the worker, even if this call is cancelled meanwhile.
+            handed, rows = rows, []
             if self.cache is not None:
-                await self.cache.aput(key, self.endpoint, body, response)
+                await self.cache.aput(key, self.endpoint, body, response, handed)
+            elif handed:
+                await asyncio.to_thread(self.ledger.write_rows, handed)
+        except BaseException:
+            self.ledger.write_rows(rows)  # requests sent before a failure stay on record
+            raise
         finally:
             if task is not None:
                 self._tasks.discard(task)
@@ -162,11 +174,16 @@ class LLMSession:
         return response
 
     async def _send_counted(
-        self, body: JSONDict, send: Callable[[JSONDict], Awaitable[JSONDict]]
+        self,
+        body: JSONDict,
+        send: Callable[[JSONDict], Awaitable[JSONDict]],
+        rows: list[UsageRow],
     ) -> JSONDict:
         """Send within the budget. The prompt is counted (tiktoken) beforehand only when a
-        budget must hold tokens for it; the answer's usage is the server's when it reports one
-        and counted only when it does not (`Usage.counted_requests` says how many were)."""
+        budget must hold its tokens; the answer's usage is the server's when it reports one
+        and counted only when it does not (`Usage.counted_requests` says how many were). The
+        usage is on the ledger at once; its store row is appended to `rows` for the caller
+        to write."""
         model = str(body.get("model", ""))
         reserving = self.ledger.budgeted
         prompt_tokens = count_tokens(prompt_text(body)) if reserving else 0
@@ -178,7 +195,9 @@ class LLMSession:
         usage = reported_usage(response)
         if usage is None:
             usage = counted_usage(body, response, prompt_tokens if reserving else None)
-        self.ledger.record(self.endpoint, model, usage, cached=False)
+        row = self.ledger.record(self.endpoint, model, usage, cached=False, write=False)
+        if row is not None:
+            rows.append(row)
         return response
 
     async def _top_up(
@@ -187,13 +206,14 @@ class LLMSession:
         response: JSONDict,
         wanted: int,
         send: Callable[[JSONDict], Awaitable[JSONDict]],
+        rows: list[UsageRow],
     ) -> JSONDict:
         """Ask again until the response has `wanted` choices (for servers that ignore n)."""
         choices = list(response.get("choices") or [])
         for _ in range(MAX_TOP_UP_REQUESTS):
             if len(choices) >= wanted or not choices:
                 break
-            more = await self._send_counted({**body, "n": wanted - len(choices)}, send)
+            more = await self._send_counted({**body, "n": wanted - len(choices)}, send, rows)
             extra = more.get("choices")
             if not isinstance(extra, list) or not extra:
                 raise BackendResponseError("the endpoint answered with no choices")
