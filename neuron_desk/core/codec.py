@@ -82,18 +82,18 @@ _JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 def to_jsonable(obj: Any, *, upstream: bool = False) -> Any:
     """Convert a model object into JSON-ready dicts and lists."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out: dict[str, Any] = {}
-        if type(obj).__name__ in _NAMED:
-            out["dataclass_name"] = type(obj).__name__
-        for f in dataclasses.fields(obj):
-            if upstream and f.metadata.get("extension"):
-                continue
-            out[f.name] = to_jsonable(getattr(obj, f.name), upstream=upstream)
+        named, fields = _written_fields(type(obj), upstream)
+        out: dict[str, Any] = {"dataclass_name": named} if named else {}
+        for name in fields:
+            out[name] = to_jsonable(getattr(obj, name), upstream=upstream)
         return out
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, list | tuple):
-        if all(type(x) in _JSON_SCALARS for x in obj):  # the bulk: token and activation lists
+        kinds = set(map(type, obj))
+        if kinds <= _JSON_SCALARS:  # the bulk: token and activation lists
+            if float not in kinds or (kinds == _FLOAT and math.isfinite(sum(obj, 0.0))):
+                return list(obj)  # no NaN or infinity among them (their sum would show it)
             return [x if type(x) is not float or math.isfinite(x) else None for x in obj]
         return [to_jsonable(x, upstream=upstream) for x in obj]
     if isinstance(obj, dict):
@@ -103,6 +103,21 @@ def to_jsonable(obj: Any, *, upstream: bool = False) -> Any:
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
         return to_jsonable(obj.item(), upstream=upstream)
     return obj
+
+
+_FLOAT = frozenset({float})
+
+
+@cache
+def _written_fields(cls: type, upstream: bool) -> tuple[str | None, tuple[str, ...]]:
+    """A dataclass's "dataclass_name" (None for unregistered classes) and the fields written,
+    in order (`upstream`: without the extensions)."""
+    fields = tuple(
+        f.name
+        for f in dataclasses.fields(cls)
+        if not (upstream and f.metadata.get("extension"))
+    )
+    return (cls.__name__ if cls.__name__ in _NAMED else None), fields
 
 
 @cache
