@@ -81,6 +81,8 @@ _JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 def to_jsonable(obj: Any, *, upstream: bool = False) -> Any:
     """Convert a model object into JSON-ready dicts and lists."""
+    if type(obj) is list or type(obj) is tuple:  # the bulk, neither a dataclass nor an Enum
+        return _jsonable_list(obj, upstream)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         named, fields = _written_fields(type(obj), upstream)
         out: dict[str, Any] = {"dataclass_name": named} if named else {}
@@ -90,12 +92,7 @@ def to_jsonable(obj: Any, *, upstream: bool = False) -> Any:
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, list | tuple):
-        kinds = set(map(type, obj))
-        if kinds <= _JSON_SCALARS:  # the bulk: token and activation lists
-            if float not in kinds or (kinds == _FLOAT and math.isfinite(sum(obj, 0.0))):
-                return list(obj)  # no NaN or infinity among them (their sum would show it)
-            return [x if type(x) is not float or math.isfinite(x) else None for x in obj]
-        return [to_jsonable(x, upstream=upstream) for x in obj]
+        return _jsonable_list(obj, upstream)
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v, upstream=upstream) for k, v in obj.items()}
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -108,14 +105,21 @@ def to_jsonable(obj: Any, *, upstream: bool = False) -> Any:
 _FLOAT = frozenset({float})
 
 
+def _jsonable_list(obj: list[Any] | tuple[Any, ...], upstream: bool) -> list[Any]:
+    kinds = set(map(type, obj))
+    if kinds <= _JSON_SCALARS:  # token and activation lists
+        if float not in kinds or (kinds == _FLOAT and math.isfinite(sum(obj, 0.0))):
+            return list(obj)  # no NaN or infinity among them (their sum would show it)
+        return [x if type(x) is not float or math.isfinite(x) else None for x in obj]
+    return [to_jsonable(x, upstream=upstream) for x in obj]
+
+
 @cache
 def _written_fields(cls: type, upstream: bool) -> tuple[str | None, tuple[str, ...]]:
     """A dataclass's "dataclass_name" (None for unregistered classes) and the fields written,
     in order (`upstream`: without the extensions)."""
     fields = tuple(
-        f.name
-        for f in dataclasses.fields(cls)
-        if not (upstream and f.metadata.get("extension"))
+        f.name for f in dataclasses.fields(cls) if not (upstream and f.metadata.get("extension"))
     )
     return (cls.__name__ if cls.__name__ in _NAMED else None), fields
 

@@ -1,5 +1,6 @@
-"""The quick check of an echo's top-logprob maps lets through exactly what the careful check
-(value by value) lets through, and refuses the rest with the careful check's error."""
+"""The quick paths of reading an echo agree with the careful ones: the check of the top-logprob
+maps lets through exactly what the value-by-value check lets through and refuses the rest with
+its error; token offsets are those of the byte-by-byte reading."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from typing import Any
 
 import pytest
 
-from neuron_desk.method.simulators import _check_top_map, check_top_maps
+from neuron_desk.method.simulators import (
+    _check_top_map,
+    _decode_token,
+    check_top_maps,
+    token_char_offsets,
+)
 from tests.fake_openai import vllm_prompt_logprobs_echo
 
 WHERE = "prompt-logprobs simulation"
@@ -103,3 +109,58 @@ def test_nan_hidden_among_valid_values_is_found() -> None:
     """max() skips a NaN after the first value; the check must not."""
     top: list[Any] = [{"a": -1.0, "b": math.nan, "c": -2.0}]
     assert quick(top) == careful(top) is not None
+
+
+def offsets_value_by_value(tokens: list[str]) -> tuple[str, list[int]]:
+    """`token_char_offsets` as it was: every token decoded from its bytes (the reference)."""
+    text_parts: list[str] = []
+    offsets: list[int] = []
+    pending = b""
+    length = 0
+    for token in tokens:
+        offsets.append(length)
+        pending += _decode_token(token)
+        try:
+            piece = pending.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        pending = b""
+        text_parts.append(piece)
+        length += len(piece)
+    if pending:
+        text_parts.append(pending.decode("utf-8", errors="replace"))
+    return "".join(text_parts), offsets
+
+
+def outcome(function: Any, tokens: list[str]) -> Any:
+    try:
+        return function(tokens)
+    except Exception as error:  # the same error, whichever path raises it
+        return f"{type(error).__name__}: {error}"
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        [],
+        ["We", "'re", " studying", "\t", "unknown", "\n"],
+        [" caf", "\u00e9", " \u65e5\u672c", "\u2014", " \u2026"],
+        ["bytes:\\xe2\\x80", "bytes:\\x94", " after"],  # OpenAI's partial UTF-8
+        ["\\xe2\\x80", "\\x94", "x"],  # DeepSeek's bare escapes
+        ["a\\xzz", "b"],  # looks like an escape, is text
+        ["text bytes: here", "x"],
+        ["bytes:\\xe2", " end"],  # an incomplete character left over
+        ["ok", "\ud800", "x"],  # a lone surrogate: both refuse it the same way
+    ],
+    ids=repr,
+)
+def test_token_offsets_match_the_byte_by_byte_reading(tokens: list[str]) -> None:
+    assert outcome(token_char_offsets, tokens) == outcome(offsets_value_by_value, tokens)
+
+
+def test_token_offsets_of_a_real_size_echo() -> None:
+    answer = vllm_prompt_logprobs_echo("We're studying neurons.\t unknown\n" * 170)
+    tokens = answer["choices"][0]["logprobs"]["tokens"]
+    text, offsets = token_char_offsets(tokens)
+    assert (text, offsets) == offsets_value_by_value(tokens)
+    assert offsets == answer["choices"][0]["logprobs"]["text_offset"]
