@@ -78,6 +78,9 @@ class FakeOpenAI:
     """When each request of `requests` arrived (time.monotonic())."""
     models: list[str] | None = None
     """The models served (None: any); another answers 404 "model ... does not exist"."""
+    usage: bool = False
+    """Report `usage` in every answer, as vLLM does (False: only where a test asks for it, so
+    the tiktoken count of answers without one is exercised)."""
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -484,14 +487,36 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         if self.path.endswith("/chat/completions"):
-            self._send(200, fake.chat(body))
+            self._send(200, _with_usage(fake, body, fake.chat(body)))
         elif self.path.endswith("/completions") and fake.completions_route:
             if body.get("echo") and fake.echo == "reject":
                 self._send(400, {"error": {"message": "'echo' is not supported"}})
             else:
-                self._send(200, fake.completions(body))
+                self._send(200, _with_usage(fake, body, fake.completions(body)))
         else:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+
+def _with_usage(fake: FakeOpenAI, body: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+    """`answer` with vLLM's `usage` when the fake reports usage (tokens of ~4 characters)."""
+    if not fake.usage or "usage" in answer:
+        return answer
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        prompt = "".join(str(m.get("content") or "") for m in body.get("messages") or [])
+    generated = "".join(
+        str((c.get("message") or {}).get("content") or c.get("text") or "")
+        for c in answer.get("choices") or []
+    )
+    if body.get("echo"):
+        generated = generated.removeprefix(prompt)
+    prompt_tokens, completion_tokens = -(-len(prompt) // 4), -(-len(generated) // 4)
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "completion_tokens": completion_tokens,
+    }
+    return {**answer, "usage": usage}
 
 
 class _Server(ThreadingHTTPServer):

@@ -6,9 +6,11 @@ what `--concurrency` in flight allows (concurrency / latency).
 The endpoint is the fake OpenAI-compatible server (tests/fake_openai.py, real HTTP on
 127.0.0.1) answering as a perfect oracle after `latency` seconds; the neurons are synthetic
 GPT-2-style records (tests/synthetic.py: 64-token sequences, 20 top and 15 random), explained
-and scored with the prompt-logprobs simulator that the capability probe chooses. The batch runs as `neuron-desk batch --concurrency C` does (`Desk.batch`
-over a profile whose `max_concurrency` is the default 8): C neurons at a time, and C requests
-on the wire (the client's limit raised from the profile's). Requests are counted at the server.
+and scored with the prompt-logprobs simulator that the capability probe chooses. Every answer
+reports `usage`, as vLLM's always does (so the client counts no tokens with tiktoken). The
+batch runs as `neuron-desk batch --concurrency C` does (`Desk.batch` over a profile whose
+`max_concurrency` is the default 8): C neurons at a time, and C requests on the wire (the
+client's limit raised from the profile's). Requests are counted at the server.
 Targets (issue 12): >= 80% of C / latency at C = 16 and 64, and one capability probe for the
 whole batch (its requests counted at the server too).
 """
@@ -53,7 +55,9 @@ def probe_requests(fake: FakeOpenAI) -> int:
 def serve(latency: float, pipe: Connection) -> None:
     """The oracle server, in its own process (its CPU and GIL are not the client's): sends its
     base URL, then its counts when told to stop."""
-    fake = FakeOpenAI(neuron=oracle, explanation=" words with the letter e", latency=latency)
+    fake = FakeOpenAI(
+        neuron=oracle, explanation=" words with the letter e", latency=latency, usage=True
+    )
     with FakeServer(fake) as server:
         pipe.send(server.base_url)
         pipe.recv()

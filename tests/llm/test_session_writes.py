@@ -117,3 +117,21 @@ def test_without_a_cache_the_usage_is_still_written(store: Store) -> None:
     asyncio.run(go())
     assert ResponseCache(store).count() == 0
     assert usage_rows(store) == [("r4", "fake-model", 100, 0)] * 2
+
+
+def test_a_server_reporting_usage_as_vllm_does_is_not_counted(store: Store) -> None:
+    """The fake's `usage=True` (the batch benchmark's vLLM) reports usage on every answer."""
+    fake = FakeOpenAI(usage=True)
+    echo = {"model": "fake-model", "prompt": "abcdefgh", "echo": True, "logprobs": 5}
+
+    async def go() -> LLMSession:
+        with FakeServer(fake) as server:
+            async with OpenAICompatibleClient(server.base_url) as client:
+                llm = LLMSession(client, store=store)
+                await llm.chat_completions(SAMPLES)
+                await llm.completions(echo)
+                return llm
+
+    usage = asyncio.run(go()).usage
+    assert usage.requests == 2 and usage.counted_requests == 0
+    assert usage.prompt_tokens == 2 + 2  # "explain" and "abcdefgh", 4 characters a token
