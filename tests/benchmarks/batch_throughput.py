@@ -79,15 +79,15 @@ def run_one(latency: float, concurrency: int, rounds: int) -> dict[str, float]:
             spec = BatchSpec(DATASET, tuple(neurons), profile.name, 1, f"bench-{concurrency}")
             run = desk.run(profile, options, run_id=spec.batch_id)
 
-            async def batch() -> tuple[BatchSummary, float]:
-                started = time.perf_counter()
+            async def batch() -> tuple[BatchSummary, float, float]:
+                started, cpu = time.perf_counter(), time.process_time()
                 try:
                     summary = await desk.batch(spec, run, concurrency=concurrency)
-                    return summary, time.perf_counter() - started
+                    return summary, time.perf_counter() - started, time.process_time() - cpu
                 finally:
                     await desk.aclose()
 
-            summary, seconds = asyncio.run(batch())
+            summary, seconds, cpu = asyncio.run(batch())
         finally:
             desk.close()
     ours.send("stop")
@@ -98,6 +98,7 @@ def run_one(latency: float, concurrency: int, rounds: int) -> dict[str, float]:
         "explained": summary.explained,
         "failed": summary.failed,
         "seconds": seconds,
+        "cpu": cpu,
         "rate": counts["requests"] / seconds,
         **counts,
     }
@@ -137,14 +138,17 @@ def main() -> None:
             f"--concurrency {concurrency}: {result['explained']}/{result['neurons']} neurons "
             f"({result['failed']} failed), {result['requests']} requests in "
             f"{result['seconds']:.1f} s = {result['rate']:.1f} req/s (limit {limit:.0f}); at most "
-            f"{result['max_active']} in flight at the server; {result['probes']} probe requests",
+            f"{result['max_active']} in flight at the server; {result['probes']} probe requests; "
+            f"client CPU {result['cpu']:.1f} s ({result['cpu'] / result['requests'] * 1000:.1f} "
+            "ms per request, all threads)",
             flush=True,
         )
         shape = (
             f"{result['neurons']} synthetic neurons explained + scored (prompt-logprobs), "
             f"oracle at {args.latency * 1000:.0f} ms, --concurrency {concurrency} over a profile "
             f"of max_concurrency 8; {result['requests']} requests in {result['seconds']:.1f} s, "
-            f"at most {result['max_active']} in flight"
+            f"at most {result['max_active']} in flight; client CPU "
+            f"{result['cpu'] / result['requests'] * 1000:.1f} ms per request"
         )
         bench(
             f"batch at {concurrency} in flight, >= {TARGET:.0%} of concurrency/latency",
