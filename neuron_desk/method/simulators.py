@@ -385,9 +385,9 @@ def token_char_offsets(tokens: Sequence[str]) -> tuple[str, list[int]]:
     if "\\x" not in text and "bytes:" not in text and _encodes(text):
         # No token is written as bytes, so each one is its own text: the offsets are the
         # running lengths (what the loop below finds, in one C-level pass).
-        offsets = list(itertools.accumulate(map(len, tokens), initial=0))
-        offsets.pop()
-        return text, offsets
+        starts = list(itertools.accumulate(map(len, tokens), initial=0))
+        starts.pop()
+        return text, starts
     text_parts: list[str] = []
     offsets: list[int] = []
     pending = b""
