@@ -534,7 +534,7 @@ def parse_prompt_logprobs_response(
             f"prompt-logprobs simulation: {len(top)} top_logprobs for {len(response_tokens)} tokens"
         )
     check_top_maps(top, "prompt-logprobs simulation")
-    text, offsets = token_char_offsets([str(t) for t in response_tokens])
+    text, offsets = token_char_offsets(list(map(str, response_tokens)))
     base = 0
     if not text.startswith(prompt):
         base = text.find(prompt)  # some servers prepend a BOS string
@@ -542,7 +542,8 @@ def parse_prompt_logprobs_response(
             raise SimulationParseError(
                 "the echoed prompt differs from the prompt sent; the endpoint did not echo it"
             )
-    start_of = {offset: index for index, offset in reversed(list(enumerate(offsets)))}
+    # Each offset to the first token starting there (later ones are overwritten by earlier).
+    start_of = dict(zip(reversed(offsets), range(len(offsets) - 1, -1, -1), strict=True))
     positions = _Positions(list(tokens))
     for i, slot in enumerate(unknown_slot_offsets(prompt, tokens)):
         if fold_newlines and _newline_folded(offsets, start_of, base + slot, len(tokens[i])):
