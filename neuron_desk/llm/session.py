@@ -9,7 +9,10 @@ is itself an `LLMBackend`, so explainers and simulators take it as `backend=`. F
    with n > 1) is cached the same way; `regenerate=True` skips the lookup (and refreshes it);
 2. the budget is checked (`BudgetExceeded` before anything is sent once the cap is reached);
 3. the response's usage goes into the ledger and the store: the server's own report, or a
-   tiktoken count only when it sends none (and the ledger says which);
+   tiktoken count only when it sends none (and the ledger says which). The cached answer and
+   the usage rows of the requests that brought it are written in one transaction by a worker
+   thread (compressing and SQLite release the GIL; the event loop never waits for the store),
+   committed before the call returns;
 4. a request asking for n choices that comes back with fewer (llama.cpp ignores `n`) is
    topped up with further requests, so K samples are K samples everywhere.
 
