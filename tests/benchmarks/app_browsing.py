@@ -39,6 +39,7 @@ from neuron_desk.data.registry import ALL_KINDS, Dataset, Kind, Registry
 from neuron_desk.data.service import NeuronService
 from neuron_desk.data.store import Store
 from neuron_desk.desk import Desk
+from neuron_desk.qt.app import make_application
 from neuron_desk.qt.asyncbridge import new_event_loop
 from neuron_desk.qt.browser import related_refs
 from neuron_desk.qt.mainwindow import MainWindow
@@ -283,7 +284,7 @@ def related_neighbours(listed: object) -> list[NeuronRef]:
     return list(refs)
 
 
-APP = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+APP = make_application([])  # as the app makes it: its style, no raster fill threads
 LOOP = new_event_loop(APP)  # type: ignore[arg-type]
 asyncio.set_event_loop(LOOP)
 
