@@ -153,7 +153,8 @@ class TokenList(QtWidgets.QTableView):
         """Widen the value column for a value longer than "−0.000" (measured only then)."""
         long = [t for t in texts if len(t) > 6]
         metrics = self.fontMetrics()
-        width = max([self._value_width, *(metrics.horizontalAdvance(t) + 2 * MARGIN + 4 for t in long)])
+        widths = [metrics.horizontalAdvance(t) + 2 * MARGIN + 4 for t in long]
+        width = max([self._value_width, *widths])
         if self.columnWidth(1) != width:
             self.horizontalHeader().resizeSection(1, width)
 
@@ -333,10 +334,11 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
         metrics = self.tree.fontMetrics()
         texts = [self.tree.headerItem().text(0)]
         indent = self.tree.indentation()
-        for i in range(self.tree.topLevelItemCount()):
-            group = self.tree.topLevelItem(i)
-            texts.append(group.text(0))
-            texts += [group.child(j).text(0) for j in range(group.childCount())]
+        groups = [self.tree.topLevelItem(i) for i in range(self.tree.topLevelItemCount())]
+        for group in groups:
+            if group is not None:
+                children = [group.child(j) for j in range(group.childCount())]
+                texts += [group.text(0)] + [c.text(0) for c in children if c is not None]
         width = max(metrics.horizontalAdvance(t) for t in texts) + 2 * MARGIN + 2 * indent
         self.tree.setColumnWidth(0, width)
 

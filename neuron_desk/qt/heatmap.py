@@ -444,9 +444,10 @@ def paint_row(
     if painter.hasClipping():
         clip = painter.clipBoundingRect().toAlignedRect()
         below = BAR if row.simulated is not None else 0
+        wider = layout.column_offset  # a box's twin in the simulated column, side by side
         boxes = [
             b for b in boxes
-            if clip.intersects(QtCore.QRect(dx + b[2], dy + b[3], b[4] + layout.column_offset, h + below))
+            if clip.intersects(QtCore.QRect(dx + b[2], dy + b[3], b[4] + wider, h + below))
         ]  # fmt: skip
     if row.caption:
         painter.setPen(palette.text)
