@@ -87,21 +87,28 @@ class TokenPairsModel(QtCore.QAbstractTableModel):
         index: QtCore.QModelIndex | QtCore.QPersistentModelIndex,
         role: int = Qt.ItemDataRole.DisplayRole,
     ) -> object:
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+        # Asked for about ten roles per cell at every paint: plain ints, the common case first.
+        row = index.row()
+        if not 0 <= row < len(self._rows) or role not in _PAIR_ROLES:
             return None
-        token, shown, value, background, foreground = self._rows[index.row()]
-        column = index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
-            return shown if column == 0 else value
-        if column != 0:
+        token, shown, value, background, foreground = self._rows[row]
+        if role == _DISPLAY:
+            return shown if index.column() == 0 else value
+        if index.column() != 0:
             return None
-        if role == Qt.ItemDataRole.BackgroundRole:
+        if role == _BACKGROUND:
             return background
-        if role == Qt.ItemDataRole.ForegroundRole:
+        if role == _FOREGROUND:
             return foreground
-        if role == Qt.ItemDataRole.ToolTipRole:  # made when asked (a hover), not per fill
-            return plain_tooltip(token if self.message is not None else repr(token))
-        return None
+        # The tooltip, made when asked (a hover), not at every fill.
+        return plain_tooltip(token if self.message is not None else repr(token))
+
+
+_DISPLAY = Qt.ItemDataRole.DisplayRole.value
+_BACKGROUND = Qt.ItemDataRole.BackgroundRole.value
+_FOREGROUND = Qt.ItemDataRole.ForegroundRole.value
+_PAIR_ROLES = frozenset((_DISPLAY, _BACKGROUND, _FOREGROUND, Qt.ItemDataRole.ToolTipRole.value))
+"""The roles a token list answers (as the plain ints Qt passes)."""
 
 
 class TokenList(QtWidgets.QTableView):
