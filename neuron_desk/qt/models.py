@@ -68,10 +68,8 @@ class ListTableModel(QtCore.QAbstractTableModel, Generic[T]):
     COLUMNS: tuple[str, ...] = ()
     SCORE_COLUMN = 0
     ROLES: frozenset[int] = frozenset(
-        int(role) for role in (
-            Qt.ItemDataRole.DisplayRole.value, Qt.ItemDataRole.ToolTipRole.value, SortRole, ItemRole,
-        )
-    )  # fmt: skip
+        (Qt.ItemDataRole.DisplayRole.value, Qt.ItemDataRole.ToolTipRole.value, SortRole, ItemRole)
+    )
     """The roles `cell` answers (Qt asks about ten per cell at every paint; the others
     return at once)."""
 
