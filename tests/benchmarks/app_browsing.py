@@ -202,16 +202,18 @@ def show_all(session: Session, ref: NeuronRef) -> None:
         value = (step * 40) % (2 * max(bar.maximum(), 1))
         target = value if value <= bar.maximum() else 2 * bar.maximum() - value
         frames.append(timed(lambda t=target: (bar.setValue(t), view.viewport().repaint())))
-    resizes = []
+    resizes, resize_cpu = [], []
     for step in range(40):  # narrower and back, 24 px a step, as a dragged edge
         width = 1920 - 24 * (step if step < 20 else 40 - step)
+        cpu = time.process_time()
         resizes.append(timed(lambda w=width: (window.resize(w, 1080), QtWidgets.QApplication.processEvents(), window.repaint())))
+        resize_cpu.append((time.process_time() - cpu) * 1000)
     window.resize(1920, 1080)
     print(f"show all: click median {median(clicks):.1f} ms; scroll frame p95 {percentile(frames, 0.95):.1f} ms; resize step p95 {percentile(resizes, 0.95):.1f} ms")
     note = "Top activations of a GPT-2 XL neuron expanded, 1920×1080"
     bench(NAME, "show all: click p95", percentile(clicks, 0.95), "ms", 50, note=f"{note}; expand/collapse, relaid and painted; 10 clicks")
     bench(NAME, "show all: scroll frame p95", percentile(frames, 0.95), "ms", round(FRAME_MS, 1), note=f"{note}; 120 frames of 40 px")
-    bench(NAME, "show all: resize step p95", percentile(resizes, 0.95), "ms", 50, note=f"{note}; 40 steps of 24 px, relaid and painted")
+    bench(NAME, "show all: resize step p95", percentile(resizes, 0.95), "ms", 50, note=f"{note}; 40 steps of 24 px, relaid and painted; CPU per step median {median(resize_cpu):.1f} ms, p95 {percentile(resize_cpu, 0.95):.1f} ms; load average {os.getloadavg()[0]:.1f}")
 
 
 def soak(session: Session, sample: list[NeuronRef], refs: list[NeuronRef]) -> None:
