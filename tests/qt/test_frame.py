@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.refs import NeuronRef
