@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -26,11 +27,20 @@ RUNNER_AFTER_S = 5.0
 """The LLM runner starts once the first neuron is shown, or after this long at the latest."""
 
 
+NO_FILL_THREADS = ("QT_NO_GUI_THREADPOOL", "1")
+"""Qt's raster engine splits every fill taller than ~96 lines (a scroll bar's groove, a
+table's background) over a thread pool and waits for it: for widgets that is thread wake-ups
+and waits costing more than the fill (a full repaint of the 1920×1080 window: 12 ms of CPU
+with the pool, under 4 ms without; docs/notes/frame.md). Qt reads it when the pool is first
+asked for, so it is set before the application exists (a value set already is kept)."""
+
+
 def make_application(argv: list[str] | None = None) -> QtWidgets.QApplication:
     """The QApplication (created once), with names, style and a theme that follows the system."""
     existing = QtWidgets.QApplication.instance()
     if isinstance(existing, QtWidgets.QApplication):
         return existing
+    os.environ.setdefault(*NO_FILL_THREADS)
     app = QtWidgets.QApplication(argv if argv is not None else sys.argv)
     app.setApplicationName("neuron-desk")
     app.setOrganizationName("neuron-desk")

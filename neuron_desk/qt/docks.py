@@ -17,6 +17,8 @@ from neuron_desk.qt.heatmap import Palette, plain_tooltip, visible_text, visible
 from neuron_desk.qt.models import ExplainedNeuronsModel, ScoreSortProxy, format_score
 
 Qt = QtCore.Qt
+MARGIN = 4
+"""Space left and right of a cell's text in a table (about the style's item margin)."""
 
 
 def _why_empty(value: object, what: str, dataset_title: str) -> str:
@@ -32,48 +34,136 @@ def _short_title(name: str) -> str:
     return name.replace("_", " ").replace("positive", "+").replace("negative", "−")
 
 
-class TokenList(QtWidgets.QTableWidget):
+class TokenPairsModel(QtCore.QAbstractTableModel):
+    """(token, value) rows, filled with one reset; or one row saying why there are none."""
+
+    def __init__(self, title: str, parent: QtCore.QObject | None = None) -> None:
+        super().__init__(parent)
+        self._titles = (title, "value")
+        self._rows: list[tuple[str, str, str, QtGui.QColor | None, QtGui.QColor | None]] = []
+        """(token, shown token, shown value, background, text colour) per row."""
+        self.message: str | None = None
+        """Why there are no pairs (shown in the one row), or None."""
+
+    def set_pairs(
+        self, pairs: list[tuple[str, float]], empty: str, palette: QtGui.QPalette
+    ) -> None:
+        """Show the pairs, coloured by strength; none: one row with `empty`."""
+        self.beginResetModel()
+        self.message = None if pairs else empty
+        if pairs:
+            scale = max(abs(v) for _, v in pairs) or 1.0
+            heat = Palette.of(palette)
+            self._rows = []
+            for token, value in pairs:
+                colour = heat.heat(abs(value), scale)
+                self._rows.append(
+                    (token, visible_token(token), f"{value:.3g}", colour, heat.text_on(colour))
+                )  # plain text, never HTML
+        else:
+            dim = palette.color(QtGui.QPalette.ColorRole.PlaceholderText)
+            self._rows = [(empty, empty, "", None, dim)]
+        self.endResetModel()
+
+    def rowCount(
+        self, parent: QtCore.QModelIndex | QtCore.QPersistentModelIndex = QtCore.QModelIndex()
+    ) -> int:
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(
+        self, parent: QtCore.QModelIndex | QtCore.QPersistentModelIndex = QtCore.QModelIndex()
+    ) -> int:
+        return 0 if parent.isValid() else 2
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> object:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self._titles[section] if 0 <= section < 2 else None
+        return None
+
+    def data(
+        self,
+        index: QtCore.QModelIndex | QtCore.QPersistentModelIndex,
+        role: int = Qt.ItemDataRole.DisplayRole,
+    ) -> object:
+        # Asked for about ten roles per cell at every paint: plain ints, the common case first.
+        row = index.row()
+        if not 0 <= row < len(self._rows) or role not in _PAIR_ROLES:
+            return None
+        token, shown, value, background, foreground = self._rows[row]
+        if role == _DISPLAY:
+            return shown if index.column() == 0 else value
+        if index.column() != 0:
+            return None
+        if role == _BACKGROUND:
+            return background
+        if role == _FOREGROUND:
+            return foreground
+        # The tooltip, made when asked (a hover), not at every fill.
+        return plain_tooltip(token if self.message is not None else repr(token))
+
+
+_DISPLAY = Qt.ItemDataRole.DisplayRole.value
+_BACKGROUND = Qt.ItemDataRole.BackgroundRole.value
+_FOREGROUND = Qt.ItemDataRole.ForegroundRole.value
+_PAIR_ROLES = frozenset((_DISPLAY, _BACKGROUND, _FOREGROUND, Qt.ItemDataRole.ToolTipRole.value))
+"""The roles a token list answers (as the plain ints Qt passes)."""
+
+
+class TokenList(QtWidgets.QTableView):
     """Tokens with a strength each, the strength shown as a coloured cell."""
 
     def __init__(self, title: str, parent: QtWidgets.QWidget | None = None) -> None:
-        super().__init__(0, 2, parent)
-        self.setHorizontalHeaderLabels([title, "value"])
+        super().__init__(parent)
+        self.pairs = TokenPairsModel(title, self)
+        self.setModel(self.pairs)
         self.verticalHeader().hide()
         rows = self.verticalHeader()
         rows.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Fixed)
         rows.setDefaultSectionSize(self.fontMetrics().height() + 6)  # compact, scales with DPI
         header = self.horizontalHeader()
         header.setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
-        header.setMinimumSectionSize(self.fontMetrics().horizontalAdvance("−0.000") + 8)
+        # A fixed value column (not sized to its contents at every fill): "−0.000" fits, a
+        # longer value ("1.23e+03") widens it (`_fit_values`).
+        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.Fixed)
+        self._value_width = self.fontMetrics().horizontalAdvance("−0.000") + 2 * MARGIN + 4
+        header.setMinimumSectionSize(self._value_width)
+        header.resizeSection(1, self._value_width)
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # never only "…"
         self.setWordWrap(False)
         self.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setAccessibleName(title)
 
+    def rowCount(self) -> int:
+        """Rows shown (one, with the reason, when there are no pairs)."""
+        return self.pairs.rowCount()
+
+    def text(self, row: int, column: int = 0) -> str:
+        """The text a cell shows."""
+        return str(self.pairs.index(row, column).data() or "")
+
+    def tooltip(self, row: int) -> str:
+        """A row's tooltip (the token as Python writes it, escaped)."""
+        return str(self.pairs.index(row, 0).data(Qt.ItemDataRole.ToolTipRole) or "")
+
     def set_pairs(self, pairs: list[tuple[str, float]], empty: str) -> None:
         """Fill with (token, value) pairs, or one row saying why there are none."""
-        self.setRowCount(0)
-        if not pairs:
-            self.setRowCount(1)
-            item = QtWidgets.QTableWidgetItem(empty)
-            item.setForeground(self.palette().color(QtGui.QPalette.ColorRole.PlaceholderText))
-            item.setToolTip(plain_tooltip(empty))
-            self.setItem(0, 0, item)
+        self.pairs.set_pairs(pairs, empty, self.palette())
+        if pairs:
+            self.clearSpans()
+        else:
             self.setSpan(0, 0, 1, 2)
-            return
-        self.clearSpans()
-        scale = max(abs(v) for _, v in pairs) or 1.0
-        palette = Palette(self.palette())
-        self.setRowCount(len(pairs))
-        for row, (token, value) in enumerate(pairs):
-            token_item = QtWidgets.QTableWidgetItem(visible_token(token))  # plain text, never HTML
-            token_item.setToolTip(plain_tooltip(repr(token)))
-            colour = palette.heat(abs(value), scale)
-            token_item.setBackground(colour)
-            token_item.setForeground(palette.text_on(colour))
-            self.setItem(row, 0, token_item)
-            self.setItem(row, 1, QtWidgets.QTableWidgetItem(f"{value:.3g}"))
+        self._fit_values([f"{value:.3g}" for _, value in pairs])
+
+    def _fit_values(self, texts: list[str]) -> None:
+        """Widen the value column for a value longer than "−0.000" (measured only then)."""
+        long = [t for t in texts if len(t) > 6]
+        metrics = self.fontMetrics()
+        widths = [metrics.horizontalAdvance(t) + 2 * MARGIN + 4 for t in long]
+        width = max([self._value_width, *widths])
+        if self.columnWidth(1) != width:
+            self.horizontalHeader().resizeSection(1, width)
 
 
 class WeightLists(QtWidgets.QWidget):
@@ -193,6 +283,7 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
         self.tree = QtWidgets.QTreeWidget(self)
         self.tree.setHeaderLabels(["neuron", "weight", "explanation", "score"])
         self.tree.setAccessibleName("Related neurons")
+        self.tree.setUniformRowHeights(True)  # one line each: no row measured
         self.tree.itemActivated.connect(self._activated)
         self.tree.itemClicked.connect(self._activated)
         self.setWidget(self.tree)
@@ -241,8 +332,22 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
         else:
             self.setWindowTitle(f"Related {units}")
         self.tree.expandAll()
-        self.tree.resizeColumnToContents(0)
+        self._fit_first_column()
         return list(self._items)
+
+    def _fit_first_column(self) -> None:
+        """The first column as wide as its widest text (measured here from the texts, not by
+        asking every item's size hint through the style)."""
+        metrics = self.tree.fontMetrics()
+        texts = [self.tree.headerItem().text(0)]
+        indent = self.tree.indentation()
+        groups = [self.tree.topLevelItem(i) for i in range(self.tree.topLevelItemCount())]
+        for group in groups:
+            if group is not None:
+                children = [group.child(j) for j in range(group.childCount())]
+                texts += [group.text(0)] + [c.text(0) for c in children if c is not None]
+        width = max(metrics.horizontalAdvance(t) for t in texts) + 2 * MARGIN + 2 * indent
+        self.tree.setColumnWidth(0, width)
 
     def _mark_without_data(self, item: QtWidgets.QTreeWidgetItem) -> None:
         dim = self.palette().color(QtGui.QPalette.ColorRole.PlaceholderText)

@@ -23,6 +23,8 @@ from neuron_desk.qt.models import (
 )
 
 Qt = QtCore.Qt
+MARGIN = 4
+"""Space left and right of a cell's text in a table (about the style's item margin)."""
 OPINIONS_COLUMN = ExplanationsModel.COLUMNS.index("2nd opinions")
 """Shown only when an explanation listed has a second opinion."""
 
@@ -117,6 +119,9 @@ class ExplanationPane(QtWidgets.QWidget):
             1, QtWidgets.QHeaderView.ResizeMode.Stretch
         )
         self.table.setAccessibleName("Explanations of this neuron")
+        # The score column fits "score" and "−0.00" (not measured again at every neuron).
+        score_width = self.fontMetrics().horizontalAdvance("score  −0.00") + 2 * MARGIN
+        self.table.horizontalHeader().resizeSection(0, score_width)
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
 
         self.profile = QtWidgets.QComboBox(self)
@@ -237,7 +242,6 @@ class ExplanationPane(QtWidgets.QWidget):
         listed = with_second_opinions(entries)
         self.model.set_items(listed)
         self.table.setColumnHidden(OPINIONS_COLUMN, not any(e.opinions for e in listed))
-        self.table.resizeColumnToContents(0)
         self.details.setText(message)
         self._error_shown = False
         self.simulations.set_scored(None)

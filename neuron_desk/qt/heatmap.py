@@ -85,11 +85,16 @@ class Fragment:
     """Relative to the row's top-left; in the left (real) column when side by side."""
 
 
+Box = tuple[int, str, int, int, int]
+"""A fragment as the layout keeps it: (token, text, x, y, width); its height is the row's
+`text_height` (plain tuples: a row of 64 tokens is laid out in a tight loop)."""
+
+
 @dataclass(frozen=True)
 class RowLayout:
     """Where each token of a row goes at one width."""
 
-    fragments: list[Fragment]
+    boxes: list[Box]
     height: int
     text_height: int
     """Height of a token's text box (a line is this plus the bar, when overlaid)."""
@@ -97,6 +102,12 @@ class RowLayout:
     column_offset: int
     """x of the simulated column (side by side), else 0."""
     column_width: int
+
+    @property
+    def fragments(self) -> list[Fragment]:
+        """The boxes as fragments with their rectangles."""
+        h = self.text_height
+        return [Fragment(i, text, QtCore.QRect(x, y, w, h)) for i, text, x, y, w in self.boxes]
 
 
 _SERIALS = itertools.count()
@@ -166,6 +177,8 @@ class Palette:
         self.text = widget_palette.color(QtGui.QPalette.ColorRole.Text)
         self.hot = QtGui.QColor(34, 139, 34) if not self.dark else QtGui.QColor(60, 200, 90)
         self.simulated = QtGui.QColor(30, 100, 220) if not self.dark else QtGui.QColor(90, 150, 255)
+        self._black, self._white = QtGui.QColor(self._BLACK), QtGui.QColor(self._WHITE)
+        """The two text colours of the ramps' steps (shared: texts are grouped by colour)."""
         self._steps: list[tuple[QtGui.QColor, QtGui.QColor] | None] = [None] * self.LEVELS
         self._simulated_steps: list[tuple[QtGui.QColor, QtGui.QColor] | None] = (
             [None] * self.LEVELS
@@ -181,9 +194,12 @@ class Palette:
             self.base.blueF() + (target.blueF() - self.base.blueF()) * t,
         )
 
+    _BLACK, _WHITE = QtGui.QColor("black"), QtGui.QColor("white")
+
     def text_on(self, background: QtGui.QColor) -> QtGui.QColor:
-        """Readable text colour on `background`."""
-        return QtGui.QColor("black") if background.lightnessF() > 0.55 else QtGui.QColor("white")
+        """Readable text colour on `background` (one of two colours: a row's texts are
+        drawn in two groups)."""
+        return QtGui.QColor(self._BLACK if background.lightnessF() > 0.55 else self._WHITE)
 
     def token_colours(self, row: HeatmapRow) -> list[tuple[QtGui.QColor, QtGui.QColor]]:
         """(background, text) of each token of `row`, kept on the row for this palette."""
@@ -225,7 +241,8 @@ class Palette:
             pair = steps[level]
             if pair is None:
                 background = self.heat(level / top, 1.0, hot)
-                pair = steps[level] = (background, self.text_on(background))
+                text = self._black if background.lightnessF() > 0.55 else self._white
+                pair = steps[level] = (background, text)
             colours.append(pair)
         row._colours[key] = colours
         return colours
@@ -307,38 +324,105 @@ def _layout(
     column_width = max(40, (width - COLUMN_GAP * (columns - 1)) // columns)
     text_height = metrics.height() + 2 * PADDING
     line_height = text_height + (BAR if row.simulated is not None and not side_by_side else 0)
-    start = metrics.horizontalAdvance(row.caption) + 8 if row.caption else 0
-    x, y = start, 0
-    fragments: list[Fragment] = []
+    step = line_height + LINE_GAP
+    x = metrics.horizontalAdvance(row.caption) + 8 if row.caption else 0
+    y = 0
+    boxes: list[Box] = []
+    append, width_of, shown = boxes.append, widths.get, visible_token
     for i, token in enumerate(row.tokens):
-        text = visible_token(token)
-        w = widths.get(text)
+        text = shown(token)
+        w = width_of(text)
         if w is None:
             w = widths[text] = metrics.horizontalAdvance(text)
-        if x > 0 and x + w > column_width:  # wrap at the token boundary
-            x, y = 0, y + line_height + LINE_GAP
-        if w > column_width - x:  # longer than a line: break inside the token
-            pieces = _split_to_fit(text, metrics, column_width - x, column_width)
-        else:
-            pieces = [text]
-        for n, piece in enumerate(pieces):
-            if n > 0:
-                x, y = 0, y + line_height + LINE_GAP
-            pw = w if len(pieces) == 1 else metrics.horizontalAdvance(piece)
-            fragments.append(Fragment(i, piece, QtCore.QRect(x, y, pw, text_height)))
-            x += pw
+        if x + w > column_width:
+            if x > 0:  # wrap at the token boundary
+                x, y = 0, y + step
+            if w > column_width:  # longer than a line: break inside the token
+                for n, piece in enumerate(_split_to_fit(text, metrics, column_width, column_width)):
+                    if n > 0:
+                        x, y = 0, y + step
+                    pw = metrics.horizontalAdvance(piece)
+                    append((i, piece, x, y, pw))
+                    x += pw
+                w = -1
+        if w >= 0:
+            append((i, text, x, y, w))
+            x += w
         if "\n" in token:  # newlines are visible ("↵") and end the line
-            x, y = 0, y + line_height + LINE_GAP
-    last_line_empty = x == 0 and fragments and y > fragments[-1].rect.top()
-    height = (y if last_line_empty else y + line_height + LINE_GAP) + LINE_GAP
+            x, y = 0, y + step
+    last_line_empty = x == 0 and boxes and y > boxes[-1][3]
+    height = (y if last_line_empty else y + step) + LINE_GAP
     return RowLayout(
-        fragments,
+        boxes,
         max(height, line_height + 2 * LINE_GAP),
         text_height,
         metrics.ascent(),
         column_width + COLUMN_GAP if side_by_side else 0,
         column_width,
     )
+
+
+_STATIC: dict[str, dict[str, QtGui.QStaticText]] = {}
+"""Each token text met, prepared for drawing (glyphs shaped once), per font (`QFont.key()`)."""
+
+
+def _static_texts(font: QtGui.QFont) -> dict[str, QtGui.QStaticText]:
+    texts = _STATIC.setdefault(font.key(), {})
+    if len(texts) > 100_000:
+        texts.clear()
+    return texts
+
+
+def _static(texts: dict[str, QtGui.QStaticText], text: str) -> QtGui.QStaticText:
+    static = texts.get(text)
+    if static is None:
+        static = texts[text] = QtGui.QStaticText(text)
+        static.setTextFormat(Qt.TextFormat.PlainText)  # tokens are never markup
+    return static
+
+
+Colours = list[tuple[QtGui.QColor, QtGui.QColor]]
+
+
+def _fill_runs(
+    painter: QtGui.QPainter, boxes: list[Box], colours: Colours, dx: int, dy: int, height: int
+) -> None:
+    """Each box's background; touching boxes of one colour on a line are one rectangle."""
+    run: tuple[QtGui.QColor, QtGui.QColor] | None = None
+    left = top = right = 0
+    for i, _text, x, y, w in boxes:
+        pair = colours[i]
+        if pair is run and y == top and x == right:
+            right += w
+            continue
+        if run is not None:
+            painter.fillRect(dx + left, dy + top, right - left, height, run[0])
+        run, left, top, right = pair, x, y, x + w
+    if run is not None:
+        painter.fillRect(dx + left, dy + top, right - left, height, run[0])
+
+
+def _draw_texts(
+    painter: QtGui.QPainter,
+    boxes: list[Box],
+    colours: Colours,
+    dx: int,
+    dy: int,
+    texts: dict[str, QtGui.QStaticText],
+) -> None:
+    """Each box's text at its top-left, grouped by text colour (few pen changes)."""
+    by_colour: dict[int, tuple[QtGui.QColor, list[Box]]] = {}
+    for box in boxes:
+        text_colour = colours[box[0]][1]
+        group = by_colour.get(id(text_colour))
+        if group is None:
+            group = by_colour[id(text_colour)] = (text_colour, [])
+        group[1].append(box)
+    draw = painter.drawStaticText
+    for text_colour, group_boxes in by_colour.values():
+        painter.setPen(text_colour)
+        for _i, text, x, y, _w in group_boxes:
+            draw(dx + x, dy + y, _static(texts, text))
 
 
 def paint_row(
@@ -349,70 +433,41 @@ def paint_row(
     font: QtGui.QFont,
     side_by_side: bool,
 ) -> None:
-    """Draw a row of tokens inside `rect` (from its cached layout at this width)."""
+    """Draw a row of tokens inside `rect` (from its cached layout at this width): the
+    boxes as runs of one colour, then the texts (prepared once per text and font)."""
     layout = layout_row(row, font, rect.width(), side_by_side)
     painter.save()
     painter.setFont(font)
-    origin = rect.topLeft()
-    clip = painter.clipBoundingRect().toAlignedRect() if painter.hasClipping() else None
+    dx, dy = rect.left(), rect.top()
+    h = layout.text_height
+    boxes = layout.boxes
+    if painter.hasClipping():
+        clip = painter.clipBoundingRect().toAlignedRect()
+        below = BAR if row.simulated is not None else 0
+        wider = layout.column_offset  # a box's twin in the simulated column, side by side
+        boxes = [
+            b for b in boxes
+            if clip.intersects(QtCore.QRect(dx + b[2], dy + b[3], b[4] + wider, h + below))
+        ]  # fmt: skip
     if row.caption:
         painter.setPen(palette.text)
-        painter.drawText(origin + QtCore.QPoint(0, PADDING + layout.ascent), row.caption)
-    overlay = row.simulated is not None and not layout.column_offset
+        painter.drawText(dx, dy + PADDING + layout.ascent, row.caption)
+    texts = _static_texts(font)
     colours = palette.token_colours(row)
-    if row.simulated is None:
-        _paint_plain(painter, layout, colours, origin, clip)
-        painter.restore()
-        return
-    simulated_colours = palette.simulated_colours(row)
-    for fragment in layout.fragments:
-        box = fragment.rect.translated(origin)
-        if clip is not None and not clip.intersects(box.adjusted(0, 0, layout.column_offset, BAR)):
-            continue
-        i = fragment.token
-        background, text_colour = colours[i]
-        painter.fillRect(box, background)
-        painter.setPen(text_colour)
-        painter.drawText(box.left(), box.top() + PADDING + layout.ascent, fragment.text)
-        simulated, simulated_text = simulated_colours[i]
-        if overlay:
-            bar = QtCore.QRect(box.left(), box.bottom() + 1, box.width(), BAR)
-            painter.fillRect(bar, simulated)
-        else:
-            right = box.translated(layout.column_offset, 0)
-            painter.fillRect(right, simulated)
-            painter.setPen(simulated_text)
-            painter.drawText(right.left(), right.top() + PADDING + layout.ascent, fragment.text)
-    if layout.column_offset:
-        painter.setPen(palette.text)
-        x = origin.x() + layout.column_offset - COLUMN_GAP // 2
-        painter.drawLine(x, origin.y(), x, origin.y() + layout.height - LINE_GAP)
+    _fill_runs(painter, boxes, colours, dx, dy, h)
+    _draw_texts(painter, boxes, colours, dx, dy + PADDING, texts)
+    if row.simulated is not None:
+        simulated = palette.simulated_colours(row)
+        if not layout.column_offset:  # overlay: a bar under each token
+            _fill_runs(painter, boxes, simulated, dx, dy + h, BAR)
+        else:  # side by side: the same boxes in the right column
+            right = dx + layout.column_offset
+            _fill_runs(painter, boxes, simulated, right, dy, h)
+            _draw_texts(painter, boxes, simulated, right, dy + PADDING, texts)
+            painter.setPen(palette.text)
+            x = right - COLUMN_GAP // 2
+            painter.drawLine(x, dy, x, dy + layout.height - LINE_GAP)
     painter.restore()
-
-
-def _paint_plain(
-    painter: QtGui.QPainter,
-    layout: RowLayout,
-    colours: list[tuple[QtGui.QColor, QtGui.QColor]],
-    origin: QtCore.QPoint,
-    clip: QtCore.QRect | None,
-) -> None:
-    """Boxes first, then the texts grouped by colour (few pen changes)."""
-    by_colour: dict[int, tuple[QtGui.QColor, list[Fragment]]] = {}
-    dx, dy = origin.x(), origin.y()
-    for fragment in layout.fragments:
-        box = fragment.rect.translated(dx, dy)
-        if clip is not None and not clip.intersects(box):
-            continue
-        background, text_colour = colours[fragment.token]
-        painter.fillRect(box, background)
-        by_colour.setdefault(text_colour.rgba(), (text_colour, []))[1].append(fragment)
-    baseline = dy + PADDING + layout.ascent
-    for text_colour, fragments in by_colour.values():
-        painter.setPen(text_colour)
-        for fragment in fragments:
-            rect = fragment.rect
-            painter.drawText(dx + rect.left(), baseline + rect.top(), fragment.text)
 
 
 def token_at(
@@ -422,10 +477,11 @@ def token_at(
     layout = layout_row(row, font, width, side_by_side)
     if layout.column_offset and point.x() >= layout.column_offset:
         point = point - QtCore.QPoint(layout.column_offset, 0)
-    for fragment in layout.fragments:
-        box = fragment.rect.adjusted(0, 0, 0, BAR if row.simulated is not None else 0)
-        if box.contains(point):
-            return fragment.token
+    px, py = point.x(), point.y()
+    bottom = layout.text_height + (BAR if row.simulated is not None else 0)
+    for i, _text, x, y, w in layout.boxes:
+        if x <= px < x + w and y <= py < y + bottom:
+            return i
     return None
 
 

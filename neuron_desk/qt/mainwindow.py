@@ -505,6 +505,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.resizeDocks([self.tokens_dock], [width], Qt.Orientation.Horizontal)
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        self.browser.save_position()
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("state", self.saveState())
         self.settings.setValue("splitter", self.splitter.saveState())

@@ -67,6 +67,11 @@ class ListTableModel(QtCore.QAbstractTableModel, Generic[T]):
 
     COLUMNS: tuple[str, ...] = ()
     SCORE_COLUMN = 0
+    ROLES: frozenset[int] = frozenset(
+        (Qt.ItemDataRole.DisplayRole.value, Qt.ItemDataRole.ToolTipRole.value, SortRole, ItemRole)
+    )
+    """The roles `cell` answers (Qt asks about ten per cell at every paint; the others
+    return at once)."""
 
     def __init__(self, parent: QtCore.QObject | None = None) -> None:
         super().__init__(parent)
@@ -108,7 +113,7 @@ class ListTableModel(QtCore.QAbstractTableModel, Generic[T]):
         index: QtCore.QModelIndex | QtCore.QPersistentModelIndex,
         role: int = Qt.ItemDataRole.DisplayRole,
     ) -> object:
-        if not index.isValid() or not 0 <= index.row() < len(self._items):
+        if role not in self.ROLES or not 0 <= index.row() < len(self._items):
             return None
         item = self._items[index.row()]
         if role == ItemRole:

@@ -62,12 +62,12 @@ def test_open_a_neuron_fills_every_pane(
     assert cell(table, 0, 1) == "words with the letter e (0:2)"
     assert cell(table, 0, 0) == "0.42"
     # Top tokens dock: the activation-based list; weights say why they are missing.
-    assert window.tokens_dock.by_activation.item(0, 0).text() == " eager"
+    assert window.tokens_dock.by_activation.text(0) == " eager"
     assert window.tokens_dock.filled_tabs() == {0}  # the hidden tab fills when shown
     window.tokens_dock.tabs.setCurrentIndex(1)
     assert (
         "has no top tokens by weight"
-        in window.tokens_dock.lists["input_positive"].item(0, 0).text()
+        in window.tokens_dock.lists["input_positive"].text(0)
     )
     # Show more: clicking a section header shows all its records.
     model.toggle(0)
@@ -185,8 +185,8 @@ def test_markup_tokens_in_the_real_window(
     run_until(loop, lambda: shown(window, ("mirror", 1, 1)))
     row = window.dataset_pane.model.index(1, 0).data(QtCore.Qt.ItemDataRole.UserRole + 1)
     assert list(row.tokens[:4]) == markup
-    shown_tokens = [window.tokens_dock.by_activation.item(i, 0).text() for i in range(4)]
+    shown_tokens = [window.tokens_dock.by_activation.text(i) for i in range(4)]
     assert shown_tokens == markup  # the table shows the literal text
-    tooltip = window.tokens_dock.by_activation.item(0, 0).toolTip()
+    tooltip = window.tokens_dock.by_activation.tooltip(0)
     assert "&lt;b&gt;" in tooltip and "<b>" not in tooltip.removeprefix("<qt>")
     assert not window.grab().isNull()  # painting the row with markup tokens works

@@ -71,6 +71,8 @@ def test_loading_announces_then_fills_and_remembers_the_neuron(
     assert [e.explanation for e in browser.listed_explanations()] == [
         " words with the letter e (0:2)"
     ]
+    # Kept in the settings shortly after the last pick (not at each pick).
+    run_until(loop, lambda: settings.value(BrowserState.LAST_NEURON_KEY) is not None, timeout=5)
     assert NeuronRef.from_json(settings.value(BrowserState.LAST_NEURON_KEY)) == ref(0, 2)
     # A new browser over the same settings starts where this one was.
     again = BrowserState(browser.desk, settings)

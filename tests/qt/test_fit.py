@@ -27,7 +27,7 @@ def readable(table: TokenList) -> bool:
     """Every token shown in full: its column is wider than its text."""
     metrics = table.fontMetrics()
     width = table.columnWidth(0)
-    texts = [table.item(r, 0).text() for r in range(table.rowCount()) if table.item(r, 0)]
+    texts = [table.text(r) for r in range(table.rowCount()) if table.text(r)]
     return bool(texts) and all(metrics.horizontalAdvance(t) + 8 <= width for t in texts)
 
 

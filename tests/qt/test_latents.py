@@ -81,7 +81,7 @@ def test_a_latent_is_named_a_latent_and_explained_scored_and_exported(
     # Records, top tokens and related latents, as for a neuron.
     assert window.dataset_pane.model.rowCount() > 4
     tokens = window.tokens_dock.by_activation
-    assert tokens.rowCount() == 1 and "eager" in tokens.item(0, 0).text()
+    assert tokens.rowCount() == 1 and "eager" in tokens.text(0)
     related = window.related_dock
     assert related.windowTitle() == "Related latents"
     assert related.tree.headerItem().text(0) == "latent"
