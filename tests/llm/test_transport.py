@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from neuron_desk.core.transport import _BulkReadTransport, _ShardedTransport
 from neuron_desk.llm.answers import raw_of
-from neuron_desk.llm.client import OpenAICompatibleClient, _BulkReadTransport, _ShardedTransport
+from neuron_desk.llm.client import OpenAICompatibleClient
 from tests.fake_openai import starlette_json, vllm_prompt_logprobs_echo
 
 pytestmark = pytest.mark.integration
