@@ -199,12 +199,10 @@ class Desk:
             return row.explanation, row.score
         if Kind.EXPLANATIONS not in self.registry.get(ref.dataset).kinds:
             return None
-        try:
-            fetched = await self.service.get(ref, Kind.EXPLANATIONS)
+        try:  # a fetched file is checked in the checker process, off the app's thread
+            return await self.service.first_published(ref)
         except (NotFound, NotAvailableOffline):
             return None
-        listed = fetched.value.scored_explanations
-        return (listed[0].explanation, listed[0].get_preferred_score()) if listed else None
 
     def search(
         self, text: str, dataset: str | None = None, limit: int = 50

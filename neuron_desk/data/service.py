@@ -11,9 +11,10 @@ cancelled. Offline, a miss says so at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -34,6 +35,7 @@ from neuron_desk.core.model import (
     WeightBasedSummaryOfNeuron,
 )
 from neuron_desk.core.refs import NeuronRef
+from neuron_desk.data.checker import Checker, CheckerUnavailable, Rows, summary_rows
 from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.registry import Dataset, Kind, Registry
 from neuron_desk.data.sources import FolderSource, HttpSource, Source
@@ -50,6 +52,31 @@ ABSENT_TTL_S = 7 * 24 * 3600.0
 
 T = TypeVar("T")
 FileKey = tuple[NeuronRef, Kind]
+Shared = tuple["asyncio.Task[T]", list[int]]
+"""A task several callers wait for, and how many wait (the last one leaving cancels it)."""
+
+
+async def _shared(
+    inflight: dict[FileKey, Shared[T]], key: FileKey, make: Callable[[], Coroutine[Any, Any, T]]
+) -> T:
+    """Join the task for `key`, starting it if none runs; it is cancelled only when every
+    caller waiting for it was cancelled."""
+    entry = inflight.get(key)
+    if entry is None:
+        task = asyncio.ensure_future(make())
+        entry = (task, [0])
+        inflight[key] = entry
+        task.add_done_callback(lambda _task: inflight.pop(key, None))
+    task, waiters = entry
+    waiters[0] += 1
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done() and waiters[0] == 1:
+            task.cancel()
+        raise
+    finally:
+        waiters[0] -= 1
 
 
 @dataclass(frozen=True)
@@ -128,6 +155,7 @@ class NeuronService:
         http_backoff_s: float = 0.5,
         file_time_s: float = 120.0,
         absent_ttl_s: float = ABSENT_TTL_S,
+        checker_processes: int = 1,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -141,7 +169,12 @@ class NeuronService:
         self.absent_ttl_s = absent_ttl_s
         self._bundled: dict[str, Store] = {}
         self._sources: dict[str, Source] = {}
-        self._inflight: dict[FileKey, tuple[asyncio.Task[Fetched[Any]], list[int]]] = {}
+        self._inflight: dict[FileKey, Shared[Fetched[Any]]] = {}
+        self._summarizing: dict[FileKey, Shared[Rows]] = {}
+        """Files being fetched for their summary only (`first_published`)."""
+        self._checker = Checker(checker_processes) if checker_processes > 0 else None
+        """Checks files fetched for a summary in other processes (started with the first
+        network source, so that its start is not waited for; None: checked here)."""
         self._available: dict[tuple[str, int | None], tuple[Any, list[NeuronRef]]] = {}
         """Neurons with data per (dataset, layer), with the stores' versions they were read at."""
         self.explanations = Explanations(store)
@@ -154,29 +187,7 @@ class NeuronService:
         ds.check(ref.layer, ref.index)
         if kind not in ds.kinds:
             raise NotFound(f"{ds.title} has no {kind.label} files")
-        key: FileKey = (ref, kind)
-        entry = self._inflight.get(key)
-        if entry is None:
-            task = asyncio.ensure_future(self._load(ds, ref, kind))
-            entry = (task, [0])
-            self._inflight[key] = entry
-            task.add_done_callback(self._forget(key))
-        task, waiters = entry
-        waiters[0] += 1
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if not task.done() and waiters[0] == 1:
-                task.cancel()
-            raise
-        finally:
-            waiters[0] -= 1
-
-    def _forget(self, key: FileKey) -> Callable[[asyncio.Task[Fetched[Any]]], None]:
-        def forget(_task: asyncio.Task[Fetched[Any]]) -> None:
-            self._inflight.pop(key, None)
-
-        return forget
+        return await _shared(self._inflight, (ref, kind), lambda: self._load(ds, ref, kind))
 
     async def neuron(self, ref: NeuronRef) -> NeuronData:
         """All kinds of one neuron at once; per-kind failures are kept, not raised."""
@@ -195,8 +206,7 @@ class NeuronService:
         return data
 
     async def _load(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> Fetched[Any]:
-        where = f"{ds.unit} {ref.short}"
-        # Read, decompress and check in a worker thread: zlib lets go of the GIL, so the five
+        # Read, decompress and check in a worker thread: zstd lets go of the GIL, so the five
         # kinds of a neuron overlap, and the event loop (the app's window) keeps running.
         stored = await asyncio.to_thread(
             self._stored, self.store, ds, ref, kind, "store", f"the stored {kind.label}"
@@ -210,6 +220,25 @@ class NeuronService:
             if bundled is None:
                 raise NotFound(f"the {ds.title} sample has no {kind.label} for {ref.short}")
             return bundled
+        summarizing = self._summarizing.get((ref, kind))
+        if summarizing is not None:  # the same file is being fetched for its summary: use it
+            with contextlib.suppress(Exception):
+                await asyncio.shield(summarizing[0])
+            stored = await asyncio.to_thread(
+                self._stored, self.store, ds, ref, kind, "store", f"the stored {kind.label}"
+            )
+            if stored is not None:
+                return stored
+        source, relative, body = await self._fetch(ds, ref, kind)
+        checked = await asyncio.to_thread(
+            self._accept_and_keep, ds, ref, kind, body, source.origin, relative
+        )
+        return Fetched(checked.value, source.origin, time.time(), checked.repaired)
+
+    async def _fetch(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> tuple[Source, str, bytes]:
+        """The body of a file the store does not hold, from the dataset's source (NotFound,
+        NotAvailableOffline or SourceUnavailable, each saying which file)."""
+        where = f"{ds.unit} {ref.short}"
         if self.store.absent_since(ref, kind.value, self.absent_ttl_s):
             raise NotFound(f"{where} of {ds.title} has no {kind.label}")
         if self.offline:
@@ -232,10 +261,60 @@ class NeuronService:
             )
             failure.reason = str(exc)
             raise failure from None
-        checked = await asyncio.to_thread(
-            self._accept_and_keep, ds, ref, kind, body, source.origin, relative
-        )
-        return Fetched(checked.value, source.origin, time.time(), checked.repaired)
+        return source, relative, body
+
+    # --- summaries: what the related-neurons dock needs, checked in the checker process ---
+
+    async def first_published(self, ref: NeuronRef) -> tuple[str, float | None] | None:
+        """The first explanation of a neuron's published file and its preferred score (None
+        if the file lists none); raises as `get` does when the file cannot be had.
+
+        A file fetched from the network for this is checked in the checker process
+        (`data/checker.py`: the app's thread is not held while forty of them come in) and
+        stored as checked; a stored, bundled or folder file, or one being fetched for `get`,
+        is read through `get`. Concurrent asks for one file share one fetch.
+        """
+        ds = self.registry.get(ref.dataset)
+        ds.check(ref.layer, ref.index)
+        kind = Kind.EXPLANATIONS
+        if kind not in ds.kinds:
+            raise NotFound(f"{ds.title} has no {kind.label} files")
+        key: FileKey = (ref, kind)
+        if (
+            ds.base_url is None
+            or ds.bundled
+            or key in self._inflight
+            or self.store.has_file(ref, kind.value)
+        ):
+            fetched = await self.get(ref, kind)
+            rows = summary_rows(kind, fetched.value)
+        else:
+            rows = await _shared(self._summarizing, key, lambda: self._summarize(ds, ref, kind))
+        return rows[0] if rows else None
+
+    async def _summarize(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> Rows:
+        source, relative, body = await self._fetch(ds, ref, kind)
+        described = f"{source.origin} file {relative}"
+        try:
+            if self._checker is None:
+                raise CheckerUnavailable("checked in this process (no checker processes)")
+            checked = await self._checker.check(kind, body, dataset=ds, ref=ref, source=described)
+        except CheckerUnavailable as exc:
+            logger.info("checking %s here: %s", described, exc)
+            accepted = await asyncio.to_thread(
+                self._accept_and_keep, ds, ref, kind, body, source.origin, relative
+            )
+            return summary_rows(kind, accepted.value) or []
+        rows = checked.rows or []
+        text = checked.text if checked.text is not None else body.decode("utf-8")
+        await asyncio.to_thread(self._keep_checked, ref, kind, text, source.origin, rows)
+        return rows
+
+    def _keep_checked(self, ref: NeuronRef, kind: Kind, text: str, origin: str, rows: Rows) -> None:
+        """Store a file the checker process accepted (its text as accepted) and index it."""
+        self._keep(self.store.put_file, ref, kind.value, text, origin)
+        if kind is Kind.EXPLANATIONS:
+            self._keep(self.explanations.replace_published, ref, rows)
 
     def _accept_and_keep(
         self, ds: Dataset, ref: NeuronRef, kind: Kind, body: bytes, origin: str, relative: str
@@ -284,6 +363,8 @@ class NeuronService:
         if ds.folder:
             return FolderSource(Path(ds.folder))
         assert ds.base_url is not None
+        if self._checker is not None:
+            self._checker.start()  # in the background, long before a summary is asked
         if self._http is None:
             import httpx
 
@@ -375,9 +456,11 @@ class NeuronService:
         return report
 
     async def aclose(self) -> None:
-        """Cancel fetches in flight, close the HTTP client and bundled stores."""
-        for task, _ in list(self._inflight.values()):
+        """Cancel fetches in flight, close the HTTP client, the checker and bundled stores."""
+        for task, _ in [*self._inflight.values(), *self._summarizing.values()]:
             task.cancel()
+        if self._checker is not None:
+            self._checker.close()
         if self._http is not None and self._owns_http:
             await self._http.aclose()
             self._http = None  # a later event loop gets a client of its own

@@ -401,6 +401,15 @@ class Store:
         body, origin, fetched_at = rows[0]
         return StoredFile(decompress(body), origin, fetched_at)
 
+    def has_file(self, ref: NeuronRef, kind: str) -> bool:
+        """Whether a body of the file is stored (without reading it)."""
+        return bool(
+            self.query(
+                "SELECT 1 FROM files WHERE dataset=? AND kind=? AND layer=? AND neuron=?",
+                (ref.dataset, kind, ref.layer, ref.index),
+            )
+        )
+
     def mark_absent(self, ref: NeuronRef, kind: str) -> None:
         """Remember that the source has no such file (HTTP 404)."""
         with self.transaction() as db:
