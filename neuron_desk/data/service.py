@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -162,7 +163,7 @@ class NeuronService:
         http_backoff_s: float = 0.5,
         file_time_s: float = 120.0,
         absent_ttl_s: float = ABSENT_TTL_S,
-        checker_processes: int = 1,
+        checker_processes: int | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -179,6 +180,8 @@ class NeuronService:
         self._inflight: dict[FileKey, Shared[Fetched[Any]]] = {}
         self._summarizing: dict[FileKey, Shared[Rows]] = {}
         """Files being fetched for their summary only (`first_published`)."""
+        if checker_processes is None:  # two parse at once on a machine of two cores or more
+            checker_processes = min(2, os.cpu_count() or 1)
         self._checker = Checker(checker_processes) if checker_processes > 0 else None
         """Checks files fetched for a summary in other processes (started with the first
         network source, so that its start is not waited for; None: checked here)."""
@@ -297,6 +300,15 @@ class NeuronService:
     async def _fetch(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> tuple[Source, str, bytes]:
         """The body of a file the store does not hold, from the dataset's source (NotFound,
         NotAvailableOffline or SourceUnavailable, each saying which file)."""
+        self._may_fetch(ds, ref, kind)
+        source = self._source(ds)
+        relative = kind.relative_path(ref.layer, ref.index)
+        with self._source_errors(ds, ref, kind):
+            body = await source.fetch(relative)
+        return source, relative, body
+
+    def _may_fetch(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> None:
+        """Raise if the file is known to be absent, or cannot be fetched while offline."""
         where = f"{ds.unit} {ref.short}"
         if self.store.absent_since(ref, kind.value, self.absent_ttl_s):
             raise NotFound(f"{where} of {ds.title} has no {kind.label}")
@@ -306,10 +318,14 @@ class NeuronService:
                 if kind is not Kind.EXPLANATIONS
                 else f"the published explanation of {where} is not available offline"
             )
-        source = self._source(ds)
-        relative = kind.relative_path(ref.layer, ref.index)
+
+    @contextlib.contextmanager
+    def _source_errors(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> Iterator[None]:
+        """A source's NotFound (remembered as absent) and SourceUnavailable, said for the
+        user: which file of which neuron, and what to do."""
+        where = f"{ds.unit} {ref.short}"
         try:
-            body = await source.fetch(relative)
+            yield
         except NotFound:
             self._keep(self.store.mark_absent, ref, kind.value)
             raise NotFound(f"{where} of {ds.title} has no {kind.label}") from None
@@ -320,7 +336,6 @@ class NeuronService:
             )
             failure.reason = str(exc)
             raise failure from None
-        return source, relative, body
 
     # --- summaries: what the related-neurons dock needs, checked in the checker process ---
 
@@ -352,22 +367,42 @@ class NeuronService:
         return rows[0] if rows else None
 
     async def _summarize(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> Rows:
-        source, relative, body = await self._fetch(ds, ref, kind)
-        described = f"{source.origin} file {relative}"
+        """Fetch and check the file in the checker process (neither the body's arrival nor its
+        parse holds this process's GIL), store what it accepted; here if it cannot."""
+        self._may_fetch(ds, ref, kind)
+        assert ds.base_url is not None
+        relative = kind.relative_path(ref.layer, ref.index)
         try:
             if self._checker is None:
                 raise CheckerUnavailable("checked in this process (no checker processes)")
-            checked = await self._checker.check(kind, body, dataset=ds, ref=ref, source=described)
+            if not self._checker.ready():  # starting: not waited for
+                self._checker.start()
+                raise CheckerUnavailable("the checker processes are starting")
+            with self._source_errors(ds, ref, kind):
+                checked = await self._checker.fetch(
+                    kind, ds.base_url, relative, dataset=ds, ref=ref, http=self._http_options()
+                )
         except CheckerUnavailable as exc:
-            logger.info("checking %s here: %s", described, exc)
+            logger.info("fetching and checking %s here: %s", relative, exc)
+            source, relative, body = await self._fetch(ds, ref, kind)
             accepted = await asyncio.to_thread(
                 self._accept_and_keep, ds, ref, kind, body, source.origin, relative
             )
             return summary_rows(kind, accepted.value) or []
         rows = checked.rows or []
-        text = checked.text if checked.text is not None else body.decode("utf-8")
-        await asyncio.to_thread(self._keep_checked, ref, kind, text, source.origin, rows)
+        assert checked.text is not None
+        origin = HttpSource.origin
+        await asyncio.to_thread(self._keep_checked, ref, kind, checked.text, origin, rows)
         return rows
+
+    def _http_options(self) -> dict[str, float]:
+        """How the checker process's HTTP client fetches: as this service's own."""
+        return {
+            "timeout_s": self._timeout_s,
+            "retries": self._http_retries,
+            "backoff_s": self._http_backoff_s,
+            "file_time_s": self._file_time_s,
+        }
 
     def _keep_checked(self, ref: NeuronRef, kind: Kind, text: str, origin: str, rows: Rows) -> None:
         """Store a file the checker process accepted (its text as accepted) and index it."""

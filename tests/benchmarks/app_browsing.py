@@ -203,19 +203,21 @@ def soak(session: Session, sample: list[NeuronRef], refs: list[NeuronRef]) -> No
 
 
 def related_fill(folder: str) -> None:
-    """A GPT-2 XL-shaped network dataset behind a 100 ms mirror: the related dock's fill."""
+    """A GPT-2 XL-shaped network dataset behind a 100 ms mirror: the related dock's fill, for
+    the first neuron shown after the start (the checker processes start with the first
+    network file, so this fill includes their start) and for a later neuron whose 40
+    neighbours are all new."""
     root = Path(folder) / "mirror"
-    center = NeuronRef("net", 5, 131)
-    files = neuron_files(center.layer, center.index)
-    for kind, text in files.items():
-        path = root / kind.relative_path(center.layer, center.index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    listed = related(center.layer)
-    for i, neighbour in enumerate(related_neighbours(listed)):
-        path = root / Kind.EXPLANATIONS.relative_path(neighbour.layer, neighbour.index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(neuron_files(neighbour.layer, neighbour.index, seed=i)[Kind.EXPLANATIONS])
+    centers = [(NeuronRef("net", 5, 131), 0), (NeuronRef("net", 20, 77), 1)]
+    for center, seed in centers:
+        for kind, text in neuron_files(center.layer, center.index, seed=seed).items():
+            path = root / kind.relative_path(center.layer, center.index)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        for i, neighbour in enumerate(related_neighbours(related(center.layer, seed))):
+            path = root / Kind.EXPLANATIONS.relative_path(neighbour.layer, neighbour.index)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(neuron_files(neighbour.layer, neighbour.index, seed=100 * seed + i)[Kind.EXPLANATIONS])
     mirror = MirrorProcess(root, LATENCY_S)  # another machine: not this process's GIL
     with mirror:
         home = Path(folder) / "home"
@@ -233,7 +235,7 @@ def related_fill(folder: str) -> None:
         explained: set[NeuronRef] = set()
         session.window.browser.related_explained.connect(lambda ref, *_: explained.add(ref))
 
-        async def fill() -> tuple[float, float, float, int]:
+        async def fill(center: NeuronRef) -> tuple[float, float, int]:
             session.shown.clear()
             session.window.browser.go_to(center)
             await session.shown.wait()
@@ -244,22 +246,32 @@ def related_fill(folder: str) -> None:
             filled = (time.perf_counter() - start) * 1000
             return filled, (time.process_time() - cpu) * 1000, len(wanted)
 
-        filled, cpu_ms, count = session.loop.run_until_complete(fill())
-        session.settle(0.2)
+        fills = []
+        for center, _seed in centers:
+            fills.append(session.loop.run_until_complete(fill(center)))
+            session.settle(0.3)  # the last files stored
         session.close()
         desk.close()
     in_flight = mirror.max_in_flight
     rtt = LATENCY_S * 1000
-    print(f"related dock: {count} neighbours filled {filled:.0f} ms after the neuron was shown; {in_flight} requests in flight at most")
-    bench(
-        NAME, "related neurons filled, 100 ms mirror", filled / rtt, "×round trip", 2,
-        note=(
-            f"{filled:.0f} ms for {count} neighbours' explanations (~420 KB each, real shape) "
-            f"after the neuron was shown (this process's CPU meanwhile {cpu_ms:.0f} ms); one "
-            f"round trip {rtt:.0f} ms; {in_flight} requests in flight at most; the mirror in its "
-            f"own process; load average {os.getloadavg()[0]:.1f}"
-        ),
-    )
+    for (filled, cpu_ms, count), (target, when) in zip(
+        fills,
+        [
+            ("related neurons filled, 100 ms mirror", "the first neuron after the start (the checker process starting meanwhile)"),
+            ("related neurons filled, 100 ms mirror, a later neuron", "a later neuron, its 40 neighbours all new"),
+        ],
+        strict=True,
+    ):
+        print(f"related dock, {when}: {count} neighbours filled {filled:.0f} ms after the neuron was shown")
+        bench(
+            NAME, target, filled / rtt, "×round trip", 2,
+            note=(
+                f"{filled:.0f} ms for {count} neighbours' explanations (~420 KB each, real shape) "
+                f"after {when} was shown (this process's CPU meanwhile {cpu_ms:.0f} ms); one "
+                f"round trip {rtt:.0f} ms; {in_flight} requests in flight at most; the mirror in "
+                f"its own process; load average {os.getloadavg()[0]:.1f}"
+            ),
+        )
 
 
 def related_neighbours(listed: object) -> list[NeuronRef]:
