@@ -122,6 +122,11 @@ class Checker:
                 return bool(self._children)
             return True
 
+    def process_ids(self) -> list[int]:
+        """The process ids of the children that are running."""
+        with self._lock:
+            return [c.pid for c in self._children if c.alive]
+
     def _started(self) -> None:
         """A child said it is ready: start the next one, if more are wanted."""
         self.start()
@@ -206,7 +211,7 @@ class Checker:
 
 def _weakly(method: Callable[[], object]) -> Callable[[], object]:
     """`method`, called only while its object lives (a child keeps no checker alive)."""
-    weak = weakref.WeakMethod(method)  # type: ignore[arg-type]
+    weak = weakref.WeakMethod(method)
 
     def call() -> object:
         alive = weak()
@@ -231,6 +236,7 @@ class _Child:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
+        self.pid = self._process.pid
         self.alive = True
         self.ready = False
         """Whether the child has said it is ready (its imports done)."""

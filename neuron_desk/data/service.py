@@ -189,6 +189,11 @@ class NeuronService:
         """Neurons with data per (dataset, layer), with the stores' versions they were read at."""
         self.explanations = Explanations(store)
 
+    @property
+    def checker(self) -> Checker | None:
+        """The checker processes of summaries (None: every file is checked here)."""
+        return self._checker
+
     # --- reading ---
 
     async def get(self, ref: NeuronRef, kind: Kind) -> Fetched[Any]:
@@ -224,7 +229,12 @@ class NeuronService:
 
         async def one(kind: Kind) -> None:
             try:
-                value: Fetched[Any] | NeuronDeskError = await self.get(ref, kind)
+                if kind in wanted:  # not in the store: not looked for there again
+                    value: Fetched[Any] | NeuronDeskError = await _shared(
+                        self._inflight, (ref, kind), lambda: self._load(ds, ref, kind, looked=True)
+                    )
+                else:
+                    value = await self.get(ref, kind)
             except NeuronDeskError as exc:  # a missing, malformed or unreachable file
                 value = exc
             setattr(data, _FIELD_OF_KIND[kind], value)
@@ -277,8 +287,12 @@ class NeuronService:
                 found[kind] = Fetched(checked.value, origin, body.fetched_at, checked.repaired)
         return found
 
-    async def _load(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> Fetched[Any]:
-        stored = (await self._stored_kinds(ds, ref, [kind])).get(kind)
+    async def _load(
+        self, ds: Dataset, ref: NeuronRef, kind: Kind, *, looked: bool = False
+    ) -> Fetched[Any]:
+        """The file from the store (unless just `looked` for there), the bundled sample or
+        the dataset's source."""
+        stored = None if looked else (await self._stored_kinds(ds, ref, [kind])).get(kind)
         if stored is None and ds.bundled:
             raise NotFound(f"the {ds.title} sample has no {kind.label} for {ref.short}")
         summarizing = self._summarizing.get((ref, kind))
