@@ -86,7 +86,8 @@ class Checker:
     """A pool of checker processes, started on the first `start()` or `check()`."""
 
     def __init__(self, processes: int = 1, command: list[str] | None = None) -> None:
-        self._wanted = max(1, processes)
+        self.processes = max(1, processes)
+        """How many children run once all have started."""
         self._command = command or [sys.executable, "-m", "neuron_desk.data.checker"]
         """How a child is started (tests start their own kind of child)."""
         self._children: list[_Child] = []
@@ -114,7 +115,7 @@ class Checker:
                 # one at a time: a child's start (~0.25 s of CPU) does not compete with the
                 # app's window twice over; the next starts when this one is ready
                 starting = any(not c.ready for c in self._children)
-                if len(self._children) < self._wanted and not starting:
+                if len(self._children) < self.processes and not starting:
                     self._children.append(_Child(self._command, _weakly(self._started)))
             except OSError as exc:
                 self.failed_to_start = str(exc)

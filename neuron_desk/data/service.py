@@ -558,6 +558,7 @@ class NeuronService:
             task.cancel()
         if self._checker is not None:
             self._checker.close()
+            self._checker = Checker(self._checker.processes)  # a later loop starts anew
         if self._http is not None and self._owns_http:
             await self._http.aclose()
             self._http = None  # a later event loop gets a client of its own
