@@ -311,13 +311,14 @@ class _Child:
         for loop, future in waiting.values():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_fail, future, CheckerUnavailable(why))
-        threading.Thread(target=self._reap, args=(why == "closed",), daemon=True).start()
+        patient = why == "closed" and self.ready  # one still starting has nothing to finish
+        threading.Thread(target=self._reap, args=(patient,), daemon=True).start()
 
-    def _reap(self, closed: bool) -> None:
-        """Closed: the child ends by itself once its input ends (a moment to finish); else
+    def _reap(self, patient: bool) -> None:
+        """Patient: the child ends by itself once its input ends (a moment to finish); else
         it is ended now."""
         try:
-            self._process.wait(2 if closed else 0)
+            self._process.wait(2 if patient else 0)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(OSError):
                 self._process.terminate()

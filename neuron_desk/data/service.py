@@ -357,9 +357,9 @@ class NeuronService:
         """The first explanation of a neuron's published file and its preferred score (None
         if the file lists none); raises as `get` does when the file cannot be had.
 
-        A file fetched from the network for this is checked in the checker process
-        (`data/checker.py`: the app's thread is not held while forty of them come in) and
-        stored as checked; a stored, bundled or folder file, or one being fetched for `get`,
+        A file not stored is fetched and checked by a checker process (`data/checker.py`:
+        the app's thread is not held while forty of them come in; here while none is ready)
+        and stored as accepted; a stored, bundled or folder file, or one being fetched for `get`,
         is read through `get`. Concurrent asks for one file share one fetch.
         """
         ds = self.registry.get(ref.dataset)

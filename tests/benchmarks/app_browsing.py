@@ -9,7 +9,8 @@
 - the related-neurons dock on a network dataset whose mirror (127.0.0.1, listen backlog
   128, HTTP/1.1 keep-alive, in a process of its own: a real mirror is another machine, so its
   sending does not share this process's GIL) answers every request after 100 ms: from the
-  neuron shown to every related neuron's explanation filled in, against one round trip (≤ 2×);
+  neuron shown to every related neuron's explanation filled in, against one round trip (≤ 2×),
+  for the first neuron after the start and for a later one with 40 new neighbours;
 - memory growth over the switches (a soak: `--neurons 1000`), printed, not a target.
 
     python tests/benchmarks/app_browsing.py [--switches 100] [--neurons 1000]
@@ -254,11 +255,11 @@ def related_fill(folder: str) -> None:
         desk.close()
     in_flight = mirror.max_in_flight
     rtt = LATENCY_S * 1000
-    for (filled, cpu_ms, count), (target, when) in zip(
+    for (filled, cpu_ms, count), (target, when, remark) in zip(
         fills,
         [
-            ("related neurons filled, 100 ms mirror", "the first neuron after the start (the checker process starting meanwhile)"),
-            ("related neurons filled, 100 ms mirror, a later neuron", "a later neuron, its 40 neighbours all new"),
+            ("related neurons filled, 100 ms mirror", "the first neuron after the start", "; the checker processes start meanwhile (until one is ready, files are checked here)"),
+            ("related neurons filled, 100 ms mirror, a later neuron", "a later neuron", ", all 40 new"),
         ],
         strict=True,
     ):
@@ -266,7 +267,7 @@ def related_fill(folder: str) -> None:
         bench(
             NAME, target, filled / rtt, "×round trip", 2,
             note=(
-                f"{filled:.0f} ms for {count} neighbours' explanations (~420 KB each, real shape) "
+                f"{filled:.0f} ms for {count} neighbours' explanations (~420 KB each, real shape{remark}) "
                 f"after {when} was shown (this process's CPU meanwhile {cpu_ms:.0f} ms); one "
                 f"round trip {rtt:.0f} ms; {in_flight} requests in flight at most; the mirror in "
                 f"its own process; load average {os.getloadavg()[0]:.1f}"
