@@ -204,7 +204,9 @@ class NeuronService:
             raise NotFound(f"{ds.title} has no {kind.label} files")
         key: FileKey = (ref, kind)
         if key not in self._inflight and key not in self._summarizing:
-            await asyncio.sleep(0)  # as a hand-over did: tasks started before this one go first
+            # as a hand-over did, let tasks started before this one go first: without it, the
+            # neurons of a batch (each reading its record) would all run before its probe
+            await asyncio.sleep(0)
             bodies = self._stored_bodies(ds, ref, [kind])  # a stored copy: no task, no thread
             if kind in bodies and len(bodies[kind][0].blob) <= INLINE_BYTES:
                 stored = self._checked_stored(ds, ref, bodies)[kind]
@@ -223,7 +225,6 @@ class NeuronService:
         ds = self.registry.get(ref.dataset)
         ds.check(ref.layer, ref.index)
         data = NeuronData(ds, ref)
-        await asyncio.sleep(0)  # as a hand-over did: tasks started before this one go first
         wanted = [k for k in ds.kinds if (ref, k) not in self._inflight]
         had = await self._stored_kinds(ds, ref, wanted) if wanted else {}
         for kind, value in had.items():
