@@ -132,7 +132,12 @@ class Desk:
         return NeuronRef(ds.name, layer, index)
 
     async def neuron(self, ref: NeuronRef) -> NeuronData:
-        """Every kind of file of a neuron (a kind that failed holds its error)."""
+        """Every kind of file of a neuron (a kind that failed holds its error).
+
+        A neuron of a network dataset lists related neurons whose explanations come next
+        (the app's dock): the checker processes that fetch and check them start now, in the
+        background, so that they are ready by then."""
+        self.service.expect_summaries(ref.dataset)
         return await self.service.neuron(ref)
 
     async def record(self, ref: NeuronRef) -> NeuronRecord:

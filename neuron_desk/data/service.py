@@ -183,8 +183,9 @@ class NeuronService:
         if checker_processes is None:  # two parse at once on a machine of two cores or more
             checker_processes = min(2, os.cpu_count() or 1)
         self._checker = Checker(checker_processes) if checker_processes > 0 else None
-        """Checks files fetched for a summary in other processes (started with the first
-        network source, so that its start is not waited for; None: checked here)."""
+        """Fetches and checks files for a summary in other processes (started by
+        `expect_summaries` or the first summary asked, and not waited for: until one is
+        ready, files are checked here; None: always here). A prefetch never starts them."""
         self._available: dict[tuple[str, int | None], tuple[Any, list[NeuronRef]]] = {}
         """Neurons with data per (dataset, layer), with the stores' versions they were read at."""
         self.explanations = Explanations(store)
@@ -356,6 +357,20 @@ class NeuronService:
 
     # --- summaries: what the related-neurons dock needs, checked in the checker process ---
 
+    def expect_summaries(self, dataset: str) -> None:
+        """Start the checker processes now (in the background) if summaries of `dataset`'s
+        files will be asked soon: a network dataset with related neurons, online."""
+        ds = self.registry.get(dataset)
+        if (
+            self._checker is not None
+            and not self.offline
+            and ds.base_url is not None
+            and not ds.bundled
+            and Kind.RELATED_NEURONS in ds.kinds
+            and Kind.EXPLANATIONS in ds.kinds
+        ):
+            self._checker.start()
+
     async def first_published(self, ref: NeuronRef) -> tuple[str, float | None] | None:
         """The first explanation of a neuron's published file and its preferred score (None
         if the file lists none); raises as `get` does when the file cannot be had.
@@ -463,8 +478,6 @@ class NeuronService:
         if ds.folder:
             return FolderSource(Path(ds.folder))
         assert ds.base_url is not None
-        if self._checker is not None:
-            self._checker.start()  # in the background, long before a summary is asked
         if self._http is None:
             import httpx
 

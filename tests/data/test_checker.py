@@ -255,3 +255,33 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
+
+
+def test_opening_a_network_neuron_starts_the_checker_and_a_prefetch_does_not(
+    registry: Registry, store: Store, mirror: Mirror, tmp_path: Path
+) -> None:
+    from neuron_desk.core.paths import Paths
+    from neuron_desk.desk import Desk
+
+    async def go() -> tuple[list[int], list[int], list[int]]:
+        fetching = NeuronService(registry, store, timeout_s=5.0, checker_processes=1)
+        offline = NeuronService(registry, store, offline=True, checker_processes=1)
+        browsing = NeuronService(registry, store, timeout_s=5.0, checker_processes=1)
+        try:
+            await fetching.prefetch("mirror", [ref(0, 1)])
+            offline.expect_summaries("mirror")  # offline: nothing to fetch
+            desk = Desk(store, registry, browsing, paths=Paths.at(tmp_path))
+            await desk.neuron(ref(0, 2))
+            assert fetching.checker and offline.checker and browsing.checker
+            return (
+                fetching.checker.process_ids(),
+                offline.checker.process_ids(),
+                browsing.checker.process_ids(),
+            )
+        finally:
+            for s in (fetching, offline, browsing):
+                await s.aclose()
+
+    prefetched, offline, browsed = asyncio.run(go())
+    assert prefetched == [] and offline == []
+    assert len(browsed) == 1  # started while the neuron loaded, before any summary is asked
