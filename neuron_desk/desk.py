@@ -132,7 +132,12 @@ class Desk:
         return NeuronRef(ds.name, layer, index)
 
     async def neuron(self, ref: NeuronRef) -> NeuronData:
-        """Every kind of file of a neuron (a kind that failed holds its error)."""
+        """Every kind of file of a neuron (a kind that failed holds its error).
+
+        A neuron of a network dataset lists related neurons whose explanations come next
+        (the app's dock): the checker processes that fetch and check them start now, in the
+        background, so that they are ready by then."""
+        self.service.expect_summaries(ref.dataset)
         return await self.service.neuron(ref)
 
     async def record(self, ref: NeuronRef) -> NeuronRecord:
@@ -199,12 +204,10 @@ class Desk:
             return row.explanation, row.score
         if Kind.EXPLANATIONS not in self.registry.get(ref.dataset).kinds:
             return None
-        try:
-            fetched = await self.service.get(ref, Kind.EXPLANATIONS)
+        try:  # a fetched file is checked in the checker process, off the app's thread
+            return await self.service.first_published(ref)
         except (NotFound, NotAvailableOffline):
             return None
-        listed = fetched.value.scored_explanations
-        return (listed[0].explanation, listed[0].get_preferred_score()) if listed else None
 
     def search(
         self, text: str, dataset: str | None = None, limit: int = 50

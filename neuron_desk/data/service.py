@@ -11,9 +11,11 @@ cancelled. Offline, a miss says so at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -34,10 +36,11 @@ from neuron_desk.core.model import (
     WeightBasedSummaryOfNeuron,
 )
 from neuron_desk.core.refs import NeuronRef
+from neuron_desk.data.checker import Checker, CheckerUnavailable, Rows, summary_rows
 from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.registry import Dataset, Kind, Registry
 from neuron_desk.data.sources import FolderSource, HttpSource, Source
-from neuron_desk.data.store import Store
+from neuron_desk.data.store import Store, StoredBody
 from neuron_desk.data.validation import Accepted, accept
 
 if TYPE_CHECKING:  # httpx loads with the first network source (stored neurons need none)
@@ -45,11 +48,43 @@ if TYPE_CHECKING:  # httpx loads with the first network source (stored neurons n
 
 logger = logging.getLogger(__name__)
 
+INLINE_BYTES = 512 * 1024
+"""Stored bodies (compressed, all kinds asked at once) up to this size are inflated and
+checked on the caller's thread: a GPT-2 XL neuron's five files (~270 KB stored) take ~3-5 ms,
+and the parse holds the GIL wherever it runs, while handing them to a worker thread and back
+costs ~1 ms more on a busy machine. Larger ones go to a worker thread, where the GIL's switch
+interval lets the app's window run between slices."""
+
 ABSENT_TTL_S = 7 * 24 * 3600.0
 """How long a file the source answered 404 for is taken as absent before it is asked again."""
 
 T = TypeVar("T")
 FileKey = tuple[NeuronRef, Kind]
+Shared = tuple["asyncio.Task[T]", list[int]]
+"""A task several callers wait for, and how many wait (the last one leaving cancels it)."""
+
+
+async def _shared(
+    inflight: dict[FileKey, Shared[T]], key: FileKey, make: Callable[[], Coroutine[Any, Any, T]]
+) -> T:
+    """Join the task for `key`, starting it if none runs; it is cancelled only when every
+    caller waiting for it was cancelled."""
+    entry = inflight.get(key)
+    if entry is None:
+        task = asyncio.ensure_future(make())
+        entry = (task, [0])
+        inflight[key] = entry
+        task.add_done_callback(lambda _task: inflight.pop(key, None))
+    task, waiters = entry
+    waiters[0] += 1
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done() and waiters[0] == 1:
+            task.cancel()
+        raise
+    finally:
+        waiters[0] -= 1
 
 
 @dataclass(frozen=True)
@@ -128,6 +163,7 @@ class NeuronService:
         http_backoff_s: float = 0.5,
         file_time_s: float = 120.0,
         absent_ttl_s: float = ABSENT_TTL_S,
+        checker_processes: int | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -141,10 +177,23 @@ class NeuronService:
         self.absent_ttl_s = absent_ttl_s
         self._bundled: dict[str, Store] = {}
         self._sources: dict[str, Source] = {}
-        self._inflight: dict[FileKey, tuple[asyncio.Task[Fetched[Any]], list[int]]] = {}
+        self._inflight: dict[FileKey, Shared[Fetched[Any]]] = {}
+        self._summarizing: dict[FileKey, Shared[Rows]] = {}
+        """Files being fetched for their summary only (`first_published`)."""
+        if checker_processes is None:  # two parse at once on a machine of two cores or more
+            checker_processes = min(2, os.cpu_count() or 1)
+        self._checker = Checker(checker_processes) if checker_processes > 0 else None
+        """Fetches and checks files for a summary in other processes (started by
+        `expect_summaries` or the first summary asked, and not waited for: until one is
+        ready, files are checked here; None: always here). A prefetch never starts them."""
         self._available: dict[tuple[str, int | None], tuple[Any, list[NeuronRef]]] = {}
         """Neurons with data per (dataset, layer), with the stores' versions they were read at."""
         self.explanations = Explanations(store)
+
+    @property
+    def checker(self) -> Checker | None:
+        """The checker processes of summaries (None: every file is checked here)."""
+        return self._checker
 
     # --- reading ---
 
@@ -155,61 +204,130 @@ class NeuronService:
         if kind not in ds.kinds:
             raise NotFound(f"{ds.title} has no {kind.label} files")
         key: FileKey = (ref, kind)
-        entry = self._inflight.get(key)
-        if entry is None:
-            task = asyncio.ensure_future(self._load(ds, ref, kind))
-            entry = (task, [0])
-            self._inflight[key] = entry
-            task.add_done_callback(self._forget(key))
-        task, waiters = entry
-        waiters[0] += 1
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if not task.done() and waiters[0] == 1:
-                task.cancel()
-            raise
-        finally:
-            waiters[0] -= 1
-
-    def _forget(self, key: FileKey) -> Callable[[asyncio.Task[Fetched[Any]]], None]:
-        def forget(_task: asyncio.Task[Fetched[Any]]) -> None:
-            self._inflight.pop(key, None)
-
-        return forget
+        if key not in self._inflight and key not in self._summarizing:
+            # as a hand-over did, let tasks started before this one go first: without it, the
+            # neurons of a batch (each reading its record) would all run before its probe
+            await asyncio.sleep(0)
+            bodies = self._stored_bodies(ds, ref, [kind])  # a stored copy: no task, no thread
+            if kind in bodies and len(bodies[kind][0].blob) <= INLINE_BYTES:
+                stored = self._checked_stored(ds, ref, bodies)[kind]
+                if isinstance(stored, NeuronDeskError):
+                    raise stored
+                return stored
+        return await _shared(self._inflight, key, lambda: self._load(ds, ref, kind))
 
     async def neuron(self, ref: NeuronRef) -> NeuronData:
-        """All kinds of one neuron at once; per-kind failures are kept, not raised."""
+        """All kinds of one neuron at once; per-kind failures are kept, not raised.
+
+        What the store (or the bundled sample) holds is read in one query and checked at once
+        (`_stored_kinds`: no hand-over to a thread per kind); the rest, and kinds already being
+        fetched, go through `get`.
+        """
         ds = self.registry.get(ref.dataset)
         ds.check(ref.layer, ref.index)
         data = NeuronData(ds, ref)
+        wanted = [k for k in ds.kinds if (ref, k) not in self._inflight]
+        had = await self._stored_kinds(ds, ref, wanted) if wanted else {}
+        for kind, value in had.items():
+            setattr(data, _FIELD_OF_KIND[kind], value)
 
         async def one(kind: Kind) -> None:
             try:
-                value: Fetched[Any] | NeuronDeskError = await self.get(ref, kind)
+                if kind in wanted:  # not in the store: not looked for there again
+                    value: Fetched[Any] | NeuronDeskError = await _shared(
+                        self._inflight, (ref, kind), lambda: self._load(ds, ref, kind, looked=True)
+                    )
+                else:
+                    value = await self.get(ref, kind)
             except NeuronDeskError as exc:  # a missing, malformed or unreachable file
                 value = exc
             setattr(data, _FIELD_OF_KIND[kind], value)
 
-        await asyncio.gather(*(one(kind) for kind in Kind))
+        await asyncio.gather(*(one(kind) for kind in Kind if kind not in had))
         return data
 
-    async def _load(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> Fetched[Any]:
-        where = f"{ds.unit} {ref.short}"
-        # Read, decompress and check in a worker thread: zlib lets go of the GIL, so the five
-        # kinds of a neuron overlap, and the event loop (the app's window) keeps running.
-        stored = await asyncio.to_thread(
-            self._stored, self.store, ds, ref, kind, "store", f"the stored {kind.label}"
-        )
+    async def _stored_kinds(
+        self, ds: Dataset, ref: NeuronRef, kinds: list[Kind]
+    ) -> dict[Kind, Fetched[Any] | NeuronDeskError]:
+        """Every kind of `kinds` the store, else the bundled sample, holds for `ref`, checked at
+        the border (a refused copy is its error, as `get` raises it).
+
+        The rows are read here (one query per store); bodies up to `INLINE_BYTES` stored are
+        inflated and checked here too, larger ones in a worker thread.
+        """
+        bodies = self._stored_bodies(ds, ref, kinds)
+        if sum(len(body.blob) for body, _ in bodies.values()) <= INLINE_BYTES:
+            return self._checked_stored(ds, ref, bodies)
+        return await asyncio.to_thread(self._checked_stored, ds, ref, bodies)
+
+    def _stored_bodies(
+        self, ds: Dataset, ref: NeuronRef, kinds: list[Kind]
+    ) -> dict[Kind, tuple[StoredBody, str]]:
+        """The stored bodies of `kinds` (still compressed) and where each is: "store", or
+        "bundled" for what only the bundled sample has."""
+        bodies: dict[Kind, tuple[StoredBody, str]] = {}
+        places = [(self.store, "store")]
+        if ds.bundled:
+            places.append((self._bundled_store(ds), "bundled"))
+        for store, origin in places:
+            missing = [k.value for k in kinds if k not in bodies]
+            if missing:
+                for name, body in store.get_files(ref, missing).items():
+                    bodies[Kind(name)] = (body, origin)
+        return bodies
+
+    @staticmethod
+    def _checked_stored(
+        ds: Dataset, ref: NeuronRef, bodies: dict[Kind, tuple[StoredBody, str]]
+    ) -> dict[Kind, Fetched[Any] | NeuronDeskError]:
+        found: dict[Kind, Fetched[Any] | NeuronDeskError] = {}
+        for kind, (body, origin) in bodies.items():
+            described = f"the stored {kind.label}" if origin == "store" else "bundled sample"
+            try:
+                checked = accept(kind, body.text(), dataset=ds, ref=ref, source=described)
+            except NeuronDeskError as exc:
+                found[kind] = exc
+            else:
+                found[kind] = Fetched(checked.value, origin, body.fetched_at, checked.repaired)
+        return found
+
+    async def _load(
+        self, ds: Dataset, ref: NeuronRef, kind: Kind, *, looked: bool = False
+    ) -> Fetched[Any]:
+        """The file from the store (unless just `looked` for there), the bundled sample or
+        the dataset's source."""
+        stored = None if looked else (await self._stored_kinds(ds, ref, [kind])).get(kind)
+        if stored is None and ds.bundled:
+            raise NotFound(f"the {ds.title} sample has no {kind.label} for {ref.short}")
+        summarizing = self._summarizing.get((ref, kind))
+        if stored is None and summarizing is not None:
+            # the same file is being fetched for its summary: wait for it to be stored
+            with contextlib.suppress(Exception):
+                await asyncio.shield(summarizing[0])
+            stored = (await self._stored_kinds(ds, ref, [kind])).get(kind)
+        if isinstance(stored, NeuronDeskError):
+            raise stored
         if stored is not None:
             return stored
-        if ds.bundled:
-            bundled = await asyncio.to_thread(
-                self._stored, self._bundled_store(ds), ds, ref, kind, "bundled", "bundled sample"
-            )
-            if bundled is None:
-                raise NotFound(f"the {ds.title} sample has no {kind.label} for {ref.short}")
-            return bundled
+        source, relative, body = await self._fetch(ds, ref, kind)
+        checked = await asyncio.to_thread(
+            self._accept_and_keep, ds, ref, kind, body, source.origin, relative
+        )
+        return Fetched(checked.value, source.origin, time.time(), checked.repaired)
+
+    async def _fetch(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> tuple[Source, str, bytes]:
+        """The body of a file the store does not hold, from the dataset's source (NotFound,
+        NotAvailableOffline or SourceUnavailable, each saying which file)."""
+        self._may_fetch(ds, ref, kind)
+        source = self._source(ds)
+        relative = kind.relative_path(ref.layer, ref.index)
+        with self._source_errors(ds, ref, kind):
+            body = await source.fetch(relative)
+        return source, relative, body
+
+    def _may_fetch(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> None:
+        """Raise if the file is known to be absent, or cannot be fetched while offline."""
+        where = f"{ds.unit} {ref.short}"
         if self.store.absent_since(ref, kind.value, self.absent_ttl_s):
             raise NotFound(f"{where} of {ds.title} has no {kind.label}")
         if self.offline:
@@ -218,10 +336,14 @@ class NeuronService:
                 if kind is not Kind.EXPLANATIONS
                 else f"the published explanation of {where} is not available offline"
             )
-        source = self._source(ds)
-        relative = kind.relative_path(ref.layer, ref.index)
+
+    @contextlib.contextmanager
+    def _source_errors(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> Iterator[None]:
+        """A source's NotFound (remembered as absent) and SourceUnavailable, said for the
+        user: which file of which neuron, and what to do."""
+        where = f"{ds.unit} {ref.short}"
         try:
-            body = await source.fetch(relative)
+            yield
         except NotFound:
             self._keep(self.store.mark_absent, ref, kind.value)
             raise NotFound(f"{where} of {ds.title} has no {kind.label}") from None
@@ -232,10 +354,93 @@ class NeuronService:
             )
             failure.reason = str(exc)
             raise failure from None
-        checked = await asyncio.to_thread(
-            self._accept_and_keep, ds, ref, kind, body, source.origin, relative
-        )
-        return Fetched(checked.value, source.origin, time.time(), checked.repaired)
+
+    # --- summaries: what the related-neurons dock needs, checked in the checker process ---
+
+    def expect_summaries(self, dataset: str) -> None:
+        """Start the checker processes now (in the background) if summaries of `dataset`'s
+        files will be asked soon: a network dataset with related neurons, online."""
+        ds = self.registry.get(dataset)
+        if (
+            self._checker is not None
+            and not self.offline
+            and ds.base_url is not None
+            and not ds.bundled
+            and Kind.RELATED_NEURONS in ds.kinds
+            and Kind.EXPLANATIONS in ds.kinds
+        ):
+            self._checker.start()
+
+    async def first_published(self, ref: NeuronRef) -> tuple[str, float | None] | None:
+        """The first explanation of a neuron's published file and its preferred score (None
+        if the file lists none); raises as `get` does when the file cannot be had.
+
+        A file not stored is fetched and checked by a checker process (`data/checker.py`:
+        the app's thread is not held while forty of them come in; here while none is ready)
+        and stored as accepted; a stored, bundled or folder file, or one being fetched for `get`,
+        is read through `get`. Concurrent asks for one file share one fetch.
+        """
+        ds = self.registry.get(ref.dataset)
+        ds.check(ref.layer, ref.index)
+        kind = Kind.EXPLANATIONS
+        if kind not in ds.kinds:
+            raise NotFound(f"{ds.title} has no {kind.label} files")
+        key: FileKey = (ref, kind)
+        if (
+            ds.base_url is None
+            or ds.bundled
+            or key in self._inflight
+            or self.store.has_file(ref, kind.value)
+        ):
+            fetched = await self.get(ref, kind)
+            rows = summary_rows(kind, fetched.value)
+        else:
+            rows = await _shared(self._summarizing, key, lambda: self._summarize(ds, ref, kind))
+        return rows[0] if rows else None
+
+    async def _summarize(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> Rows:
+        """Fetch and check the file in the checker process (neither the body's arrival nor its
+        parse holds this process's GIL), store what it accepted; here if it cannot."""
+        self._may_fetch(ds, ref, kind)
+        assert ds.base_url is not None
+        relative = kind.relative_path(ref.layer, ref.index)
+        try:
+            if self._checker is None:
+                raise CheckerUnavailable("checked in this process (no checker processes)")
+            if not self._checker.ready():  # starting: not waited for
+                self._checker.start()
+                raise CheckerUnavailable("the checker processes are starting")
+            with self._source_errors(ds, ref, kind):
+                checked = await self._checker.fetch(
+                    kind, ds.base_url, relative, dataset=ds, ref=ref, http=self._http_options()
+                )
+        except CheckerUnavailable as exc:
+            logger.info("fetching and checking %s here: %s", relative, exc)
+            source, relative, body = await self._fetch(ds, ref, kind)
+            accepted = await asyncio.to_thread(
+                self._accept_and_keep, ds, ref, kind, body, source.origin, relative
+            )
+            return summary_rows(kind, accepted.value) or []
+        rows = checked.rows or []
+        assert checked.text is not None
+        origin = HttpSource.origin
+        await asyncio.to_thread(self._keep_checked, ref, kind, checked.text, origin, rows)
+        return rows
+
+    def _http_options(self) -> dict[str, float]:
+        """How the checker process's HTTP client fetches: as this service's own."""
+        return {
+            "timeout_s": self._timeout_s,
+            "retries": self._http_retries,
+            "backoff_s": self._http_backoff_s,
+            "file_time_s": self._file_time_s,
+        }
+
+    def _keep_checked(self, ref: NeuronRef, kind: Kind, text: str, origin: str, rows: Rows) -> None:
+        """Store a file the checker process accepted (its text as accepted) and index it."""
+        self._keep(self.store.put_file, ref, kind.value, text, origin)
+        if kind is Kind.EXPLANATIONS:
+            self._keep(self.explanations.replace_published, ref, rows)
 
     def _accept_and_keep(
         self, ds: Dataset, ref: NeuronRef, kind: Kind, body: bytes, origin: str, relative: str
@@ -247,17 +452,6 @@ class NeuronService:
         if kind is Kind.EXPLANATIONS:
             self._keep(self.explanations.index_published, ref, checked.value)
         return checked
-
-    @staticmethod
-    def _stored(
-        store: Store, ds: Dataset, ref: NeuronRef, kind: Kind, origin: str, source: str
-    ) -> Fetched[Any] | None:
-        """A file of `store`, checked at the border (None if it has none)."""
-        stored = store.get_file(ref, kind.value)
-        if stored is None:
-            return None
-        checked = accept(kind, stored.text, dataset=ds, ref=ref, source=source)
-        return Fetched(checked.value, origin, stored.fetched_at, checked.repaired)
 
     def _keep(self, write: Callable[..., None], *args: Any) -> None:
         """Write to the store if it can be written; a full or read-only store only warns, so
@@ -375,9 +569,12 @@ class NeuronService:
         return report
 
     async def aclose(self) -> None:
-        """Cancel fetches in flight, close the HTTP client and bundled stores."""
-        for task, _ in list(self._inflight.values()):
+        """Cancel fetches in flight, close the HTTP client, the checker and bundled stores."""
+        for task, _ in [*self._inflight.values(), *self._summarizing.values()]:
             task.cancel()
+        if self._checker is not None:
+            self._checker.close()
+            self._checker = Checker(self._checker.processes)  # a later loop starts anew
         if self._http is not None and self._owns_http:
             await self._http.aclose()
             self._http = None  # a later event loop gets a client of its own

@@ -188,6 +188,19 @@ class StoredFile:
     fetched_at: float
 
 
+@dataclass(frozen=True)
+class StoredBody:
+    """A file body as stored (compressed), with where and when it came from."""
+
+    blob: bytes
+    origin: str
+    fetched_at: float
+
+    def text(self) -> str:
+        """The body's text."""
+        return decompress(self.blob)
+
+
 class Store:
     """A SQLite store file; thread-safe; use `Store.open` or `Store.open_read_only`."""
 
@@ -369,10 +382,11 @@ class Store:
     def put_file(self, ref: NeuronRef, kind: str, text: str, origin: str) -> None:
         """Store a validated file body (replacing an older copy, clearing an absence)."""
         key = (ref.dataset, kind, ref.layer, ref.index)
+        body = compress(text)  # before the lock: readers do not wait for it
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (*key, compress(text), origin, time.time()),
+                (*key, body, origin, time.time()),
             )
             db.execute(
                 "DELETE FROM absent WHERE dataset=? AND kind=? AND layer=? AND neuron=?", key
@@ -400,6 +414,31 @@ class Store:
             return None
         body, origin, fetched_at = rows[0]
         return StoredFile(decompress(body), origin, fetched_at)
+
+    def get_files(self, ref: NeuronRef, kinds: list[str]) -> dict[str, StoredBody]:
+        """The stored bodies of several kinds of one neuron's files, in one query, by kind
+        (still compressed: `StoredBody.text()` inflates)."""
+        if not kinds:
+            return {}
+        marks = ", ".join("?" * len(kinds))
+        rows = self.query(
+            "SELECT kind, body, origin, fetched_at FROM files "
+            f"WHERE dataset=? AND layer=? AND neuron=? AND kind IN ({marks})",
+            (ref.dataset, ref.layer, ref.index, *kinds),
+        )
+        return {
+            str(kind): StoredBody(bytes(body), origin, fetched_at)
+            for kind, body, origin, fetched_at in rows
+        }
+
+    def has_file(self, ref: NeuronRef, kind: str) -> bool:
+        """Whether a body of the file is stored (without reading it)."""
+        return bool(
+            self.query(
+                "SELECT 1 FROM files WHERE dataset=? AND kind=? AND layer=? AND neuron=?",
+                (ref.dataset, kind, ref.layer, ref.index),
+            )
+        )
 
     def mark_absent(self, ref: NeuronRef, kind: str) -> None:
         """Remember that the source has no such file (HTTP 404)."""

@@ -91,16 +91,22 @@ def accept(
         raise CodecError(f"larger than {MAX_FILE_BYTES:,} bytes", source=source)
     repairs: list[str] = []
     text = _text_of(body, repairs)
-    payload = text
+    payload: str | None = text
     if kind is Kind.EXPLANATIONS:
-        first = _first_line(text)
-        if first is None:
-            raise CodecError("the explanations file is empty", source=source)
-        payload = first
+        payload = _first_json_line(text)
     try:
-        parsed: Any = orjson.loads(payload)
+        parsed: Any = orjson.loads(payload) if payload is not None else _UNPARSED
     except orjson.JSONDecodeError:
         parsed = _UNPARSED  # NaN, Infinity, lone surrogates, or not JSON: the careful path
+    if kind is Kind.EXPLANATIONS and parsed is _UNPARSED:
+        payload = _first_line(text)  # exactly as str.splitlines cuts it
+        if payload is None:
+            raise CodecError("the explanations file is empty", source=source)
+        try:
+            parsed = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            parsed = _UNPARSED
+    assert payload is not None
     value = _fast_value(kind, parsed)
     if value is None:
         value = _careful_value(kind, payload, parsed, source, repairs)
@@ -132,6 +138,24 @@ def _first_line(text: str) -> str | None:
             start = end + 1
     lines = [line for line in text.splitlines() if line.strip()]
     return lines[0] if lines else None
+
+
+def _first_json_line(text: str) -> str | None:
+    """The first line of an ASCII `text` that is not blank, cut at "\n" only, if it holds no
+    "\r"; None otherwise. When orjson accepts that line it is `_first_line`'s too: JSON has no
+    raw \v, \f or \x1c-\x1e (control characters), the lines before it are blank however
+    they are cut, and it holds no other break of `str.splitlines` (an ASCII text)."""
+    if not text.isascii():
+        return None
+    start = 0
+    while True:
+        end = text.find("\n", start)
+        line = text[start:] if end < 0 else text[start:end]
+        if line and not line.isspace():
+            return None if "\r" in line else line
+        if end < 0:
+            return None
+        start = end + 1
 
 
 _UNPARSED = object()
@@ -432,6 +456,35 @@ def _activation_record_fast(value: Any) -> ActivationRecord:
     return ActivationRecord(tokens, activations)
 
 
+def _activation_records_fast(value: Any) -> list[ActivationRecord]:
+    """A list of records (a neuron file's bulk): built in one loop, then every token and
+    every activation of the whole list checked at once, in C."""
+    if type(value) is not list:
+        raise _CannotVouch
+    records = []
+    for item in value:
+        if type(item) is not dict or (
+            len(item) != 2
+            and not (len(item) == 3 and item.get("dataclass_name") == "ActivationRecord")
+        ):
+            raise _CannotVouch
+        tokens, activations = item["tokens"], item["activations"]
+        if type(tokens) is not list or type(activations) is not list:
+            raise _CannotVouch
+        if len(tokens) != len(activations):
+            raise _CannotVouch
+        records.append(ActivationRecord(tokens, activations))
+    every_token = list(chain.from_iterable(r.tokens for r in records))
+    # join refuses a non-string (TypeError); all of them together short: each one is
+    if len("".join(every_token)) > MAX_STRING_CHARS:
+        _strings_fast(every_token)
+    kinds = list(map(type, chain.from_iterable(r.activations for r in records)))
+    if kinds.count(float) != len(kinds):  # integers (read as floats) or worse: each one
+        for record in records:
+            record.activations = _floats_fast(record.activations)
+    return records
+
+
 def _same_lengths(*pairs: tuple[list[Any], list[Any]]) -> None:
     for a, b in pairs:
         if len(a) != len(b):
@@ -475,6 +528,7 @@ def _decoder(tp: Any) -> Decoder:
     if origin is list:
         (item,) = typing.get_args(tp)
         lists: dict[Any, Decoder] = {
+            ActivationRecord: _activation_records_fast,
             str: _strings_fast,
             float: _floats_fast,
             int: _ints_fast,

@@ -4,11 +4,18 @@ Faults are scripted per path: a status code to answer first (once), a delay, a t
 `latency_s` delays every answer (a remote host). The listen backlog is a normal one (128, not
 http.server's 5, which makes clients connecting at once wait a second for a retried SYN).
 `keep_alive` answers in HTTP/1.1 with persistent connections, as real hosts do.
+
+`MirrorProcess` runs the mirror in a process of its own (`python -m tests.data.mirror`): a
+real mirror is another machine, so its sending must not share the client's GIL or its core's
+time slices in a benchmark of the client.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -155,3 +162,68 @@ class Mirror:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The repository root (where `python -m tests.data.mirror` is found)."""
+
+
+class MirrorProcess:
+    """The mirror of `root` in its own process, answering every request after `latency_s`.
+
+    `base_url` is known once entered; `max_in_flight` (the most requests it answered at the
+    same time) once left.
+    """
+
+    def __init__(self, root: Path, latency_s: float = 0.0, *, keep_alive: bool = True) -> None:
+        self.root = root
+        self.latency_s = latency_s
+        self.keep_alive = keep_alive
+        self.base_url = ""
+        self.max_in_flight = 0
+        self._child: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> MirrorProcess:
+        command = [sys.executable, "-m", "tests.data.mirror", str(self.root)]
+        command += ["--latency", str(self.latency_s)] + (["--keep-alive"] if self.keep_alive else [])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        self._child = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env
+        )
+        assert self._child.stdout is not None
+        line = self._child.stdout.readline()
+        if not line.startswith("http://"):
+            self._child.kill()
+            raise RuntimeError(f"the mirror process did not start: {line!r}")
+        self.base_url = line.strip()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        child = self._child
+        assert child is not None and child.stdin is not None and child.stdout is not None
+        try:
+            child.stdin.close()  # tells it to stop
+            report = child.stdout.readline()
+            if report:
+                self.max_in_flight = int(json.loads(report)["max_in_flight"])
+            child.wait(10)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+def _serve_until_stdin_closes() -> None:
+    parser = argparse.ArgumentParser(description="Serve a folder as a dataset mirror.")
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--keep-alive", action="store_true")
+    args = parser.parse_args()
+    with Mirror(args.root, Faults(latency_s=args.latency), keep_alive=args.keep_alive) as mirror:
+        print(mirror.base_url, flush=True)
+        sys.stdin.read()  # until the parent closes it (or ends)
+        print(json.dumps({"max_in_flight": mirror.faults.max_in_flight}), flush=True)
+
+
+if __name__ == "__main__":
+    _serve_until_stdin_closes()

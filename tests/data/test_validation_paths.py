@@ -149,3 +149,65 @@ def test_a_boolean_among_activations_is_refused_naming_the_field() -> None:
     tree["most_positive_activation_records"][1]["activations"][2] = True
     with pytest.raises(CodecError, match=r"most_positive_activation_records\[1\]\.activations\[2\]"):
         validation.accept(Kind.ACTIVATIONS, json.dumps(tree), dataset=DATASET, ref=REF, source="x")
+
+
+BREAKS = st.sampled_from(
+    ["\n", "\r", "\r\n", "\v", "\f", "\x1c", "\x1d", "\x1e", " ", "\t", "\u2028", "\x85", "x"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=st.lists(BREAKS, max_size=4),
+    inside=st.one_of(st.none(), BREAKS),
+    position=st.integers(0, 10**6),
+    after=st.sampled_from(["", "\n", "\n\n", "\r\n", "\n{}", "\ngarbage\n", "\v{}"]),
+)
+def test_the_explanations_first_line_is_cut_as_splitlines_cuts_it(
+    before: list[str], inside: str | None, position: int, after: str
+) -> None:
+    """The quick cut at "\\n" (an ASCII text, orjson accepting the line) decides as the cut of
+    `str.splitlines` did, whatever breaks lie before, inside or after the JSON line."""
+    line = codec.dumps(EXAMPLES[Kind.EXPLANATIONS])
+    if inside is not None:
+        at = position % (len(line) + 1)
+        line = line[:at] + inside + line[at:]
+    text = "".join(before) + line + after
+    lines = [piece for piece in text.splitlines() if piece.strip()]
+    before_verdict = (
+        verdict(careful, Kind.EXPLANATIONS, lines[0]) if lines else ("refused", None)
+    )
+    now = verdict(
+        lambda: validation.accept(
+            Kind.EXPLANATIONS, text, dataset=DATASET, ref=REF, source="x"
+        ).value
+    )
+    assert now[0] == before_verdict[0], repr(text[:200])
+    if now[0] == "accepted":
+        assert now[1] == before_verdict[1]
+
+
+def test_a_list_of_records_is_checked_as_a_whole_and_each_refusal_named() -> None:
+    """The records of a list are checked together (tokens, activations): a long token, an
+    integer among activations, a record of another shape are decided as one at a time."""
+    tree = json.loads(codec.dumps(EXAMPLES[Kind.ACTIVATIONS]))
+    records = tree["random_sample"]
+    long_total = copy.deepcopy(tree)  # every token short, all of them together long
+    for record in long_total["random_sample"]:
+        record["tokens"] = ["t" * 30_000] * len(record["tokens"])
+    value = validation._fast_value(Kind.ACTIVATIONS, long_total)
+    assert value is not None and value == careful(Kind.ACTIVATIONS, json.dumps(long_total))
+    one_long = copy.deepcopy(tree)
+    one_long["random_sample"][2]["tokens"][1] = "t" * (validation.MAX_STRING_CHARS + 1)
+    assert validation._fast_value(Kind.ACTIVATIONS, one_long) is None
+    with pytest.raises(CodecError, match=r"random_sample\[2\]\.tokens\[1\]"):
+        validation.accept(Kind.ACTIVATIONS, json.dumps(one_long), dataset=DATASET, ref=REF, source="x")
+    integers = copy.deepcopy(tree)
+    integers["random_sample"][1]["activations"] = [1] * len(records[1]["activations"])
+    value = validation.accept(Kind.ACTIVATIONS, json.dumps(integers), dataset=DATASET, ref=REF, source="x").value
+    assert all(type(v) is float for v in value.random_sample[1].activations)
+    assert value == careful(Kind.ACTIVATIONS, json.dumps(integers))
+    unequal = copy.deepcopy(tree)
+    unequal["random_sample"][0]["activations"].append(0.5)
+    with pytest.raises(CodecError, match=r"random_sample\[0\]"):
+        validation.accept(Kind.ACTIVATIONS, json.dumps(unequal), dataset=DATASET, ref=REF, source="x")
