@@ -50,8 +50,8 @@ _FRAME = struct.Struct(">II")
 """A request's header: the length of its pickled fields, then of the body that follows."""
 _READY = -1
 """The number of the frame a child sends once it can take requests."""
-CLIENTS = 8
-"""HTTP clients (connection pools) of a child per host, taken in turn."""
+CONNECTIONS = 40
+"""Connections a child keeps per host (a neuron's related neurons, fetched at once)."""
 REPLY_TIMEOUT_S = 30.0
 """How long a check may take in the child before the caller checks in its own process."""
 
@@ -374,8 +374,7 @@ class _Server:
 
     def __init__(self, replies: IO[bytes]) -> None:
         self._replies = replies
-        self._sources: dict[tuple[str, str], list[Any]] = {}
-        self._tls: Any = None
+        self._sources: dict[tuple[str, str], Any] = {}
         self._clients: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -399,7 +398,7 @@ class _Server:
     ) -> None:
         echoed = (ref.dataset, ref.layer, ref.index, kind.value)
         try:
-            body = await self._source(base_url, http, number).fetch(relative)
+            body = await self._source(base_url, http).fetch(relative)
         except NotFound as exc:
             self.reply((number, "absent", echoed, str(exc)))
             return
@@ -412,38 +411,32 @@ class _Server:
         source = f"network file {relative}"
         self.reply(_verdict(number, kind, dataset, ref, source, body, with_text=True))
 
-    def _source(self, base_url: str, http: dict[str, float], number: int) -> Any:
-        """One of `CLIENTS` sources for the host, taken in turn: httpcore's pool looks at
-        every connection it holds on every request and response, so forty files at once in
-        one pool cost more CPU than their bytes; forty in eight pools of five do not."""
+    def _source(self, base_url: str, http: dict[str, float]) -> Any:
+        """The host's source: one client over `core.transport`'s pools (one per connection,
+        so forty files at once cost no more pool bookkeeping than one)."""
         import httpx
 
+        from neuron_desk.core.transport import pooled_transport
         from neuron_desk.data.sources import HttpSource
 
         key = (base_url, repr(sorted(http.items())))
-        sources = self._sources.get(key)
-        if sources is None:
+        source = self._sources.get(key)
+        if source is None:
             timeout = http.get("timeout_s", 30.0)
-            if self._tls is None:
-                self._tls = httpx.create_ssl_context()  # made once: ~40 ms each
-            sources = self._sources[key] = []
-            for _ in range(CLIENTS):
-                client = httpx.AsyncClient(
-                    timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-                    follow_redirects=True,
-                    verify=self._tls,
-                )
-                self._clients.append(client)
-                sources.append(
-                    HttpSource(
-                        base_url,
-                        client,
-                        retries=int(http.get("retries", 3)),
-                        backoff_s=http.get("backoff_s", 0.5),
-                        file_time_s=http.get("file_time_s", 120.0),
-                    )
-                )
-        return sources[number % len(sources)]
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+                follow_redirects=True,
+                transport=pooled_transport(CONNECTIONS),
+            )
+            self._clients.append(client)
+            source = self._sources[key] = HttpSource(
+                base_url,
+                client,
+                retries=int(http.get("retries", 3)),
+                backoff_s=http.get("backoff_s", 0.5),
+                file_time_s=http.get("file_time_s", 120.0),
+            )
+        return source
 
     async def run(self, requests: IO[bytes]) -> None:
         self.reply((_READY,))

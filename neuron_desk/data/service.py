@@ -58,6 +58,9 @@ interval lets the app's window run between slices."""
 ABSENT_TTL_S = 7 * 24 * 3600.0
 """How long a file the source answered 404 for is taken as absent before it is asked again."""
 
+HTTP_CONNECTIONS = 40
+"""Connections to a dataset's host at most (a neuron's related neurons are fetched at once)."""
+
 T = TypeVar("T")
 FileKey = tuple[NeuronRef, Kind]
 Shared = tuple["asyncio.Task[T]", list[int]]
@@ -481,9 +484,12 @@ class NeuronService:
         if self._http is None:
             import httpx
 
+            from neuron_desk.core.transport import pooled_transport
+
             self._http = httpx.AsyncClient(
                 timeout=httpx.Timeout(self._timeout_s, connect=min(self._timeout_s, 10.0)),
                 follow_redirects=True,
+                transport=pooled_transport(HTTP_CONNECTIONS),
             )
         return HttpSource(
             ds.base_url,

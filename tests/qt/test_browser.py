@@ -286,8 +286,8 @@ def test_related_explanations_are_fetched_all_at_once(
     browser: BrowserState, loop: asyncio.AbstractEventLoop, layout: Path, mirror: Mirror
 ) -> None:
     """Every listed neuron's explanation in flight at the same time, over real sockets to a
-    mirror that answers after 100 ms: the neuron and its dock load in about two round trips,
-    not thirteen."""
+    mirror that answers after 100 ms (counted at the mirror; how fast the dock fills is
+    `app_browsing.py`'s figure, not a timed test)."""
     many = RelatedNeurons(
         c_fc=NeuronConnections(
             top_positive_neurons=[f"1_{i}" for i in range(6)],
@@ -300,12 +300,9 @@ def test_related_explanations_are_fetched_all_at_once(
     write_related(layout, 0, 0, many)
     events = Events(browser)
     mirror.faults.latency_s = 0.1
-    start = loop.time()
     browser.go(0, 0)
     run_until(loop, lambda: settled(browser, ref(0, 0)) and len(events.of("related")) == 12)
-    elapsed = loop.time() - start
-    assert mirror.faults.max_in_flight >= 12
-    assert elapsed < 0.1 * 6, elapsed  # twelve one after another would take 1.3 s
+    assert mirror.faults.max_in_flight >= 12  # one after another: 1
 
 
 def test_the_neurons_with_data_are_listed_anew_once_the_store_changes(
