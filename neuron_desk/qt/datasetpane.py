@@ -91,8 +91,8 @@ class DatasetModel(RowsModel):
         self.beginResetModel()
         self._sections = sections_of(record) if record is not None else []
         self._heatmaps = {}
-        everything = [a for s in self._sections for r in s.records for a in r.activations]
-        self._scale = max((a for a in everything if a == a), default=0.0)
+        peaks = (_peak(r.activations) for s in self._sections for r in s.records)
+        self._scale = max((p for p in peaks if p is not None), default=0.0)
         if record is not None and yours:
             self._sections.append(Section(YOUR_TEXTS, list(yours), 5))
         self._rebuild()
@@ -230,3 +230,14 @@ class DatasetPane(QtWidgets.QWidget):
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         super().resizeEvent(event)
         self.view.relayout()  # row heights depend on the width
+
+
+def _peak(activations: Sequence[float]) -> float | None:
+    """The largest activation, NaN left out (None if there is none): `max` in C, and
+    Python's loop only when a NaN came first (the one case where `max` keeps a NaN)."""
+    if not activations:
+        return None
+    peak = max(activations)
+    if peak != peak:
+        return max((a for a in activations if a == a), default=None)
+    return peak

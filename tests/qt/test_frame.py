@@ -194,3 +194,27 @@ def test_closing_the_window_keeps_the_neuron_shown(
     window.browser.go_to(target)
     window.close()  # before the 500 ms are up
     assert NeuronRef.from_json(settings.value(BrowserState.LAST_NEURON_KEY)) == target
+
+
+def test_the_colour_scale_is_the_largest_activation_without_nans() -> None:
+    """The records' colours are normalized by the largest activation of every section, NaN
+    left out wherever it stands (first in a record, where `max` alone would keep it), and
+    empty records counted as nothing (all negative: the scale is negative, as before)."""
+    from neuron_desk.core.model import ActivationRecord, NeuronId, NeuronRecord
+    from neuron_desk.qt.datasetpane import DatasetModel
+
+    nan = float("nan")
+
+    def record(*lists: list[float]) -> NeuronRecord:
+        rows = [ActivationRecord([f"t{i}" for i in range(len(a))], a) for a in lists]
+        return NeuronRecord(neuron_id=NeuronId(0, 0), most_positive_activation_records=rows)
+
+    model = DatasetModel()
+    for lists, scale in (
+        (([nan, 1.0, 2.5], [0.5, nan, 1.5]), 2.5),
+        (([1.0, nan, 3.0], [nan]), 3.0),
+        (([-2.0, -0.5], []), -0.5),
+        (([nan, nan],), 0.0),
+    ):
+        model.set_record(record(*lists))
+        assert model.scale == scale, lists
