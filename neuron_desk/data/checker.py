@@ -50,8 +50,6 @@ _FRAME = struct.Struct(">II")
 """A request's header: the length of its pickled fields, then of the body that follows."""
 _READY = -1
 """The number of the frame a child sends once it can take requests."""
-CONNECTIONS = 40
-"""Connections a child keeps per host (a neuron's related neurons, fetched at once)."""
 REPLY_TIMEOUT_S = 30.0
 """How long a check may take in the child before the caller checks in its own process."""
 
@@ -417,7 +415,7 @@ class _Server:
         import httpx
 
         from neuron_desk.core.transport import pooled_transport
-        from neuron_desk.data.sources import HttpSource
+        from neuron_desk.data.sources import HTTP_CONNECTIONS, HttpSource
 
         key = (base_url, repr(sorted(http.items())))
         source = self._sources.get(key)
@@ -426,7 +424,7 @@ class _Server:
             client = httpx.AsyncClient(
                 timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
                 follow_redirects=True,
-                transport=pooled_transport(CONNECTIONS),
+                transport=pooled_transport(HTTP_CONNECTIONS),
             )
             self._clients.append(client)
             source = self._sources[key] = HttpSource(

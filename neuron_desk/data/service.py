@@ -39,7 +39,7 @@ from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.checker import Checker, CheckerUnavailable, Rows, summary_rows
 from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.registry import Dataset, Kind, Registry
-from neuron_desk.data.sources import FolderSource, HttpSource, Source
+from neuron_desk.data.sources import HTTP_CONNECTIONS, FolderSource, HttpSource, Source
 from neuron_desk.data.store import Store, StoredBody
 from neuron_desk.data.validation import Accepted, accept
 
@@ -57,9 +57,6 @@ interval lets the app's window run between slices."""
 
 ABSENT_TTL_S = 7 * 24 * 3600.0
 """How long a file the source answered 404 for is taken as absent before it is asked again."""
-
-HTTP_CONNECTIONS = 40
-"""Connections to a dataset's host at most (a neuron's related neurons are fetched at once)."""
 
 T = TypeVar("T")
 FileKey = tuple[NeuronRef, Kind]

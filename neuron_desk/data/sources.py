@@ -20,6 +20,9 @@ MAX_FILE_BYTES = 16 * 1024 * 1024
 A real GPT-2 XL record is about 236 KB; five kinds fetched at once stay under 100 MB of bodies.
 """
 
+HTTP_CONNECTIONS = 40
+"""Connections to a dataset's host at most (a neuron's related neurons are fetched at once)."""
+
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 

@@ -388,6 +388,11 @@ def token_char_offsets(tokens: Sequence[str]) -> tuple[str, list[int]]:
         starts = list(itertools.accumulate(map(len, tokens), initial=0))
         starts.pop()
         return text, starts
+    return token_char_offsets_by_bytes(tokens)
+
+
+def token_char_offsets_by_bytes(tokens: Sequence[str]) -> tuple[str, list[int]]:
+    """`token_char_offsets` token by token, each decoded from its bytes (any token)."""
     text_parts: list[str] = []
     offsets: list[int] = []
     pending = b""

@@ -12,9 +12,9 @@ import pytest
 
 from neuron_desk.method.simulators import (
     _check_top_map,
-    _decode_token,
     check_top_maps,
     token_char_offsets,
+    token_char_offsets_by_bytes,
 )
 from tests.fake_openai import vllm_prompt_logprobs_echo
 
@@ -111,27 +111,6 @@ def test_nan_hidden_among_valid_values_is_found() -> None:
     assert quick(top) == careful(top) is not None
 
 
-def offsets_value_by_value(tokens: list[str]) -> tuple[str, list[int]]:
-    """`token_char_offsets` as it was: every token decoded from its bytes (the reference)."""
-    text_parts: list[str] = []
-    offsets: list[int] = []
-    pending = b""
-    length = 0
-    for token in tokens:
-        offsets.append(length)
-        pending += _decode_token(token)
-        try:
-            piece = pending.decode("utf-8")
-        except UnicodeDecodeError:
-            continue
-        pending = b""
-        text_parts.append(piece)
-        length += len(piece)
-    if pending:
-        text_parts.append(pending.decode("utf-8", errors="replace"))
-    return "".join(text_parts), offsets
-
-
 def outcome(function: Any, tokens: list[str]) -> Any:
     try:
         return function(tokens)
@@ -155,12 +134,12 @@ def outcome(function: Any, tokens: list[str]) -> Any:
     ids=repr,
 )
 def test_token_offsets_match_the_byte_by_byte_reading(tokens: list[str]) -> None:
-    assert outcome(token_char_offsets, tokens) == outcome(offsets_value_by_value, tokens)
+    assert outcome(token_char_offsets, tokens) == outcome(token_char_offsets_by_bytes, tokens)
 
 
 def test_token_offsets_of_a_real_size_echo() -> None:
     answer = vllm_prompt_logprobs_echo("We're studying neurons.\t unknown\n" * 170)
     tokens = answer["choices"][0]["logprobs"]["tokens"]
     text, offsets = token_char_offsets(tokens)
-    assert (text, offsets) == offsets_value_by_value(tokens)
+    assert (text, offsets) == token_char_offsets_by_bytes(tokens)
     assert offsets == answer["choices"][0]["logprobs"]["text_offset"]
