@@ -41,7 +41,7 @@ from neuron_desk.data.registry import ALL_KINDS, Dataset, Kind, Registry
 from neuron_desk.data.service import NeuronService
 from neuron_desk.data.store import Store
 from neuron_desk.desk import Desk
-from neuron_desk.qt.app import make_application
+from neuron_desk.qt.app import freeze_start_objects, make_application
 from neuron_desk.qt.asyncbridge import new_event_loop
 from neuron_desk.qt.browser import related_refs
 from neuron_desk.qt.mainwindow import MainWindow
@@ -90,7 +90,8 @@ class Session:
         self.window = MainWindow(desk, settings)
         self.window.resize(1920, 1080)
         self.window.show()
-        self.window.start_runner()  # as the app does after its first paint
+        self.window.start_runner()  # as the app does after its first paint...
+        freeze_start_objects()  # ...and then this
         self.shown = asyncio.Event()
         self.window.neuron_shown.connect(self._paint_now)
         self.paint_on_shown = False
