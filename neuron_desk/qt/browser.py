@@ -7,7 +7,8 @@ The related neurons' explanations are fetched all at once (at most `RELATED_AT_O
 flight), and what was fetched is kept: switching to another neuron does not cancel a fetch
 (it fills the memory for when its neuron is listed again) and only what the current neuron
 lists is announced. Where nothing is fetched (offline, the bundled sample, a folder) they
-are looked up one after another in one task, which the next neuron's lookup replaces.
+are looked up one after another in one task, which the next pick cancels (reads are cheap
+to do again; what was looked up is kept).
 """
 
 from __future__ import annotations
@@ -180,6 +181,7 @@ class BrowserState(QtCore.QObject):
             self.failed.emit(ref, str(exc))
             return False
         self.tasks.cancel(self.RELATED_TASK)
+        self.tasks.cancel(self.RELATED_LOOKUP_TASK)  # not in this neuron's way (it is kept)
         self._listed = set()
         self.current = ref
         self.data = None
@@ -349,7 +351,7 @@ class BrowserState(QtCore.QObject):
     async def _look_up_related(self, refs: list[NeuronRef]) -> None:
         """The related neurons' best explanations where nothing is fetched (offline, the
         bundled sample, a folder): one after another in one task, each kept and announced.
-        A newer neuron's lookup replaces this one (what was looked up stays kept)."""
+        The next pick cancels it (what was looked up stays kept)."""
         left = self._lookups_left = list(reversed(refs))  # this lookup's own list
         try:
             while left:
