@@ -41,7 +41,7 @@ from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.registry import Dataset, Kind, Registry
 from neuron_desk.data.sources import HTTP_CONNECTIONS, FolderSource, HttpSource, Source
 from neuron_desk.data.store import Store, StoredBody
-from neuron_desk.data.validation import Accepted, accept
+from neuron_desk.data.validation import Accepted, accept, accept_stored
 
 if TYPE_CHECKING:  # httpx loads with the first network source (stored neurons need none)
     import httpx
@@ -284,7 +284,14 @@ class NeuronService:
         for kind, (body, origin) in bodies.items():
             described = f"the stored {kind.label}" if origin == "store" else "bundled sample"
             try:
-                checked = accept(kind, body.text(), dataset=ds, ref=ref, source=described)
+                checked = accept_stored(
+                    kind,
+                    body.text(),
+                    dataset=ds,
+                    ref=ref,
+                    source=described,
+                    checked=body.checked,
+                )
             except NeuronDeskError as exc:
                 found[kind] = exc
             else:
@@ -448,7 +455,7 @@ class NeuronService:
         """Check a fetched body and store it (in a worker thread: compressing a large file
         lets go of the GIL, and the event loop is not held while many files come in)."""
         checked = accept(kind, body, dataset=ds, ref=ref, source=f"{origin} file {relative}")
-        self._keep(self.store.put_file, ref, kind.value, checked.text, origin)
+        self._keep(self.store.put_file, ref, kind.value, checked.text, origin, checked.checked)
         if kind is Kind.EXPLANATIONS:
             self._keep(self.explanations.index_published, ref, checked.value)
         return checked
