@@ -150,6 +150,13 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
+PAGE_SIZE = 32768
+"""The page size of a new store. Its bodies are large (a cached LLM answer ~280 KB stored, a
+GPT-2 XL neuron's activations ~100 KB): with 32 KB pages one is written in 9 pages, not 70,
+and a commit of it costs 0.75 ms of CPU instead of 1.7 ms, a read 0.27 ms instead of 1.1 ms;
+a small row's commit 0.037 ms instead of 0.021 (measured on this machine). A store made by an
+older version keeps its 4 KB pages."""
+
 COMPRESSION_LEVEL = 1
 """zstd's level 1: a 420 KB explanations file compresses in ~1 ms and a 270 KB activations
 file inflates in ~0.2 ms (zlib level 1: ~3 ms and ~0.75 ms, as long as `orjson.loads` of it)."""
@@ -313,6 +320,7 @@ class Store:
         db = sqlite3.connect(path, timeout=timeout_s, check_same_thread=False, isolation_level=None)
         try:
             db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+            db.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file only; others keep theirs
             if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
