@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -38,10 +39,10 @@ from neuron_desk.core.model import (
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.checker import Checker, CheckerUnavailable, Rows, summary_rows
 from neuron_desk.data.explanations import Explanations
-from neuron_desk.data.registry import Dataset, Kind, Registry
+from neuron_desk.data.registry import Dataset, Kind, Registry, bundled_dataset_files
 from neuron_desk.data.sources import HTTP_CONNECTIONS, FolderSource, HttpSource, Source
 from neuron_desk.data.store import Store, StoredBody
-from neuron_desk.data.validation import Accepted, accept, accept_stored
+from neuron_desk.data.validation import RULES_VERSION, Accepted, accept, accept_stored
 
 if TYPE_CHECKING:  # httpx loads with the first network source (stored neurons need none)
     import httpx
@@ -176,6 +177,11 @@ class NeuronService:
         self._file_time_s = file_time_s
         self.absent_ttl_s = absent_ttl_s
         self._bundled: dict[str, Store] = {}
+        self._shipped = frozenset(bundled_dataset_files())
+        """The bundled datasets shipped with the app. Their bodies are read as exact copies of
+        the current rules (`accept_stored`): the app's builder made them through `accept`, zlib
+        or zstd checksums guard them, and a test accepts every one of them as exact
+        (tests/data/test_stored_copies.py)."""
         self._sources: dict[str, Source] = {}
         self._inflight: dict[FileKey, Shared[Fetched[Any]]] = {}
         self._summarizing: dict[FileKey, Shared[Rows]] = {}
@@ -273,6 +279,8 @@ class NeuronService:
             missing = [k.value for k in kinds if k not in bodies]
             if missing:
                 for name, body in store.get_files(ref, missing).items():
+                    if origin == "bundled" and Path(ds.bundled or "") in self._shipped:
+                        body = dataclasses.replace(body, checked=RULES_VERSION)
                     bodies[Kind(name)] = (body, origin)
         return bodies
 

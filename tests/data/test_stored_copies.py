@@ -22,7 +22,7 @@ from neuron_desk.core import codec
 from neuron_desk.core.errors import CodecError, StoreError
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data import validation
-from neuron_desk.data.registry import Kind, Registry
+from neuron_desk.data.registry import Kind, Registry, bundled_dataset_files, read_bundled
 from neuron_desk.data.service import Fetched, NeuronService
 from neuron_desk.data.store import Store, compress, salvage_into
 from neuron_desk.data.validation import RULES_VERSION, accept, accept_stored
@@ -268,3 +268,67 @@ def test_salvaged_copies_are_checked_again(tmp_path: Path) -> None:
 def test_new_bodies_carry_a_checksum() -> None:
     blob = compress("x" * 1000)
     assert blob[4] & 0x04  # the frame header's content-checksum flag
+
+
+def test_every_shipped_bundled_body_is_exact_and_read_back_as_its_value() -> None:
+    """The bundled datasets are read as exact copies (`NeuronService._shipped`): each of their
+    bodies must be accepted as exact by the current rules, and read back as the same value."""
+    count = 0
+    for path in bundled_dataset_files():
+        dataset = read_bundled(path)
+        store = Store.open_read_only(path)
+        try:
+            rows = store.query("SELECT kind, layer, neuron FROM files")
+            for kind, layer, neuron in rows:
+                ref = NeuronRef(dataset.name, layer, neuron)
+                body = store.get_files(ref, [kind])[kind]
+                accepted = accept(Kind(kind), body.text(), dataset=dataset, ref=ref, source="b")
+                assert accepted.checked == RULES_VERSION, (path.name, kind, layer, neuron)
+                stored = accept_stored(
+                    Kind(kind),
+                    body.text(),
+                    dataset=dataset,
+                    ref=ref,
+                    source="b",
+                    checked=RULES_VERSION,
+                )
+                assert same(stored.value, accepted.value), (path.name, kind, layer, neuron)
+                count += 1
+        finally:
+            store.close()
+    assert count > 3000  # both samples, every kind
+
+
+def test_a_bundled_neuron_is_read_without_a_second_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.open(tmp_path / "store.sqlite3")
+    registry = Registry(store)
+    dataset = registry.default()
+    calls: list[Kind] = []
+    real_accept = validation.accept
+
+    def counted(kind: Kind, *args: Any, **kwargs: Any) -> Any:
+        calls.append(kind)
+        return real_accept(kind, *args, **kwargs)
+
+    monkeypatch.setattr(validation, "accept", counted)
+
+    async def go() -> Any:
+        service = NeuronService(registry, store, offline=True, checker_processes=0)
+        try:
+            ref = service.available_neurons(dataset.name)[0]
+            return ref, await service.neuron(ref)
+        finally:
+            await service.aclose()
+
+    ref, data = asyncio.run(go())
+    assert calls == []
+    fetched = data.record
+    assert isinstance(fetched, Fetched) and fetched.origin == "bundled"
+    body = Store.open_read_only(Path(dataset.bundled or "")).get_files(ref, ["activations"])
+    careful = real_accept(
+        Kind.ACTIVATIONS, body["activations"].text(), dataset=dataset, ref=ref, source="b"
+    )
+    assert same(fetched.value, careful.value)
+    store.close()
