@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -99,17 +98,7 @@ async def start_runner_when_shown(window: MainWindow) -> None:
     await asyncio.sleep(0.05)  # Qt paints the panes first
     await check_profiles(window.desk)
     window.start_runner()
-    freeze_start_objects()
-
-
-def freeze_start_objects() -> None:
-    """Once started (modules, the LLM stack, the window and its panes made): collect, then
-    move every object alive to the collector's permanent generation (`gc.freeze`). Python's
-    full collections otherwise walk them all again while the user browses: 70–110 ms each,
-    a few times per hundred neuron switches, each landing inside some switch (measured in
-    `app_browsing.py`: docs/notes/frame2.md); objects made later are collected as before."""
-    gc.collect()
-    gc.freeze()
+    window.collector.freeze_long_lived()  # the window and the LLM stack: alive until the end
 
 
 async def open_window(
