@@ -55,13 +55,15 @@ class QtLoop(qasync.QEventLoop):  # type: ignore[misc]
         the next batch, after Qt's events: painting and input are not starved)."""
         self._run_scheduled = False
         ready = self._ready
-        for _ in range(len(ready)):
-            handle = ready.popleft()
-            if not handle.cancelled():
-                handle._run()
-        if ready and not self._run_scheduled:
-            self._run_scheduled = True
-            super().call_soon(self._run_ready)
+        try:
+            for _ in range(len(ready)):
+                handle = ready.popleft()
+                if not handle.cancelled():
+                    handle._run()
+        finally:  # (a KeyboardInterrupt or SystemExit out of a callback leaves the rest queued)
+            if ready and not self._run_scheduled:
+                self._run_scheduled = True
+                super().call_soon(self._run_ready)
 
 
 def run(app: QtWidgets.QApplication, main: Callable[[], Coroutine[Any, Any, int]]) -> int:
