@@ -11,6 +11,7 @@ so several owners share one `TaskSlots` without clashing.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 from collections.abc import Callable, Coroutine
@@ -26,15 +27,54 @@ from neuron_desk.core.errors import NeuronDeskError
 logger = logging.getLogger(__name__)
 
 
+class QtLoop(qasync.QEventLoop):  # type: ignore[misc]
+    """qasync's loop, with the callbacks ready to run (`call_soon`: every task step, every
+    future's wake-up) run in batches: one Qt timer for all of those queued, not one timer
+    each (qasync starts, fires and kills a Qt timer per callback: a neuron switch made about
+    a hundred). Delayed callbacks (`call_later`, `call_at`) are qasync's, as before."""
+
+    def __init__(self, app: QtWidgets.QApplication) -> None:
+        super().__init__(app)
+        self._ready: collections.deque[asyncio.Handle] = collections.deque()
+        self._run_scheduled = False
+
+    def call_soon(
+        self, callback: Callable[..., object], *args: Any, context: Any = None
+    ) -> asyncio.Handle:
+        if not callable(callback):
+            raise TypeError(f"callback must be callable: {type(callback).__name__}")
+        handle = asyncio.Handle(callback, args, self, context=context)
+        self._ready.append(handle)
+        if not self._run_scheduled:
+            self._run_scheduled = True
+            super().call_soon(self._run_ready)
+        return handle
+
+    def _run_ready(self) -> None:
+        """Run the callbacks queued before this batch started (the ones they queue run in
+        the next batch, after Qt's events: painting and input are not starved)."""
+        self._run_scheduled = False
+        ready = self._ready
+        try:
+            for _ in range(len(ready)):
+                handle = ready.popleft()
+                if not handle.cancelled():
+                    handle._run()
+        finally:  # (a KeyboardInterrupt or SystemExit out of a callback leaves the rest queued)
+            if ready and not self._run_scheduled:
+                self._run_scheduled = True
+                super().call_soon(self._run_ready)
+
+
 def run(app: QtWidgets.QApplication, main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run `main()` on an asyncio loop driven by Qt's event loop; its result is the exit code."""
-    with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
+    with asyncio.Runner(loop_factory=lambda: QtLoop(app)) as runner:
         return runner.run(main())
 
 
 def new_event_loop(app: QtWidgets.QApplication) -> asyncio.AbstractEventLoop:
     """A Qt-driven event loop (for tests that drive the app step by step)."""
-    loop: asyncio.AbstractEventLoop = qasync.QEventLoop(app)
+    loop: asyncio.AbstractEventLoop = QtLoop(app)
     return loop
 
 

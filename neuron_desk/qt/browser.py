@@ -6,7 +6,9 @@ the related neurons' explanations. Widgets connect to its signals; it never touc
 The related neurons' explanations are fetched all at once (at most `RELATED_AT_ONCE` in
 flight), and what was fetched is kept: switching to another neuron does not cancel a fetch
 (it fills the memory for when its neuron is listed again) and only what the current neuron
-lists is announced.
+lists is announced. Where nothing is fetched (offline, the bundled sample, a folder) they
+are looked up one after another in one task, which the next pick cancels (reads are cheap
+to do again; what was looked up is kept).
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ class BrowserState(QtCore.QObject):
 
     LOAD_TASK = "browser.load"
     RELATED_TASK = "browser.related"
+    RELATED_LOOKUP_TASK = "browser.related-lookup"
+    """The related neurons' lookups where nothing is fetched (one task for all of them)."""
     RELATED_FETCH = "browser.related-fetch:"
     """Prefix of the task fetching one related neuron's explanation (its ref follows)."""
     LAST_NEURON_KEY = "last_neuron"
@@ -147,6 +151,8 @@ class BrowserState(QtCore.QObject):
         """The related neurons the current neuron lists (only theirs are announced)."""
         self._fetch_slots: asyncio.Semaphore | None = None
         self._fetching: set[NeuronRef] = set()
+        self._lookups_left: list[NeuronRef] = []
+        """What the running lookup (`_look_up_related`) has still to look up."""
         self._save_timer = QtCore.QTimer(self, singleShot=True, interval=self.SAVE_AFTER_MS)
         self._save_timer.timeout.connect(self.save_position)
 
@@ -175,6 +181,7 @@ class BrowserState(QtCore.QObject):
             self.failed.emit(ref, str(exc))
             return False
         self.tasks.cancel(self.RELATED_TASK)
+        self.tasks.cancel(self.RELATED_LOOKUP_TASK)  # not in this neuron's way (it is kept)
         self._listed = set()
         self.current = ref
         self.data = None
@@ -313,6 +320,7 @@ class BrowserState(QtCore.QObject):
         """Announce each related neuron's best explanation: stored ones and those already
         fetched at once, the others as their fetches (all started together) come back."""
         self._listed = set(refs)
+        unknown: list[NeuronRef] = []
         for related in refs:
             if ref != self.current:
                 return
@@ -322,12 +330,49 @@ class BrowserState(QtCore.QObject):
             elif related in self._known:
                 self._announce(related, self._known[related])
             elif related not in self._fetching:
-                self._fetching.add(related)
-                self.tasks.start(self.RELATED_FETCH + str(related), self._fetch_related(related))
+                unknown.append(related)
+        if not unknown:
+            return
+        if not self._fetched_from_network(ref.dataset):
+            # A read of the store, the bundled sample or a folder each: one task for all
+            # (a task per neighbour cost more in event-loop round trips than the reads).
+            self.tasks.start(self.RELATED_LOOKUP_TASK, self._look_up_related(unknown))
+            return
+        for related in unknown:
+            self._fetching.add(related)
+            self.tasks.start(self.RELATED_FETCH + str(related), self._fetch_related(related))
+
+    def _fetched_from_network(self, dataset: str) -> bool:
+        """Whether a related neuron's published explanation may come over the network (an
+        online dataset with a source URL), so its fetch is worth a task of its own."""
+        ds = self.desk.dataset(dataset)
+        return not self.desk.offline and ds.base_url is not None and not ds.bundled
+
+    async def _look_up_related(self, refs: list[NeuronRef]) -> None:
+        """The related neurons' best explanations where nothing is fetched (offline, the
+        bundled sample, a folder): one after another in one task, each kept and announced.
+        The next pick cancels it (what was looked up stays kept)."""
+        left = self._lookups_left = list(reversed(refs))  # this lookup's own list
+        try:
+            while left:
+                related = left[-1]
+                if related in self._known:
+                    self._announce(related, self._known[related])
+                else:
+                    try:
+                        best = await self.desk.best_known_explanation(related)
+                    except NeuronDeskError:  # refused, unreadable: said, not kept
+                        self._announce(related, None)
+                    else:
+                        self._keep(related, best)
+                        self._announce(related, best)
+                left.pop()
+        finally:
+            left.clear()
 
     def related_in_flight(self) -> int:
         """How many related neurons' explanations are being fetched."""
-        return len(self._fetching)
+        return len(self._fetching) + len(self._lookups_left)
 
     async def _fetch_related(self, related: NeuronRef) -> None:
         if self._fetch_slots is None:
@@ -340,10 +385,13 @@ class BrowserState(QtCore.QObject):
             return
         finally:
             self._fetching.discard(related)
+        self._keep(related, best)
+        self._announce(related, best)
+
+    def _keep(self, related: NeuronRef, best: Best | None) -> None:
         self._known[related] = best
         if len(self._known) > RELATED_KEPT:
             del self._known[next(iter(self._known))]
-        self._announce(related, best)
 
     def _announce(self, related: NeuronRef, best: Best | None) -> None:
         if related in self._listed:

@@ -304,28 +304,36 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
         self._without_data = set()
         related = data.related
         units = self._units = data.dataset.units
-        self.tree.setHeaderLabels([data.dataset.unit, "weight", "explanation", "score"])
+        labels = [data.dataset.unit, "weight", "explanation", "score"]
+        if self.tree.headerItem().text(0) != labels[0]:
+            self.tree.setHeaderLabels(labels)
         self.tree.setAccessibleName(f"Related {units}")
         if not isinstance(related, Fetched):
             self.setWindowTitle(f"Related {units}")
             self._message(_why_empty(related, f"weight-based related {units}", data.dataset.title))
             return []
+        # Every item is made and marked before it joins the tree (no change signal each).
+        mark = self._marker() if with_data is not None else None
+        groups = []
         for title, connections in (
             ("Upstream", related.value.c_fc),
             ("Downstream", related.value.c_proj),
         ):
             group = QtWidgets.QTreeWidgetItem([title])
-            self.tree.addTopLevelItem(group)
+            children = []
             if connections is None:
-                group.addChild(QtWidgets.QTreeWidgetItem(["none in this direction"]))
+                children.append(QtWidgets.QTreeWidgetItem(["none in this direction"]))
             for sign, ref, weight in related_connections(connections, data.ref.dataset):
                 item = QtWidgets.QTreeWidgetItem([ref.short, f"{sign}{abs(weight):.3f}", "…", ""])
                 item.setData(0, Qt.ItemDataRole.UserRole, ref)
-                if with_data is not None and ref not in with_data:
-                    self._mark_without_data(item)
+                if mark is not None and with_data is not None and ref not in with_data:
+                    mark(item)
                     self._without_data.add(ref)
-                group.addChild(item)
+                children.append(item)
                 self._items.setdefault(ref, []).append(item)
+            group.addChildren(children)
+            groups.append(group)
+        self.tree.addTopLevelItems(groups)
         if with_data is not None:
             have = sum(1 for ref in self._items if ref not in self._without_data)
             self.setWindowTitle(f"Related {units} ({have} of {len(self._items)} with data)")
@@ -349,18 +357,22 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
         width = max(metrics.horizontalAdvance(t) for t in texts) + 2 * MARGIN + 2 * indent
         self.tree.setColumnWidth(0, width)
 
-    def _mark_without_data(self, item: QtWidgets.QTreeWidgetItem) -> None:
-        dim = self.palette().color(QtGui.QPalette.ColorRole.PlaceholderText)
-        for column in range(4):
-            item.setForeground(column, dim)
-        item.setText(0, f"{item.text(0)} ∅")
-        item.setToolTip(
-            0,
-            plain_tooltip(
-                "No activation records here (not in the bundled sample, or not stored while "
-                f"offline); opening it offers the nearest {self._units} with data"
-            ),
+    def _marker(self) -> Callable[[QtWidgets.QTreeWidgetItem], None]:
+        """Marks an item as a neuron without data: dimmed, "∅" and a tooltip saying so (the
+        colour and the tooltip made once per neuron shown, not per item)."""
+        dim = QtGui.QBrush(self.palette().color(QtGui.QPalette.ColorRole.PlaceholderText))
+        tooltip = plain_tooltip(
+            "No activation records here (not in the bundled sample, or not stored while "
+            f"offline); opening it offers the nearest {self._units} with data"
         )
+
+        def mark(item: QtWidgets.QTreeWidgetItem) -> None:
+            for column in range(4):
+                item.setForeground(column, dim)
+            item.setText(0, f"{item.text(0)} ∅")
+            item.setToolTip(0, tooltip)
+
+        return mark
 
     def without_data(self) -> set[NeuronRef]:
         """The listed neurons marked as having no data."""

@@ -178,9 +178,12 @@ def switching(folder: str) -> None:
         session.cpu_ms.clear()
         session.collecting_ms = 0.0
         before = rss_mb()
+        window_cpu = []
         for i in range(SWITCHES):
+            cpu = time.thread_time()
             times.append(session.switch(targets[i % len(targets)]))
             session.settle(0.002)  # the related fill-in and late paints, between picks
+            window_cpu.append((time.thread_time() - cpu) * 1000)
         after = rss_mb()
         bare = session.bare_repaint_cpu_ms()
         print(f"{name}: median {median(times):.1f} ms, p95 {percentile(times, 0.95):.1f} ms, memory {before:.0f} → {after:.0f} MB")
@@ -192,6 +195,9 @@ def switching(folder: str) -> None:
                 f"(baseline, the same window repainted with nothing changed: {bare:.1f} ms); "
                 f"cyclic garbage collection {session.collecting_ms / SWITCHES:.1f} ms of CPU per "
                 "switch, after its paint; "
+                f"window thread's CPU from a pick to the next (what follows the paint too: "
+                f"the related lookups, freeing the neuron before) median "
+                f"{median(window_cpu):.1f} ms; "
                 f"{SWITCHES} switches over {len(targets)} neurons, 1920×1080, runner loaded; "
                 f"load average {os.getloadavg()[0]:.1f}"
             ),

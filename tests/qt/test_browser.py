@@ -349,3 +349,51 @@ def test_panes_keep_the_last_neuron_until_the_next_is_there_or_100_ms_pass(
     assert window.dataset_pane.model.rowCount() == 0 and window.browser.data is None
     run_until(loop, lambda: window.browser.data is not None)
     assert window.dataset_pane.model.rowCount() > 0
+
+
+def test_related_neurons_are_looked_up_in_one_task_where_nothing_is_fetched(
+    browser: BrowserState, loop: asyncio.AbstractEventLoop, layout: Path, store: Store,
+    mirror: Mirror,
+) -> None:
+    """Offline (as on the bundled sample or a folder), every related neuron's explanation is a
+    read of the store: one task looks them all up, none is a fetch task of its own."""
+    write_related(layout, 0, 0, RELATED)
+    browser.go(0, 0)  # online: its files (the related list too) are stored
+    run_until(loop, lambda: settled(browser, ref(0, 0)))
+    Explanations(store).add(ref(0, 2), "the best stored idea", 0.7, "user", {})
+    offline = BrowserState(browser.desk, None)  # a fresh memory of related explanations
+    offline.desk.offline = True
+    started: list[str] = []
+    real_start = offline.tasks.start
+
+    def start(name: str, coroutine: Any, on_error: Any = None) -> Any:
+        started.append(name)
+        return real_start(name, coroutine, on_error)
+
+    offline.tasks.start = start  # type: ignore[method-assign]
+    events = Events(offline)
+    asked = len(mirror.faults.requests)
+    try:
+        offline.go_to(ref(0, 0))
+        run_until(
+            loop,
+            lambda: len(events.of("related")) == 3
+            and not offline.related_in_flight()
+            and not offline.tasks.running(BrowserState.RELATED_LOOKUP_TASK),
+        )
+        assert sorted(events.of("related")) == [
+            (ref(0, 1), " words with the letter e (0:1)", 0.42),  # stored while online
+            (ref(0, 2), "the best stored idea", 0.7),
+            (ref(1, 5), NOT_EXPLAINED, None),  # not stored: nothing fetched offline
+        ]
+        assert started.count(BrowserState.RELATED_LOOKUP_TASK) == 1
+        assert not [n for n in started if n.startswith(BrowserState.RELATED_FETCH)]
+        assert mirror.faults.requests[asked:] == []
+        # Shown again: what was looked up is kept, no lookup is needed.
+        offline.go_to(ref(0, 3))
+        run_until(loop, lambda: settled(offline, ref(0, 3)))
+        offline.go_to(ref(0, 0))
+        run_until(loop, lambda: settled(offline, ref(0, 0)) and len(events.of("related")) == 6)
+        assert started.count(BrowserState.RELATED_LOOKUP_TASK) == 1
+    finally:
+        loop.run_until_complete(offline.tasks.close())
