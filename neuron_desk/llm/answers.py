@@ -96,7 +96,7 @@ class _Echo(msgspec.Struct):
 
 _ECHO = msgspec.json.Decoder(_Echo)
 _WHITESPACE = b" \t\r\n"
-_QUOTE, _BACKSLASH, _COLON, _MINUS = 34, 92, 58, 45
+_QUOTE, _BACKSLASH, _COLON, _MINUS, _SPACE = 34, 92, 58, 45, 32
 _MAX_VALUE_BYTES = 300
 """A gap this long between a key and the next key is checked value by value (it could hide an
 integer too large for a float, which the careful check refuses)."""
@@ -233,9 +233,10 @@ class LazyEntries(list[Any]):
         """True when the bytes show that every value of every object entry is a negative JSON
         number (so a float <= 0, or an int <= 0 small enough for one); False when they don't
         show it (then read the entries). Decided in a few vectorised passes: every string's
-        closing quote (escaped quotes set aside) is followed by `:-`, so every string is a
-        key and every value starts with a minus sign; a span with an escaped backslash, or a
-        value longer than `_MAX_VALUE_BYTES`, is not decided here."""
+        closing quote (escaped quotes set aside) is followed by `:-` or `: -`, so every string
+        is a key and every value starts with a minus sign (msgspec has checked the syntax, so
+        it is a number); a span with an escaped backslash, or a value longer than
+        `_MAX_VALUE_BYTES`, is not decided here."""
         if self._edited:
             return False
         span = np.frombuffer(self._raw, np.uint8, count=self._end - self._start, offset=self._start)
@@ -250,8 +251,14 @@ class LazyEntries(list[Any]):
         closing, opening = quotes[1::2], quotes[2::2]
         if not len(closing):
             return True
-        # closing + 2 stays inside the span: it ends with "]" after at least one value.
-        if not ((span[closing + 1] == _COLON).all() and (span[closing + 2] == _MINUS).all()):
+        # After a key: ":" then "-", or ": -" (Python's json.dumps). The span ends with "]",
+        # so closing + 1 is inside it; the next two are clipped to its last byte.
+        last = len(span) - 1
+        if not (span[closing + 1] == _COLON).all():
+            return False
+        value = np.minimum(closing + 2, last)
+        value = np.minimum(value + (span[value] == _SPACE), last)
+        if not (span[value] == _MINUS).all():
             return False
         gaps = np.append(opening, len(span)) - closing
         return bool(gaps.max() < _MAX_VALUE_BYTES)
