@@ -220,6 +220,10 @@ def test_tricky_keys_never_pass_a_bad_value() -> None:
         b'"top_logprobs":[{"b":-2.0}]}}]}',
         b'{"choices":[{"logprobs":{"token_logprobs":[],"top_logprobs":[{"a":-1.0}]},'
         b'"logprobs":{"top_logprobs":[{"b":-2.0}]}}]}',
+        b'{"choices":[{"logprobs":{"token_logprobs":[],"top_logprobs":[{"a":-1.0}]}}],'
+        b'"choices":[{"logprobs":{"top_logprobs":null}}]}',
+        b'{"choices":[{"logprobs":{"top_logprobs":null}}],'
+        b'"choices":[{"logprobs":{"token_logprobs":[],"top_logprobs":[{"a":-1.0}]}}]}',
         b'{"choices":[{"logprobs":"none","token_logprobs":[]}],"top_logprobs":[1]}',
         b'[{"top_logprobs":[{"a":-1}],"token_logprobs":[]}]',
         '{"choices":[{"logprobs":{"token_logprobs":[],"top_logprobs":[{"é":-1.0}]}}]}'.encode(),
