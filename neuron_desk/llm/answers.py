@@ -50,14 +50,27 @@ def parse_json(raw: bytes | memoryview) -> Any:
 
 
 def dumps(response: dict[str, Any]) -> bytes:
-    """Compact JSON bytes of an answer: its raw bytes when it has them, else encoded."""
+    """Compact JSON bytes of an answer: its raw bytes when it has them, else encoded (an echo
+    entry not yet decoded as the bytes it came as)."""
     raw = raw_of(response)
     if raw is not None:
         return raw
     try:
-        return orjson.dumps(response)
+        return orjson.dumps(response, default=_fragment)
     except TypeError:  # an integer beyond 64 bits, a key that is not a string
-        return json.dumps(response, ensure_ascii=False).encode()
+        return json.dumps(response, ensure_ascii=False, default=_decoded).encode()
+
+
+def _fragment(value: Any) -> orjson.Fragment:
+    if type(value) is msgspec.Raw:
+        return orjson.Fragment(bytes(value))
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _decoded(value: Any) -> Any:
+    if type(value) is msgspec.Raw:
+        return parse_json(memoryview(value))
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def redact_bytes(raw: bytes, secret: str | None) -> bytes:
@@ -139,9 +152,10 @@ def _reader(name: str) -> Any:
 class LazyEntries(list[Any]):
     """The `top_logprobs` list of an echo, each entry decoded (as `parse_json` decodes it) when
     first read. It is a list for every Python-level access: indexing, slicing, iteration, len,
-    comparison, copying; an entry read is decoded once and kept. Only C code that reads a
-    list's storage directly (`json.dumps`, `orjson.dumps`) sees the undecoded entries
-    (`msgspec.Raw`) and refuses them: an answer is stored as its raw bytes, never re-encoded.
+    comparison, copying, `json.dumps`; an entry read is decoded once and kept. Only C code
+    that reads a list's storage directly (`orjson.dumps`) sees the undecoded entries
+    (`msgspec.Raw`) and refuses them; `dumps` (what the cache stores) encodes them as the
+    bytes they are.
 
     `values_are_logprobs()` answers, from the bytes alone, whether every value of every object
     entry is a negative number, so a reader that must check them all need not decode them."""

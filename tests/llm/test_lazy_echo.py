@@ -14,6 +14,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from neuron_desk.core.errors import BackendResponseError
@@ -112,6 +113,15 @@ def test_an_echo_decodes_to_what_orjson_decodes_with_its_top_logprobs_lazy() -> 
     assert type(pickle.loads(pickle.dumps(lazy))["choices"][0]["logprobs"]["top_logprobs"]) is list
     assert top + [None] == [*top_of(plain), None]  # noqa: RUF005 (list's + is tested)
     assert dumps(RawAnswer(lazy, raw)) == raw  # stored as the bytes, never re-encoded
+    fresh = parse_answer(raw)
+    top_of(fresh)[9]  # one entry decoded, the others not
+    assert parse_json(dumps({**fresh})) == plain  # a new dict (no raw bytes): encoded
+    assert top_of(fresh)._undecoded == len(top) - 1  # (the undecoded as their bytes)
+    with pytest.raises(TypeError):
+        orjson.dumps(fresh)  # it reads the list's storage: the undecoded entries
+    edited = {**fresh, "extra": 10**30}  # beyond orjson's ints: json.dumps, which iterates
+    assert json.loads(dumps(edited)) == {**plain, "extra": 10**30}
+    assert json.dumps(fresh) == json.dumps(plain)
     with pytest.raises(TypeError):
         hash(top)
 
