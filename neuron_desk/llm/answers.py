@@ -291,9 +291,10 @@ def _echo_spans(raw: bytes) -> list[tuple[int, list[msgspec.Raw], int, int]] | N
         entries = choice.logprobs.top_logprobs if choice.logprobs else None
         if not entries:
             continue
-        first = _address(entries[0]) - base
-        last = _address(entries[-1]) - base + len(memoryview(entries[-1]))
-        if not (0 < first < last < len(raw)):
+        head, tail = memoryview(entries[0]), memoryview(entries[-1])
+        first = _address(head) - base
+        last = _address(tail) - base + len(tail)
+        if not (0 < first < last < len(raw)) or raw[first : first + len(head)] != head:
             return None  # not a view into the body (never seen): decode it whole
         start = raw.rfind(b"[", 0, first)
         end = raw.find(b"]", last) + 1
