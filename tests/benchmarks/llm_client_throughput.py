@@ -10,8 +10,8 @@ separators=(",", ":"))`, one body with `Content-Length`, no chunked encoding) se
 (`date`, `server`, `content-length`, `content-type` headers). The answer is a prompt-logprobs
 echo of the prompt-logprobs scorer's own prompt for a 64-token excerpt (the original few-shot
 examples): /completions with `echo` and `logprobs=15` returns 15 alternatives with
-full-precision logprobs at every prompt position (~1,470 BPE-like tokens; the digits 0..10
-among them at each "unknown"), ~660 KB of compact JSON per answer
+full-precision logprobs at every prompt position (~1,480 BPE-like tokens; the digits 0..10
+among them at each "unknown"), ~653 KB of compact JSON per answer
 (`tests.fake_openai.vllm_prompt_logprobs_echo`), with `usage`. The client sends distinct
 /completions requests shaped like the scorer's (its prompt after a distinct first line),
 `concurrency` at a time; the best possible rate is concurrency / latency requests per second
@@ -69,11 +69,11 @@ PROMPT = ExplanationNeuronSimulator("m", "animals, weather and city words").make
     EXCERPT
 )
 """The prompt-logprobs scorer's own prompt for them (the original few-shot examples, ~3.3 KB):
-its echo in BPE-like tokens (`bpe_like_pieces`: ~1,470 positions) is ~660 KB of compact JSON."""
+its echo in BPE-like tokens (`bpe_like_pieces`: ~1,480 positions) is ~653 KB of compact JSON."""
 
 
 def answer_bytes() -> bytes:
-    """The ~660 KB answer every request gets, rendered as vLLM's JSONResponse renders it."""
+    """The ~653 KB answer every request gets, rendered as vLLM's JSONResponse renders it."""
     assert isinstance(PROMPT, str)
     return starlette_json(vllm_prompt_logprobs_echo(PROMPT, pieces=bpe_like_pieces(PROMPT)))
 
