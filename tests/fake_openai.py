@@ -563,16 +563,43 @@ def starlette_json(payload: Any) -> bytes:
     ).encode("utf-8")
 
 
+_PIECE = re.compile(r"unknown| ?[A-Za-z]+| ?[0-9]| ?[^\sA-Za-z0-9]+|\s")
+
+
+def bpe_like_pieces(prompt: str, chars: int = 3) -> list[str]:
+    """`prompt` cut as a BPE tokenizer would roughly cut it: words with their leading space,
+    single digits, runs of punctuation and single whitespace characters, "unknown" whole, and
+    every other piece in parts of at most `chars` characters (a scoring prompt of ~3.3 KB gives
+    ~1,480 positions, so its echo is ~650 KB)."""
+    pieces: list[str] = []
+    for piece in _PIECE.findall(prompt):
+        if piece == "unknown":
+            pieces.append(piece)
+        else:
+            pieces += [piece[i : i + chars] for i in range(0, len(piece), chars)]
+    assert "".join(pieces) == prompt
+    return pieces
+
+
 def vllm_prompt_logprobs_echo(
-    prompt: str, *, top: int = 15, model: str = "fake-model", seed: int = 0, chars: int = 4
+    prompt: str,
+    *,
+    top: int = 15,
+    model: str = "fake-model",
+    seed: int = 0,
+    chars: int = 4,
+    pieces: list[str] | None = None,
 ) -> dict[str, Any]:
     """An answer shaped as vLLM's /completions with `echo` and `logprobs=top` (what the
-    prompt-logprobs scorer gets): every prompt position (tokens of `chars` characters) carries
-    `top` alternatives with full-precision float logprobs, plus text offsets, token logprobs,
-    one generated token and `usage`. A scoring prompt of ~5.7 KB gives ~644 KB (rendered by
-    `starlette_json`, as vLLM sends it)."""
+    prompt-logprobs scorer gets): every prompt position (`pieces`, else tokens of `chars`
+    characters) carries `top` alternatives with full-precision float logprobs (at an "unknown"
+    the digits 0..10 among them, as a model that predicts activations there), plus text
+    offsets, token logprobs, one generated token and `usage`. A scoring prompt of ~5.7 KB in
+    4-character tokens gives ~644 KB (rendered by `starlette_json`, as vLLM sends it)."""
     rng = random.Random(seed)
-    tokens = [prompt[i : i + chars] for i in range(0, len(prompt), chars)] + [" the"]
+    if pieces is None:
+        pieces = [prompt[i : i + chars] for i in range(0, len(prompt), chars)]
+    tokens = [*pieces, " the"]
     offsets, position = [], 0
     for token in tokens:
         offsets.append(position)
@@ -580,6 +607,8 @@ def vllm_prompt_logprobs_echo(
     top_logprobs: list[dict[str, float] | None] = [None]
     for token in tokens[1:]:
         alternatives = {token: math.log(rng.uniform(0.05, 0.95))}
+        if token == "unknown":
+            alternatives.update((str(d), math.log(rng.uniform(1e-4, 0.3))) for d in range(11))
         while len(alternatives) < top:
             alternatives[rng.choice(_VOCABULARY) + str(rng.randrange(1000))] = math.log(
                 rng.uniform(1e-6, 0.05)

@@ -22,7 +22,7 @@ from typing import Any
 from neuron_desk.core.backend import JSONDict
 from neuron_desk.core.errors import StoreError
 from neuron_desk.data.store import Store
-from neuron_desk.llm.answers import dumps, parse_json
+from neuron_desk.llm.answers import dumps, parse_answer
 from neuron_desk.llm.ledger import UsageRow, insert_usage_rows
 
 _zstd: Any
@@ -88,7 +88,7 @@ class ResponseCache:
         if raw is None:
             return None
         try:
-            value: Any = parse_json(raw)
+            value: Any = parse_answer(raw)  # as the client decodes a fresh answer
         except ValueError:
             return None
         return value if isinstance(value, dict) else None

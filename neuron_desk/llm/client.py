@@ -39,7 +39,7 @@ from neuron_desk.core.errors import (
 )
 from neuron_desk.core.text import for_terminal, redact
 from neuron_desk.core.transport import pooled_transport
-from neuron_desk.llm.answers import RawAnswer, parse_json, redact_bytes
+from neuron_desk.llm.answers import RawAnswer, parse_answer, redact_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -338,10 +338,11 @@ class OpenAICompatibleClient:
         # The key is blanked from the whole body before anything reads it: the model's own
         # output (an echoed prompt, a key it repeats) reaches the cache, store and exports.
         # The redacted bytes are kept with the decoded object, so the cache stores them as
-        # they are (no second encoding of a 640 KB logprobs echo).
+        # they are (no second encoding of a 640 KB logprobs echo). An echo's per-position top
+        # logprobs are decoded when read (`parse_answer`): the scorer reads ~64 of ~1,400.
         raw = redact_bytes(response.content, self._secret)
         try:
-            data = parse_json(raw)
+            data = parse_answer(raw)
         except ValueError:
             text = raw[:120].decode("utf-8", errors="replace")
             raise BackendResponseError(

@@ -28,7 +28,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from neuron_desk.core.backend import JSONDict, LLMBackend
 from neuron_desk.core.errors import (
@@ -280,12 +280,25 @@ def _check_top_map(entry: Any, where: str) -> None:
             check_logprob(logprob, where)
 
 
+@runtime_checkable
+class PrecheckedEntries(Protocol):
+    """Top-logprob maps that can tell, without being decoded, that all their values are
+    log-probabilities (the client's undecoded echo entries, `llm.answers.LazyEntries`)."""
+
+    def values_are_logprobs(self) -> bool:
+        """True only if every value of every map entry is a number <= 0; False: not known."""
+        ...
+
+
 def check_top_maps(entries: Sequence[Any], where: str) -> None:
     """`_check_top_map` for every entry (the top-logprob maps of an echo: ~20,000 values in a
-    640 KB answer), with the same errors. A quick test over all values at once (every one a
-    float, none above 1e-6, their sum not NaN, i.e. no NaN) lets a valid answer through in
-    a few C-level passes; anything it does not let through is checked value by value, which
+    640 KB answer), with the same errors. Entries that show from their bytes that every value
+    is a negative number pass at once; otherwise a quick test over all values at once (every
+    one a float, none above 1e-6, their sum not NaN, i.e. no NaN) lets a valid answer through
+    in a few C-level passes; anything neither lets through is checked value by value, which
     raises the error the careful check raises for the first bad value."""
+    if isinstance(entries, PrecheckedEntries) and entries.values_are_logprobs():
+        return
     maps = [entry for entry in entries if isinstance(entry, dict)]
     values = list(itertools.chain.from_iterable(map(dict.values, maps)))
     if not values:

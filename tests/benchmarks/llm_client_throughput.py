@@ -8,16 +8,20 @@ after `latency` seconds as vLLM's OpenAI server does for a non-streaming /comple
 `JSONResponse` (Starlette: compact `json.dumps(..., ensure_ascii=False, allow_nan=False,
 separators=(",", ":"))`, one body with `Content-Length`, no chunked encoding) sent by uvicorn
 (`date`, `server`, `content-length`, `content-type` headers). The answer is a prompt-logprobs
-echo of a scoring prompt: /completions with `echo` and `logprobs=15` returns 15 alternatives
-with full-precision logprobs at every prompt position, ~644 KB of compact JSON per answer
+echo of the prompt-logprobs scorer's own prompt for a 64-token excerpt (the original few-shot
+examples): /completions with `echo` and `logprobs=15` returns 15 alternatives with
+full-precision logprobs at every prompt position (~1,480 BPE-like tokens; the digits 0..10
+among them at each "unknown"), ~653 KB of compact JSON per answer
 (`tests.fake_openai.vllm_prompt_logprobs_echo`), with `usage`. The client sends distinct
-/completions requests shaped like the prompt-logprobs scorer's (a ~5.7 KB prompt),
+/completions requests shaped like the scorer's (its prompt after a distinct first line),
 `concurrency` at a time; the best possible rate is concurrency / latency requests per second
 (160/s at 100 ms x 16).
 
-Measured twice: the bare client (HTTP, redaction, orjson decoding), and through an
-`LLMSession` as runs use it (response cache lookup, the raw answer compressed and written to a
-SQLite store, usage ledger written per request). Target (issue 12): >= 70% of the limit.
+Measured twice: the bare client (HTTP, redaction, decoding), and through an `LLMSession` as
+runs use it (response cache lookup, the raw answer compressed and written to a SQLite store,
+usage ledger written per request); both read every answer with the scorer's own
+`parse_prompt_logprobs_response` (all its checks, every slot's distribution), so what the
+client leaves undecoded and the scorer reads is measured too. Target (issue 12): >= 70% of the limit.
 Printed as BENCH lines (figure, limit, ratio in the same run), with the session's CPU ceiling
 (1 / its CPU seconds per answer, all threads): on a loaded machine the rate measures the share
 of a core the client got, the ceiling what the client needs.
@@ -32,6 +36,7 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import socket
 import sys
 import tempfile
@@ -44,22 +49,33 @@ from neuron_desk.data.store import Store
 from neuron_desk.llm.cache import ResponseCache, compress_body
 from neuron_desk.llm.client import OpenAICompatibleClient
 from neuron_desk.llm.session import LLMSession
-from tests.fake_openai import starlette_json, vllm_prompt_logprobs_echo
+from neuron_desk.method.simulators import (
+    ExplanationNeuronSimulator,
+    parse_prompt_logprobs_response,
+)
+from tests.fake_openai import bpe_like_pieces, starlette_json, vllm_prompt_logprobs_echo
 
 TARGET = 0.7
 """The session's rate must reach this share of concurrency / latency."""
-PROMPT = (
-    "We're studying neurons in a neural network. Each neuron looks for some particular thing "
-    "in a short document. Look at an explanation of what the neuron does, and try to predict "
-    "its activations on each token.\n\n"
-) + "".join(f" token{i}\tunknown\n" for i in range(312))
-"""A scoring prompt of ~5.7 KB, as the prompt-logprobs simulator sends (few-shot and 64
-tokens): its echo is ~644 KB of compact JSON."""
+EXCERPT = re.findall(
+    r" ?\w+|[^\w\s]",
+    "The quick brown fox jumps over the lazy dog while the researchers watched the neural "
+    "network predict activations on every token of a short document about animals, weather "
+    "and sports in the city. Later that evening, the committee published its report on the "
+    "river's flooding, which had closed three bridges and delayed trains for most of the week.",
+)[:64]
+"""The 64 tokens scored (the paper's excerpt length)."""
+PROMPT = ExplanationNeuronSimulator("m", "animals, weather and city words").make_simulation_prompt(
+    EXCERPT
+)
+"""The prompt-logprobs scorer's own prompt for them (the original few-shot examples, ~3.3 KB):
+its echo in BPE-like tokens (`bpe_like_pieces`: ~1,480 positions) is ~653 KB of compact JSON."""
 
 
 def answer_bytes() -> bytes:
-    """The ~644 KB answer every request gets, rendered as vLLM's JSONResponse renders it."""
-    return starlette_json(vllm_prompt_logprobs_echo(PROMPT))
+    """The ~653 KB answer every request gets, rendered as vLLM's JSONResponse renders it."""
+    assert isinstance(PROMPT, str)
+    return starlette_json(vllm_prompt_logprobs_echo(PROMPT, pieces=bpe_like_pieces(PROMPT)))
 
 
 def serve(port: int, latency: float, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
@@ -112,16 +128,18 @@ def free_port() -> int:
 async def measure(
     base_url: str, concurrency: int, requests: int, store: Store | None, tag: str
 ) -> tuple[float, float]:
-    """Requests per second for `requests` distinct requests at `concurrency` (answers are
-    dropped as they come, as a scorer does once it has read its positions), and the client's
+    """Requests per second for `requests` distinct requests at `concurrency` (each answer read
+    by the scorer's parse, then dropped, as the scorer does), and the client's
     CPU seconds per request (all its threads: the cache compresses and writes in a worker)."""
+    prompt = PROMPT
+    assert isinstance(prompt, str)
     async with OpenAICompatibleClient(base_url, max_concurrent=concurrency) as client:
         backend = LLMSession(client, store=store) if store is not None else client
 
         def body(i: int) -> dict[str, object]:
             return {
                 "model": "m",
-                "prompt": f"{tag} {i}\n{PROMPT}",
+                "prompt": f"{tag} {i}\n{prompt}",
                 "max_tokens": 1,
                 "echo": True,
                 "logprobs": 15,
@@ -130,7 +148,10 @@ async def measure(
 
         async def one(i: int) -> None:
             answer = await backend.completions(body(i))
-            assert answer["choices"], answer
+            # The scorer's reading of the answer, as the method does it (the same function):
+            # whatever a lazy decode leaves for later is decoded here, inside the measurement.
+            simulation = parse_prompt_logprobs_response(answer, prompt, EXCERPT, "m")
+            assert not simulation.missing_positions, simulation.missing_positions
 
         await asyncio.gather(*(one(-1 - i) for i in range(concurrency)))  # warm the pool
         started, cpu = time.perf_counter(), time.process_time()
@@ -212,7 +233,7 @@ def main() -> None:
         f"LLM client alone, >= {TARGET:.0%} of concurrency/latency",
         client_rate,
         limit * TARGET,
-        shape + "; HTTP + redaction + orjson",
+        shape + "; HTTP + redaction + decoding + the scorer's parse of each answer",
     )
     bench(
         f"LLM session (cache + ledger), >= {TARGET:.0%} of concurrency/latency",
