@@ -422,9 +422,9 @@ class NeuronService:
             )
             return summary_rows(kind, accepted.value) or []
         rows = checked.rows or []
-        assert checked.text is not None
+        assert checked.stored is not None
         origin = HttpSource.origin
-        await asyncio.to_thread(self._keep_checked, ref, kind, checked.text, origin, rows)
+        await asyncio.to_thread(self._keep_checked, ref, kind, checked.stored, origin, rows)
         return rows
 
     def _http_options(self) -> dict[str, float]:
@@ -436,9 +436,12 @@ class NeuronService:
             "file_time_s": self._file_time_s,
         }
 
-    def _keep_checked(self, ref: NeuronRef, kind: Kind, text: str, origin: str, rows: Rows) -> None:
-        """Store a file the checker process accepted (its text as accepted) and index it."""
-        self._keep(self.store.put_file, ref, kind.value, text, origin)
+    def _keep_checked(
+        self, ref: NeuronRef, kind: Kind, stored: bytes, origin: str, rows: Rows
+    ) -> None:
+        """Store a file the checker process accepted (its text as accepted, compressed there)
+        and index it."""
+        self._keep(self.store.put_compressed, ref, kind.value, stored, origin)
         if kind is Kind.EXPLANATIONS:
             self._keep(self.explanations.replace_published, ref, rows)
 

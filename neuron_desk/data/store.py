@@ -381,8 +381,12 @@ class Store:
 
     def put_file(self, ref: NeuronRef, kind: str, text: str, origin: str) -> None:
         """Store a validated file body (replacing an older copy, clearing an absence)."""
+        self.put_compressed(ref, kind, compress(text), origin)  # before the lock
+
+    def put_compressed(self, ref: NeuronRef, kind: str, body: bytes, origin: str) -> None:
+        """`put_file` of a validated body already compressed by `compress` (e.g. in the
+        process that checked it)."""
         key = (ref.dataset, kind, ref.layer, ref.index)
-        body = compress(text)  # before the lock: readers do not wait for it
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",

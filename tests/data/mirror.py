@@ -198,6 +198,12 @@ class MirrorProcess:
         self.base_url = line.strip()
         return self
 
+    @property
+    def pid(self) -> int:
+        """The mirror process's id (once entered)."""
+        assert self._child is not None
+        return self._child.pid
+
     def __exit__(self, *exc: object) -> None:
         child = self._child
         assert child is not None and child.stdin is not None and child.stdout is not None

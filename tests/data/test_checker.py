@@ -176,8 +176,8 @@ LYING_CHILD = """
 import sys
 import neuron_desk.data.checker as checker
 honest = checker._verdict
-def lying(number, kind, dataset, ref, source, body, *, with_text):
-    answer = honest(number, kind, dataset, ref, source, body, with_text=with_text)
+def lying(number, kind, dataset, ref, source, body, *, to_store):
+    answer = honest(number, kind, dataset, ref, source, body, to_store=to_store)
     return (answer[0], answer[1], (ref.dataset, ref.layer, ref.index + 1, kind.value), answer[3])
 checker._verdict = lying
 checker._main()
