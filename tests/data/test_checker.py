@@ -6,8 +6,12 @@ real SQLite store; a child that dies, or answers for another file, loses nothing
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
 import os
+import socket
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -285,3 +289,255 @@ def test_opening_a_network_neuron_starts_the_checker_and_a_prefetch_does_not(
     prefetched, offline, browsed = asyncio.run(go())
     assert prefetched == [] and offline == []
     assert len(browsed) == 1  # started while the neuron loaded, before any summary is asked
+
+
+# --- the checker processes' HTTP transport (data/wire.py) against httpx's own ---
+
+
+class RawServer:
+    """A socket server on 127.0.0.1 answering each path with scripted raw bytes: per path a
+    function of how often it was asked, giving (bytes to send, then close the connection?,
+    seconds to wait first). Connections are kept open between requests unless closed."""
+
+    def __init__(self, script: dict[str, Callable[[int], tuple[bytes, bool, float]]]) -> None:
+        self.script = script
+        self.asked: dict[str, int] = {}
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.port = self._listener.getsockname()[1]
+        self._open: list[Any] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._open.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: Any) -> None:
+        buffer = b""
+        with contextlib.suppress(OSError):
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                path = head.split(b" ")[1].decode()
+                count = self.asked[path] = self.asked.get(path, 0) + 1
+                raw, close, delay = self.script[path](count)
+                time.sleep(delay)
+                conn.sendall(raw)
+                if close:
+                    conn.shutdown(socket.SHUT_RDWR)
+                    conn.close()
+                    return
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        self._listener.close()
+        for conn in self._open:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+def answer(status: str, body: bytes, *headers: str, length: bool = True) -> bytes:
+    lines = [f"HTTP/1.1 {status}", *headers]
+    if length:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def chunked(body: bytes, size: int = 70_000) -> bytes:
+    pieces = [body[i : i + size] for i in range(0, len(body), size)]
+    out = b"".join(f"{len(p):x};ext=1\r\n".encode() + p + b"\r\n" for p in pieces)
+    return out + b"0\r\nTrailer: x\r\n\r\n"
+
+
+BIG = bytes(range(256)) * 12_000  # 3 MB: larger than the transport's read pause
+
+
+def scenarios() -> dict[str, Callable[[int], tuple[bytes, bool, float]]]:
+    once_unavailable = {1: (answer("503 Service Unavailable", b"busy"), False, 0.0)}
+    return {
+        "/plain": lambda n: (answer("200 OK", b'{"a": 1}'), False, 0.0),
+        "/big": lambda n: (answer("200 OK", BIG), False, 0.0),
+        "/chunked": lambda n: (answer("200 OK", chunked(BIG), "Transfer-Encoding: chunked", length=False), False, 0.0),
+        "/gzip": lambda n: (answer("200 OK", gzip.compress(BIG), "Content-Encoding: gzip"), False, 0.0),
+        "/until-close": lambda n: (b"HTTP/1.0 200 OK\r\n\r\n" + BIG, True, 0.0),
+        "/missing": lambda n: (answer("404 Not Found", b"no"), False, 0.0),
+        "/busy-once": lambda n: once_unavailable.get(n, (answer("200 OK", b"now"), False, 0.0)),
+        "/slow": lambda n: (answer("200 OK", b"late"), False, 0.6),
+        "/declared-too-big": lambda n: (answer("200 OK", b"x" * 5000), False, 0.0),
+        "/chunked-too-big": lambda n: (answer("200 OK", chunked(b"x" * 5000, 1000), "Transfer-Encoding: chunked", length=False), False, 0.0),
+        "/truncated": lambda n: (answer("200 OK", b"x" * 1000, "Content-Length: 2000", length=False), True, 0.0),
+        "/not-http": lambda n: (b"SSH-2.0-OpenSSH\r\n\r\n", True, 0.0),
+        "/moved": lambda n: (answer("302 Found", b"", "Location: /plain"), False, 0.0),
+        "/forbidden": lambda n: (answer("403 Forbidden", b"no"), False, 0.0),
+    }
+
+
+async def fetch_with(transport: Any, base_url: str, relative: str, max_bytes: int) -> Any:
+    """What `HttpSource` makes of a file over `transport`: ("ok", body) or (error, message)."""
+    import httpx
+
+    from neuron_desk.core.errors import SourceUnavailable
+    from neuron_desk.data.sources import HttpSource
+
+    client = httpx.AsyncClient(timeout=httpx.Timeout(0.3, connect=0.3), follow_redirects=True, transport=transport)
+    source = HttpSource(base_url, client, retries=1, backoff_s=0.01, max_bytes=max_bytes, file_time_s=5)
+    try:
+        return "ok", await source.fetch(relative)
+    except (NotFound, SourceUnavailable) as exc:
+        return type(exc).__name__, str(exc)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("path", list(scenarios()))
+def test_the_lean_transport_gives_the_source_what_httpx_gives_it(path: str) -> None:
+    from neuron_desk.core.transport import pooled_transport
+    from neuron_desk.data.wire import LeanTransport
+
+    max_bytes = 4000 if "too-big" in path else 16 * 1024 * 1024
+    outcomes = []
+    server = RawServer(scenarios())
+    try:
+        for make in (lambda: pooled_transport(4), lambda: LeanTransport(4)):
+            server.script, server.asked = scenarios(), {}  # each from the start
+            outcome = asyncio.run(fetch_with(make(), server.base_url, path.lstrip("/"), max_bytes))
+            outcomes.append((outcome, dict(server.asked)))
+    finally:
+        server.close()
+    (httpx_gets, httpx_asked), (lean_gets, lean_asked) = outcomes
+    assert lean_gets == httpx_gets
+    assert lean_asked == httpx_asked  # the same retries
+    expected = {
+        "/plain": "ok", "/big": "ok", "/chunked": "ok", "/gzip": "ok", "/until-close": "ok",
+        "/busy-once": "ok", "/moved": "ok", "/missing": "NotFound",
+    }.get(path, "SourceUnavailable")
+    assert lean_gets[0] == expected
+    if path in ("/big", "/chunked", "/gzip", "/until-close"):
+        assert lean_gets[1] == BIG
+
+
+def test_an_unreachable_host_is_unreachable_through_both_transports() -> None:
+    from neuron_desk.core.transport import pooled_transport
+    from neuron_desk.data.wire import LeanTransport
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{unused.getsockname()[1]}"  # nothing listens there
+    httpx_gets = asyncio.run(fetch_with(pooled_transport(4), url, "x.json", 1000))
+    lean_gets = asyncio.run(fetch_with(LeanTransport(4), url, "x.json", 1000))
+    assert lean_gets == httpx_gets
+    assert lean_gets[0] == "SourceUnavailable" and "could not connect (ConnectError)" in lean_gets[1]
+
+
+def test_the_lean_transport_keeps_connections_and_replaces_one_the_server_closed() -> None:
+    import httpx
+
+    from neuron_desk.data.wire import LeanTransport
+
+    server = RawServer({
+        "/a": lambda n: (answer("200 OK", b"a"), False, 0.0),
+        "/last": lambda n: (answer("200 OK", b"last"), True, 0.0),  # then closes the connection
+    })
+
+    async def go() -> list[bytes]:
+        async with httpx.AsyncClient(transport=LeanTransport(4)) as client:
+            bodies = [(await client.get(f"{server.base_url}/a")).content for _ in range(5)]
+            bodies.append((await client.get(f"{server.base_url}/last")).content)
+            await asyncio.sleep(0.1)  # the server's close has arrived
+            bodies.append((await client.get(f"{server.base_url}/a")).content)
+            return bodies
+
+    try:
+        bodies = asyncio.run(go())
+    finally:
+        server.close()
+    assert bodies == [b"a"] * 5 + [b"last", b"a"]
+    assert server.connections == 2  # six requests on one connection, then a new one
+    assert server.asked == {"/a": 6, "/last": 1}  # nothing sent twice
+
+
+def test_a_kept_connection_closed_as_the_request_went_out_is_asked_again_on_a_new_one() -> None:
+    import httpx
+
+    from neuron_desk.data.wire import LeanTransport
+
+    # the server closes after answering without saying so: the next request on that
+    # connection meets a closed socket before any answer
+    server = RawServer({"/a": lambda n: (answer("200 OK", b"a"), True, 0.0)})
+
+    async def go() -> list[bytes]:
+        async with httpx.AsyncClient(transport=LeanTransport(4, keepalive_expiry=60)) as client:
+            first = (await client.get(f"{server.base_url}/a")).content
+            second = (await client.get(f"{server.base_url}/a")).content
+            return [first, second]
+
+    try:
+        assert asyncio.run(go()) == [b"a", b"a"]
+    finally:
+        server.close()
+    assert server.connections == 2
+
+
+def test_the_lean_transport_speaks_tls_and_refuses_an_untrusted_certificate(tmp_path: Path) -> None:
+    import shutil
+    import ssl
+    import subprocess
+
+    import httpx
+
+    from neuron_desk.core.errors import SourceUnavailable
+    from neuron_desk.data.sources import HttpSource
+    from neuron_desk.data.wire import LeanTransport
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    server = RawServer({"/data/f.json": lambda n: (answer("200 OK", BIG), False, 0.0)})
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    plain_serve = server._serve
+
+    def serve_tls(conn: Any) -> None:
+        with contextlib.suppress(ssl.SSLError, OSError):  # a client refusing the certificate
+            plain_serve(served.wrap_socket(conn, server_side=True))
+
+    server._serve = serve_tls  # type: ignore[method-assign]
+    trusted = ssl.create_default_context(cafile=str(cert))
+    url = f"https://127.0.0.1:{server.port}/data"
+
+    async def go(context: Any) -> Any:
+        client = httpx.AsyncClient(transport=LeanTransport(4, ssl_context=context))
+        source = HttpSource(url, client, retries=0)
+        try:
+            return await source.fetch("f.json")
+        except SourceUnavailable as exc:
+            return str(exc)
+        finally:
+            await client.aclose()
+
+    try:
+        assert asyncio.run(go(trusted)) == BIG
+        refused = asyncio.run(go(httpx.create_ssl_context()))  # httpx's default trust
+    finally:
+        server.close()
+    assert isinstance(refused, str) and "could not connect (ConnectError)" in refused
