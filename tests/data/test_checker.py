@@ -541,3 +541,59 @@ def test_the_lean_transport_speaks_tls_and_refuses_an_untrusted_certificate(tmp_
     finally:
         server.close()
     assert isinstance(refused, str) and "could not connect (ConnectError)" in refused
+
+
+def test_a_fetched_file_comes_back_compressed_as_the_store_keeps_it(
+    registry: Registry, mirror: Mirror, layout: Path
+) -> None:
+    from neuron_desk.data.store import decompress
+
+    async def go() -> Any:
+        checker = Checker(1)
+        try:
+            checker.start()
+            await until(checker.ready)
+            return await checker.fetch(
+                Kind.EXPLANATIONS, mirror.base_url, "explanations/0/1.jsonl",
+                dataset=registry.get("mirror"), ref=ref(0, 1), http=HTTP,
+            )
+        finally:
+            checker.close()
+
+    checked = asyncio.run(go())
+    assert checked.text is None  # not 420 KB of text through the pipe
+    assert checked.stored is not None
+    assert decompress(checked.stored) == explanations_path(layout, 0, 1).read_text()
+    assert checked.rows == [(" words with the letter e (0:1)", 0.42)]
+
+
+def test_a_verdict_leaves_garbage_collection_as_it_was(registry: Registry, layout: Path) -> None:
+    import gc
+
+    from neuron_desk.data.checker import _verdict
+
+    good = explanations_path(layout, 0, 1).read_bytes()
+    dataset = registry.get("mirror")
+    for body, verdict in ((good, "ok"), (good[:40], "refused")):
+        answer = _verdict(7, Kind.EXPLANATIONS, dataset, ref(0, 1), "the file", body, to_store=True)
+        assert answer[:2] == (7, verdict)
+        assert gc.isenabled()
+
+
+def test_the_mirror_process_serves_files_as_they_are_over_one_connection(layout: Path) -> None:
+    import httpx
+
+    from neuron_desk.data.wire import LeanTransport
+    from tests.data.mirror import MirrorProcess
+
+    async def go(base_url: str) -> list[tuple[int, bytes]]:
+        async with httpx.AsyncClient(transport=LeanTransport(4)) as client:
+            paths = ["explanations/0/1.jsonl", "explanations/0/1.jsonl", "explanations/1/7.jsonl"]
+            return [((r := await client.get(f"{base_url}/{p}")).status_code, r.content) for p in paths]
+
+    with MirrorProcess(layout, 0.01) as mirror:
+        answers = asyncio.run(go(mirror.base_url))
+    served = explanations_path(layout, 0, 1).read_bytes()
+    assert answers[0] == answers[1] == (200, served)
+    assert answers[2][0] == 404
+    assert mirror.max_in_flight == 1
