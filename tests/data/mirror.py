@@ -235,6 +235,8 @@ class _StaticServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self._files: dict[str, bytes | None] = {}
+        self._connections: dict[Any, Any] = {}
+        """Each open connection's writer and the task serving it."""
 
     def _body(self, relative: str) -> bytes | None:
         if relative not in self._files:
@@ -247,6 +249,7 @@ class _StaticServer:
         import asyncio
 
         version = b"HTTP/1.1" if self.keep_alive else b"HTTP/1.0"
+        self._connections[writer] = asyncio.current_task()
         try:
             while True:
                 try:
@@ -273,7 +276,17 @@ class _StaticServer:
         except ConnectionError:
             return
         finally:
+            self._connections.pop(writer, None)
             writer.close()
+
+    async def close_connections(self) -> None:
+        """Close every connection and let its task end (the clients see them closed)."""
+        import asyncio
+
+        tasks = list(self._connections.values())
+        for writer in list(self._connections):
+            writer.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _serve_until_stdin_closes() -> None:
@@ -294,6 +307,7 @@ def _serve_until_stdin_closes() -> None:
         await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes it (or ends)
         print(json.dumps({"max_in_flight": server.max_in_flight}), flush=True)
         listening.close()
+        await server.close_connections()
 
     asyncio.run(run())
 
