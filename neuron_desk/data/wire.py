@@ -93,6 +93,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 await self._slots.acquire()
         except TimeoutError:
             raise httpx.PoolTimeout("no connection free in time", request=request) from None
+        connection = None
         try:
             sent = _request_head(request)
             connection = self._kept(key)
@@ -103,7 +104,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 connection = await self._connect(key, request, timeouts)
                 head = await connection.exchange(sent, request, timeouts, kept=False)
             assert head is not None
-        except BaseException:
+        except BaseException:  # an error, or cancelled: an answer half read is not kept
+            if connection is not None:
+                connection.close()
             self._slots.release()
             raise
         done = self._done(key, connection, head.reusable)

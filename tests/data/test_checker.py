@@ -597,3 +597,28 @@ def test_the_mirror_process_serves_files_as_they_are_over_one_connection(layout:
     assert answers[0] == answers[1] == (200, served)
     assert answers[2][0] == 404
     assert mirror.max_in_flight == 1
+
+
+def test_a_request_cancelled_while_waiting_frees_its_connection_slot() -> None:
+    import httpx
+
+    from neuron_desk.data.wire import LeanTransport
+
+    server = RawServer({
+        "/slow": lambda n: (answer("200 OK", b"late"), False, 0.5),
+        "/plain": lambda n: (answer("200 OK", b"now"), False, 0.0),
+    })
+
+    async def go() -> bytes:
+        async with httpx.AsyncClient(transport=LeanTransport(1)) as client:  # one slot
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await client.get(f"{server.base_url}/slow")
+            async with asyncio.timeout(2):
+                return (await client.get(f"{server.base_url}/plain")).content
+
+    try:
+        assert asyncio.run(go()) == b"now"
+    finally:
+        server.close()
+    assert server.connections == 2  # the half-answered connection was not used again
