@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -51,6 +51,8 @@ _FRAME = struct.Struct(">II")
 """A request's header: the length of its pickled fields, then of the body that follows."""
 _READY = -1
 """The number of the frame a child sends once it can take requests."""
+MAX_FAILED_STARTS = 3
+"""Children ending before they are ready after which no more are started."""
 REPLY_TIMEOUT_S = 30.0
 """How long a check may take in the child before the caller checks in its own process."""
 
@@ -97,6 +99,9 @@ class Checker:
         self._closed = False
         self.failed_to_start = ""
         """Why the processes could not be started ("" if they were, or were not tried)."""
+        self._ended_starting = 0
+        """How many children ended before they were ready (at `MAX_FAILED_STARTS`, none is
+        started again: every file is checked in the caller's process)."""
         self.answered = 0
         """How many files the processes checked (accepted), for tests and figures."""
         weakref.finalize(self, _stop_all, self._children)  # a checker forgotten unclosed
@@ -107,18 +112,26 @@ class Checker:
         return not getattr(sys, "frozen", False) and bool(sys.executable)
 
     def start(self) -> bool:
-        """Start the processes now (in the background: they import while the caller goes on);
-        False if they cannot run here."""
+        """Start the processes now (in the background: they import while the caller goes on),
+        and again any that ended; False if they cannot run here."""
         with self._lock:
             if self._closed or self.failed_to_start or not self.possible():
                 return False
+            ended = [c for c in self._children if not c.alive]
+            self._ended_starting += sum(1 for c in ended if not c.ready)
             self._children[:] = [c for c in self._children if c.alive]
+            if self._ended_starting >= MAX_FAILED_STARTS:  # e.g. a broken interpreter
+                self.failed_to_start = (
+                    f"the checker process ended before it was ready {self._ended_starting} times"
+                )
+                logger.warning("checking files in this process: %s", self.failed_to_start)
+                return False
             try:
-                # one at a time: a child's start (~0.25 s of CPU) does not compete with the
-                # app's window twice over; the next starts when this one is ready
-                starting = any(not c.ready for c in self._children)
-                if len(self._children) < self.processes and not starting:
-                    self._children.append(_Child(self._command, _weakly(self._started)))
+                # all at once: the first neuron's related files are asked together, and one
+                # child checking them while the other still starts took 0.9-1.1 s at load 5
+                # (0.5-0.65 s with both ready), most of them checked here meanwhile
+                while len(self._children) < self.processes:
+                    self._children.append(_Child(self._command))
             except OSError as exc:
                 self.failed_to_start = str(exc)
                 logger.warning("checking files in this process: no checker process (%s)", exc)
@@ -129,10 +142,6 @@ class Checker:
         """The process ids of the children that are running."""
         with self._lock:
             return [c.pid for c in self._children if c.alive]
-
-    def _started(self) -> None:
-        """A child said it is ready: start the next one, if more are wanted."""
-        self.start()
 
     def ready(self) -> bool:
         """Whether a child can take a request now (False while they start: a caller that
@@ -212,17 +221,6 @@ class Checker:
             _stop_all(self._children)
 
 
-def _weakly(method: Callable[[], object]) -> Callable[[], object]:
-    """`method`, called only while its object lives (a child keeps no checker alive)."""
-    weak = weakref.WeakMethod(method)
-
-    def call() -> object:
-        alive = weak()
-        return None if alive is None else alive()
-
-    return call
-
-
 def _stop_all(children: list[_Child]) -> None:
     for child in list(children):
         child.stop("closed")
@@ -232,8 +230,7 @@ def _stop_all(children: list[_Child]) -> None:
 class _Child:
     """One checker process with a writer and a reader thread (frames in order, pipelined)."""
 
-    def __init__(self, command: list[str], on_ready: Callable[[], object]) -> None:
-        self._on_ready = on_ready
+    def __init__(self, command: list[str]) -> None:
         self._process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
@@ -288,7 +285,6 @@ class _Child:
                 number, *reply = pickle.loads(frame)
                 if number == _READY:
                     self.ready = True
-                    self._on_ready()
                     continue
                 with self._lock:
                     waiting = self.pending.pop(number, None)

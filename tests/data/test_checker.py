@@ -622,3 +622,43 @@ def test_a_request_cancelled_while_waiting_frees_its_connection_slot() -> None:
     finally:
         server.close()
     assert server.connections == 2  # the half-answered connection was not used again
+
+
+def test_children_that_end_while_starting_are_not_started_again_and_again(
+    registry: Registry, mirror: Mirror
+) -> None:
+    dataset = registry.get("mirror")
+
+    async def go() -> tuple[int, str]:
+        checker = Checker(2, [sys.executable, "-c", "pass"])  # ends at once, never ready
+        started = 0
+        try:
+            for _ in range(10):
+                if checker.start():
+                    started += 2
+                await until(lambda: not checker.process_ids())
+            with pytest.raises(CheckerUnavailable, match="ended before it was ready"):
+                await checker.fetch(
+                    Kind.EXPLANATIONS, mirror.base_url, "explanations/0/1.jsonl",
+                    dataset=dataset, ref=ref(0, 1), http=HTTP,
+                )
+            return started, checker.failed_to_start
+        finally:
+            checker.close()
+
+    started, why = asyncio.run(go())
+    assert started == 4  # twice two, then no more
+    assert why == "the checker process ended before it was ready 4 times"
+
+
+def test_both_checker_processes_start_at_once(registry: Registry, store: Store) -> None:
+    async def go() -> int:
+        s = NeuronService(registry, store, timeout_s=5.0, checker_processes=2)
+        try:
+            s.expect_summaries("mirror")
+            assert s.checker is not None
+            return len(s.checker.process_ids())
+        finally:
+            await s.aclose()
+
+    assert asyncio.run(go()) == 2
