@@ -4,11 +4,13 @@ Receiving a 420 KB explanations file through httpx and parsing and checking it h
 for several milliseconds; forty of them arriving at once (a neuron's related neurons, in the
 app) would hold the window's thread for hundreds, since threads of one process do not run
 Python at the same time. `Checker` hands such files to child processes (`python -m
-neuron_desk.data.checker`, started when first needed, never forked from the app): `fetch`
-has the child GET the file (an `HttpSource` of its own, with the caller's timeouts and
-retries) and run the very same `accept`; `check` sends a body the caller already has. The
-child sends back the verdict and what the caller needs of the file (for an explanations
-file: its explanations and scores, and the accepted text to store), not the parsed model.
+neuron_desk.data.checker`, all started together when first needed, never forked from the
+app): `fetch` has the child GET the file (an `HttpSource` of its own, with the caller's
+timeouts, retries and caps, over `wire.LeanTransport`) and run the very same `accept`;
+`check` sends a body the caller already has. The child sends back the verdict and what the
+caller needs of the file (for an explanations file: its explanations and scores, and the
+accepted text compressed as the store keeps it, ~140 KB instead of 420 KB), not the parsed
+model.
 
 The rules stay those of the border: the caller stores only a text the child accepted, under
 the neuron it asked about (the child echoes it back and a reply that does not match is not
