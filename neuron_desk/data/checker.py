@@ -53,6 +53,9 @@ _FRAME = struct.Struct(">II")
 """A request's header: the length of its pickled fields, then of the body that follows."""
 _READY = -1
 """The number of the frame a child sends once it can take requests."""
+START_TIMEOUT_S = 10.0
+"""How long a child may take to be ready (its imports) before it is ended and what was asked
+of it is checked in the caller's process (a cold disk; a machine under heavy load)."""
 MAX_FAILED_STARTS = 3
 """Children ending before they are ready after which no more are started."""
 REPLY_TIMEOUT_S = 30.0
@@ -91,8 +94,15 @@ def summary_rows(kind: Kind, value: Any) -> Rows | None:
 class Checker:
     """A pool of checker processes, started on the first `start()` or `check()`."""
 
-    def __init__(self, processes: int = 1, command: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        processes: int = 1,
+        command: list[str] | None = None,
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
         self.processes = max(1, processes)
+        self.start_timeout_s = start_timeout_s
+        """How long a child may take to start (`START_TIMEOUT_S`)."""
         """How many children run once all have started."""
         self._command = command or [sys.executable, "-m", "neuron_desk.data.checker"]
         """How a child is started (tests start their own kind of child)."""
@@ -133,7 +143,7 @@ class Checker:
                 # child checking them while the other still starts took 0.9-1.1 s at load 5
                 # (0.5-0.65 s with both ready), most of them checked here meanwhile
                 while len(self._children) < self.processes:
-                    self._children.append(_Child(self._command))
+                    self._children.append(_Child(self._command, self.start_timeout_s))
             except OSError as exc:
                 self.failed_to_start = str(exc)
                 logger.warning("checking files in this process: no checker process (%s)", exc)
@@ -146,8 +156,8 @@ class Checker:
             return [c.pid for c in self._children if c.alive]
 
     def ready(self) -> bool:
-        """Whether a child can take a request now (False while they start: a caller that
-        cannot wait checks in its own process meanwhile)."""
+        """Whether a child is ready (False while they start: requests sent meanwhile wait in
+        a starting child's pipe, at most its `start_timeout_s`)."""
         with self._lock:
             return any(c.alive and c.ready for c in self._children)
 
@@ -232,7 +242,7 @@ def _stop_all(children: list[_Child]) -> None:
 class _Child:
     """One checker process with a writer and a reader thread (frames in order, pipelined)."""
 
-    def __init__(self, command: list[str]) -> None:
+    def __init__(self, command: list[str], start_timeout_s: float) -> None:
         self._process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
@@ -241,7 +251,11 @@ class _Child:
         self.pid = self._process.pid
         self.alive = True
         self.ready = False
-        """Whether the child has said it is ready (its imports done)."""
+        """Whether the child has said it is ready (its imports done). Requests sent before
+        wait in its pipe; one not ready within `start_timeout_s` is ended."""
+        self._start_deadline = threading.Timer(start_timeout_s, self._not_started)
+        self._start_deadline.daemon = True
+        self._start_deadline.start()
         self.pending: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count()
@@ -287,6 +301,7 @@ class _Child:
                 number, *reply = pickle.loads(frame)
                 if number == _READY:
                     self.ready = True
+                    self._start_deadline.cancel()
                     continue
                 with self._lock:
                     waiting = self.pending.pop(number, None)
@@ -298,8 +313,13 @@ class _Child:
             why = f"unreadable answer: {exc}"
         self.stop(why)
 
+    def _not_started(self) -> None:
+        if not self.ready:
+            self.stop("not ready in time")
+
     def stop(self, why: str) -> None:
         """End the child; whoever still waits is told to check elsewhere."""
+        self._start_deadline.cancel()
         with self._lock:
             if not self.alive:
                 return

@@ -227,9 +227,9 @@ def soak(session: Session, sample: list[NeuronRef], refs: list[NeuronRef]) -> No
 
 def related_fill(folder: str) -> None:
     """A GPT-2 XL-shaped network dataset behind a 100 ms mirror: the related dock's fill, for
-    the first neuron shown after the start (the checker processes start with the first
-    network file, so this fill includes their start) and for a later neuron whose 40
-    neighbours are all new."""
+    the first neuron shown after the start (the checker processes start when it opens, so
+    this fill may wait for their start) and for a later neuron whose 40 neighbours are all
+    new."""
     root = Path(folder) / "mirror"
     centers = [(NeuronRef("net", 5, 131), 0), (NeuronRef("net", 20, 77), 1)]
     for center, seed in centers:
@@ -297,7 +297,7 @@ def related_fill(folder: str) -> None:
     for (filled, cpu_ms, count, spent), (target, when, remark) in zip(
         fills,
         [
-            ("related neurons filled, 100 ms mirror", "the first neuron after the start", "; the checker processes start meanwhile (until one is ready, files are checked here)"),
+            ("related neurons filled, 100 ms mirror", "the first neuron after the start", "; the checker processes started when the neuron opened (files asked before they are ready wait for them)"),
             ("related neurons filled, 100 ms mirror, a later neuron", "a later neuron", ", all 40 new"),
         ],
         strict=True,

@@ -140,33 +140,66 @@ def test_a_missing_file_is_not_found_and_remembered_as_absent(
     assert mirror.faults.requests.count("explanations/1/5.jsonl") == 1
 
 
-def test_while_the_checker_starts_a_file_is_checked_here(
+def test_a_file_asked_while_the_checker_starts_is_checked_by_it_once_ready(
     registry: Registry, store: Store, mirror: Mirror
 ) -> None:
-    async def work(s: NeuronService) -> tuple[Any, int]:
-        best = await s.first_published(ref(0, 5))  # the child is not ready yet
+    async def work(s: NeuronService) -> tuple[Any, int, bool]:
         assert s.checker is not None
-        return best, s.checker.answered
+        s.checker.start()
+        starting = not s.checker.ready()
+        best = await s.first_published(ref(0, 5))  # waits in the child's pipe meanwhile
+        return best, s.checker.answered, starting
 
-    best, answered = with_service(registry, store, work, warm=False)
+    best, answered, starting = with_service(registry, store, work, warm=False)
+    assert starting
     assert best == (" words with the letter e (0:5)", 0.42)
-    assert answered == 0
+    assert answered == 1
     assert store.get_file(ref(0, 5), "explanations") is not None
+
+
+SLOW_CHILD = [sys.executable, "-c", "import time; time.sleep(30)"]
+"""A child that never says it is ready."""
+
+
+def test_a_checker_not_ready_in_time_is_ended_and_the_file_checked_here(
+    registry: Registry, store: Store, mirror: Mirror
+) -> None:
+    async def work(s: NeuronService) -> tuple[Any, Checker, list[int]]:
+        s._checker = Checker(1, SLOW_CHILD, start_timeout_s=0.3)
+        s._checker.start()
+        pids = s._checker.process_ids()
+        best = await s.first_published(ref(0, 5))
+        return best, s._checker, pids
+
+    started = time.monotonic()
+    best, checker, pids = with_service(registry, store, work, warm=False)
+    assert time.monotonic() - started < 10
+    assert best == (" words with the letter e (0:5)", 0.42)
+    assert checker.answered == 0  # checked here
+    assert store.get_file(ref(0, 5), "explanations") is not None
+    assert len(pids) == 1
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pids[0]}").exists() and "Z" not in _state(pids[0]):
+        assert time.monotonic() < deadline, "the slow child still runs"
+        time.sleep(0.05)
 
 
 def test_a_checker_that_died_loses_nothing(
     registry: Registry, store: Store, mirror: Mirror
 ) -> None:
+    mirror.faults.delay_s["explanations/1/0.jsonl"] = 0.5  # in flight when the child dies
+
     async def work(s: NeuronService) -> tuple[Any, Any]:
         assert s.checker is not None
         assert s.checker.answered == 0
+        asked = asyncio.ensure_future(s.first_published(ref(1, 0)))
+        await until(lambda: "explanations/1/0.jsonl" in mirror.faults.requests)
         for pid in s.checker.process_ids():
             os.kill(pid, 9)
-        await until(lambda: not s.checker.process_ids())  # type: ignore[union-attr]
-        first = await s.first_published(ref(1, 0))  # checked here meanwhile
-        await until(s.checker.ready)  # a new child started
-        second = await s.first_published(ref(1, 1))
-        assert s.checker.answered == 1  # the second by the new child, the first here
+        first = await asked  # checked here once the child was gone
+        assert s.checker.answered == 0
+        second = await s.first_published(ref(1, 1))  # by a new child
+        assert s.checker.answered == 1
         return first, second
 
     first, second = with_service(registry, store, work)
@@ -174,6 +207,7 @@ def test_a_checker_that_died_loses_nothing(
     assert second == (" words with the letter e (1:1)", 0.42)
     assert store.get_file(ref(1, 0), "explanations") is not None
     assert store.get_file(ref(1, 1), "explanations") is not None
+    assert mirror.faults.requests.count("explanations/1/0.jsonl") == 2  # by the child, then here
 
 
 LYING_CHILD = """
