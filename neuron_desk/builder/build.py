@@ -558,7 +558,7 @@ class Build:
         ref = NeuronRef(shape.name, layer, neuron)
         text = codec.dumps(obj)
         checked = accept(kind, text, dataset=shape, ref=ref, source=f"built {kind.value}")
-        store.put_file(ref, kind.value, checked.text, origin="builder")
+        store.put_file(ref, kind.value, checked.text, "builder", checked.checked)
 
 
 def _compact(path: Path) -> None:

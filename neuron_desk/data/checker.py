@@ -81,6 +81,9 @@ class Checked:
     stored: bytes | None = None
     """`fetch`: the accepted text as the store keeps it (`store.compress`d in the child, so
     the caller neither receives 420 KB of text nor compresses it: `Store.put_compressed`)."""
+    exact: int = 0
+    """`Accepted.checked` of the child's `accept` (the rules' version that accepted the text
+    as exact, kept with the stored copy; 0: it is checked again when read)."""
 
 
 def summary_rows(kind: Kind, value: Any) -> Rows | None:
@@ -222,9 +225,9 @@ class Checker:
             raise SourceUnavailable(str(payload))
         if verdict != "ok":
             raise CheckerUnavailable(f"the checker process failed: {payload}")
-        repaired, text, rows, stored = payload
+        repaired, text, rows, stored, exact = payload
         self.answered += 1
-        return Checked(repaired, text, rows, stored)
+        return Checked(repaired, text, rows, stored, exact)
 
     def close(self) -> None:
         """Stop the processes (pending checks raise `CheckerUnavailable`)."""
@@ -396,9 +399,10 @@ def _judged(
         return "failed", echoed, f"{type(exc).__name__}: {exc}"
     rows = summary_rows(kind, checked.value)
     if to_store:
-        return "ok", echoed, (checked.repaired, None, rows, compress(checked.text))
+        stored = compress(checked.text)
+        return "ok", echoed, (checked.repaired, None, rows, stored, checked.checked)
     text = checked.text if checked.repaired else None
-    return "ok", echoed, (checked.repaired, text, rows, None)
+    return "ok", echoed, (checked.repaired, text, rows, None, checked.checked)
 
 
 class _Server:

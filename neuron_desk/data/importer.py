@@ -95,7 +95,7 @@ def import_paths(store: Store, dataset: Dataset, paths: list[Path]) -> ImportRes
                 message = f"{path}: {message}"
             result.rejected.append((path, bounded(message)))
             continue
-        store.put_file(ref, kind.value, checked.text, "import")
+        store.put_file(ref, kind.value, checked.text, "import", checked.checked)
         if isinstance(checked.value, NeuronSimulationResults):
             explanations.index_published(ref, checked.value)
         result.imported.append((path, kind, ref))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -38,10 +39,10 @@ from neuron_desk.core.model import (
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.checker import Checker, CheckerUnavailable, Rows, summary_rows
 from neuron_desk.data.explanations import Explanations
-from neuron_desk.data.registry import Dataset, Kind, Registry
+from neuron_desk.data.registry import Dataset, Kind, Registry, bundled_dataset_files
 from neuron_desk.data.sources import HTTP_CONNECTIONS, FolderSource, HttpSource, Source
 from neuron_desk.data.store import Store, StoredBody
-from neuron_desk.data.validation import Accepted, accept
+from neuron_desk.data.validation import RULES_VERSION, Accepted, accept, accept_stored
 
 if TYPE_CHECKING:  # httpx loads with the first network source (stored neurons need none)
     import httpx
@@ -176,6 +177,11 @@ class NeuronService:
         self._file_time_s = file_time_s
         self.absent_ttl_s = absent_ttl_s
         self._bundled: dict[str, Store] = {}
+        self._shipped = frozenset(bundled_dataset_files())
+        """The bundled datasets shipped with the app. Their bodies are read as exact copies of
+        the current rules (`accept_stored`): the app's builder made them through `accept`, zlib
+        or zstd checksums guard them, and a test accepts every one of them as exact
+        (tests/data/test_stored_copies.py)."""
         self._sources: dict[str, Source] = {}
         self._inflight: dict[FileKey, Shared[Fetched[Any]]] = {}
         self._summarizing: dict[FileKey, Shared[Rows]] = {}
@@ -274,6 +280,8 @@ class NeuronService:
             missing = [k.value for k in kinds if k not in bodies]
             if missing:
                 for name, body in store.get_files(ref, missing).items():
+                    if origin == "bundled" and Path(ds.bundled or "") in self._shipped:
+                        body = dataclasses.replace(body, checked=RULES_VERSION)
                     bodies[Kind(name)] = (body, origin)
         return bodies
 
@@ -285,7 +293,14 @@ class NeuronService:
         for kind, (body, origin) in bodies.items():
             described = f"the stored {kind.label}" if origin == "store" else "bundled sample"
             try:
-                checked = accept(kind, body.text(), dataset=ds, ref=ref, source=described)
+                checked = accept_stored(
+                    kind,
+                    body.text(),
+                    dataset=ds,
+                    ref=ref,
+                    source=described,
+                    checked=body.checked,
+                )
             except NeuronDeskError as exc:
                 found[kind] = exc
             else:
@@ -425,7 +440,9 @@ class NeuronService:
         rows = checked.rows or []
         assert checked.stored is not None
         origin = HttpSource.origin
-        await asyncio.to_thread(self._keep_checked, ref, kind, checked.stored, origin, rows)
+        await asyncio.to_thread(
+            self._keep_checked, ref, kind, checked.stored, origin, rows, checked.exact
+        )
         return rows
 
     def _http_options(self) -> dict[str, float]:
@@ -438,11 +455,11 @@ class NeuronService:
         }
 
     def _keep_checked(
-        self, ref: NeuronRef, kind: Kind, stored: bytes, origin: str, rows: Rows
+        self, ref: NeuronRef, kind: Kind, stored: bytes, origin: str, rows: Rows, exact: int
     ) -> None:
-        """Store a file the checker process accepted (its text as accepted, compressed there)
-        and index it."""
-        self._keep(self.store.put_compressed, ref, kind.value, stored, origin)
+        """Store a file the checker process accepted (its text as accepted, compressed there,
+        with the rules' version that accepted it as exact) and index it."""
+        self._keep(self.store.put_compressed, ref, kind.value, stored, origin, exact)
         if kind is Kind.EXPLANATIONS:
             self._keep(self.explanations.replace_published, ref, rows)
 
@@ -452,7 +469,7 @@ class NeuronService:
         """Check a fetched body and store it (in a worker thread: compressing a large file
         lets go of the GIL, and the event loop is not held while many files come in)."""
         checked = accept(kind, body, dataset=ds, ref=ref, source=f"{origin} file {relative}")
-        self._keep(self.store.put_file, ref, kind.value, checked.text, origin)
+        self._keep(self.store.put_file, ref, kind.value, checked.text, origin, checked.checked)
         if kind is Kind.EXPLANATIONS:
             self._keep(self.explanations.index_published, ref, checked.value)
         return checked

@@ -1,7 +1,9 @@
 """One validation at the border: every file body that enters goes through `accept`.
 
 Imports, folders, mirrors, the network, the builder's bundled output and copies read back from
-a store are all checked here, the same way, before anything is stored or shown:
+a store are all checked here, the same way, before anything is stored or shown (a stored copy
+once: one the current rules accepted as exact is read back by `accept_stored` without its
+checks, see there):
 
 - size: a body over `MAX_FILE_BYTES`, a string over `MAX_STRING_CHARS`;
 - text: invalid UTF-8 and lone surrogates are replaced by U+FFFD (and the file says so once);
@@ -25,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -54,7 +57,15 @@ from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.registry import Dataset, Kind
 from neuron_desk.data.sources import MAX_FILE_BYTES
 
-__all__ = ["MAX_FILE_BYTES", "MAX_STRING_CHARS", "Accepted", "accept", "neuron_of"]
+__all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_STRING_CHARS",
+    "RULES_VERSION",
+    "Accepted",
+    "accept",
+    "accept_stored",
+    "neuron_of",
+]
 
 MAX_STRING_CHARS = 100_000
 """The longest string accepted anywhere in a file (a token, an explanation)."""
@@ -62,6 +73,13 @@ MAX_STRING_CHARS = 100_000
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _STAT_FIELDS = frozenset({"mean", "variance", "skewness", "kurtosis"})
+
+
+RULES_VERSION = 1
+"""The version of the rules below. A body accepted as exact is stored with it
+(`Accepted.checked`), and a stored copy that carries the current version is read back by
+`accept_stored` without being checked again; raise it whenever a rule changes, and every stored
+copy is checked again when it is next read."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,10 @@ class Accepted:
     text: str
     repaired: str = ""
     """"" or, once per file, what was replaced (invalid UTF-8, lone surrogates)."""
+    checked: int = 0
+    """`RULES_VERSION` if `text` read back as it is gives `value`, equal and of the same types
+    (the fast path built it, nothing converted or repaired): the store keeps it with the copy;
+    0 otherwise (such a copy is checked again whenever it is read)."""
 
 
 def accept(
@@ -107,7 +129,9 @@ def accept(
         except orjson.JSONDecodeError:
             parsed = _UNPARSED
     assert payload is not None
+    _CONVERSIONS.count = 0
     value = _fast_value(kind, parsed)
+    exact = value is not None and not _CONVERSIONS.count
     if value is None:
         value = _careful_value(kind, payload, parsed, source, repairs)
     try:
@@ -116,7 +140,34 @@ def accept(
         raise CodecError(str(exc), source=source) from None
     if repairs:
         text = codec.dumps(value) + ("\n" if kind is Kind.EXPLANATIONS else "")
-    return Accepted(value, text, "; ".join(repairs))
+    return Accepted(value, text, "; ".join(repairs), RULES_VERSION if exact and not repairs else 0)
+
+
+def accept_stored(
+    kind: Kind,
+    text: str,
+    *,
+    dataset: Dataset,
+    ref: NeuronRef,
+    source: str,
+    checked: int,
+) -> Accepted:
+    """A copy read back from the store, stored as `ref`'s with `checked` (`Accepted.checked`).
+
+    A copy the current rules accepted as exact is built straight into the model, its identity
+    checked again and nothing else: it entered through `accept`, and the store's key and the
+    zstd checksum of its body vouch that it is that text. Any other copy (older rules, a
+    salvaged store, a body that no longer builds) is checked as every body is, by `accept`.
+    """
+    if checked == RULES_VERSION:
+        value = _trusted_value(kind, text)
+        if value is not None:
+            try:
+                _check_identity(value, dataset, ref)
+            except CodecError as exc:
+                raise CodecError(str(exc), source=source) from None
+            return Accepted(value, text, "", RULES_VERSION)
+    return accept(kind, text, dataset=dataset, ref=ref, source=source)
 
 
 _RARE_BREAKS = "\r\v\f\x1c\x1d\x1e"
@@ -162,9 +213,7 @@ _UNPARSED = object()
 """orjson refused the text (the standard library's reading decides)."""
 
 
-def _careful_value(
-    kind: Kind, payload: str, parsed: Any, source: str, repairs: list[str]
-) -> Any:
+def _careful_value(kind: Kind, payload: str, parsed: Any, source: str, repairs: list[str]) -> Any:
     """The codec's typed reading and `_check`: every refusal names its field."""
     if parsed is _UNPARSED:
         parsed = codec.parse_json(payload, source)
@@ -344,12 +393,21 @@ def _check(value: Any, path: str) -> None:
                 _check(item, f"{path}[{i}]")
 
 
-
 # --- the fast path: parsed JSON straight into the model, checks folded into construction ---
 
 
 class _CannotVouch(Exception):
     """The fast path cannot vouch for a value: the careful path decides (and says why)."""
+
+
+class _Conversions(threading.local):
+    """How many values the fast path converted (an integer where a float goes) in this
+    thread's current `accept`: a body with any is not exact (`Accepted.checked`)."""
+
+    count = 0
+
+
+_CONVERSIONS = _Conversions()
 
 
 Decoder = Callable[[Any], Any]
@@ -391,6 +449,7 @@ def _floats_fast(value: Any) -> list[float]:
     if kinds.count(float) == len(kinds):  # in C, and exact: a boolean is not a float
         return value
     if set(kinds) <= _NUMBER:  # integers are read as floats, as the careful path does
+        _CONVERSIONS.count += 1
         return [float(v) for v in value]
     raise _CannotVouch
 
@@ -412,6 +471,7 @@ def _optional_floats_fast(value: Any) -> list[float | None]:
     if kinds <= _FLOAT_OR_NONE:
         return value
     if kinds <= _NUMBER_OR_NONE:
+        _CONVERSIONS.count += 1
         return [None if v is None else float(v) for v in value]
     raise _CannotVouch
 
@@ -438,6 +498,7 @@ def _float_fast(value: Any) -> float:
     if type(value) is float:
         return value
     if type(value) is int:
+        _CONVERSIONS.count += 1
         return float(value)
     raise _CannotVouch
 
@@ -489,8 +550,6 @@ def _same_lengths(*pairs: tuple[list[Any], list[Any]]) -> None:
     for a, b in pairs:
         if len(a) != len(b):
             raise _CannotVouch
-
-
 
 
 def _consistent(value: Any) -> None:
@@ -552,9 +611,14 @@ def _decoder(tp: Any) -> Decoder:
     raise TypeError(f"no fast decoder for {tp}")  # pragma: no cover
 
 
-def _dataclass_decoder(cls: type) -> Decoder:
+def _field_types(cls: type) -> dict[str, Any]:
+    """A dataclass's fields and their types (its hints resolved)."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _dataclass_decoder(cls: type) -> Decoder:
+    fields = _field_types(cls)
     required = frozenset(
         f.name
         for f in dataclasses.fields(cls)
@@ -589,5 +653,72 @@ def _dataclass_decoder(cls: type) -> Decoder:
         if checked:
             _consistent(built)
         return built
+
+    return decode
+
+
+# --- a stored copy the current rules accepted as exact: the fast path's objects, no checks ---
+
+
+def _trusted_value(kind: Kind, text: str) -> Any:
+    """The model object of a stored exact copy, or None if it does not build (then `accept`
+    decides, and names what is wrong)."""
+    payload = _first_json_line(text) if kind is Kind.EXPLANATIONS else text
+    if payload is None:
+        return None
+    try:
+        return _trusted_decoder(kind.model_class)(orjson.loads(payload))
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None  # orjson's JSONDecodeError is a ValueError
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _activation_record_trusted(value: Any) -> ActivationRecord:
+    return ActivationRecord(value["tokens"], value["activations"])
+
+
+@cache
+def _trusted_decoder(tp: Any) -> Decoder:
+    """How an exact copy of a type of the model is built: what `_decoder` builds from it, with
+    the same objects (lists of scalars as orjson made them), without checking on the way."""
+    if tp is ActivationRecord:
+        return _activation_record_trusted
+    if tp in _SCALARS:
+        return _same
+    origin = typing.get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        (inner,) = [t for t in typing.get_args(tp) if t is not type(None)]
+        decode_inner = _trusted_decoder(inner)
+        if decode_inner is _same:
+            return _same
+        return lambda value: None if value is None else decode_inner(value)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if item is ActivationRecord:
+            return lambda value: [ActivationRecord(r["tokens"], r["activations"]) for r in value]
+        decode_item = _trusted_decoder(item)
+        if decode_item is _same:
+            return _same
+        return lambda value: [decode_item(v) for v in value]
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return tp
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _trusted_dataclass_decoder(tp)
+    raise TypeError(f"no decoder for {tp}")  # pragma: no cover
+
+
+def _trusted_dataclass_decoder(cls: type) -> Decoder:
+    fields = _field_types(cls)
+    decoders: dict[str, Decoder] = {}
+
+    def decode(value: Any) -> Any:
+        if not decoders:  # filled on first use: the hints may refer to this very class
+            decoders.update({key: _trusted_decoder(tp) for key, tp in fields.items()})
+        return cls(
+            **{key: decoders[key](item) for key, item in value.items() if key != "dataclass_name"}
+        )
 
     return decode

@@ -98,6 +98,7 @@ async def start_runner_when_shown(window: MainWindow) -> None:
     await asyncio.sleep(0.05)  # Qt paints the panes first
     await check_profiles(window.desk)
     window.start_runner()
+    window.collector.freeze_long_lived()  # the window and the LLM stack: alive until the end
 
 
 async def open_window(

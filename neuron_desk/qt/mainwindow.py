@@ -19,6 +19,7 @@ from neuron_desk.data.service import Fetched, NeuronData
 from neuron_desk.desk import Desk
 from neuron_desk.qt.asyncbridge import TaskSlots, error_message
 from neuron_desk.qt.browser import WELCOME_SEEN_KEY, BrowserState
+from neuron_desk.qt.collector import SwitchCollector
 from neuron_desk.qt.datasetpane import DatasetPane, where_from
 from neuron_desk.qt.docks import BatchResultsDock, RelatedNeuronsDock, SearchDock, TopTokensDock
 from neuron_desk.qt.explanationpane import ExplanationPane, why_none_listed
@@ -67,6 +68,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings = settings
         self.tasks = TaskSlots(self._task_failed)
         self.browser = BrowserState(desk, settings, self.tasks, self)
+        self.collector = SwitchCollector(self)  # no collection pauses in the middle of a switch
+        self.browser.loading.connect(self.collector.pause)
+        self.browser.failed.connect(self.collector.resume)
+        self.neuron_shown.connect(self.collector.shown)
         self._ops: Operations | None = None
         self._runs: RunFlow | None = None
         self._welcome: WelcomePage | None = None
@@ -505,6 +510,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.resizeDocks([self.tokens_dock], [width], Qt.Orientation.Horizontal)
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        self.collector.resume()  # a switch cut short by closing leaves collection on
         self.browser.save_position()
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("state", self.saveState())

@@ -33,7 +33,7 @@ from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.registry import Kind, Registry
 from neuron_desk.data.service import NeuronService
 from neuron_desk.data.store import Store
-from neuron_desk.data.validation import accept
+from neuron_desk.data.validation import RULES_VERSION, accept
 from tests.data.mirror import Mirror
 
 HTTP = {"timeout_s": 5.0, "retries": 1, "backoff_s": 0.01, "file_time_s": 10.0}
@@ -88,6 +88,8 @@ def test_a_fetched_explanation_is_checked_in_the_checker_and_stored_as_served(
     stored = store.get_file(ref(0, 1), "explanations")
     assert stored is not None and stored.origin == "network"
     assert stored.text == explanations_path(layout, 0, 1).read_text()
+    body = store.get_files(ref(0, 1), ["explanations"])["explanations"]
+    assert body.checked == RULES_VERSION  # accepted as exact there: read back without a second check
     rows = Explanations(store).of(ref(0, 1))
     assert [(r.explanation, r.score, r.source) for r in rows] == [
         (" words with the letter e (0:1)", 0.42, "published")
@@ -599,6 +601,7 @@ def test_a_fetched_file_comes_back_compressed_as_the_store_keeps_it(
     assert checked.stored is not None
     assert decompress(checked.stored) == explanations_path(layout, 0, 1).read_text()
     assert checked.rows == [(" words with the letter e (0:1)", 0.42)]
+    assert checked.exact == RULES_VERSION
 
 
 def test_a_verdict_leaves_garbage_collection_as_it_was(registry: Registry, layout: Path) -> None:

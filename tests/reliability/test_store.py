@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import random
 import resource
 import shutil
 import signal
@@ -160,7 +161,7 @@ def test_a_store_with_a_corrupt_page_is_salvaged_not_dropped(tmp_path: Path) -> 
     explanations = Explanations(store)
     for n in range(300):
         ref = NeuronRef("gpt2-xl", 1, n)
-        explanations.add(ref, f" explanation number {n} " + "x" * 200, 0.5, "user", {})
+        explanations.add(ref, f" explanation number {n} " + "x" * 2000, 0.5, "user", {})
         store.put_file(ref, "activations", json.dumps({"n": n}), "import")
     store.close()
     with sqlite3.connect(path) as db:
@@ -186,7 +187,7 @@ def test_stored_files_past_a_corrupt_page_are_salvaged_too(tmp_path: Path) -> No
     path = tmp_path / "store.sqlite3"
     store = Store.open(path)
     for n in range(300):
-        body = json.dumps({"n": n, "pad": "x" * 3000})
+        body = json.dumps({"n": n, "pad": random.Random(n).randbytes(1500).hex()})
         store.put_file(NeuronRef("gpt2-xl", n % 3, n), "activations", body, "import")
     store.close()
     with sqlite3.connect(path) as db:

@@ -68,7 +68,8 @@ def test_a_stored_lone_surrogate_never_breaks_show(
     text = json.dumps(value)  # the lone surrogate written as the escape \ud800
     db = sqlite3.connect(home / "store.sqlite3")  # as an older neuron-desk stored it
     db.execute(
-        "INSERT INTO files VALUES ('gpt2-xl', 'activations', 5, 131, ?, 'import', 0)",
+        "INSERT INTO files (dataset, kind, layer, neuron, body, origin, fetched_at) "
+        "VALUES ('gpt2-xl', 'activations', 5, 131, ?, 'import', 0)",
         (zlib.compress(text.encode()),),
     )
     db.commit()

@@ -39,7 +39,7 @@ from neuron_desk.core.model import NeuronId, NeuronRecord, WeightBasedSummaryOfN
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.registry import Dataset, Dictionary, Kind, Registry
 from neuron_desk.data.store import Store, compress
-from neuron_desk.data.validation import MAX_STRING_CHARS, accept
+from neuron_desk.data.validation import MAX_STRING_CHARS, Accepted, accept
 
 UNKNOWN = "unknown"
 """An architecture (or tokenizer) an export does not say."""
@@ -286,7 +286,7 @@ def store_import(
     folder = Path(dataset.folder or "")
     units = sorted(export.latents.values(), key=lambda u: (u.hook_point, u.index))
     for start in range(0, len(units), WRITE_GROUP):
-        group: list[tuple[NeuronRef, list[tuple[Kind, str]], ForeignLatent]] = []
+        group: list[tuple[NeuronRef, list[tuple[Kind, Accepted]], ForeignLatent]] = []
         for unit in units[start : start + WRITE_GROUP]:
             ref = NeuronRef(dataset.name, dataset_hooks(dataset).index(unit.hook_point), unit.index)
             try:
@@ -300,8 +300,8 @@ def store_import(
             continue
         for ref, files, unit in group:
             try:
-                for kind, text in files:
-                    _write_text(folder / kind.relative_path(ref.layer, ref.index), text)
+                for kind, checked in files:
+                    _write_text(folder / kind.relative_path(ref.layer, ref.index), checked.text)
             except OSError as exc:
                 report.notes.append(bounded(f"{folder}: not written ({exc.strerror or exc})"))
             report.imported += 1
@@ -365,10 +365,10 @@ def _dataset_for(registry: Registry, export: ForeignExport, name: str, home: Pat
 
 def _accepted_files(
     dataset: Dataset, ref: NeuronRef, unit: ForeignLatent
-) -> list[tuple[Kind, str]]:
+) -> list[tuple[Kind, Accepted]]:
     """The latent's files, each through `accept` (the one border), as they will be stored."""
     where = ", ".join(unit.files) or f"{unit.hook_point} latent {unit.index}"
-    files: list[tuple[Kind, str]] = []
+    files: list[tuple[Kind, Accepted]] = []
     if unit.record is not None:  # the reader knows the latent's number, the layer is ours
         unit.record.neuron_id = NeuronId(ref.layer, ref.index)
     for kind, value in (
@@ -378,7 +378,7 @@ def _accepted_files(
         if value is None:
             continue
         checked = accept(kind, codec.dumps(value), dataset=dataset, ref=ref, source=where)
-        files.append((kind, checked.text))
+        files.append((kind, checked))
     for explanation in unit.explanations:
         if len(explanation.text) > MAX_STRING_CHARS:
             raise CodecError(
@@ -388,7 +388,9 @@ def _accepted_files(
 
 
 def _write_latents(
-    store: Store, group: list[tuple[NeuronRef, list[tuple[Kind, str]], ForeignLatent]], tool: str
+    store: Store,
+    group: list[tuple[NeuronRef, list[tuple[Kind, Accepted]], ForeignLatent]],
+    tool: str,
 ) -> None:
     """One transaction for a group of validated latents: each one's files, and its imported
     rows replacing earlier ones (an import without explanations for a latent, e.g. of
@@ -398,10 +400,21 @@ def _write_latents(
     with store.transaction() as db:
         for ref, files, unit in group:
             key = (ref.dataset, ref.layer, ref.index)
-            for kind, text in files:
+            for kind, checked in files:
                 db.execute(
-                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (ref.dataset, kind.value, ref.layer, ref.index, compress(text), "import", now),
+                    "INSERT OR REPLACE INTO files "
+                    "(dataset, kind, layer, neuron, body, origin, fetched_at, checked) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        ref.dataset,
+                        kind.value,
+                        ref.layer,
+                        ref.index,
+                        compress(checked.text),
+                        "import",
+                        now,
+                        checked.checked,
+                    ),
                 )
                 db.execute(
                     "DELETE FROM absent WHERE dataset=? AND kind=? AND layer=? AND neuron=?",
