@@ -699,3 +699,24 @@ def test_both_checker_processes_start_at_once(registry: Registry, store: Store) 
             await s.aclose()
 
     assert asyncio.run(go()) == 2
+
+
+def test_a_frozen_app_checks_in_its_own_process(
+    registry: Registry, store: Store, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "frozen", True, raising=False)  # as in a PyInstaller bundle
+
+    async def go() -> tuple[Any, int, list[int]]:
+        s = NeuronService(registry, store, timeout_s=5.0, checker_processes=2)
+        try:
+            s.expect_summaries("mirror")
+            best = await s.first_published(ref(0, 2))
+            assert s.checker is not None
+            return best, s.checker.answered, s.checker.process_ids()
+        finally:
+            await s.aclose()
+
+    best, answered, pids = asyncio.run(go())
+    assert best == (" words with the letter e (0:2)", 0.42)
+    assert answered == 0 and pids == []
+    assert store.get_file(ref(0, 2), "explanations") is not None
