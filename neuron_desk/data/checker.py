@@ -4,11 +4,13 @@ Receiving a 420 KB explanations file through httpx and parsing and checking it h
 for several milliseconds; forty of them arriving at once (a neuron's related neurons, in the
 app) would hold the window's thread for hundreds, since threads of one process do not run
 Python at the same time. `Checker` hands such files to child processes (`python -m
-neuron_desk.data.checker`, started when first needed, never forked from the app): `fetch`
-has the child GET the file (an `HttpSource` of its own, with the caller's timeouts and
-retries) and run the very same `accept`; `check` sends a body the caller already has. The
-child sends back the verdict and what the caller needs of the file (for an explanations
-file: its explanations and scores, and the accepted text to store), not the parsed model.
+neuron_desk.data.checker`, all started together when first needed, never forked from the
+app): `fetch` has the child GET the file (an `HttpSource` of its own, with the caller's
+timeouts, retries and caps, over `wire.LeanTransport`) and run the very same `accept`;
+`check` sends a body the caller already has. The child sends back the verdict and what the
+caller needs of the file (for an explanations file: its explanations and scores, and the
+accepted text compressed as the store keeps it, ~140 KB instead of 420 KB), not the parsed
+model.
 
 The rules stay those of the border: the caller stores only a text the child accepted, under
 the neuron it asked about (the child echoes it back and a reply that does not match is not
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -35,7 +38,7 @@ import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -50,6 +53,11 @@ _FRAME = struct.Struct(">II")
 """A request's header: the length of its pickled fields, then of the body that follows."""
 _READY = -1
 """The number of the frame a child sends once it can take requests."""
+START_TIMEOUT_S = 10.0
+"""How long a child may take to be ready (its imports) before it is ended and what was asked
+of it is checked in the caller's process (a cold disk; a machine under heavy load)."""
+MAX_FAILED_STARTS = 3
+"""Children ending before they are ready after which no more are started."""
 REPLY_TIMEOUT_S = 30.0
 """How long a check may take in the child before the caller checks in its own process."""
 
@@ -67,9 +75,15 @@ class Checked:
     repaired: str
     """What validation replaced ("" for none)."""
     text: str | None
-    """The text to store when something was repaired; None: the body as sent."""
+    """`check`: the text to store when something was repaired; None: the body as sent."""
     rows: Rows | None
     """An explanations file's explanations and their preferred scores, in order."""
+    stored: bytes | None = None
+    """`fetch`: the accepted text as the store keeps it (`store.compress`d in the child, so
+    the caller neither receives 420 KB of text nor compresses it: `Store.put_compressed`)."""
+    exact: int = 0
+    """`Accepted.checked` of the child's `accept` (the rules' version that accepted the text
+    as exact, kept with the stored copy; 0: it is checked again when read)."""
 
 
 def summary_rows(kind: Kind, value: Any) -> Rows | None:
@@ -83,8 +97,15 @@ def summary_rows(kind: Kind, value: Any) -> Rows | None:
 class Checker:
     """A pool of checker processes, started on the first `start()` or `check()`."""
 
-    def __init__(self, processes: int = 1, command: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        processes: int = 1,
+        command: list[str] | None = None,
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
         self.processes = max(1, processes)
+        self.start_timeout_s = start_timeout_s
+        """How long a child may take to start (`START_TIMEOUT_S`)."""
         """How many children run once all have started."""
         self._command = command or [sys.executable, "-m", "neuron_desk.data.checker"]
         """How a child is started (tests start their own kind of child)."""
@@ -93,6 +114,9 @@ class Checker:
         self._closed = False
         self.failed_to_start = ""
         """Why the processes could not be started ("" if they were, or were not tried)."""
+        self._ended_starting = 0
+        """How many children ended before they were ready (at `MAX_FAILED_STARTS`, none is
+        started again: every file is checked in the caller's process)."""
         self.answered = 0
         """How many files the processes checked (accepted), for tests and figures."""
         weakref.finalize(self, _stop_all, self._children)  # a checker forgotten unclosed
@@ -103,18 +127,26 @@ class Checker:
         return not getattr(sys, "frozen", False) and bool(sys.executable)
 
     def start(self) -> bool:
-        """Start the processes now (in the background: they import while the caller goes on);
-        False if they cannot run here."""
+        """Start the processes now (in the background: they import while the caller goes on),
+        and again any that ended; False if they cannot run here."""
         with self._lock:
             if self._closed or self.failed_to_start or not self.possible():
                 return False
+            ended = [c for c in self._children if not c.alive]
+            self._ended_starting += sum(1 for c in ended if not c.ready)
             self._children[:] = [c for c in self._children if c.alive]
+            if self._ended_starting >= MAX_FAILED_STARTS:  # e.g. a broken interpreter
+                self.failed_to_start = (
+                    f"the checker process ended before it was ready {self._ended_starting} times"
+                )
+                logger.warning("checking files in this process: %s", self.failed_to_start)
+                return False
             try:
-                # one at a time: a child's start (~0.25 s of CPU) does not compete with the
-                # app's window twice over; the next starts when this one is ready
-                starting = any(not c.ready for c in self._children)
-                if len(self._children) < self.processes and not starting:
-                    self._children.append(_Child(self._command, _weakly(self._started)))
+                # all at once: the first neuron's related files are asked together, and one
+                # child checking them while the other still starts took 0.9-1.1 s at load 5
+                # (0.5-0.65 s with both ready), most of them checked here meanwhile
+                while len(self._children) < self.processes:
+                    self._children.append(_Child(self._command, self.start_timeout_s))
             except OSError as exc:
                 self.failed_to_start = str(exc)
                 logger.warning("checking files in this process: no checker process (%s)", exc)
@@ -126,13 +158,9 @@ class Checker:
         with self._lock:
             return [c.pid for c in self._children if c.alive]
 
-    def _started(self) -> None:
-        """A child said it is ready: start the next one, if more are wanted."""
-        self.start()
-
     def ready(self) -> bool:
-        """Whether a child can take a request now (False while they start: a caller that
-        cannot wait checks in its own process meanwhile)."""
+        """Whether a child is ready (False while they start: requests sent meanwhile wait in
+        a starting child's pipe, at most its `start_timeout_s`)."""
         with self._lock:
             return any(c.alive and c.ready for c in self._children)
 
@@ -197,26 +225,15 @@ class Checker:
             raise SourceUnavailable(str(payload))
         if verdict != "ok":
             raise CheckerUnavailable(f"the checker process failed: {payload}")
-        repaired, text, rows = payload
+        repaired, text, rows, stored, exact = payload
         self.answered += 1
-        return Checked(repaired, text, rows)
+        return Checked(repaired, text, rows, stored, exact)
 
     def close(self) -> None:
         """Stop the processes (pending checks raise `CheckerUnavailable`)."""
         with self._lock:
             self._closed = True
             _stop_all(self._children)
-
-
-def _weakly(method: Callable[[], object]) -> Callable[[], object]:
-    """`method`, called only while its object lives (a child keeps no checker alive)."""
-    weak = weakref.WeakMethod(method)
-
-    def call() -> object:
-        alive = weak()
-        return None if alive is None else alive()
-
-    return call
 
 
 def _stop_all(children: list[_Child]) -> None:
@@ -228,8 +245,7 @@ def _stop_all(children: list[_Child]) -> None:
 class _Child:
     """One checker process with a writer and a reader thread (frames in order, pipelined)."""
 
-    def __init__(self, command: list[str], on_ready: Callable[[], object]) -> None:
-        self._on_ready = on_ready
+    def __init__(self, command: list[str], start_timeout_s: float) -> None:
         self._process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
@@ -238,7 +254,11 @@ class _Child:
         self.pid = self._process.pid
         self.alive = True
         self.ready = False
-        """Whether the child has said it is ready (its imports done)."""
+        """Whether the child has said it is ready (its imports done). Requests sent before
+        wait in its pipe; one not ready within `start_timeout_s` is ended."""
+        self._start_deadline = threading.Timer(start_timeout_s, self._not_started)
+        self._start_deadline.daemon = True
+        self._start_deadline.start()
         self.pending: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count()
@@ -284,7 +304,7 @@ class _Child:
                 number, *reply = pickle.loads(frame)
                 if number == _READY:
                     self.ready = True
-                    self._on_ready()
+                    self._start_deadline.cancel()
                     continue
                 with self._lock:
                     waiting = self.pending.pop(number, None)
@@ -296,8 +316,13 @@ class _Child:
             why = f"unreadable answer: {exc}"
         self.stop(why)
 
+    def _not_started(self) -> None:
+        if not self.ready:
+            self.stop("not ready in time")
+
     def stop(self, why: str) -> None:
         """End the child; whoever still waits is told to check elsewhere."""
+        self._start_deadline.cancel()
         with self._lock:
             if not self.alive:
                 return
@@ -350,20 +375,34 @@ def _read_frame(pipe: IO[bytes]) -> bytes | None:
 
 def _verdict(
     number: int, kind: Kind, dataset: Dataset, ref: NeuronRef, source: str, body: bytes,
-    *, with_text: bool,
+    *, to_store: bool,
 ) -> tuple[Any, ...]:
-    """The child's verdict on one body: (number, verdict, echoed file, payload)."""
+    """The child's verdict on one body: (number, verdict, echoed file, payload); `to_store`:
+    the payload holds the accepted text compressed for the store."""
+    echoed = (ref.dataset, ref.layer, ref.index, kind.value)
+    with _no_collection():  # until the parsed file is freed
+        return number, *_judged(kind, dataset, ref, source, body, echoed, to_store)
+
+
+def _judged(
+    kind: Kind, dataset: Dataset, ref: NeuronRef, source: str, body: bytes,
+    echoed: tuple[Any, ...], to_store: bool,
+) -> tuple[Any, ...]:
+    from neuron_desk.data.store import compress
     from neuron_desk.data.validation import accept
 
-    echoed = (ref.dataset, ref.layer, ref.index, kind.value)
     try:
         checked = accept(kind, body, dataset=dataset, ref=ref, source=source)
     except NeuronDeskError as exc:  # a refusal (CodecError), with its message
-        return number, "refused", echoed, str(exc)
+        return "refused", echoed, str(exc)
     except Exception as exc:  # a bug here: the caller checks in its own process
-        return number, "failed", echoed, f"{type(exc).__name__}: {exc}"
-    text = checked.text if checked.repaired or with_text else None
-    return number, "ok", echoed, (checked.repaired, text, summary_rows(kind, checked.value))
+        return "failed", echoed, f"{type(exc).__name__}: {exc}"
+    rows = summary_rows(kind, checked.value)
+    if to_store:
+        stored = compress(checked.text)
+        return "ok", echoed, (checked.repaired, None, rows, stored, checked.checked)
+    text = checked.text if checked.repaired else None
+    return "ok", echoed, (checked.repaired, text, rows, None, checked.checked)
 
 
 class _Server:
@@ -371,20 +410,24 @@ class _Server:
     whatever order they are done."""
 
     def __init__(self, replies: IO[bytes]) -> None:
-        self._replies = replies
         self._sources: dict[tuple[str, str], Any] = {}
         self._clients: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(
+            target=_write_frames, args=(replies, self._outbox), daemon=True, name="replies"
+        )
+        self._writer.start()
 
     def reply(self, answer: tuple[Any, ...]) -> None:
+        """Send a reply (by the writer thread: the loop goes on while the caller reads)."""
         payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-        self._replies.write(_HEADER.pack(len(payload)) + payload)
-        self._replies.flush()
+        self._outbox.put(_HEADER.pack(len(payload)) + payload)
 
     def take(self, request: tuple[Any, ...]) -> None:
         number, operation, kind, dataset, ref, detail, body = request
         if operation == "check":
-            self.reply(_verdict(number, kind, dataset, ref, detail, body, with_text=False))
+            self.reply(_verdict(number, kind, dataset, ref, detail, body, to_store=False))
             return
         task = asyncio.ensure_future(self._fetch(number, kind, dataset, ref, *detail))
         self._tasks.add(task)
@@ -407,15 +450,16 @@ class _Server:
             self.reply((number, "failed", echoed, f"{type(exc).__name__}: {exc}"))
             return
         source = f"network file {relative}"
-        self.reply(_verdict(number, kind, dataset, ref, source, body, with_text=True))
+        self.reply(_verdict(number, kind, dataset, ref, source, body, to_store=True))
 
     def _source(self, base_url: str, http: dict[str, float]) -> Any:
-        """The host's source: one client over `core.transport`'s pools (one per connection,
-        so forty files at once cost no more pool bookkeeping than one)."""
+        """The host's source: `HttpSource` (its retries, caps and time limits) over one httpx
+        client whose transport is `wire.LeanTransport` (HTTP/1.1 straight from an asyncio
+        protocol: a 420 KB body costs ~0.3 ms of CPU instead of httpcore's 1-5 ms)."""
         import httpx
 
-        from neuron_desk.core.transport import pooled_transport
         from neuron_desk.data.sources import HTTP_CONNECTIONS, HttpSource
+        from neuron_desk.data.wire import LeanTransport
 
         key = (base_url, repr(sorted(http.items())))
         source = self._sources.get(key)
@@ -424,7 +468,7 @@ class _Server:
             client = httpx.AsyncClient(
                 timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
                 follow_redirects=True,
-                transport=pooled_transport(HTTP_CONNECTIONS),
+                transport=LeanTransport(HTTP_CONNECTIONS),
             )
             self._clients.append(client)
             source = self._sources[key] = HttpSource(
@@ -454,6 +498,16 @@ class _Server:
             task.cancel()
         for client in self._clients:
             await client.aclose()
+        self._outbox.put(None)
+        self._writer.join(5)
+
+
+def _write_frames(pipe: IO[bytes], frames: queue.SimpleQueue[bytes | None]) -> None:
+    """Write queued frames to `pipe` until None (or the pipe breaks: the caller is gone)."""
+    with contextlib.suppress(OSError, ValueError):
+        while (frame := frames.get()) is not None:
+            pipe.write(frame)
+            pipe.flush()
 
 
 def _read_request(pipe: IO[bytes]) -> tuple[Any, ...] | None:
@@ -473,14 +527,36 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
     asyncio.run(_Server(replies).run(requests))
 
 
+@contextlib.contextmanager
+def _no_collection() -> Iterator[None]:
+    """No cyclic garbage collection while a body is parsed, built and summarized: its ~3 000
+    lists and dicts (freed by their reference counts once the verdict is made: no cycles)
+    would set off several collections per file, each scanning what is alive (~1-2 ms of a
+    5 ms check, measured in the checker process)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _main() -> None:
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print cannot break a frame
     sys.stdout = sys.stderr
+    # httpx's command line (rich, click, pygments: ~85 ms of the child's ~250 ms start when
+    # they are installed) is imported with httpx unless it cannot be; the child never uses it
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     import httpx  # noqa: F401  (ready before the first request)
 
     import neuron_desk.data.sources
-    import neuron_desk.data.validation  # noqa: F401
+    import neuron_desk.data.store
+    import neuron_desk.data.validation
+    import neuron_desk.data.wire  # noqa: F401
+
+    gc.freeze()  # what the imports made is never garbage: later collections skip it
 
     with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
         serve(sys.stdin.buffer, replies)

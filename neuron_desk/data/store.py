@@ -404,8 +404,14 @@ class Store:
     def put_file(self, ref: NeuronRef, kind: str, text: str, origin: str, checked: int = 0) -> None:
         """Store a validated file body (replacing an older copy, clearing an absence); `checked`
         is `Accepted.checked`, the rules' version that accepted it as exact (0: unknown)."""
+        self.put_compressed(ref, kind, compress(text), origin, checked)  # before the lock
+
+    def put_compressed(
+        self, ref: NeuronRef, kind: str, body: bytes, origin: str, checked: int = 0
+    ) -> None:
+        """`put_file` of a validated body already compressed by `compress` (e.g. in the
+        process that checked it)."""
         key = (ref.dataset, kind, ref.layer, ref.index)
-        body = compress(text)  # before the lock: readers do not wait for it
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO files "

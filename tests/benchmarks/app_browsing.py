@@ -250,9 +250,9 @@ def soak(session: Session, sample: list[NeuronRef], refs: list[NeuronRef]) -> No
 
 def related_fill(folder: str) -> None:
     """A GPT-2 XL-shaped network dataset behind a 100 ms mirror: the related dock's fill, for
-    the first neuron shown after the start (the checker processes start with the first
-    network file, so this fill includes their start) and for a later neuron whose 40
-    neighbours are all new."""
+    the first neuron shown after the start (the checker processes start when it opens, so
+    this fill may wait for their start) and for a later neuron whose 40 neighbours are all
+    new."""
     root = Path(folder) / "mirror"
     centers = [(NeuronRef("net", 5, 131), 0), (NeuronRef("net", 20, 77), 1)]
     for center, seed in centers:
@@ -279,18 +279,35 @@ def related_fill(folder: str) -> None:
         desk = Desk(store, registry, NeuronService(registry, store), paths=Paths.at(home))
         session = Session(desk, str(Path(folder) / "home"))
         explained: set[NeuronRef] = set()
-        session.window.browser.related_explained.connect(lambda ref, *_: explained.add(ref))
+        wanted: set[NeuronRef] = set()
+        all_explained = asyncio.Event()
 
-        async def fill(center: NeuronRef) -> tuple[float, float, int]:
+        def on_explained(ref: NeuronRef, *_: object) -> None:
+            explained.add(ref)
+            if wanted and wanted <= explained:
+                all_explained.set()
+
+        # told by the dock's signal, not polled (a poll every 2 ms would cost this process
+        # CPU that no user's window spends)
+        session.window.browser.related_explained.connect(on_explained)
+
+        async def fill(center: NeuronRef) -> tuple[float, float, int, dict[str, float]]:
             session.shown.clear()
             session.window.browser.go_to(center)
             await session.shown.wait()
             start, cpu = time.perf_counter(), time.process_time()
-            wanted = set(related_refs(session.window.browser.data))  # type: ignore[arg-type]
-            while not wanted <= explained:
-                await asyncio.sleep(0.002)
+            others = other_processes(desk, mirror)
+            before = {name: process_cpu_ms(pid) for name, pid in others.items()}
+            wanted.clear()
+            wanted.update(related_refs(session.window.browser.data))  # type: ignore[arg-type]
+            all_explained.clear()
+            if not wanted <= explained:
+                await all_explained.wait()
             filled = (time.perf_counter() - start) * 1000
-            return filled, (time.process_time() - cpu) * 1000, len(wanted)
+            app_cpu = (time.process_time() - cpu) * 1000
+            others = other_processes(desk, mirror)  # a checker process may have started
+            spent = {name: process_cpu_ms(pid) - before.get(name, 0.0) for name, pid in others.items()}
+            return filled, app_cpu, len(wanted), spent
 
         fills = []
         for center, _seed in centers:
@@ -300,24 +317,47 @@ def related_fill(folder: str) -> None:
         desk.close()
     in_flight = mirror.max_in_flight
     rtt = LATENCY_S * 1000
-    for (filled, cpu_ms, count), (target, when, remark) in zip(
+    for (filled, cpu_ms, count, spent), (target, when, remark) in zip(
         fills,
         [
-            ("related neurons filled, 100 ms mirror", "the first neuron after the start", "; the checker processes start meanwhile (until one is ready, files are checked here)"),
+            ("related neurons filled, 100 ms mirror", "the first neuron after the start", "; the checker processes started when the neuron opened (files asked before they are ready wait for them)"),
             ("related neurons filled, 100 ms mirror, a later neuron", "a later neuron", ", all 40 new"),
         ],
         strict=True,
     ):
-        print(f"related dock, {when}: {count} neighbours filled {filled:.0f} ms after the neuron was shown")
+        checkers = sorted(v for k, v in spent.items() if k.startswith("checker"))
+        everything = cpu_ms + sum(spent.values())
+        print(
+            f"related dock, {when}: {count} neighbours filled {filled:.0f} ms after the neuron was shown; "
+            f"CPU: this process {cpu_ms:.0f} ms, checker processes {' + '.join(f'{c:.0f}' for c in checkers) or 'none'} ms, "
+            f"mirror {spent.get('mirror', 0):.0f} ms"
+        )
         bench(
             NAME, target, filled / rtt, "×round trip", 2,
             note=(
                 f"{filled:.0f} ms for {count} neighbours' explanations (~420 KB each, real shape{remark}) "
-                f"after {when} was shown (this process's CPU meanwhile {cpu_ms:.0f} ms); one "
-                f"round trip {rtt:.0f} ms; {in_flight} requests in flight at most; the mirror in "
-                f"its own process; load average {os.getloadavg()[0]:.1f}"
+                f"after {when} was shown; CPU meanwhile {everything:.0f} ms in all: this process "
+                f"{cpu_ms:.0f} ms, the checker processes {sum(checkers):.0f} ms, the mirror "
+                f"{spent.get('mirror', 0):.0f} ms; one round trip {rtt:.0f} ms; {in_flight} requests "
+                f"in flight at most; the mirror in its own process; load average {os.getloadavg()[0]:.1f}"
             ),
         )
+
+
+def other_processes(desk: Desk, mirror: MirrorProcess) -> dict[str, int]:
+    """The processes a fill runs in besides this one: the mirror and the checker processes."""
+    checker = desk.service.checker
+    pids = checker.process_ids() if checker is not None else []
+    return {"mirror": mirror.pid, **{f"checker {pid}": pid for pid in pids}}
+
+
+def process_cpu_ms(pid: int) -> float:
+    """A process's CPU time so far (user + system, /proc/PID/stat), 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def related_neighbours(listed: object) -> list[NeuronRef]:

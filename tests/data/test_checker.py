@@ -6,8 +6,12 @@ real SQLite store; a child that dies, or answers for another file, loses nothing
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
 import os
+import socket
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,7 +33,7 @@ from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.registry import Kind, Registry
 from neuron_desk.data.service import NeuronService
 from neuron_desk.data.store import Store
-from neuron_desk.data.validation import accept
+from neuron_desk.data.validation import RULES_VERSION, accept
 from tests.data.mirror import Mirror
 
 HTTP = {"timeout_s": 5.0, "retries": 1, "backoff_s": 0.01, "file_time_s": 10.0}
@@ -84,6 +88,8 @@ def test_a_fetched_explanation_is_checked_in_the_checker_and_stored_as_served(
     stored = store.get_file(ref(0, 1), "explanations")
     assert stored is not None and stored.origin == "network"
     assert stored.text == explanations_path(layout, 0, 1).read_text()
+    body = store.get_files(ref(0, 1), ["explanations"])["explanations"]
+    assert body.checked == RULES_VERSION  # accepted as exact there: read back without a second check
     rows = Explanations(store).of(ref(0, 1))
     assert [(r.explanation, r.score, r.source) for r in rows] == [
         (" words with the letter e (0:1)", 0.42, "published")
@@ -136,33 +142,66 @@ def test_a_missing_file_is_not_found_and_remembered_as_absent(
     assert mirror.faults.requests.count("explanations/1/5.jsonl") == 1
 
 
-def test_while_the_checker_starts_a_file_is_checked_here(
+def test_a_file_asked_while_the_checker_starts_is_checked_by_it_once_ready(
     registry: Registry, store: Store, mirror: Mirror
 ) -> None:
-    async def work(s: NeuronService) -> tuple[Any, int]:
-        best = await s.first_published(ref(0, 5))  # the child is not ready yet
+    async def work(s: NeuronService) -> tuple[Any, int, bool]:
         assert s.checker is not None
-        return best, s.checker.answered
+        s.checker.start()
+        starting = not s.checker.ready()
+        best = await s.first_published(ref(0, 5))  # waits in the child's pipe meanwhile
+        return best, s.checker.answered, starting
 
-    best, answered = with_service(registry, store, work, warm=False)
+    best, answered, starting = with_service(registry, store, work, warm=False)
+    assert starting
     assert best == (" words with the letter e (0:5)", 0.42)
-    assert answered == 0
+    assert answered == 1
     assert store.get_file(ref(0, 5), "explanations") is not None
+
+
+SLOW_CHILD = [sys.executable, "-c", "import time; time.sleep(30)"]
+"""A child that never says it is ready."""
+
+
+def test_a_checker_not_ready_in_time_is_ended_and_the_file_checked_here(
+    registry: Registry, store: Store, mirror: Mirror
+) -> None:
+    async def work(s: NeuronService) -> tuple[Any, Checker, list[int]]:
+        s._checker = Checker(1, SLOW_CHILD, start_timeout_s=0.3)
+        s._checker.start()
+        pids = s._checker.process_ids()
+        best = await s.first_published(ref(0, 5))
+        return best, s._checker, pids
+
+    started = time.monotonic()
+    best, checker, pids = with_service(registry, store, work, warm=False)
+    assert time.monotonic() - started < 10
+    assert best == (" words with the letter e (0:5)", 0.42)
+    assert checker.answered == 0  # checked here
+    assert store.get_file(ref(0, 5), "explanations") is not None
+    assert len(pids) == 1
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pids[0]}").exists() and "Z" not in _state(pids[0]):
+        assert time.monotonic() < deadline, "the slow child still runs"
+        time.sleep(0.05)
 
 
 def test_a_checker_that_died_loses_nothing(
     registry: Registry, store: Store, mirror: Mirror
 ) -> None:
+    mirror.faults.delay_s["explanations/1/0.jsonl"] = 0.5  # in flight when the child dies
+
     async def work(s: NeuronService) -> tuple[Any, Any]:
         assert s.checker is not None
         assert s.checker.answered == 0
+        asked = asyncio.ensure_future(s.first_published(ref(1, 0)))
+        await until(lambda: "explanations/1/0.jsonl" in mirror.faults.requests)
         for pid in s.checker.process_ids():
             os.kill(pid, 9)
-        await until(lambda: not s.checker.process_ids())  # type: ignore[union-attr]
-        first = await s.first_published(ref(1, 0))  # checked here meanwhile
-        await until(s.checker.ready)  # a new child started
-        second = await s.first_published(ref(1, 1))
-        assert s.checker.answered == 1  # the second by the new child, the first here
+        first = await asked  # checked here once the child was gone
+        assert s.checker.answered == 0
+        second = await s.first_published(ref(1, 1))  # by a new child
+        assert s.checker.answered == 1
         return first, second
 
     first, second = with_service(registry, store, work)
@@ -170,14 +209,15 @@ def test_a_checker_that_died_loses_nothing(
     assert second == (" words with the letter e (1:1)", 0.42)
     assert store.get_file(ref(1, 0), "explanations") is not None
     assert store.get_file(ref(1, 1), "explanations") is not None
+    assert mirror.faults.requests.count("explanations/1/0.jsonl") == 2  # by the child, then here
 
 
 LYING_CHILD = """
 import sys
 import neuron_desk.data.checker as checker
 honest = checker._verdict
-def lying(number, kind, dataset, ref, source, body, *, with_text):
-    answer = honest(number, kind, dataset, ref, source, body, with_text=with_text)
+def lying(number, kind, dataset, ref, source, body, *, to_store):
+    answer = honest(number, kind, dataset, ref, source, body, to_store=to_store)
     return (answer[0], answer[1], (ref.dataset, ref.layer, ref.index + 1, kind.value), answer[3])
 checker._verdict = lying
 checker._main()
@@ -285,3 +325,398 @@ def test_opening_a_network_neuron_starts_the_checker_and_a_prefetch_does_not(
     prefetched, offline, browsed = asyncio.run(go())
     assert prefetched == [] and offline == []
     assert len(browsed) == 1  # started while the neuron loaded, before any summary is asked
+
+
+# --- the checker processes' HTTP transport (data/wire.py) against httpx's own ---
+
+
+class RawServer:
+    """A socket server on 127.0.0.1 answering each path with scripted raw bytes: per path a
+    function of how often it was asked, giving (bytes to send, then close the connection?,
+    seconds to wait first). Connections are kept open between requests unless closed."""
+
+    def __init__(self, script: dict[str, Callable[[int], tuple[bytes, bool, float]]]) -> None:
+        self.script = script
+        self.asked: dict[str, int] = {}
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.port = self._listener.getsockname()[1]
+        self._open: list[Any] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._open.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: Any) -> None:
+        buffer = b""
+        with contextlib.suppress(OSError):
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                path = head.split(b" ")[1].decode()
+                count = self.asked[path] = self.asked.get(path, 0) + 1
+                raw, close, delay = self.script[path](count)
+                time.sleep(delay)
+                conn.sendall(raw)
+                if close:
+                    conn.shutdown(socket.SHUT_RDWR)
+                    conn.close()
+                    return
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        self._listener.close()
+        for conn in self._open:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+def answer(status: str, body: bytes, *headers: str, length: bool = True) -> bytes:
+    lines = [f"HTTP/1.1 {status}", *headers]
+    if length:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def chunked(body: bytes, size: int = 70_000) -> bytes:
+    pieces = [body[i : i + size] for i in range(0, len(body), size)]
+    out = b"".join(f"{len(p):x};ext=1\r\n".encode() + p + b"\r\n" for p in pieces)
+    return out + b"0\r\nTrailer: x\r\n\r\n"
+
+
+BIG = bytes(range(256)) * 12_000  # 3 MB: larger than the transport's read pause
+
+
+def scenarios() -> dict[str, Callable[[int], tuple[bytes, bool, float]]]:
+    once_unavailable = {1: (answer("503 Service Unavailable", b"busy"), False, 0.0)}
+    return {
+        "/plain": lambda n: (answer("200 OK", b'{"a": 1}'), False, 0.0),
+        "/big": lambda n: (answer("200 OK", BIG), False, 0.0),
+        "/chunked": lambda n: (answer("200 OK", chunked(BIG), "Transfer-Encoding: chunked", length=False), False, 0.0),
+        "/gzip": lambda n: (answer("200 OK", gzip.compress(BIG), "Content-Encoding: gzip"), False, 0.0),
+        "/until-close": lambda n: (b"HTTP/1.0 200 OK\r\n\r\n" + BIG, True, 0.0),
+        "/missing": lambda n: (answer("404 Not Found", b"no"), False, 0.0),
+        "/busy-once": lambda n: once_unavailable.get(n, (answer("200 OK", b"now"), False, 0.0)),
+        "/slow": lambda n: (answer("200 OK", b"late"), False, 0.6),
+        "/declared-too-big": lambda n: (answer("200 OK", b"x" * 5000), False, 0.0),
+        "/chunked-too-big": lambda n: (answer("200 OK", chunked(b"x" * 5000, 1000), "Transfer-Encoding: chunked", length=False), False, 0.0),
+        "/truncated": lambda n: (answer("200 OK", b"x" * 1000, "Content-Length: 2000", length=False), True, 0.0),
+        "/not-http": lambda n: (b"SSH-2.0-OpenSSH\r\n\r\n", True, 0.0),
+        "/moved": lambda n: (answer("302 Found", b"", "Location: /plain"), False, 0.0),
+        "/forbidden": lambda n: (answer("403 Forbidden", b"no"), False, 0.0),
+    }
+
+
+async def fetch_with(transport: Any, base_url: str, relative: str, max_bytes: int) -> Any:
+    """What `HttpSource` makes of a file over `transport`: ("ok", body) or (error, message)."""
+    import httpx
+
+    from neuron_desk.core.errors import SourceUnavailable
+    from neuron_desk.data.sources import HttpSource
+
+    client = httpx.AsyncClient(timeout=httpx.Timeout(0.3, connect=0.3), follow_redirects=True, transport=transport)
+    source = HttpSource(base_url, client, retries=1, backoff_s=0.01, max_bytes=max_bytes, file_time_s=5)
+    try:
+        return "ok", await source.fetch(relative)
+    except (NotFound, SourceUnavailable) as exc:
+        return type(exc).__name__, str(exc)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("path", list(scenarios()))
+def test_the_lean_transport_gives_the_source_what_httpx_gives_it(path: str) -> None:
+    from neuron_desk.core.transport import pooled_transport
+    from neuron_desk.data.wire import LeanTransport
+
+    max_bytes = 4000 if "too-big" in path else 16 * 1024 * 1024
+    outcomes = []
+    server = RawServer(scenarios())
+    try:
+        for make in (lambda: pooled_transport(4), lambda: LeanTransport(4)):
+            server.script, server.asked = scenarios(), {}  # each from the start
+            outcome = asyncio.run(fetch_with(make(), server.base_url, path.lstrip("/"), max_bytes))
+            outcomes.append((outcome, dict(server.asked)))
+    finally:
+        server.close()
+    (httpx_gets, httpx_asked), (lean_gets, lean_asked) = outcomes
+    assert lean_gets == httpx_gets
+    assert lean_asked == httpx_asked  # the same retries
+    expected = {
+        "/plain": "ok", "/big": "ok", "/chunked": "ok", "/gzip": "ok", "/until-close": "ok",
+        "/busy-once": "ok", "/moved": "ok", "/missing": "NotFound",
+    }.get(path, "SourceUnavailable")
+    assert lean_gets[0] == expected
+    if path in ("/big", "/chunked", "/gzip", "/until-close"):
+        assert lean_gets[1] == BIG
+
+
+def test_an_unreachable_host_is_unreachable_through_both_transports() -> None:
+    from neuron_desk.core.transport import pooled_transport
+    from neuron_desk.data.wire import LeanTransport
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{unused.getsockname()[1]}"  # nothing listens there
+    httpx_gets = asyncio.run(fetch_with(pooled_transport(4), url, "x.json", 1000))
+    lean_gets = asyncio.run(fetch_with(LeanTransport(4), url, "x.json", 1000))
+    assert lean_gets == httpx_gets
+    assert lean_gets[0] == "SourceUnavailable" and "could not connect (ConnectError)" in lean_gets[1]
+
+
+def test_the_lean_transport_keeps_connections_and_replaces_one_the_server_closed() -> None:
+    import httpx
+
+    from neuron_desk.data.wire import LeanTransport
+
+    server = RawServer({
+        "/a": lambda n: (answer("200 OK", b"a"), False, 0.0),
+        "/last": lambda n: (answer("200 OK", b"last"), True, 0.0),  # then closes the connection
+    })
+
+    async def go() -> list[bytes]:
+        async with httpx.AsyncClient(transport=LeanTransport(4)) as client:
+            bodies = [(await client.get(f"{server.base_url}/a")).content for _ in range(5)]
+            bodies.append((await client.get(f"{server.base_url}/last")).content)
+            await asyncio.sleep(0.1)  # the server's close has arrived
+            bodies.append((await client.get(f"{server.base_url}/a")).content)
+            return bodies
+
+    try:
+        bodies = asyncio.run(go())
+    finally:
+        server.close()
+    assert bodies == [b"a"] * 5 + [b"last", b"a"]
+    assert server.connections == 2  # six requests on one connection, then a new one
+    assert server.asked == {"/a": 6, "/last": 1}  # nothing sent twice
+
+
+def test_a_kept_connection_closed_as_the_request_went_out_is_asked_again_on_a_new_one() -> None:
+    import httpx
+
+    from neuron_desk.data.wire import LeanTransport
+
+    # the server closes after answering without saying so: the next request on that
+    # connection meets a closed socket before any answer
+    server = RawServer({"/a": lambda n: (answer("200 OK", b"a"), True, 0.0)})
+
+    async def go() -> list[bytes]:
+        async with httpx.AsyncClient(transport=LeanTransport(4, keepalive_expiry=60)) as client:
+            first = (await client.get(f"{server.base_url}/a")).content
+            second = (await client.get(f"{server.base_url}/a")).content
+            return [first, second]
+
+    try:
+        assert asyncio.run(go()) == [b"a", b"a"]
+    finally:
+        server.close()
+    assert server.connections == 2
+
+
+def test_the_lean_transport_speaks_tls_and_refuses_an_untrusted_certificate(tmp_path: Path) -> None:
+    import shutil
+    import ssl
+    import subprocess
+
+    import httpx
+
+    from neuron_desk.core.errors import SourceUnavailable
+    from neuron_desk.data.sources import HttpSource
+    from neuron_desk.data.wire import LeanTransport
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    server = RawServer({"/data/f.json": lambda n: (answer("200 OK", BIG), False, 0.0)})
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    plain_serve = server._serve
+
+    def serve_tls(conn: Any) -> None:
+        with contextlib.suppress(ssl.SSLError, OSError):  # a client refusing the certificate
+            plain_serve(served.wrap_socket(conn, server_side=True))
+
+    server._serve = serve_tls  # type: ignore[method-assign]
+    trusted = ssl.create_default_context(cafile=str(cert))
+    url = f"https://127.0.0.1:{server.port}/data"
+
+    async def go(context: Any) -> Any:
+        client = httpx.AsyncClient(transport=LeanTransport(4, ssl_context=context))
+        source = HttpSource(url, client, retries=0)
+        try:
+            return await source.fetch("f.json")
+        except SourceUnavailable as exc:
+            return str(exc)
+        finally:
+            await client.aclose()
+
+    try:
+        assert asyncio.run(go(trusted)) == BIG
+        refused = asyncio.run(go(httpx.create_ssl_context()))  # httpx's default trust
+    finally:
+        server.close()
+    assert isinstance(refused, str) and "could not connect (ConnectError)" in refused
+
+
+def test_a_fetched_file_comes_back_compressed_as_the_store_keeps_it(
+    registry: Registry, mirror: Mirror, layout: Path
+) -> None:
+    from neuron_desk.data.store import decompress
+
+    async def go() -> Any:
+        checker = Checker(1)
+        try:
+            checker.start()
+            await until(checker.ready)
+            return await checker.fetch(
+                Kind.EXPLANATIONS, mirror.base_url, "explanations/0/1.jsonl",
+                dataset=registry.get("mirror"), ref=ref(0, 1), http=HTTP,
+            )
+        finally:
+            checker.close()
+
+    checked = asyncio.run(go())
+    assert checked.text is None  # not 420 KB of text through the pipe
+    assert checked.stored is not None
+    assert decompress(checked.stored) == explanations_path(layout, 0, 1).read_text()
+    assert checked.rows == [(" words with the letter e (0:1)", 0.42)]
+    assert checked.exact == RULES_VERSION
+
+
+def test_a_verdict_leaves_garbage_collection_as_it_was(registry: Registry, layout: Path) -> None:
+    import gc
+
+    from neuron_desk.data.checker import _verdict
+
+    good = explanations_path(layout, 0, 1).read_bytes()
+    dataset = registry.get("mirror")
+    for body, verdict in ((good, "ok"), (good[:40], "refused")):
+        answer = _verdict(7, Kind.EXPLANATIONS, dataset, ref(0, 1), "the file", body, to_store=True)
+        assert answer[:2] == (7, verdict)
+        assert gc.isenabled()
+
+
+def test_the_mirror_process_serves_files_as_they_are_over_one_connection(layout: Path) -> None:
+    import httpx
+
+    from neuron_desk.data.wire import LeanTransport
+    from tests.data.mirror import MirrorProcess
+
+    async def go(base_url: str) -> list[tuple[int, bytes]]:
+        async with httpx.AsyncClient(transport=LeanTransport(4)) as client:
+            paths = ["explanations/0/1.jsonl", "explanations/0/1.jsonl", "explanations/1/7.jsonl"]
+            return [((r := await client.get(f"{base_url}/{p}")).status_code, r.content) for p in paths]
+
+    with MirrorProcess(layout, 0.01) as mirror:
+        answers = asyncio.run(go(mirror.base_url))
+    served = explanations_path(layout, 0, 1).read_bytes()
+    assert answers[0] == answers[1] == (200, served)
+    assert answers[2][0] == 404
+    assert mirror.max_in_flight == 1
+
+
+def test_a_request_cancelled_while_waiting_frees_its_connection_slot() -> None:
+    import httpx
+
+    from neuron_desk.data.wire import LeanTransport
+
+    server = RawServer({
+        "/slow": lambda n: (answer("200 OK", b"late"), False, 0.5),
+        "/plain": lambda n: (answer("200 OK", b"now"), False, 0.0),
+    })
+
+    async def go() -> bytes:
+        async with httpx.AsyncClient(transport=LeanTransport(1)) as client:  # one slot
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await client.get(f"{server.base_url}/slow")
+            async with asyncio.timeout(2):
+                return (await client.get(f"{server.base_url}/plain")).content
+
+    try:
+        assert asyncio.run(go()) == b"now"
+    finally:
+        server.close()
+    assert server.connections == 2  # the half-answered connection was not used again
+
+
+def test_children_that_end_while_starting_are_not_started_again_and_again(
+    registry: Registry, mirror: Mirror
+) -> None:
+    dataset = registry.get("mirror")
+
+    async def go() -> tuple[int, str]:
+        checker = Checker(2, [sys.executable, "-c", "pass"])  # ends at once, never ready
+        started = 0
+        try:
+            for _ in range(10):
+                if checker.start():
+                    started += 2
+                await until(lambda: not checker.process_ids())
+            with pytest.raises(CheckerUnavailable, match="ended before it was ready"):
+                await checker.fetch(
+                    Kind.EXPLANATIONS, mirror.base_url, "explanations/0/1.jsonl",
+                    dataset=dataset, ref=ref(0, 1), http=HTTP,
+                )
+            return started, checker.failed_to_start
+        finally:
+            checker.close()
+
+    started, why = asyncio.run(go())
+    assert started == 4  # twice two, then no more
+    assert why == "the checker process ended before it was ready 4 times"
+
+
+def test_both_checker_processes_start_at_once(registry: Registry, store: Store) -> None:
+    async def go() -> int:
+        s = NeuronService(registry, store, timeout_s=5.0, checker_processes=2)
+        try:
+            s.expect_summaries("mirror")
+            assert s.checker is not None
+            return len(s.checker.process_ids())
+        finally:
+            await s.aclose()
+
+    assert asyncio.run(go()) == 2
+
+
+def test_a_frozen_app_checks_in_its_own_process(
+    registry: Registry, store: Store, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "frozen", True, raising=False)  # as in a PyInstaller bundle
+
+    async def go() -> tuple[Any, int, list[int]]:
+        s = NeuronService(registry, store, timeout_s=5.0, checker_processes=2)
+        try:
+            s.expect_summaries("mirror")
+            best = await s.first_published(ref(0, 2))
+            assert s.checker is not None
+            return best, s.checker.answered, s.checker.process_ids()
+        finally:
+            await s.aclose()
+
+    best, answered, pids = asyncio.run(go())
+    assert best == (" words with the letter e (0:2)", 0.42)
+    assert answered == 0 and pids == []
+    assert store.get_file(ref(0, 2), "explanations") is not None
