@@ -68,7 +68,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings = settings
         self.tasks = TaskSlots(self._task_failed)
         self.browser = BrowserState(desk, settings, self.tasks, self)
-        self.collector = SwitchCollector(self)  # no collection pauses in the middle of a switch
+        self.collector = SwitchCollector(self)  # no memory work in the middle of a switch
         self.browser.loading.connect(self.collector.pause)
         self.browser.failed.connect(self.collector.resume)
         self.neuron_shown.connect(self.collector.shown)
@@ -236,10 +236,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self._clear_timer = QtCore.QTimer(self, singleShot=True, interval=100)
         self._clear_timer.timeout.connect(self._clear_panes)
         self._shown: NeuronData | None = None
-        self._retired: list[NeuronData | None] = []
-        """Neurons shown before, freed once the next one is painted (`_retire_timer`)."""
-        self._retire_timer = QtCore.QTimer(self, singleShot=True, interval=0)
-        self._retire_timer.timeout.connect(self._retired.clear)
         browser.loading.connect(self._loading)
         browser.loaded.connect(self._loaded)
         browser.failed.connect(lambda _ref, message: self.statusBar().showMessage(message, 8000))
@@ -330,7 +326,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._clear_timer.stop()
         # The neuron shown before is let go of after this one is painted: freeing its parsed
         # files (tens of thousands of objects for a GPT-2 XL neuron) took 1-2 ms of the switch.
-        self._retired.append(self._shown)
+        self.collector.release_after_paint(self._shown)
         self._shown = data
         self.subtitle.setText(where_from(data) + (" · offline" if self.desk.offline else ""))
         self.dataset_pane.show_neuron(data, self._user_records(ref))
@@ -351,7 +347,6 @@ class MainWindow(QtWidgets.QMainWindow):
             )
             self.dataset_pane.offer_nearby(self.desk.nearest_with_data(ref), self.browser.go_to)
         self.neuron_shown.emit(ref)
-        self._retire_timer.start()  # after the paint the panes' update requests make
 
     def _user_records(self, ref: NeuronRef) -> list[ActivationRecord]:
         return [user.record for user in self.desk.user_records_of(ref)]
