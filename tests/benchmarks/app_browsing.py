@@ -41,6 +41,7 @@ from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.registry import ALL_KINDS, Dataset, Kind, Registry
 from neuron_desk.data.service import NeuronService
 from neuron_desk.data.store import Store
+from neuron_desk.data.validation import accept
 from neuron_desk.desk import Desk
 from neuron_desk.qt.app import make_application
 from neuron_desk.qt.asyncbridge import new_event_loop
@@ -75,9 +76,13 @@ def xl_refs(count: int) -> list[NeuronRef]:
 
 
 def fill_store(desk: Desk, refs: list[NeuronRef]) -> None:
+    """Store the neurons as a fetch stores them: each file accepted at the border, then kept
+    with the rules' version that accepted it (so it is read back as the app reads it)."""
+    dataset = desk.dataset("gpt2-xl")
     for i, ref in enumerate(refs):
         for kind, text in neuron_files(ref.layer, ref.index, seed=i).items():
-            desk.store.put_file(ref, kind.value, text, "benchmark")
+            checked = accept(kind, text.encode(), dataset=dataset, ref=ref, source="benchmark")
+            desk.store.put_file(ref, kind.value, checked.text, "network", checked.checked)
 
 
 class Session:
