@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import time
@@ -280,8 +279,6 @@ class NeuronService:
             missing = [k.value for k in kinds if k not in bodies]
             if missing:
                 for name, body in store.get_files(ref, missing).items():
-                    if origin == "bundled" and Path(ds.bundled or "") in self._shipped:
-                        body = dataclasses.replace(body, checked=RULES_VERSION)
                     bodies[Kind(name)] = (body, origin)
         return bodies
 
@@ -485,7 +482,9 @@ class NeuronService:
     def _bundled_store(self, ds: Dataset) -> Store:
         assert ds.bundled is not None
         if ds.name not in self._bundled:
-            self._bundled[ds.name] = Store.open_read_only(Path(ds.bundled))
+            path = Path(ds.bundled)
+            shipped = RULES_VERSION if path in self._shipped else 0
+            self._bundled[ds.name] = Store.open_read_only(path, checked_as=shipped)
         return self._bundled[ds.name]
 
     def _source(self, ds: Dataset) -> Source:

@@ -235,6 +235,8 @@ class Store:
         self.salvage: Salvage | None = None
         """What was copied and lost when this store was salvaged from a corrupt file."""
         self._checked_column: bool | None = None
+        self._checked_as = 0
+        """`checked` of bodies in a schema without that column (`open_read_only`)."""
         self._lock = threading.RLock()
         self._file_writes = 0
         """Writes of this connection to `files` (SQLite's data_version counts the others')."""
@@ -335,10 +337,12 @@ class Store:
             raise
 
     @classmethod
-    def open_read_only(cls, path: Path, *, immutable: bool = True) -> Store:
+    def open_read_only(cls, path: Path, *, immutable: bool = True, checked_as: int = 0) -> Store:
         """Open an existing store (e.g. the bundled sample) without ever writing to it.
 
         `immutable=False` for a store another process may have written (its WAL is read too).
+        `checked_as`: what its bodies' `checked` is read as where its schema has no such
+        column (the bundled samples shipped with the app, whose bodies a test accepts).
         """
         if not path.is_file():
             raise StoreError(f"no store file at {path}")
@@ -350,7 +354,9 @@ class Store:
         if version > SCHEMA_VERSION:
             db.close()
             raise StoreError(f"{path} was written by a newer neuron-desk (schema {version})")
-        return cls(db, path, read_only=True)
+        store = cls(db, path, read_only=True)
+        store._checked_as = checked_as
+        return store
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -452,7 +458,7 @@ class Store:
         if not kinds:
             return {}
         marks = ", ".join("?" * len(kinds))
-        checked = "checked" if self._files_record_checks() else "0"
+        checked = "checked" if self._files_record_checks() else str(int(self._checked_as))
         rows = self.query(
             f"SELECT kind, body, origin, fetched_at, {checked} FROM files "
             f"WHERE dataset=? AND layer=? AND neuron=? AND kind IN ({marks})",

@@ -31,7 +31,10 @@ from neuron_desk.core.model import (
     TokensAndWeights,
     WeightBasedSummaryOfNeuron,
 )
-from neuron_desk.data.registry import Kind
+from neuron_desk.core.refs import NeuronRef
+from neuron_desk.data.registry import Dataset, Kind
+from neuron_desk.data.store import Store
+from neuron_desk.data.validation import accept
 
 TOKENS = [
     " the", " of", " and", " to", " a", " in", " is", " that", " for", " it", ",", ".", "\n",
@@ -152,3 +155,14 @@ def neuron_files(layer: int = 5, neuron: int = 131, seed: int = 0) -> dict[Kind,
         Kind.TOKENS_BY_ACTIVATION: codec.dumps(tokens_by_activation(seed)),
         Kind.TOKENS_BY_WEIGHT: codec.dumps(tokens_by_weight(seed)),
     }
+
+
+def store_as_fetched(
+    store: Store, dataset: Dataset, ref: NeuronRef, files: dict[Kind, str]
+) -> None:
+    """Store a neuron's files as a fetch stores them: each accepted at the border, then kept
+    with the rules' version that accepted it (so it is read back as the app reads it)."""
+    for kind, text in files.items():
+        checked = accept(kind, text.encode(), dataset=dataset, ref=ref, source="benchmark")
+        assert checked.checked, f"the {kind.value} file is not exact"
+        store.put_file(ref, kind.value, checked.text, "network", checked.checked)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench import bench, median, percentile
-from _gpt2_xl import neuron_files, related
+from _gpt2_xl import neuron_files, related, store_as_fetched
 from PySide6 import QtCore, QtWidgets
 
 from neuron_desk.core.paths import Paths
@@ -41,7 +41,6 @@ from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.registry import ALL_KINDS, Dataset, Kind, Registry
 from neuron_desk.data.service import NeuronService
 from neuron_desk.data.store import Store
-from neuron_desk.data.validation import accept
 from neuron_desk.desk import Desk
 from neuron_desk.qt.app import make_application
 from neuron_desk.qt.asyncbridge import new_event_loop
@@ -76,13 +75,9 @@ def xl_refs(count: int) -> list[NeuronRef]:
 
 
 def fill_store(desk: Desk, refs: list[NeuronRef]) -> None:
-    """Store the neurons as a fetch stores them: each file accepted at the border, then kept
-    with the rules' version that accepted it (so it is read back as the app reads it)."""
     dataset = desk.dataset("gpt2-xl")
     for i, ref in enumerate(refs):
-        for kind, text in neuron_files(ref.layer, ref.index, seed=i).items():
-            checked = accept(kind, text.encode(), dataset=dataset, ref=ref, source="benchmark")
-            desk.store.put_file(ref, kind.value, checked.text, "network", checked.checked)
+        store_as_fetched(desk.store, dataset, ref, neuron_files(ref.layer, ref.index, seed=i))
 
 
 class Session:

@@ -27,7 +27,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import bench, median
-from _gpt2_xl import neuron_files
+from _gpt2_xl import neuron_files, store_as_fetched
 
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.data.registry import Kind, Registry
@@ -52,10 +52,7 @@ def main() -> None:
         store = Store.open(Path(folder) / "store.sqlite3")
         registry = Registry(store, bundled=[])
         dataset = registry.get(REF.dataset)
-        for kind, text in files.items():  # stored as a fetch stores it: accepted, then kept
-            checked = accept(kind, text.encode(), dataset=dataset, ref=REF, source="benchmark")
-            store.put_file(REF, kind.value, checked.text, "network", checked.checked)
-            assert checked.checked, f"the {kind.value} file is not exact"
+        store_as_fetched(store, dataset, REF, files)
         service = NeuronService(registry, store, offline=True)
         loop = asyncio.new_event_loop()
 
