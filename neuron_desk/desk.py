@@ -196,6 +196,12 @@ class Desk:
         """A neuron's best stored explanation (published ones included once indexed)."""
         return best_of(self.explanations.of(ref), lambda row: row.score)
 
+    def start_best_known_explanations(self, refs: list[NeuronRef]) -> None:
+        """Start fetching the published explanations of `refs` (neurons without a stored
+        explanation, e.g. a neuron's related ones) at once; `best_known_explanation` of each
+        then joins its fetch."""
+        self.service.start_first_published(refs)
+
     async def best_known_explanation(self, ref: NeuronRef) -> tuple[str, float | None] | None:
         """A neuron's best explanation: stored, else the first of its published file (fetched
         if needed and allowed); None if it has none that can be had."""

@@ -6,11 +6,12 @@ app) would hold the window's thread for hundreds, since threads of one process d
 Python at the same time. `Checker` hands such files to child processes (`python -m
 neuron_desk.data.checker`, all started together when first needed, never forked from the
 app): `fetch` has the child GET the file (an `HttpSource` of its own, with the caller's
-timeouts, retries and caps, over `wire.LeanTransport`) and run the very same `accept`;
+timeouts, retries and caps, over `core.wire.LeanTransport`) and run the very same `accept`;
 `check` sends a body the caller already has. The child sends back the verdict and what the
-caller needs of the file (for an explanations file: its explanations and scores, and the
-accepted text compressed as the store keeps it, ~140 KB instead of 420 KB), not the parsed
-model.
+caller needs of the file (for an explanations file: its explanations and scores), not the
+parsed model; for a fetch, the accepted text compressed as the store keeps it (~140 KB
+instead of 420 KB) follows in a frame of its own once no other fetch of that child is still
+to be judged (`Checked.stored`): nothing shown waits for the compression.
 
 The rules stay those of the border: the caller stores only a text the child accepted, under
 the neuron it asked about (the child echoes it back and a reply that does not match is not
@@ -20,12 +21,14 @@ cannot start, it died, it hangs) raises `CheckerUnavailable`, and the caller fet
 checks in its own process instead: nothing is lost and nothing unchecked gets through.
 
 Frames on the pipes (pickles are trusted: our own child): a request is two 4-byte big-endian
-lengths, its pickled fields, then the body's bytes; a reply is a length and a pickle.
+lengths, its pickled fields, then the body's bytes; a reply is a length and a pickle (a
+fetch's verdict, then, if it was accepted, a "stored" frame with the same number).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import itertools
@@ -33,10 +36,12 @@ import logging
 import os
 import pickle
 import queue
+import select
 import struct
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,6 +65,9 @@ MAX_FAILED_STARTS = 3
 """Children ending before they are ready after which no more are started."""
 REPLY_TIMEOUT_S = 30.0
 """How long a check may take in the child before the caller checks in its own process."""
+BLOB_WAIT_S = 0.25
+"""How long an accepted text may wait in the child for its compression while other fetches
+are still to be judged (it is compressed at once when none is)."""
 
 Rows = list[tuple[str, float | None]]
 
@@ -78,9 +86,11 @@ class Checked:
     """`check`: the text to store when something was repaired; None: the body as sent."""
     rows: Rows | None
     """An explanations file's explanations and their preferred scores, in order."""
-    stored: bytes | None = None
+    stored: asyncio.Future[bytes | None] | None = None
     """`fetch`: the accepted text as the store keeps it (`store.compress`d in the child, so
-    the caller neither receives 420 KB of text nor compresses it: `Store.put_compressed`)."""
+    the caller neither receives 420 KB of text nor compresses it: `Store.put_compressed`),
+    sent after the verdict; None if it never came (the child ended or was stopped first:
+    nothing is stored then)."""
     exact: int = 0
     """`Accepted.checked` of the child's `accept` (the rules' version that accepted the text
     as exact, kept with the stored copy; 0: it is checked again when read)."""
@@ -119,6 +129,8 @@ class Checker:
         started again: every file is checked in the caller's process)."""
         self.answered = 0
         """How many files the processes checked (accepted), for tests and figures."""
+        self.sent = 0
+        """How many requests were sent to the processes, for tests and figures."""
         weakref.finalize(self, _stop_all, self._children)  # a checker forgotten unclosed
 
     @staticmethod
@@ -158,17 +170,23 @@ class Checker:
         with self._lock:
             return [c.pid for c in self._children if c.alive]
 
-    def ready(self) -> bool:
-        """Whether a child is ready (False while they start: requests sent meanwhile wait in
-        a starting child's pipe, at most its `start_timeout_s`)."""
+    def ready(self, every: bool = False) -> bool:
+        """Whether a child is ready, or with `every` all `processes` of them (False while they
+        start: requests sent meanwhile wait in a starting child's pipe, at most its
+        `start_timeout_s`)."""
         with self._lock:
-            return any(c.alive and c.ready for c in self._children)
+            up = [c.alive and c.ready for c in self._children]
+            return len(up) == self.processes and all(up) if every else any(up)
 
     async def check(
         self, kind: Kind, body: bytes, *, dataset: Dataset, ref: NeuronRef, source: str
     ) -> Checked:
         """`accept` of `body` in a child: the `Checked` summary, or the child's `CodecError`."""
-        return await self._ask("check", kind, dataset, ref, source, body, REPLY_TIMEOUT_S)
+        with self._asking() as children:
+            asked = self._send_to(
+                children, "check", kind, dataset, ref, source, body, REPLY_TIMEOUT_S
+            )
+        return await self.answer(asked)
 
     async def fetch(
         self,
@@ -181,15 +199,68 @@ class Checker:
         http: dict[str, float],
     ) -> Checked:
         """Fetch `relative` under `base_url` in a child (an `HttpSource` with the `http`
-        options) and `accept` it there: the `Checked` summary with the accepted text; or the
-        source's NotFound or SourceUnavailable, or the child's `CodecError`."""
-        patience = http.get("file_time_s", 120.0) + REPLY_TIMEOUT_S
-        return await self._ask(
-            "fetch", kind, dataset, ref, (base_url, relative, http), b"", patience
+        options) and `accept` it there: the `Checked` summary (the accepted text, compressed,
+        follows in `Checked.stored`); or the source's NotFound or SourceUnavailable, or the
+        child's `CodecError`."""
+        return await self.answer(
+            self.send_fetch(kind, base_url, relative, dataset=dataset, ref=ref, http=http)
         )
 
-    async def _ask(
+    def send_fetch(
         self,
+        kind: Kind,
+        base_url: str,
+        relative: str,
+        *,
+        dataset: Dataset,
+        ref: NeuronRef,
+        http: dict[str, float],
+    ) -> Asked:
+        """`fetch`'s request, sent now (no turn of the event loop first); its answer is
+        `answer(asked)`. Raises `CheckerUnavailable` if no child can take it."""
+        (asked,) = self.send_fetches(kind, base_url, [(relative, ref)], dataset=dataset, http=http)
+        return asked
+
+    def send_fetches(
+        self,
+        kind: Kind,
+        base_url: str,
+        files: list[tuple[str, NeuronRef]],
+        *,
+        dataset: Dataset,
+        http: dict[str, float],
+    ) -> list[Asked]:
+        """`send_fetch` of several files, (relative path, neuron) each, shared among the
+        children and written to each child's pipe at once."""
+        patience = http.get("file_time_s", 120.0) + REPLY_TIMEOUT_S
+        with self._asking() as children:
+            return [
+                self._send_to(
+                    children, "fetch", kind, dataset, ref, (base_url, relative, http), b"",
+                    patience,
+                )
+                for relative, ref in files
+            ]
+
+    @contextlib.contextmanager
+    def _asking(self) -> Iterator[list[_Child]]:
+        """The children that can take requests now, held while the requests are written
+        (each released afterwards); raises `CheckerUnavailable` if there is none."""
+        if not self.start():
+            raise CheckerUnavailable(self.failed_to_start or "no checker process here")
+        with self._lock:
+            children = [c for c in self._children if c.alive]
+        if not children:
+            raise CheckerUnavailable("the checker processes ended")
+        try:
+            yield children
+        finally:
+            for child in children:
+                child.release()
+
+    def _send_to(
+        self,
+        children: list[_Child],
         operation: str,
         kind: Kind,
         dataset: Dataset,
@@ -197,22 +268,27 @@ class Checker:
         detail: Any,
         body: bytes,
         patience_s: float,
-    ) -> Checked:
-        if not self.start():
-            raise CheckerUnavailable(self.failed_to_start or "no checker process here")
-        with self._lock:
-            children = [c for c in self._children if c.alive]
-        if not children:
-            raise CheckerUnavailable("the checker processes ended")
-        child = min(children, key=lambda c: (not c.ready, len(c.pending)))
+    ) -> Asked:
+        """Hold a request for the child with the fewest waiting, among the ready ones and
+        those started with one of them (`_soon_ready`); any child if none is ready."""
+        child = min(children, key=lambda c: (not _soon_ready(c, children), len(c.pending)))
         asked = (ref.dataset, ref.layer, ref.index, kind.value)
         request = (operation, kind, dataset, ref, detail, body)
-        future = child.send(asyncio.get_running_loop(), request)
+        verdict, stored = child.send(asyncio.get_running_loop(), request, asked, hold=True)
+        self.sent += 1
+        return Asked(self, child, asked, verdict, stored, patience_s)
+
+    async def answer(self, request: Asked) -> Checked:
+        """The child's answer to a request sent (`send_fetch`), as `fetch` gives it."""
+        child, asked, stored = request.child, request.asked, request.stored
         try:
-            reply = await asyncio.wait_for(future, patience_s)
+            reply = await asyncio.wait_for(request.verdict, request.patience_s)
         except TimeoutError:
             child.stop("no answer within the time allowed")
             raise CheckerUnavailable("the checker process did not answer in time") from None
+        except BaseException:
+            request.forget()
+            raise
         verdict, echoed, payload = reply
         if echoed != asked:  # never a verdict on one neuron's file used for another's
             child.stop(f"answered for {echoed} when asked about {asked}")
@@ -225,7 +301,7 @@ class Checker:
             raise SourceUnavailable(str(payload))
         if verdict != "ok":
             raise CheckerUnavailable(f"the checker process failed: {payload}")
-        repaired, text, rows, stored, exact = payload
+        repaired, text, rows, _, exact = payload
         self.answered += 1
         return Checked(repaired, text, rows, stored, exact)
 
@@ -234,6 +310,46 @@ class Checker:
         with self._lock:
             self._closed = True
             _stop_all(self._children)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A request sent to a child: the file asked, the futures of its verdict and of its
+    compressed text (`Checked.stored`), how long its verdict may take."""
+
+    checker: Checker
+    child: _Child
+    asked: tuple[Any, ...]
+    verdict: asyncio.Future[Any]
+    stored: asyncio.Future[bytes | None] | None
+    patience_s: float
+
+    async def answer(self) -> Checked:
+        """The child's answer (`Checker.answer`)."""
+        return await self.checker.answer(self)
+
+    def forget(self, *_done: object) -> None:
+        """Given up before its answer was used: nothing of it is wanted any more (also a
+        done callback of the task that was to use it: a no-op once the verdict came, whose
+        text is then for whoever took the verdict)."""
+        if self.verdict.done() and not self.verdict.cancelled():
+            return
+        self.child.forget(self.verdict, self.stored)
+
+
+SIBLINGS_S = 0.2
+"""Children started within this time of each other are taken to be ready at about the same
+time (`_soon_ready`)."""
+
+
+def _soon_ready(child: _Child, children: list[_Child]) -> bool:
+    """Whether `child` is ready, or started with one that is (both were started together:
+    its share of the files waits in its pipe a moment, and is then judged alongside, instead
+    of the ready one judging all of them one after another; the first neuron's forty files
+    went to one child ~40% of the time at load 3)."""
+    return child.ready or any(
+        other.ready and abs(other.started - child.started) < SIBLINGS_S for other in children
+    )
 
 
 def _stop_all(children: list[_Child]) -> None:
@@ -252,6 +368,7 @@ class _Child:
             stdout=subprocess.PIPE,
         )
         self.pid = self._process.pid
+        self.started = time.monotonic()
         self.alive = True
         self.ready = False
         """Whether the child has said it is ready (its imports done). Requests sent before
@@ -260,39 +377,123 @@ class _Child:
         self._start_deadline.daemon = True
         self._start_deadline.start()
         self.pending: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
+        """Requests waiting for their verdict, by number."""
+        self._blobs: dict[int, _Blob] = {}
+        """Fetches whose compressed text is to come (each registered when its verdict is
+        asked; a reply other than "ok" resolves it with None)."""
         self._lock = threading.Lock()
         self._ids = itertools.count()
-        self._outbox: queue.SimpleQueue[tuple[bytes, bytes] | None] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        """What the writer thread is to write (what could not be written at once)."""
+        self._held: list[tuple[bytes, bytes]] = []
+        assert self._process.stdin is not None
+        self._stdin = self._process.stdin.fileno()
+        try:
+            os.set_blocking(self._stdin, False)
+        except (AttributeError, OSError):  # not for pipes here (Windows): the writer writes
+            self._direct = False
+        else:
+            self._direct = True
+        self._write_lock = threading.Lock()
+        self._behind = False
+        """Whether the writer thread has something to write: then requests queue behind it
+        (their order kept); else they are written at once by the caller."""
+        self._stdin_closed = False
+        """Set (under `_write_lock`) as the pipe is closed: its descriptor's number may be
+        another file's after that, and is never written to again."""
         threading.Thread(target=self._write, daemon=True, name="checker-writer").start()
         threading.Thread(target=self._read, daemon=True, name="checker-reader").start()
 
     def send(
-        self, loop: asyncio.AbstractEventLoop, request: tuple[Any, ...]
-    ) -> asyncio.Future[Any]:
+        self,
+        loop: asyncio.AbstractEventLoop,
+        request: tuple[Any, ...],
+        asked: tuple[Any, ...],
+        *,
+        hold: bool = False,
+    ) -> tuple[asyncio.Future[Any], asyncio.Future[bytes | None] | None]:
+        """Send a request: the future of its verdict and, for a fetch, of its compressed text
+        (`Checked.stored`; None when it does not come). `hold`: written with the next
+        `release` (the writer thread woken once for many: each wake-up took the GIL from
+        the caller, ~0.1 ms a request)."""
         future: asyncio.Future[Any] = loop.create_future()
+        stored: asyncio.Future[bytes | None] | None = (
+            loop.create_future() if request[0] == "fetch" else None
+        )
         with self._lock:
             if not self.alive:
                 future.set_exception(CheckerUnavailable("the checker process ended"))
-                return future
+                if stored is not None:
+                    stored.set_result(None)
+                return future, stored
             number = next(self._ids)
             self.pending[number] = (loop, future)
+            if stored is not None:
+                self._blobs[number] = _Blob(loop, stored, asked)
         *meta, body = request
         head = pickle.dumps((number, *meta), protocol=pickle.HIGHEST_PROTOCOL)
-        self._outbox.put((_FRAME.pack(len(head), len(body)) + head, body))
-        return future
+        self._held.append((_FRAME.pack(len(head), len(body)) + head, body))
+        if not hold:
+            self.release()
+        return future, stored
+
+    def release(self) -> None:
+        """Write the requests held back (`send(hold=True)`): at once if the pipe takes them
+        (forty requests are ~25 KB; waking the writer thread meant waiting for the GIL
+        while the window filled its panes, ~10-20 ms), the rest by the writer thread."""
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        data = b"".join(part for frame in held for part in frame)
+        with self._write_lock:
+            if self._stdin_closed:  # the child was stopped: whoever waits was told so
+                return
+            if not self._behind and self._direct:
+                try:
+                    written = os.write(self._stdin, data)
+                except OSError:  # full (BlockingIOError), or broken: the writer finds out
+                    written = 0
+                if written == len(data):
+                    return
+                data = data[written:]
+                self._behind = True
+            self._outbox.put(data)
+
+    def forget(
+        self, verdict: asyncio.Future[Any], stored: asyncio.Future[bytes | None] | None
+    ) -> None:
+        """A request given up before its verdict was used: whatever comes of it is dropped."""
+        with self._lock:
+            for number, (_, future) in list(self.pending.items()):
+                if future is verdict:
+                    del self.pending[number]
+            for number, blob in list(self._blobs.items()):
+                if blob.future is stored:
+                    del self._blobs[number]
+        if not verdict.done():
+            verdict.cancel()
+        if stored is not None and not stored.done():
+            stored.set_result(None)
 
     def _write(self) -> None:
         pipe = self._process.stdin
         assert pipe is not None
         try:
-            while (frame := self._outbox.get()) is not None:
-                pipe.write(frame[0])
-                pipe.write(frame[1])  # the body as it is: no copy into one frame
-                pipe.flush()
+            while (data := self._outbox.get()) is not None:
+                view = memoryview(data)
+                while view:
+                    try:
+                        view = view[os.write(self._stdin, view) :]
+                    except BlockingIOError:  # the child reads on: wait until it took some
+                        select.select([], [self._stdin], [])  # (only a non-blocking pipe)
+                with self._write_lock:
+                    if self._outbox.empty():
+                        self._behind = False
         except (OSError, ValueError) as exc:
             self.stop(f"could not write to it: {exc}")
         finally:
-            with contextlib.suppress(OSError, ValueError):
+            with self._write_lock, contextlib.suppress(OSError, ValueError):
+                self._stdin_closed = True
                 pipe.close()
 
     def _read(self) -> None:
@@ -306,8 +507,14 @@ class _Child:
                     self.ready = True
                     self._start_deadline.cancel()
                     continue
+                if reply[0] == "stored":
+                    self._stored(number, reply)
+                    continue
                 with self._lock:
                     waiting = self.pending.pop(number, None)
+                    blob = self._blobs.pop(number, None) if reply[0] != "ok" else None
+                if blob is not None:  # refused, absent...: no text will come
+                    blob.give(None)
                 if waiting is not None:
                     loop, future = waiting
                     with contextlib.suppress(RuntimeError):  # that loop was closed meanwhile
@@ -315,6 +522,20 @@ class _Child:
         except Exception as exc:  # a broken pipe or frame: the child is not to be trusted
             why = f"unreadable answer: {exc}"
         self.stop(why)
+
+    def _stored(self, number: int, reply: list[Any]) -> None:
+        """A fetch's compressed text, after its verdict: to whoever waits for it, if it is of
+        the file asked (else the child is not to be trusted, and nothing is stored)."""
+        _, echoed, body = reply
+        with self._lock:
+            blob = self._blobs.pop(number, None)
+        if blob is None:
+            return
+        if echoed != blob.asked or not isinstance(body, bytes):
+            blob.give(None)
+            self.stop(f"sent the text of {echoed} for {blob.asked}")
+            return
+        blob.give(body)
 
     def _not_started(self) -> None:
         if not self.ready:
@@ -328,12 +549,15 @@ class _Child:
                 return
             self.alive = False
             waiting, self.pending = self.pending, {}
+            blobs, self._blobs = self._blobs, {}
         if why != "closed":
             logger.warning("checker process stopped: %s", why)
         self._outbox.put(None)
         for loop, future in waiting.values():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_fail, future, CheckerUnavailable(why))
+        for blob in blobs.values():  # accepted, but its text never came: not stored
+            blob.give(None)
         patient = why == "closed" and self.ready  # one still starting has nothing to finish
         threading.Thread(target=self._reap, args=(patient,), daemon=True).start()
 
@@ -352,7 +576,21 @@ class _Child:
                 self._process.wait()
 
 
-def _resolve(future: asyncio.Future[Any], reply: tuple[Any, ...]) -> None:
+@dataclass(frozen=True)
+class _Blob:
+    """A fetch's compressed text to come: the caller's loop and future, the file asked."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[bytes | None]
+    asked: tuple[Any, ...]
+
+    def give(self, body: bytes | None) -> None:
+        """Resolve the future on its loop (from any thread)."""
+        with contextlib.suppress(RuntimeError):  # that loop was closed meanwhile
+            self.loop.call_soon_threadsafe(_resolve, self.future, body)
+
+
+def _resolve(future: asyncio.Future[Any], reply: Any) -> None:
     if not future.done():
         future.set_result(reply)
 
@@ -378,7 +616,8 @@ def _verdict(
     *, to_store: bool,
 ) -> tuple[Any, ...]:
     """The child's verdict on one body: (number, verdict, echoed file, payload); `to_store`:
-    the payload holds the accepted text compressed for the store."""
+    the payload holds the accepted text (compressed later, `_Server`), whether repaired or
+    not."""
     echoed = (ref.dataset, ref.layer, ref.index, kind.value)
     with _no_collection():  # until the parsed file is freed
         return number, *_judged(kind, dataset, ref, source, body, echoed, to_store)
@@ -388,7 +627,6 @@ def _judged(
     kind: Kind, dataset: Dataset, ref: NeuronRef, source: str, body: bytes,
     echoed: tuple[Any, ...], to_store: bool,
 ) -> tuple[Any, ...]:
-    from neuron_desk.data.store import compress
     from neuron_desk.data.validation import accept
 
     try:
@@ -398,18 +636,25 @@ def _judged(
     except Exception as exc:  # a bug here: the caller checks in its own process
         return "failed", echoed, f"{type(exc).__name__}: {exc}"
     rows = summary_rows(kind, checked.value)
-    if to_store:
-        stored = compress(checked.text)
-        return "ok", echoed, (checked.repaired, None, rows, stored, checked.checked)
-    text = checked.text if checked.repaired else None
+    text = checked.text if checked.repaired or to_store else None
     return "ok", echoed, (checked.repaired, text, rows, None, checked.checked)
 
 
 class _Server:
     """The child: answers requests on an asyncio loop (fetches run concurrently), replies in
-    whatever order they are done."""
+    whatever order they are done. A fetch's verdict goes at once; the accepted text is
+    compressed and sent once no other fetch is still to be judged (or `BLOB_WAIT_S` after
+    its verdict), so forty verdicts are not held behind forty compressions."""
 
     def __init__(self, replies: IO[bytes]) -> None:
+        self._judging = 0
+        """Fetches taken whose verdict is not sent yet."""
+        self._to_compress: collections.deque[tuple[float, int, tuple[Any, ...], str]] = (
+            collections.deque()
+        )
+        """Accepted texts to compress and send: (when accepted, number, echoed file, text)."""
+        self._compressing: asyncio.TimerHandle | asyncio.Handle | None = None
+        """The next `_compress_one`: at once (a Handle) or when the oldest text is due."""
         self._sources: dict[tuple[str, str], Any] = {}
         self._clients: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -429,6 +674,7 @@ class _Server:
         if operation == "check":
             self.reply(_verdict(number, kind, dataset, ref, detail, body, to_store=False))
             return
+        self._judging += 1
         task = asyncio.ensure_future(self._fetch(number, kind, dataset, ref, *detail))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -437,29 +683,75 @@ class _Server:
         self, number: int, kind: Kind, dataset: Dataset, ref: NeuronRef,
         base_url: str, relative: str, http: dict[str, float],
     ) -> None:
+        try:
+            answer = await self._fetched_verdict(
+                number, kind, dataset, ref, base_url, relative, http
+            )
+        finally:
+            self._judging -= 1
+        if answer[1] != "ok":
+            self.reply(answer)
+            return
+        number, verdict, echoed, (repaired, text, rows, _, exact) = answer
+        self.reply((number, verdict, echoed, (repaired, None, rows, None, exact)))
+        self._to_compress.append((time.monotonic(), number, echoed, text))
+        self._compress_soon()
+
+    def _compress_soon(self) -> None:
+        """Compress and send the waiting texts, one per turn of the loop, while no fetch is
+        to be judged; the oldest regardless once it waited `BLOB_WAIT_S`."""
+        if not self._to_compress:
+            return
+        if isinstance(self._compressing, asyncio.TimerHandle) and not self._judging:
+            self._compressing.cancel()  # the last verdict went: no need to wait any longer
+            self._compressing = None
+        if self._compressing is not None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._judging:
+            due = self._to_compress[0][0] + BLOB_WAIT_S - time.monotonic()
+            self._compressing = loop.call_later(max(due, 0.0), self._compress_one)
+        else:
+            self._compressing = loop.call_soon(self._compress_one)
+
+    def _compress_one(self) -> None:
+        from neuron_desk.data.store import compress
+
+        self._compressing = None
+        if not self._to_compress:
+            return
+        accepted_at, number, echoed, text = self._to_compress[0]
+        if self._judging and time.monotonic() < accepted_at + BLOB_WAIT_S:
+            self._compress_soon()  # a fetch came in meanwhile: its verdict first
+            return
+        self._to_compress.popleft()
+        self.reply((number, "stored", echoed, compress(text)))
+        self._compress_soon()
+
+    async def _fetched_verdict(
+        self, number: int, kind: Kind, dataset: Dataset, ref: NeuronRef,
+        base_url: str, relative: str, http: dict[str, float],
+    ) -> tuple[Any, ...]:
         echoed = (ref.dataset, ref.layer, ref.index, kind.value)
         try:
             body = await self._source(base_url, http).fetch(relative)
         except NotFound as exc:
-            self.reply((number, "absent", echoed, str(exc)))
-            return
+            return number, "absent", echoed, str(exc)
         except SourceUnavailable as exc:
-            self.reply((number, "unavailable", echoed, str(exc)))
-            return
+            return number, "unavailable", echoed, str(exc)
         except Exception as exc:  # the caller fetches in its own process
-            self.reply((number, "failed", echoed, f"{type(exc).__name__}: {exc}"))
-            return
+            return number, "failed", echoed, f"{type(exc).__name__}: {exc}"
         source = f"network file {relative}"
-        self.reply(_verdict(number, kind, dataset, ref, source, body, to_store=True))
+        return _verdict(number, kind, dataset, ref, source, body, to_store=True)
 
     def _source(self, base_url: str, http: dict[str, float]) -> Any:
         """The host's source: `HttpSource` (its retries, caps and time limits) over one httpx
-        client whose transport is `wire.LeanTransport` (HTTP/1.1 straight from an asyncio
+        client whose transport is `core.wire.LeanTransport` (HTTP/1.1 straight from an asyncio
         protocol: a 420 KB body costs ~0.3 ms of CPU instead of httpcore's 1-5 ms)."""
         import httpx
 
+        from neuron_desk.core.wire import LeanTransport
         from neuron_desk.data.sources import HTTP_CONNECTIONS, HttpSource
-        from neuron_desk.data.wire import LeanTransport
 
         key = (base_url, repr(sorted(http.items())))
         source = self._sources.get(key)
@@ -496,6 +788,9 @@ class _Server:
         await ended.wait()
         for task in list(self._tasks):
             task.cancel()
+        while self._to_compress:  # what was accepted is still sent (the caller may wait)
+            self._judging = 0
+            self._compress_one()
         for client in self._clients:
             await client.aclose()
         self._outbox.put(None)
@@ -551,10 +846,10 @@ def _main() -> None:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     import httpx  # noqa: F401  (ready before the first request)
 
+    import neuron_desk.core.wire
     import neuron_desk.data.sources
     import neuron_desk.data.store
-    import neuron_desk.data.validation
-    import neuron_desk.data.wire  # noqa: F401
+    import neuron_desk.data.validation  # noqa: F401
 
     gc.freeze()  # what the imports made is never garbage: later collections skip it
 

@@ -36,7 +36,7 @@ from neuron_desk.core.model import (
     WeightBasedSummaryOfNeuron,
 )
 from neuron_desk.core.refs import NeuronRef
-from neuron_desk.data.checker import Checker, CheckerUnavailable, Rows, summary_rows
+from neuron_desk.data.checker import Asked, Checker, CheckerUnavailable, Rows, summary_rows
 from neuron_desk.data.explanations import Explanations
 from neuron_desk.data.registry import Dataset, Kind, Registry, bundled_dataset_files
 from neuron_desk.data.sources import HTTP_CONNECTIONS, FolderSource, HttpSource, Source
@@ -57,6 +57,9 @@ interval lets the app's window run between slices."""
 
 ABSENT_TTL_S = 7 * 24 * 3600.0
 """How long a file the source answered 404 for is taken as absent before it is asked again."""
+STORE_WAIT_S = 2.0
+"""How long closing the service waits for texts the checker processes accepted to be stored
+(they come right after the summaries: compressing forty takes ~50 ms)."""
 
 T = TypeVar("T")
 FileKey = tuple[NeuronRef, Kind]
@@ -71,10 +74,7 @@ async def _shared(
     caller waiting for it was cancelled."""
     entry = inflight.get(key)
     if entry is None:
-        task = asyncio.ensure_future(make())
-        entry = (task, [0])
-        inflight[key] = entry
-        task.add_done_callback(lambda _task: inflight.pop(key, None))
+        entry = _start_shared(inflight, key, make())
     task, waiters = entry
     waiters[0] += 1
     try:
@@ -85,6 +85,17 @@ async def _shared(
         raise
     finally:
         waiters[0] -= 1
+
+
+def _start_shared(
+    inflight: dict[FileKey, Shared[T]], key: FileKey, work: Coroutine[Any, Any, T]
+) -> Shared[T]:
+    """Start the task for `key` that `_shared` callers join (none waits for it yet)."""
+    task = asyncio.ensure_future(work)
+    entry: Shared[T] = (task, [0])
+    inflight[key] = entry
+    task.add_done_callback(lambda _task: inflight.pop(key, None))
+    return entry
 
 
 @dataclass(frozen=True)
@@ -185,6 +196,13 @@ class NeuronService:
         self._inflight: dict[FileKey, Shared[Fetched[Any]]] = {}
         self._summarizing: dict[FileKey, Shared[Rows]] = {}
         """Files being fetched for their summary only (`first_published`)."""
+        self._storing: dict[FileKey, asyncio.Future[None]] = {}
+        """Files whose summary was given, being stored (their text is still to come from the
+        checker process, or being written): done once stored, or once it is known it will
+        not be."""
+        self._arrived: list[tuple[FileKey, bytes, Rows, int, asyncio.Future[None]]] = []
+        """Texts from the checker processes waiting to be written (all in one transaction)."""
+        self._writing: asyncio.Task[None] | None = None
         if checker_processes is None:  # two parse at once on a machine of two cores or more
             checker_processes = min(2, os.cpu_count() or 1)
         self._checker = Checker(checker_processes) if checker_processes > 0 else None
@@ -210,7 +228,8 @@ class NeuronService:
         if kind not in ds.kinds:
             raise NotFound(f"{ds.title} has no {kind.label} files")
         key: FileKey = (ref, kind)
-        if key not in self._inflight and key not in self._summarizing:
+        busy = key in self._inflight or key in self._summarizing or key in self._storing
+        if not busy:
             # as a hand-over did, let tasks started before this one go first: without it, the
             # neurons of a batch (each reading its record) would all run before its probe
             await asyncio.sleep(0)
@@ -312,11 +331,10 @@ class NeuronService:
         stored = None if looked else (await self._stored_kinds(ds, ref, [kind])).get(kind)
         if stored is None and ds.bundled:
             raise NotFound(f"the {ds.title} sample has no {kind.label} for {ref.short}")
-        summarizing = self._summarizing.get((ref, kind))
-        if stored is None and summarizing is not None:
+        key: FileKey = (ref, kind)
+        if stored is None and (key in self._summarizing or key in self._storing):
             # the same file is being fetched for its summary: wait for it to be stored
-            with contextlib.suppress(Exception):
-                await asyncio.shield(summarizing[0])
+            await self._summary_stored(key)
             stored = (await self._stored_kinds(ds, ref, [kind])).get(kind)
         if isinstance(stored, NeuronDeskError):
             raise stored
@@ -399,7 +417,9 @@ class NeuronService:
         if kind not in ds.kinds:
             raise NotFound(f"{ds.title} has no {kind.label} files")
         key: FileKey = (ref, kind)
-        if (
+        if key in self._storing:  # its summary was just given: read it once it is stored
+            await asyncio.shield(self._storing[key])
+        if key not in self._summarizing and (  # one under way (started at once) is joined
             ds.base_url is None
             or ds.bundled
             or key in self._inflight
@@ -411,24 +431,78 @@ class NeuronService:
             rows = await _shared(self._summarizing, key, lambda: self._summarize(ds, ref, kind))
         return rows[0] if rows else None
 
-    async def _summarize(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> Rows:
-        """Fetch and check the file in the checker process (neither the body's arrival nor its
-        parse holds this process's GIL), store what it accepted; here if it cannot."""
-        self._may_fetch(ds, ref, kind)
+    def start_first_published(self, refs: Iterable[NeuronRef]) -> None:
+        """Send the fetches of these neurons' published explanations to the checker processes
+        now, before the event loop turns again (a window painting a neuron between turns held
+        forty requests back ~40 ms), all at once; `first_published` of each joins its fetch.
+        Those stored, being had already, or that cannot go to a checker process now are left
+        to it, and so is everything while no checker process is ready yet (what is asked of
+        one starting waits in its pipe, not on the wire)."""
+        if self._checker is None or not self._checker.ready():
+            return
+        kind = Kind.EXPLANATIONS
+        wanted: dict[str, list[tuple[str, NeuronRef]]] = {}
+        for ref in refs:
+            key: FileKey = (ref, kind)
+            ds = self.registry.get(ref.dataset)
+            if (
+                kind not in ds.kinds
+                or ds.base_url is None
+                or ds.bundled
+                or key in self._inflight
+                or key in self._summarizing
+                or key in self._storing
+            ):
+                continue
+            try:
+                ds.check(ref.layer, ref.index)
+                self._may_fetch(ds, ref, kind)
+            except NeuronDeskError:
+                continue  # first_published finds out, and says why
+            if not self.store.has_file(ref, kind.value):
+                relative = kind.relative_path(ref.layer, ref.index)
+                wanted.setdefault(ds.name, []).append((relative, ref))
+        for name, files in wanted.items():
+            ds = self.registry.get(name)
+            assert ds.base_url is not None
+            try:
+                sent = self._checker.send_fetches(
+                    kind, ds.base_url, files, dataset=ds, http=self._http_options()
+                )
+            except CheckerUnavailable:
+                return  # first_published finds out
+            for (_, ref), asked in zip(files, sent, strict=True):
+                task, _ = _start_shared(
+                    self._summarizing, (ref, kind), self._summarize(ds, ref, kind, asked)
+                )
+                task.add_done_callback(asked.forget)  # e.g. cancelled before it began
+
+    def _send_to_checker(self, ds: Dataset, ref: NeuronRef, kind: Kind) -> Asked:
+        if self._checker is None:
+            raise CheckerUnavailable("checked in this process (no checker processes)")
         assert ds.base_url is not None
         relative = kind.relative_path(ref.layer, ref.index)
+        return self._checker.send_fetch(
+            kind, ds.base_url, relative, dataset=ds, ref=ref, http=self._http_options()
+        )
+
+    async def _summarize(
+        self, ds: Dataset, ref: NeuronRef, kind: Kind, asked: Asked | None = None
+    ) -> Rows:
+        """Fetch and check the file in the checker process (neither the body's arrival nor its
+        parse holds this process's GIL), store what it accepted; here if it cannot. `asked`:
+        the request already sent (`start_first_published`)."""
+        self._may_fetch(ds, ref, kind)
         try:
-            if self._checker is None:
-                raise CheckerUnavailable("checked in this process (no checker processes)")
             # a process still starting takes the file once ready (it waits in its pipe): the
             # first neuron's forty files checked here instead cost this process 0.4-0.65 s
             # of CPU and took longer (1.0-1.1 s against 0.5-0.65 s, load 2.5-5)
+            if asked is None:
+                asked = self._send_to_checker(ds, ref, kind)
             with self._source_errors(ds, ref, kind):
-                checked = await self._checker.fetch(
-                    kind, ds.base_url, relative, dataset=ds, ref=ref, http=self._http_options()
-                )
+                checked = await asked.answer()
         except CheckerUnavailable as exc:
-            logger.info("fetching and checking %s here: %s", relative, exc)
+            logger.info("fetching and checking %s of %s here: %s", kind.label, ref.short, exc)
             source, relative, body = await self._fetch(ds, ref, kind)
             accepted = await asyncio.to_thread(
                 self._accept_and_keep, ds, ref, kind, body, source.origin, relative
@@ -436,11 +510,68 @@ class NeuronService:
             return summary_rows(kind, accepted.value) or []
         rows = checked.rows or []
         assert checked.stored is not None
-        origin = HttpSource.origin
-        await asyncio.to_thread(
-            self._keep_checked, ref, kind, checked.stored, origin, rows, checked.exact
-        )
-        return rows
+        self._store_when_sent(ref, kind, checked.stored, rows, checked.exact)
+        return rows  # shown now: the text is stored once the checker process sent it
+
+    async def _summary_stored(self, key: FileKey) -> None:
+        """Wait until a summary fetched for `key` is stored (or known not to be)."""
+        summarizing = self._summarizing.get(key)
+        if summarizing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(summarizing[0])
+        storing = self._storing.get(key)
+        if storing is not None:
+            await asyncio.shield(storing)
+
+    def _store_when_sent(
+        self,
+        ref: NeuronRef,
+        kind: Kind,
+        text: asyncio.Future[bytes | None],
+        rows: Rows,
+        exact: int,
+    ) -> None:
+        """Store a file the checker process accepted once its compressed text comes; texts
+        that come together are written in one transaction (`_write_arrived`)."""
+        key: FileKey = (ref, kind)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._storing[key] = done
+
+        def arrived(text: asyncio.Future[bytes | None]) -> None:
+            body = None if text.cancelled() else text.result()
+            if body is None:  # the process ended first: not stored (fetched again if asked)
+                logger.info("not stored: the checker process did not send %s of %s", kind, ref)
+                self._stored(key, done)
+                return
+            self._arrived.append((key, body, rows, exact, done))
+            if self._writing is None:
+                self._writing = asyncio.ensure_future(self._write_arrived())
+
+        text.add_done_callback(arrived)
+
+    def _stored(self, key: FileKey, done: asyncio.Future[None]) -> None:
+        if self._storing.get(key) is done:
+            del self._storing[key]
+        if not done.done():
+            done.set_result(None)
+
+    async def _write_arrived(self) -> None:
+        """Write what arrived, in one transaction (in a worker thread), until none is left."""
+        try:
+            while self._arrived:
+                batch, self._arrived = self._arrived, []
+                try:
+                    try:
+                        asyncio.get_running_loop()
+                    except RuntimeError:  # a last pass of Qt's events after the loop stopped
+                        self._keep_checked(batch)
+                    else:
+                        await asyncio.to_thread(self._keep_checked, batch)
+                finally:
+                    for key, *_, done in batch:
+                        self._stored(key, done)
+        finally:
+            self._writing = None
 
     def _http_options(self) -> dict[str, float]:
         """How the checker process's HTTP client fetches: as this service's own."""
@@ -452,13 +583,18 @@ class NeuronService:
         }
 
     def _keep_checked(
-        self, ref: NeuronRef, kind: Kind, stored: bytes, origin: str, rows: Rows, exact: int
+        self, batch: list[tuple[FileKey, bytes, Rows, int, asyncio.Future[None]]]
     ) -> None:
-        """Store a file the checker process accepted (its text as accepted, compressed there,
-        with the rules' version that accepted it as exact) and index it."""
-        self._keep(self.store.put_compressed, ref, kind.value, stored, origin, exact)
-        if kind is Kind.EXPLANATIONS:
-            self._keep(self.explanations.replace_published, ref, rows)
+        """Store files the checker process accepted (each text as accepted, compressed there,
+        with the rules' version that accepted it as exact), in one transaction, and index
+        them."""
+        origin = HttpSource.origin
+        files = [(ref, kind.value, body, origin, exact) for (ref, kind), body, _, exact, _ in batch]
+        if not self._keep(self.store.put_compressed_many, files):
+            return  # none of them stored: none indexed either
+        for (ref, kind), _, rows, _, _ in batch:
+            if kind is Kind.EXPLANATIONS:
+                self._keep(self.explanations.replace_published, ref, rows)
 
     def _accept_and_keep(
         self, ds: Dataset, ref: NeuronRef, kind: Kind, body: bytes, origin: str, relative: str
@@ -471,13 +607,15 @@ class NeuronService:
             self._keep(self.explanations.index_published, ref, checked.value)
         return checked
 
-    def _keep(self, write: Callable[..., None], *args: Any) -> None:
-        """Write to the store if it can be written; a full or read-only store only warns, so
-        what was fetched is still shown."""
+    def _keep(self, write: Callable[..., None], *args: Any) -> bool:
+        """Write to the store if it can be written (True if written); a full or read-only
+        store only warns, so what was fetched is still shown."""
         try:
             write(*args)
         except StoreError as exc:
             logger.warning("not stored: %s", exc)
+            return False
+        return True
 
     def _bundled_store(self, ds: Dataset) -> Store:
         assert ds.bundled is not None
@@ -592,9 +730,12 @@ class NeuronService:
         return report
 
     async def aclose(self) -> None:
-        """Cancel fetches in flight, close the HTTP client, the checker and bundled stores."""
+        """Cancel fetches in flight, store what the checker processes accepted (at most
+        `STORE_WAIT_S`), close the HTTP client, the checker and bundled stores."""
         for task, _ in [*self._inflight.values(), *self._summarizing.values()]:
             task.cancel()
+        if self._storing:
+            await asyncio.wait(list(self._storing.values()), timeout=STORE_WAIT_S)
         if self._checker is not None:
             self._checker.close()
             self._checker = Checker(self._checker.processes)  # a later loop starts anew

@@ -18,7 +18,7 @@ tables (`datasets` for the registry, `meta`). Every other table family is owned 
 that uses it, on this connection:
 
     explanations, explanations_fts   neuron_desk.data.explanations   (results, search)
-    llm_cache                        neuron_desk.llm.cache           (response cache)
+    llm_cache_entries, llm_cache     neuron_desk.llm.cache           (response cache)
     usage                            neuron_desk.llm.ledger          (usage ledger)
     capabilities                     neuron_desk.llm.capabilities    (probe results)
 """
@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from neuron_desk.core.refs import NeuronRef
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -146,6 +146,21 @@ _MIGRATIONS: dict[int, str] = {
     # copy the current rules accepted is read back without being checked a second time.
     4: """
     ALTER TABLE files ADD COLUMN checked INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 5 (cheaper cache writes): new LLM answers go to a rowid table. `llm_cache` is WITHOUT
+    # ROWID, which keeps each ~290 KB blob inside its b-tree (a row moved up on a split is
+    # copied whole); a rowid table keeps it in overflow pages: a write costs about half, a read
+    # a quarter. Nothing is copied (a cache of hundreds of MB would hold the store's lock for
+    # as long): `llm_cache` stays, read where its answers are, never written again
+    # (`neuron_desk.llm.cache` reads both tables and clears both).
+    5: """
+    CREATE TABLE IF NOT EXISTS llm_cache_entries (
+        key TEXT PRIMARY KEY,          -- as llm_cache's: sha256 of endpoint, path and body
+        endpoint TEXT NOT NULL,
+        model TEXT NOT NULL,
+        response BLOB NOT NULL,        -- the body as sent (key blanked), zstd or zlib
+        created_at REAL NOT NULL
+    );
     """,
 }
 
@@ -430,6 +445,30 @@ class Store:
             )
             self._file_writes += 1
 
+    def put_compressed_many(
+        self,
+        files: Iterable[tuple[NeuronRef, str, bytes, str, int]],
+    ) -> None:
+        """`put_compressed` of several files, (ref, kind, body, origin, checked) each, in one
+        transaction (what arrived together)."""
+        now = time.time()
+        rows = [
+            ((ref.dataset, kind, ref.layer, ref.index), body, origin, checked)
+            for ref, kind, body, origin, checked in files
+        ]
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO files "
+                "(dataset, kind, layer, neuron, body, origin, fetched_at, checked) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*key, body, origin, now, checked) for key, body, origin, checked in rows],
+            )
+            db.executemany(
+                "DELETE FROM absent WHERE dataset=? AND kind=? AND layer=? AND neuron=?",
+                [key for key, *_ in rows],
+            )
+            self._file_writes += len(rows)
+
     def files_version(self) -> tuple[int, int]:
         """Changes whenever the stored files may have changed, by this connection or another
         process: a listing made at the same version is still true."""
@@ -677,12 +716,13 @@ _SALVAGED_TABLES = (
     "absent",
     "explanations",
     "llm_cache",
+    "llm_cache_entries",
     "capabilities",
     "usage",
     "datasets",
     "meta",
 )
-_ROWID_TABLES = frozenset({"explanations", "usage"})
+_ROWID_TABLES = frozenset({"explanations", "usage", "llm_cache_entries"})
 _NOT_SALVAGED = frozenset({("files", "checked")})
 """Columns left at their default when salvaging: a body copied out of a corrupt file is checked
 again at the border when it is read."""

@@ -1,4 +1,5 @@
-"""The LLM response cache (table `llm_cache`): every answer kept by its exact request.
+"""The LLM response cache (tables `llm_cache_entries` and `llm_cache`): every answer kept by
+its exact request.
 
 The key is the sha256 of the endpoint, the path and the request body as canonical JSON (the
 body names the model), so the same request to the same endpoint is answered from the store.
@@ -8,6 +9,14 @@ zstd level 1 when the `zstandard` wheel is installed, else zlib level 1. Entries
 by their first bytes (a zstd frame's magic number), so entries written by earlier versions
 (zlib level 6 of re-encoded JSON) read as before, and so does a cache moved between machines
 with and without zstd (reading a zstd entry without it is a clear error).
+
+Two tables, one cache: answers are written to `llm_cache_entries` (a rowid table: its blobs
+live in overflow pages, cheap to write and read), and a store made before schema 5 keeps its
+older answers in `llm_cache` (WITHOUT ROWID), where they are read, counted, imported and
+cleared but never copied (no migration holds the store's lock for a copy of a large cache). A
+key is in one table at most: writing an answer removes an older copy of it from `llm_cache`.
+A read-only store of an older schema has only `llm_cache`; it is looked up again until the new
+table appears (another process may migrate the store meanwhile).
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import threading
 import time
 import zlib
 from typing import Any
@@ -36,6 +46,11 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 ZLIB_LEVEL = 1
 ZSTD_LEVEL = 1
 
+TABLE = "llm_cache_entries"
+"""Where answers are written (schema 5 on)."""
+OLD_TABLE = "llm_cache"
+"""Where stores before schema 5 kept them: read, never written."""
+
 
 def cache_key(endpoint: str, path: str, body: JSONDict) -> str:
     """sha256 of the endpoint, the path and the request body (canonical JSON)."""
@@ -48,10 +63,17 @@ def cache_key(endpoint: str, path: str, body: JSONDict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+_compressors = threading.local()
+
+
 def compress_body(raw: bytes) -> bytes:
-    """A response body as the cache stores it: zstd level 1, or zlib level 1 without zstd."""
+    """A response body as the cache stores it: zstd level 1, or zlib level 1 without zstd
+    (one compressor per thread, made once: a zstd object is not shared between threads)."""
     if _zstd is not None:
-        return bytes(_zstd.ZstdCompressor(level=ZSTD_LEVEL).compress(raw))
+        compressor = getattr(_compressors, "zstd", None)
+        if compressor is None:
+            compressor = _compressors.zstd = _zstd.ZstdCompressor(level=ZSTD_LEVEL)
+        return bytes(compressor.compress(raw))
     return zlib.compress(raw, ZLIB_LEVEL)
 
 
@@ -77,6 +99,24 @@ class ResponseCache:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._has_table = False
+
+    def _tables(self) -> tuple[str, ...]:
+        """The cache's tables in this store, the one written first."""
+        if not self._has_table:
+            rows = self.store.query(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (TABLE,)
+            )
+            if not rows:
+                return (OLD_TABLE,)
+            self._has_table = True  # a table is never dropped: no need to look again
+        return (TABLE, OLD_TABLE)
+
+    def _lookup(self, column: str, key: str) -> list[tuple[Any, ...]]:
+        """`column` of the entry under `key`, from the first table that has it (one query)."""
+        tables = self._tables()
+        sql = " UNION ALL ".join(f"SELECT {column} FROM {table} WHERE key=?1" for table in tables)
+        return self.store.query(f"{sql} LIMIT 1", (key,))
 
     def get(self, endpoint: str, path: str, body: JSONDict) -> JSONDict | None:
         """The cached response of this exact request, or None."""
@@ -95,7 +135,7 @@ class ResponseCache:
 
     def get_bytes(self, key: str) -> bytes | None:
         """A cached response's JSON bytes by its key, or None."""
-        rows = self.store.query("SELECT response FROM llm_cache WHERE key=?", (key,))
+        rows = self._lookup("response", key)
         return decompress_body(rows[0][0]) if rows else None
 
     def get_text(self, key: str) -> str | None:
@@ -105,8 +145,7 @@ class ResponseCache:
 
     def contains(self, endpoint: str, path: str, body: JSONDict) -> bool:
         """Whether this exact request is cached."""
-        key = cache_key(endpoint, path, body)
-        return bool(self.store.query("SELECT 1 FROM llm_cache WHERE key=?", (key,)))
+        return bool(self._lookup("1", cache_key(endpoint, path, body)))
 
     def put(self, endpoint: str, path: str, body: JSONDict, response: JSONDict) -> None:
         """Cache a response (a read-only store is left alone)."""
@@ -128,9 +167,10 @@ class ResponseCache:
         blob = compress_body(dumps(response))
         with self.store.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO llm_cache VALUES (?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?, ?)",
                 (key, endpoint, str(body.get("model", "")), blob, time.time()),
             )
+            db.execute(f"DELETE FROM {OLD_TABLE} WHERE key=?", (key,))
             if usage_rows:
                 insert_usage_rows(db, usage_rows)
 
@@ -160,44 +200,59 @@ class ResponseCache:
         with self.store.transaction() as db:
             known = {
                 row[0]
+                for table in (TABLE, OLD_TABLE)
                 for start in range(0, len(keys), 500)
                 for row in db.execute(
-                    "SELECT key FROM llm_cache WHERE key IN "
+                    f"SELECT key FROM {table} WHERE key IN "
                     f"({','.join('?' * len(keys[start : start + 500]))})",
                     tuple(keys[start : start + 500]),
                 ).fetchall()
             }
             db.executemany(
-                "INSERT OR REPLACE INTO llm_cache VALUES (?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?, ?)",
                 [(key, endpoint, model, blob, now) for key, model, blob in entries],
             )
+            db.executemany(f"DELETE FROM {OLD_TABLE} WHERE key=?", [(key,) for key in keys])
         return len(set(keys) - known)
 
     def import_from(self, other: ResponseCache, chunk: int = 2000) -> int:
-        """Copy another store's cached responses this one lacks; how many."""
+        """Copy another store's cached responses this one lacks (from both its tables, whatever
+        its schema); how many."""
         copied = 0
-        last = ""
-        while True:
-            rows = other.store.query(
-                "SELECT key, endpoint, model, response, created_at FROM llm_cache "
-                "WHERE key > ? ORDER BY key LIMIT ?",
-                (last, chunk),
-            )
-            if not rows:
-                return copied
-            last = str(rows[-1][0])
-            with self.store.transaction() as db:
-                before = db.execute("SELECT total_changes()").fetchone()[0]
-                db.executemany("INSERT OR IGNORE INTO llm_cache VALUES (?, ?, ?, ?, ?)", rows)
-                copied += db.execute("SELECT total_changes()").fetchone()[0] - before
+        for table in other._tables():
+            last = ""
+            while True:
+                rows = other.store.query(
+                    f"SELECT key, endpoint, model, response, created_at FROM {table} "
+                    "WHERE key > ? ORDER BY key LIMIT ?",
+                    (last, chunk),
+                )
+                if not rows:
+                    break
+                last = str(rows[-1][0])
+                with self.store.transaction() as db:
+                    before = db.execute("SELECT total_changes()").fetchone()[0]
+                    db.executemany(
+                        f"INSERT OR IGNORE INTO {TABLE} SELECT ?1, ?2, ?3, ?4, ?5 "
+                        f"WHERE NOT EXISTS (SELECT 1 FROM {OLD_TABLE} WHERE key=?1)",
+                        rows,
+                    )
+                    copied += db.execute("SELECT total_changes()").fetchone()[0] - before
+        return copied
 
     def count(self, endpoint: str | None = None) -> int:
         """Number of cached responses (of one endpoint)."""
         where, params = ("WHERE endpoint=?", (endpoint,)) if endpoint else ("", ())
-        return int(self.store.query(f"SELECT COUNT(*) FROM llm_cache {where}", params)[0][0])
+        return sum(
+            int(self.store.query(f"SELECT COUNT(*) FROM {table} {where}", params)[0][0])
+            for table in self._tables()
+        )
 
     def clear(self, endpoint: str | None = None) -> int:
-        """Forget cached responses (of one endpoint); how many."""
+        """Forget cached responses (of one endpoint), in both tables; how many."""
         where, params = ("WHERE endpoint=?", (endpoint,)) if endpoint else ("", ())
+        tables = self._tables()
         with self.store.transaction() as db:
-            return int(db.execute(f"DELETE FROM llm_cache {where}", params).rowcount)
+            return sum(
+                int(db.execute(f"DELETE FROM {table} {where}", params).rowcount) for table in tables
+            )

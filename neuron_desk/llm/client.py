@@ -8,7 +8,11 @@ It implements `core.backend.LLMBackend` and adds what a long scoring run needs:
   bounded total retry time; other 4xx fail at once with the server's own message;
 - cancellation: cancelling a caller's task aborts its HTTP request at once (the connection is
   closed), and `cancel_all()` does that for every request in flight;
-- one `httpx.AsyncClient` (one connection pool) per client, closed by `aclose()`.
+- one `httpx.AsyncClient` (one connection pool) per client, closed by `aclose()`, over
+  `core.wire.LeanTransport` (HTTP/1.1 straight from an asyncio protocol: ~0.6 ms of CPU for
+  a 653 KB answer where httpcore, h11 and AnyIO take ~2.3 ms; the same timeouts, TLS checks,
+  keep-alive and httpx errors, and a POST never sent twice); `TRANSPORTS["httpcore"]` is
+  httpx's own transport (`core.transport.pooled_transport`), kept for comparison.
 
 The API key goes only into the Authorization header of requests to the configured base URL
 (redirects are not followed), and is scrubbed from every error message built from a server's
@@ -39,6 +43,7 @@ from neuron_desk.core.errors import (
 )
 from neuron_desk.core.text import for_terminal, redact
 from neuron_desk.core.transport import pooled_transport
+from neuron_desk.core.wire import LeanTransport
 from neuron_desk.llm.answers import RawAnswer, parse_answer, redact_bytes
 
 logger = logging.getLogger(__name__)
@@ -47,6 +52,13 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _JSON_HEADERS = {"Content-Type": "application/json"}
 """429 and the 5xx statuses that mean "try again" (any other 5xx is retried too)."""
+
+TRANSPORTS: dict[str, Callable[[int], httpx.AsyncBaseTransport]] = {
+    "lean": LeanTransport,
+    "httpcore": pooled_transport,
+}
+"""How the client's connection pool is made, for `max_concurrent` requests at once."""
+DEFAULT_TRANSPORT = "lean"
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -145,8 +157,11 @@ class OpenAICompatibleClient:
         self._closed = False
 
     def _open_http(self, max_concurrent: int) -> httpx.AsyncClient:
-        """The connection pool for `max_concurrent` requests at once."""
-        return httpx.AsyncClient(
+        """The connection pool for `max_concurrent` requests at once. Requests are built as
+        this `httpx.AsyncClient` builds them (its headers, its timeouts) and handed straight
+        to its transport (`_send`)."""
+        self._pool = self._transport or TRANSPORTS[DEFAULT_TRANSPORT](max_concurrent)
+        http = httpx.AsyncClient(
             base_url=self.base_url,
             headers=self._headers,
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
@@ -154,8 +169,38 @@ class OpenAICompatibleClient:
                 max_connections=max_concurrent, max_keepalive_connections=max_concurrent
             ),
             follow_redirects=False,
-            transport=self._transport or pooled_transport(max_concurrent),
+            transport=self._pool,
         )
+        self._timeouts = http.timeout.as_dict()
+        self._request_headers = http.headers.copy()
+        """The client's headers (httpx's defaults, the key's Authorization)."""
+        self._json_headers = httpx.Headers({**self._request_headers, **_JSON_HEADERS})
+        self._through_httpx = bool(http.base_url.userinfo)
+        """A base URL with a user name or password: httpx's own request path (its basic auth)."""
+        return http
+
+    async def _send(self, method: str, url: str, content: bytes | None) -> httpx.Response:
+        """One HTTP exchange, its body read whole: what `httpx.AsyncClient.request` does for
+        this client (no redirects followed, no cookies, no auth flow, no event hooks), without
+        the per-request merging of its URL, headers and cookie jar (and without its INFO log
+        line per request)."""
+        if self._through_httpx:
+            headers = None if content is None else _JSON_HEADERS
+            return await self._http.request(method, url, content=content, headers=headers)
+        request = httpx.Request(
+            method,
+            url,
+            headers=self._request_headers if content is None else self._json_headers,
+            content=content,
+            extensions={"timeout": self._timeouts},
+        )
+        response = await self._pool.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleClient({self.base_url!r})"
@@ -302,11 +347,8 @@ class OpenAICompatibleClient:
             self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
             try:
                 async with asyncio.timeout(self.timeout + 5.0):
-                    response = await self._http.request(
-                        method,
-                        path,
-                        content=None if body is None else request_content(body),
-                        headers=None if body is None else _JSON_HEADERS,
+                    response = await self._send(
+                        method, url, None if body is None else request_content(body)
                     )
             except (httpx.TimeoutException, TimeoutError):
                 raise _Retryable("timeout", f"{url} timed out after {self.timeout:g} s") from None

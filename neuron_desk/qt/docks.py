@@ -13,7 +13,14 @@ from neuron_desk.data.explanations import ExplanationRow
 from neuron_desk.data.registry import Dataset
 from neuron_desk.data.service import Fetched, NeuronData
 from neuron_desk.qt.browser import NOT_EXPLAINED, related_connections
-from neuron_desk.qt.heatmap import Palette, plain_tooltip, visible_text, visible_token
+from neuron_desk.qt.heatmap import (
+    Palette,
+    plain_tooltip,
+    static_text,
+    static_texts,
+    visible_text,
+    visible_token,
+)
 from neuron_desk.qt.models import ExplainedNeuronsModel, ScoreSortProxy, format_score
 
 Qt = QtCore.Qt
@@ -82,12 +89,17 @@ class TokenPairsModel(QtCore.QAbstractTableModel):
             return self._titles[section] if 0 <= section < 2 else None
         return None
 
+    def cell(self, row: int, column: int) -> tuple[str, QtGui.QColor | None, QtGui.QColor | None]:
+        """What a cell shows: (text, background, text colour; None: the view's own)."""
+        _token, shown, value, background, foreground = self._rows[row]
+        return (shown, background, foreground) if column == 0 else (value, None, None)
+
     def data(
         self,
         index: QtCore.QModelIndex | QtCore.QPersistentModelIndex,
         role: int = Qt.ItemDataRole.DisplayRole,
     ) -> object:
-        # Asked for about ten roles per cell at every paint: plain ints, the common case first.
+        # Asked for roles by tooltips, copying and accessibility; `TokenList` paints from `cell`.
         row = index.row()
         if not 0 <= row < len(self._rows) or role not in _PAIR_ROLES:
             return None
@@ -111,6 +123,39 @@ _PAIR_ROLES = frozenset((_DISPLAY, _BACKGROUND, _FOREGROUND, Qt.ItemDataRole.Too
 """The roles a token list answers (as the plain ints Qt passes)."""
 
 
+class CellTexts:
+    """A token list's cell texts for one font: prepared once per text (`QStaticText`), their
+    widths measured once, elided in the middle only when one does not fit."""
+
+    def __init__(self) -> None:
+        self.font = QtGui.QFont()
+        self._texts: dict[str, QtGui.QStaticText] = {}
+        self._widths: dict[str, int] = {}
+        self.metrics = QtGui.QFontMetrics(self.font)
+
+    def prepare(self, font: QtGui.QFont) -> None:
+        """Draw in `font` from now on."""
+        if font != self.font:
+            self.font = QtGui.QFont(font)
+            self._texts = static_texts(font)
+            self._widths = {}
+            self.metrics = QtGui.QFontMetrics(font)
+
+    def fitted(self, text: str, room: int) -> QtGui.QStaticText:
+        """`text` prepared for drawing, elided in the middle if wider than `room`."""
+        wide = self._widths.get(text)
+        if wide is None:
+            wide = self._widths[text] = self.metrics.horizontalAdvance(text)
+        if wide > room:  # rare: a long token in a narrow dock
+            text = self.metrics.elidedText(text, Qt.TextElideMode.ElideMiddle, room)
+        return static_text(self._texts, text)
+
+
+_HIGHLIGHT = QtGui.QPalette.ColorRole.Highlight
+_HIGHLIGHTED_TEXT = QtGui.QPalette.ColorRole.HighlightedText
+_TEXT = QtGui.QPalette.ColorRole.Text
+
+
 class TokenList(QtWidgets.QTableView):
     """Tokens with a strength each, the strength shown as a coloured cell."""
 
@@ -118,6 +163,7 @@ class TokenList(QtWidgets.QTableView):
         super().__init__(parent)
         self.pairs = TokenPairsModel(title, self)
         self.setModel(self.pairs)
+        self._cells = CellTexts()
         self.verticalHeader().hide()
         rows = self.verticalHeader()
         rows.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Fixed)
@@ -134,6 +180,94 @@ class TokenList(QtWidgets.QTableView):
         self.setWordWrap(False)
         self.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setAccessibleName(title)
+
+    def paintEvent(self, event: QtGui.QPaintEvent) -> None:
+        """Every row in view in one pass (the rows are of one height): its colour, its texts
+        (prepared once, `CellTexts`), the selection, the grid and the focused cell. Qt's own
+        pass went through the style and a delegate for each cell, asking the model for ten
+        roles each: most of what a switch spent on the list."""
+        pairs = self.pairs
+        count = pairs.rowCount()
+        if not count:
+            return
+        painter = QtGui.QPainter(self.viewport())
+        try:
+            self._paint_rows(painter, event.rect(), count)
+        finally:
+            painter.end()
+
+    def _paint_rows(self, painter: QtGui.QPainter, area: QtCore.QRect, count: int) -> None:
+        pairs = self.pairs
+        palette = self.palette()
+        cells = self._cells
+        cells.prepare(self.font())
+        height = self.rowHeight(0)
+        first = max(0, self.rowAt(area.top()))
+        last = self.rowAt(area.bottom())
+        last = count - 1 if last < 0 else last
+        left0, width0 = self.columnViewportPosition(0), self.columnWidth(0)
+        left1, width1 = self.columnViewportPosition(1), self.columnWidth(1)
+        spanned = pairs.message is not None
+        chosen = {(i.row(), i.column()) for i in self.selectionModel().selectedIndexes()}
+        text_colour = palette.color(_TEXT)
+        highlight, highlighted_text = palette.color(_HIGHLIGHT), palette.color(_HIGHLIGHTED_TEXT)
+        y = self.rowViewportPosition(first)
+        text_top = (height - cells.metrics.height()) // 2
+        for row in range(first, last + 1):
+            shown, background, foreground = pairs.cell(row, 0)
+            if (row, 0) in chosen:
+                painter.fillRect(left0, y, width0, height, highlight)
+                painter.setPen(highlighted_text)
+            else:
+                if background is not None:
+                    painter.fillRect(left0, y, width0, height, background)
+                painter.setPen(foreground if foreground is not None else text_colour)
+            room = (width0 + width1 if spanned else width0) - 2 * MARGIN
+            painter.drawStaticText(left0 + MARGIN, y + text_top, cells.fitted(shown, room))
+            if not spanned:
+                if (row, 1) in chosen:
+                    painter.fillRect(left1, y, width1, height, highlight)
+                    painter.setPen(highlighted_text)
+                else:
+                    painter.setPen(text_colour)
+                value = pairs.cell(row, 1)[0]
+                painter.drawStaticText(
+                    left1 + MARGIN, y + text_top, cells.fitted(value, width1 - 2 * MARGIN)
+                )
+            y += height
+        if self.showGrid():
+            self._paint_grid(painter, first, y, left1 if not spanned else None)
+        current = self.currentIndex()
+        if self.hasFocus() and current.isValid():
+            focus = QtWidgets.QStyleOptionFocusRect()
+            focus.initFrom(self)
+            focus.rect = self.visualRect(current)
+            self.style().drawPrimitive(
+                QtWidgets.QStyle.PrimitiveElement.PE_FrameFocusRect, focus, painter, self
+            )
+
+    def _paint_grid(
+        self, painter: QtGui.QPainter, first: int, bottom: int, divider: int | None
+    ) -> None:
+        """The grid lines under the rows `first` to where they end (`bottom`), as the table's
+        style colours them."""
+        option = QtWidgets.QStyleOptionViewItem()
+        option.initFrom(self)
+        hint = self.style().styleHint(
+            QtWidgets.QStyle.StyleHint.SH_Table_GridLineColor, option, self
+        )
+        grid = QtGui.QColor.fromRgba(hint & 0xFFFFFFFF)  # an ARGB the style gives as a signed int
+        painter.setPen(grid)
+        right = self.columnViewportPosition(1) + self.columnWidth(1) - 1
+        height = self.rowHeight(0)
+        y = self.rowViewportPosition(first) + height - 1
+        while y < bottom:
+            painter.drawLine(0, y, right, y)
+            y += height
+        top = self.rowViewportPosition(first)
+        if divider is not None:
+            painter.drawLine(divider - 1, top, divider - 1, bottom - 1)
+        painter.drawLine(right, top, right, bottom - 1)
 
     def rowCount(self) -> int:
         """Rows shown (one, with the reason, when there are no pairs)."""

@@ -248,6 +248,21 @@ class Palette:
         return colours
 
 
+_LAST_FONT: tuple[QtGui.QFont, str] | None = None
+
+
+def font_key(font: QtGui.QFont) -> str:
+    """`font.key()`, remembered for the last font asked: a switch asks for one font's key
+    some hundred times, and `key()` builds its string anew each time (~6 µs)."""
+    global _LAST_FONT
+    last = _LAST_FONT
+    if last is not None and (font is last[0] or font == last[0]):
+        return last[1]
+    key = font.key()
+    _LAST_FONT = (QtGui.QFont(font), key)  # a copy: the caller may change its font later
+    return key
+
+
 _WIDTHS: dict[str, dict[str, int]] = {}
 """Drawn width of each token text met, per font (`QFont.key()`): a vocabulary repeats."""
 
@@ -268,7 +283,7 @@ def layout_row(
     row: HeatmapRow, font: QtGui.QFont, width: int, side_by_side: bool
 ) -> RowLayout:
     """Where each token goes when the row is `width` wide (cached per width and font)."""
-    key = (width, side_by_side and row.simulated is not None, font.key())
+    key = (width, side_by_side and row.simulated is not None, font_key(font))
     cached = row._layouts.get(key)
     if cached is None:
         if len(row._layouts) > 8:  # a few widths (resizing) are enough to keep
@@ -282,7 +297,7 @@ def layout_row(
 
 def is_laid_out(row: HeatmapRow, font: QtGui.QFont, width: int, side_by_side: bool) -> bool:
     """Whether the row's layout at this width is made already."""
-    return (width, side_by_side and row.simulated is not None, font.key()) in row._layouts
+    return (width, side_by_side and row.simulated is not None, font_key(font)) in row._layouts
 
 
 _AVERAGE: dict[str, tuple[float, int]] = {}
@@ -293,7 +308,7 @@ def estimated_height(row: HeatmapRow, font: QtGui.QFont, width: int, side_by_sid
     """The row's height at `width` without laying it out: its characters × the font's average
     advance over the column width, plus a line per newline (off-screen rows; corrected when
     laid out)."""
-    key = font.key()
+    key = font_key(font)
     average = _AVERAGE.get(key)
     if average is None:
         metrics = QtGui.QFontMetrics(font)
@@ -366,14 +381,14 @@ _STATIC: dict[str, dict[str, QtGui.QStaticText]] = {}
 """Each token text met, prepared for drawing (glyphs shaped once), per font (`QFont.key()`)."""
 
 
-def _static_texts(font: QtGui.QFont) -> dict[str, QtGui.QStaticText]:
-    texts = _STATIC.setdefault(font.key(), {})
+def static_texts(font: QtGui.QFont) -> dict[str, QtGui.QStaticText]:
+    texts = _STATIC.setdefault(font_key(font), {})
     if len(texts) > 100_000:
         texts.clear()
     return texts
 
 
-def _static(texts: dict[str, QtGui.QStaticText], text: str) -> QtGui.QStaticText:
+def static_text(texts: dict[str, QtGui.QStaticText], text: str) -> QtGui.QStaticText:
     static = texts.get(text)
     if static is None:
         static = texts[text] = QtGui.QStaticText(text)
@@ -422,7 +437,7 @@ def _draw_texts(
     for text_colour, group_boxes in by_colour.values():
         painter.setPen(text_colour)
         for _i, text, x, y, _w in group_boxes:
-            draw(dx + x, dy + y, _static(texts, text))
+            draw(dx + x, dy + y, static_text(texts, text))
 
 
 def paint_row(
@@ -452,7 +467,7 @@ def paint_row(
     if row.caption:
         painter.setPen(palette.text)
         painter.drawText(dx, dy + PADDING + layout.ascent, row.caption)
-    texts = _static_texts(font)
+    texts = static_texts(font)
     colours = palette.token_colours(row)
     _fill_runs(painter, boxes, colours, dx, dy, h)
     _draw_texts(painter, boxes, colours, dx, dy + PADDING, texts)
@@ -523,6 +538,15 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
         """After a pass: the y of the first row whose height is only estimated."""
         self._estimated: set[int] = set()
         """Rows (serials) whose height the view has from an estimate."""
+        self._row_font = QtGui.QFont()
+        self._line: tuple[QtGui.QFont | None, int] = (None, 0)
+        self._sides = self.MARGIN.left() + self.MARGIN.right()
+        self._above_below = self.MARGIN.top() + self.MARGIN.bottom()
+        self._header_font: tuple[
+            QtGui.QFont | None, QtGui.QFont, int, dict[str, QtGui.QStaticText]
+        ] = (None, QtGui.QFont(), 0, {})
+        """(the rows' font it is made from, the bold titles' font, its line height, the
+        titles prepared in it)."""
 
     def begin_pass(self, exact_until: int) -> None:
         """A layout pass of the view starts: rows starting above `exact_until` (list
@@ -534,8 +558,18 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
     def end_pass(self) -> None:
         self._pass = None
 
+    def _line_height(self, font: QtGui.QFont) -> int:
+        """The height of a line of `font` (the rows' font), measured once."""
+        if self._line[0] is not font:
+            self._line = (font, QtGui.QFontMetrics(font).height())
+        return self._line[1]
+
     def _font(self, option: QtWidgets.QStyleOptionViewItem) -> QtGui.QFont:
-        return QtGui.QFont(option.font)
+        """The rows' font (the view's): one copy kept while it stays the same, so its key is
+        found at once (callers draw with it and never change it)."""
+        if option.font != self._row_font:
+            self._row_font = QtGui.QFont(option.font)
+        return self._row_font
 
     def _inner(self, option: QtWidgets.QStyleOptionViewItem) -> QtCore.QRect:
         return option.rect.marginsRemoved(self.MARGIN)
@@ -548,17 +582,7 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
     ) -> None:
         row = index.data(RowRole)
         if row is None:
-            painter.save()
-            font = QtGui.QFont(option.font)
-            font.setBold(True)
-            painter.setFont(font)
-            painter.setPen(option.palette.color(QtGui.QPalette.ColorRole.Text))
-            painter.drawText(
-                option.rect.adjusted(4, 0, -4, 0),
-                Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
-                str(index.data(Qt.ItemDataRole.DisplayRole) or ""),
-            )
-            painter.restore()
+            self._paint_header(painter, option, str(index.data(Qt.ItemDataRole.DisplayRole) or ""))
             return
         if row.serial in self._estimated:  # shown before its turn: lay the list out again
             self._estimated.discard(row.serial)
@@ -569,6 +593,29 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
             painter.fillRect(option.rect, option.palette.color(QtGui.QPalette.ColorRole.Highlight))
         inner = self._inner(option)
         painter.drawPixmap(inner.topLeft(), self._picture(painter, option, inner, row))
+
+    def _paint_header(
+        self, painter: QtGui.QPainter, option: QtWidgets.QStyleOptionViewItem, title: str
+    ) -> None:
+        """A section's title in bold, left and centred in its height (its text prepared once
+        per font, as the tokens are: laid out anew at each paint, the titles took a sixth of
+        a list's repaint)."""
+        font = self._font(option)
+        if self._header_font[0] is not font:
+            bold = QtGui.QFont(font)
+            bold.setBold(True)
+            self._header_font = (font, bold, QtGui.QFontMetrics(bold).height(), static_texts(bold))
+        _, bold, height, texts = self._header_font
+        rect = option.rect
+        painter.save()
+        painter.setFont(bold)
+        painter.setPen(option.palette.color(QtGui.QPalette.ColorRole.Text))
+        painter.drawStaticText(
+            rect.left() + 4,
+            rect.top() + (rect.height() - height) // 2,
+            static_text(texts, title),
+        )
+        painter.restore()
 
     def _picture(
         self,
@@ -584,7 +631,7 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
         ratio = painter.device().devicePixelRatio() if painter.device() is not None else 1.0
         key = (
             f"heatmap:{row.serial}:{inner.width()}x{inner.height()}:{self.side_by_side:d}:"
-            f"{option.palette.cacheKey()}:{font.key()}:{ratio}"
+            f"{option.palette.cacheKey()}:{font_key(font)}:{ratio}"
         )
         picture = QtGui.QPixmap()
         if not QtGui.QPixmapCache.find(key, picture):
@@ -612,14 +659,14 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
         # The width the row is painted at (the viewport's), so it is laid out once per width.
         width = view.viewport().width() if isinstance(view, QtWidgets.QAbstractItemView) else 600
         during = self._pass
+        font = self._font(option)
         if row is None:
-            header = QtGui.QFontMetrics(option.font).height() + 12
+            header = self._line_height(font) + 12
             if during is not None:
                 during[0] += header
             return QtCore.QSize(width, header)
-        inner = max(width - self.MARGIN.left() - self.MARGIN.right(), 100)
-        font = self._font(option)
-        margins = self.MARGIN.top() + self.MARGIN.bottom()
+        inner = max(width - self._sides, 100)
+        margins = self._above_below
         # In a pass, rows down to its limit are laid out; outside one (the view asking a
         # row's rect) a row keeps the height the last pass gave it.
         if (during is not None and during[0] < during[1]) or is_laid_out(
@@ -702,6 +749,14 @@ class HeatmapView(QtWidgets.QListView):
             super().doItemsLayout()
         finally:
             self.delegate.end_pass()
+
+    def reset(self) -> None:
+        """New rows: a shown list lays them out at once, so the paint that follows draws them
+        (left to Qt's delayed layout, that paint came first and showed the list empty for a
+        frame, and a second paint drew the rows)."""
+        super().reset()
+        if self.isVisible():
+            self.executeDelayedItemsLayout()
 
     def _scrolled(self, value: int) -> None:
         if value + self.viewport().height() > self.delegate.exact_to:

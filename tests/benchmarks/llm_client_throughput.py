@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 
 from neuron_desk.data.store import Store
 from neuron_desk.llm.cache import ResponseCache, compress_body
-from neuron_desk.llm.client import OpenAICompatibleClient
+from neuron_desk.llm.client import DEFAULT_TRANSPORT, TRANSPORTS, OpenAICompatibleClient
 from neuron_desk.llm.session import LLMSession
 from neuron_desk.method.simulators import (
     ExplanationNeuronSimulator,
@@ -126,14 +126,23 @@ def free_port() -> int:
 
 
 async def measure(
-    base_url: str, concurrency: int, requests: int, store: Store | None, tag: str
+    base_url: str,
+    concurrency: int,
+    requests: int,
+    store: Store | None,
+    tag: str,
+    transport: str = DEFAULT_TRANSPORT,
 ) -> tuple[float, float]:
     """Requests per second for `requests` distinct requests at `concurrency` (each answer read
     by the scorer's parse, then dropped, as the scorer does), and the client's
-    CPU seconds per request (all its threads: the cache compresses and writes in a worker)."""
+    CPU seconds per request (all its threads: the cache compresses and writes in a worker);
+    over the client's `transport` (`TRANSPORTS`)."""
     prompt = PROMPT
     assert isinstance(prompt, str)
-    async with OpenAICompatibleClient(base_url, max_concurrent=concurrency) as client:
+    http = TRANSPORTS[transport](concurrency)
+    async with OpenAICompatibleClient(
+        base_url, max_concurrent=concurrency, transport=http
+    ) as client:
         backend = LLMSession(client, store=store) if store is not None else client
 
         def body(i: int) -> dict[str, object]:
@@ -157,7 +166,8 @@ async def measure(
         started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(one(i) for i in range(requests)))
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-        return requests / seconds, cpu / requests
+    await http.aclose()
+    return requests / seconds, cpu / requests
 
 
 def bench(target: str, figure: float, limit: float, note: str) -> None:
@@ -214,8 +224,17 @@ def main() -> None:
             )
             print(
                 f"client alone: {client_rate:.1f} req/s ({client_rate / limit:.0%} of "
-                f"{limit:.0f}); {client_cpu * 1000:.1f} ms CPU per answer"
+                f"{limit:.0f}); {client_cpu * 1000:.1f} ms CPU per answer "
+                f"({DEFAULT_TRANSPORT} transport, the client's)"
             )
+            for other in sorted(set(TRANSPORTS) - {DEFAULT_TRANSPORT}):  # for comparison
+                rate, cpu = asyncio.run(
+                    measure(base_url, concurrency, requests, None, other, other)
+                )
+                print(
+                    f"client alone over the {other} transport: {rate:.1f} req/s "
+                    f"({rate / limit:.0%}); {cpu * 1000:.1f} ms CPU per answer"
+                )
             session_rate, session_cpu = asyncio.run(
                 measure(base_url, concurrency, requests, store, "session")
             )

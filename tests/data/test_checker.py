@@ -11,7 +11,6 @@ import gzip
 import os
 import socket
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from neuron_desk.data.service import NeuronService
 from neuron_desk.data.store import Store
 from neuron_desk.data.validation import RULES_VERSION, accept
 from tests.data.mirror import Mirror
+from tests.socket_server import ConnectionServer
 
 HTTP = {"timeout_s": 5.0, "retries": 1, "backoff_s": 0.01, "file_time_s": 10.0}
 
@@ -327,10 +327,10 @@ def test_opening_a_network_neuron_starts_the_checker_and_a_prefetch_does_not(
     assert len(browsed) == 1  # started while the neuron loaded, before any summary is asked
 
 
-# --- the checker processes' HTTP transport (data/wire.py) against httpx's own ---
+# --- the checker processes' HTTP transport (core/wire.py) against httpx's own ---
 
 
-class RawServer:
+class RawServer(ConnectionServer):
     """A socket server on 127.0.0.1 answering each path with scripted raw bytes: per path a
     function of how often it was asked, giving (bytes to send, then close the connection?,
     seconds to wait first). Connections are kept open between requests unless closed."""
@@ -338,27 +338,15 @@ class RawServer:
     def __init__(self, script: dict[str, Callable[[int], tuple[bytes, bool, float]]]) -> None:
         self.script = script
         self.asked: dict[str, int] = {}
-        self.connections = 0
-        self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self.port = self._listener.getsockname()[1]
         self._open: list[Any] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(backlog=128)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            self._open.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: Any) -> None:
+    def serve(self, conn: Any) -> None:
+        self._open.append(conn)
         buffer = b""
         with contextlib.suppress(OSError):
             while True:
@@ -443,7 +431,7 @@ async def fetch_with(transport: Any, base_url: str, relative: str, max_bytes: in
 @pytest.mark.parametrize("path", list(scenarios()))
 def test_the_lean_transport_gives_the_source_what_httpx_gives_it(path: str) -> None:
     from neuron_desk.core.transport import pooled_transport
-    from neuron_desk.data.wire import LeanTransport
+    from neuron_desk.core.wire import LeanTransport
 
     max_bytes = 4000 if "too-big" in path else 16 * 1024 * 1024
     outcomes = []
@@ -469,7 +457,7 @@ def test_the_lean_transport_gives_the_source_what_httpx_gives_it(path: str) -> N
 
 def test_an_unreachable_host_is_unreachable_through_both_transports() -> None:
     from neuron_desk.core.transport import pooled_transport
-    from neuron_desk.data.wire import LeanTransport
+    from neuron_desk.core.wire import LeanTransport
 
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
@@ -483,7 +471,7 @@ def test_an_unreachable_host_is_unreachable_through_both_transports() -> None:
 def test_the_lean_transport_keeps_connections_and_replaces_one_the_server_closed() -> None:
     import httpx
 
-    from neuron_desk.data.wire import LeanTransport
+    from neuron_desk.core.wire import LeanTransport
 
     server = RawServer({
         "/a": lambda n: (answer("200 OK", b"a"), False, 0.0),
@@ -510,7 +498,7 @@ def test_the_lean_transport_keeps_connections_and_replaces_one_the_server_closed
 def test_a_kept_connection_closed_as_the_request_went_out_is_asked_again_on_a_new_one() -> None:
     import httpx
 
-    from neuron_desk.data.wire import LeanTransport
+    from neuron_desk.core.wire import LeanTransport
 
     # the server closes after answering without saying so: the next request on that
     # connection meets a closed socket before any answer
@@ -537,8 +525,8 @@ def test_the_lean_transport_speaks_tls_and_refuses_an_untrusted_certificate(tmp_
     import httpx
 
     from neuron_desk.core.errors import SourceUnavailable
+    from neuron_desk.core.wire import LeanTransport
     from neuron_desk.data.sources import HttpSource
-    from neuron_desk.data.wire import LeanTransport
 
     if shutil.which("openssl") is None:
         pytest.skip("no openssl to make a certificate")
@@ -551,13 +539,13 @@ def test_the_lean_transport_speaks_tls_and_refuses_an_untrusted_certificate(tmp_
     server = RawServer({"/data/f.json": lambda n: (answer("200 OK", BIG), False, 0.0)})
     served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     served.load_cert_chain(cert, key)
-    plain_serve = server._serve
+    plain_serve = server.serve
 
     def serve_tls(conn: Any) -> None:
         with contextlib.suppress(ssl.SSLError, OSError):  # a client refusing the certificate
             plain_serve(served.wrap_socket(conn, server_side=True))
 
-    server._serve = serve_tls  # type: ignore[method-assign]
+    server.serve = serve_tls  # type: ignore[method-assign]
     trusted = ssl.create_default_context(cafile=str(cert))
     url = f"https://127.0.0.1:{server.port}/data"
 
@@ -589,17 +577,19 @@ def test_a_fetched_file_comes_back_compressed_as_the_store_keeps_it(
         try:
             checker.start()
             await until(checker.ready)
-            return await checker.fetch(
+            checked = await checker.fetch(
                 Kind.EXPLANATIONS, mirror.base_url, "explanations/0/1.jsonl",
                 dataset=registry.get("mirror"), ref=ref(0, 1), http=HTTP,
             )
+            assert checked.stored is not None
+            return checked, await checked.stored  # after the verdict
         finally:
             checker.close()
 
-    checked = asyncio.run(go())
+    checked, stored = asyncio.run(go())
     assert checked.text is None  # not 420 KB of text through the pipe
-    assert checked.stored is not None
-    assert decompress(checked.stored) == explanations_path(layout, 0, 1).read_text()
+    assert stored is not None
+    assert decompress(stored) == explanations_path(layout, 0, 1).read_text()
     assert checked.rows == [(" words with the letter e (0:1)", 0.42)]
     assert checked.exact == RULES_VERSION
 
@@ -620,7 +610,7 @@ def test_a_verdict_leaves_garbage_collection_as_it_was(registry: Registry, layou
 def test_the_mirror_process_serves_files_as_they_are_over_one_connection(layout: Path) -> None:
     import httpx
 
-    from neuron_desk.data.wire import LeanTransport
+    from neuron_desk.core.wire import LeanTransport
     from tests.data.mirror import MirrorProcess
 
     async def go(base_url: str) -> list[tuple[int, bytes]]:
@@ -639,7 +629,7 @@ def test_the_mirror_process_serves_files_as_they_are_over_one_connection(layout:
 def test_a_request_cancelled_while_waiting_frees_its_connection_slot() -> None:
     import httpx
 
-    from neuron_desk.data.wire import LeanTransport
+    from neuron_desk.core.wire import LeanTransport
 
     server = RawServer({
         "/slow": lambda n: (answer("200 OK", b"late"), False, 0.5),
@@ -720,3 +710,293 @@ def test_a_frozen_app_checks_in_its_own_process(
     assert best == (" words with the letter e (0:2)", 0.42)
     assert answered == 0 and pids == []
     assert store.get_file(ref(0, 2), "explanations") is not None
+
+
+PATIENT_CHILD = """
+import neuron_desk.data.checker as checker
+checker.BLOB_WAIT_S = 30.0  # a text waits for every other verdict, however long
+checker._main()
+"""
+
+SILENT_CHILD = """
+import neuron_desk.data.checker as checker
+checker._Server._compress_one = lambda self: None  # accepted texts are never sent
+checker._main()
+"""
+
+
+def child_command(tmp_path: Path, script: str) -> list[str]:
+    path = tmp_path / "child.py"
+    path.write_text(script)
+    return [sys.executable, str(path)]
+
+
+def test_a_verdict_goes_at_once_and_its_text_once_no_other_fetch_is_to_be_judged(
+    registry: Registry, mirror: Mirror, layout: Path, tmp_path: Path
+) -> None:
+    from neuron_desk.data.store import decompress
+
+    mirror.faults.delay_s["explanations/0/2.jsonl"] = 0.8  # still to be judged meanwhile
+    dataset = registry.get("mirror")
+
+    async def go() -> tuple[bool, list[str | None]]:
+        checker = Checker(1, child_command(tmp_path, PATIENT_CHILD))
+        try:
+            checker.start()
+            await until(checker.ready)
+            fast, slow = (
+                asyncio.ensure_future(
+                    checker.fetch(
+                        Kind.EXPLANATIONS, mirror.base_url, f"explanations/{n.layer}/{n.index}.jsonl",
+                        dataset=dataset, ref=n, http=HTTP,
+                    )
+                )
+                for n in (ref(0, 1), ref(0, 2))
+            )
+            first = await fast
+            assert first.stored is not None and first.rows
+            await asyncio.sleep(0.3)
+            waited = not first.stored.done()  # the slow file is still to be judged
+            second = await slow
+            assert second.stored is not None
+            texts = [await first.stored, await second.stored]  # both come now
+            return waited, [t and decompress(t) for t in texts]
+        finally:
+            checker.close()
+
+    waited, texts = asyncio.run(go())
+    assert waited
+    assert texts == [
+        explanations_path(layout, 0, 1).read_text(),
+        explanations_path(layout, 0, 2).read_text(),
+    ]
+
+
+def test_a_text_waits_at_most_its_time_for_other_verdicts(
+    registry: Registry, mirror: Mirror
+) -> None:
+    from neuron_desk.data import checker as checker_module
+
+    mirror.faults.delay_s["explanations/0/4.jsonl"] = 2.0
+    dataset = registry.get("mirror")
+
+    async def go() -> tuple[float, bool]:
+        checker = Checker(1)
+        try:
+            checker.start()
+            await until(checker.ready)
+            slow = asyncio.ensure_future(
+                checker.fetch(
+                    Kind.EXPLANATIONS, mirror.base_url, "explanations/0/4.jsonl",
+                    dataset=dataset, ref=ref(0, 4), http=HTTP,
+                )
+            )
+            first = await checker.fetch(
+                Kind.EXPLANATIONS, mirror.base_url, "explanations/0/3.jsonl",
+                dataset=dataset, ref=ref(0, 3), http=HTTP,
+            )
+            judged = time.monotonic()
+            assert first.stored is not None
+            assert await first.stored is not None
+            waited = time.monotonic() - judged
+            return waited, slow.done()
+        finally:
+            checker.close()
+
+    waited, slow_done = asyncio.run(go())
+    assert not slow_done
+    assert waited < checker_module.BLOB_WAIT_S + 1.0
+
+
+def test_a_summary_is_given_before_its_file_is_stored_and_a_read_waits_for_the_store(
+    registry: Registry, store: Store, mirror: Mirror, tmp_path: Path
+) -> None:
+    mirror.faults.delay_s["explanations/0/5.jsonl"] = 0.8
+
+    async def work(s: NeuronService) -> tuple[Any, bool, Any, bool]:
+        s._checker = Checker(1, child_command(tmp_path, PATIENT_CHILD))
+        s._checker.start()
+        await until(s._checker.ready)
+        slow = asyncio.ensure_future(s.first_published(ref(0, 5)))
+        best = await s.first_published(ref(0, 4))
+        stored_when_shown = store.has_file(ref(0, 4), "explanations")
+        read = await s.get(ref(0, 4), Kind.EXPLANATIONS)  # waits for the store, no second fetch
+        await slow
+        return best, stored_when_shown, read, s._checker.answered == 2
+
+    best, stored_when_shown, read, both_there = with_service(registry, store, work, warm=False)
+    assert best == (" words with the letter e (0:4)", 0.42)
+    assert not stored_when_shown
+    assert read.origin == "store"  # read back once stored
+    assert read.value.scored_explanations[0].explanation == best[0]
+    assert both_there
+    assert mirror.faults.requests.count("explanations/0/4.jsonl") == 1
+    assert store.get_file(ref(0, 5), "explanations") is not None
+
+
+def test_a_file_whose_text_never_comes_is_not_stored_nor_indexed_and_is_asked_again(
+    registry: Registry, store: Store, mirror: Mirror, tmp_path: Path
+) -> None:
+    async def work(s: NeuronService) -> tuple[Any, Any]:
+        s._checker = Checker(1, child_command(tmp_path, SILENT_CHILD))
+        s._checker.start()
+        await until(s._checker.ready)
+        first = await s.first_published(ref(1, 0))
+        for pid in s._checker.process_ids():  # ends before it sent the text
+            os.kill(pid, 9)
+        again = await s.first_published(ref(1, 0))  # not stored: fetched again, by a new child
+        for pid in s._checker.process_ids():
+            os.kill(pid, 9)
+        await until(lambda: not s._checker.process_ids())
+        return first, again
+
+    first, again = with_service(registry, store, work, warm=False)
+    assert first == again == (" words with the letter e (1:0)", 0.42)
+    assert mirror.faults.requests.count("explanations/1/0.jsonl") == 2
+    assert store.get_file(ref(1, 0), "explanations") is None
+    assert Explanations(store).of(ref(1, 0)) == []  # no index of a file not stored
+
+
+def test_texts_that_arrive_together_are_stored_in_one_transaction(
+    registry: Registry, store: Store, mirror: Mirror, layout: Path
+) -> None:
+    batches: list[int] = []
+    put_many = store.put_compressed_many
+
+    def counted(files: Any) -> None:
+        files = list(files)
+        batches.append(len(files))
+        put_many(files)
+
+    store.put_compressed_many = counted  # type: ignore[method-assign]
+    neighbours = [ref(0, n) for n in range(6)] + [ref(1, 0), ref(1, 1)]
+
+    async def work(s: NeuronService) -> list[Any]:
+        with store._lock:  # the store is busy while the texts come: they wait together
+            shown = await asyncio.gather(*(s.first_published(n) for n in neighbours))
+            await asyncio.sleep(0.5)
+        return shown
+
+    shown = with_service(registry, store, work)
+    assert all(best is not None for best in shown)
+    assert sum(batches) == 8
+    assert len(batches) <= 2  # the first one (the store was busy), then all the others
+    for n in neighbours:
+        body = store.get_file(n, "explanations")
+        assert body is not None and body.text == explanations_path(layout, n.layer, n.index).read_text()
+        assert [r.explanation for r in Explanations(store).of(n)] == [shown[neighbours.index(n)][0]]
+
+
+def test_fetches_started_at_once_are_joined_by_first_published_not_asked_twice(
+    registry: Registry, store: Store, mirror: Mirror
+) -> None:
+    async def work(s: NeuronService) -> tuple[list[str], list[Any], int]:
+        await s.first_published(ref(0, 3))  # stored now: not asked again
+        s.start_first_published([ref(0, 1), ref(0, 2), ref(0, 3)])  # sent before any await
+        await until(lambda: mirror.faults.requests.count("explanations/0/2.jsonl") == 1)
+        asked = sorted(mirror.faults.requests)
+        shown = [await s.first_published(n) for n in (ref(0, 1), ref(0, 2), ref(0, 3))]
+        assert s.checker is not None
+        return asked, shown, s.checker.answered
+
+    asked, shown, answered = with_service(registry, store, work)
+    assert asked == [f"explanations/0/{n}.jsonl" for n in (1, 2, 3)]  # 3: the first ask
+    assert shown == [(f" words with the letter e (0:{n})", 0.42) for n in (1, 2, 3)]
+    assert answered == 3
+    assert mirror.faults.requests.count("explanations/0/1.jsonl") == 1
+
+
+def test_nothing_is_started_at_once_while_no_checker_process_is_ready(
+    registry: Registry, store: Store, mirror: Mirror
+) -> None:
+    async def work(s: NeuronService) -> list[str]:
+        s.start_first_published([ref(0, 1)])  # the checker processes were not started
+        await asyncio.sleep(0.3)
+        return list(mirror.faults.requests)
+
+    assert with_service(registry, store, work, warm=False) == []
+
+
+def test_requests_larger_than_the_pipe_are_written_whole_and_in_order(
+    registry: Registry, layout: Path
+) -> None:
+    """A body the pipe cannot take at once is written on by the writer thread, and what is
+    sent meanwhile goes after it (not into the middle of it)."""
+    dataset = registry.get("mirror")
+    good = explanations_path(layout, 0, 1).read_bytes()
+    large = good + b"\n" * 3_000_000  # blank lines after the JSON line: accepted
+
+    async def go() -> list[Any]:
+        checker = Checker(1)
+        try:
+            checker.start()
+            await until(checker.ready)
+            return list(
+                await asyncio.gather(
+                    checker.check(Kind.EXPLANATIONS, large, dataset=dataset, ref=ref(0, 1), source="a"),
+                    checker.check(Kind.EXPLANATIONS, good, dataset=dataset, ref=ref(0, 1), source="b"),
+                    checker.check(Kind.EXPLANATIONS, large, dataset=dataset, ref=ref(0, 1), source="c"),
+                )
+            )
+        finally:
+            checker.close()
+
+    answers = asyncio.run(go())
+    assert [a.rows for a in answers] == [[(" words with the letter e (0:1)", 0.42)]] * 3
+
+
+LATE_SIBLING = """
+import os, sys, time
+try:
+    os.close(os.open(sys.argv[1], os.O_CREAT | os.O_EXCL))  # the first child starts at once
+except FileExistsError:
+    time.sleep(0.15)  # its sibling a moment later
+import neuron_desk.data.checker as checker
+checker._main()
+"""
+
+
+def test_a_child_started_with_a_ready_one_gets_its_share_of_the_files(
+    registry: Registry, mirror: Mirror, layout: Path, tmp_path: Path
+) -> None:
+    script = tmp_path / "late_sibling.py"
+    script.write_text(LATE_SIBLING)
+    dataset = registry.get("mirror")
+    files = [(f"explanations/0/{n}.jsonl", ref(0, n)) for n in range(6)]
+
+    async def go() -> tuple[bool, int, list[Any]]:
+        checker = Checker(2, [sys.executable, str(script), str(tmp_path / "first")])
+        try:
+            checker.start()
+            await until(checker.ready)
+            one_ready = sum(c.ready for c in checker._children) == 1
+            asked = checker.send_fetches(
+                Kind.EXPLANATIONS, mirror.base_url, files, dataset=dataset, http=HTTP
+            )
+            shares = len({a.child for a in asked})
+            return one_ready, shares, [(await a.answer()).rows for a in asked]
+        finally:
+            checker.close()
+
+    one_ready, shares, rows = asyncio.run(go())
+    assert one_ready  # the sibling was still starting when the files were sent
+    assert shares == 2
+    assert rows == [[(f" words with the letter e (0:{n})", 0.42)] for n in range(6)]
+
+
+def test_files_the_store_cannot_take_are_shown_but_not_indexed(
+    registry: Registry, store: Store, mirror: Mirror
+) -> None:
+    from neuron_desk.core.errors import StoreError
+
+    def full(_files: Any) -> None:
+        raise StoreError("the disk is full")
+
+    store.put_compressed_many = full  # type: ignore[method-assign]
+
+    async def work(s: NeuronService) -> Any:
+        return await s.first_published(ref(0, 2))
+
+    assert with_service(registry, store, work) == (" words with the letter e (0:2)", 0.42)
+    assert store.get_file(ref(0, 2), "explanations") is None
+    assert Explanations(store).of(ref(0, 2)) == []  # no index of a file not stored

@@ -25,6 +25,16 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     return home
 
 
+@pytest.fixture(params=["lean", "httpcore"])
+def http_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The client's transport made by `TRANSPORTS[name]`: each test using this runs over
+    both (the lean one the client uses, and httpx's own through httpcore)."""
+    import neuron_desk.llm.client as client_module
+
+    monkeypatch.setattr(client_module, "DEFAULT_TRANSPORT", request.param)
+    return str(request.param)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     """A fresh store file."""

@@ -19,7 +19,7 @@ from neuron_desk.llm.client import OpenAICompatibleClient, RetryPolicy
 from tests.fake_openai import FakeOpenAI, FakeServer
 from tests.llm.conftest import SECRET, Sleeps, until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("http_transport")]
 
 BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 
@@ -281,7 +281,7 @@ def test_list_models() -> None:
     assert run(go()) == ["fake-model"]
 
 
-def test_high_concurrency_uses_several_pools_within_the_limit() -> None:
+def test_high_concurrency_stays_within_the_limit(http_transport: str) -> None:
     fake = FakeOpenAI(latency=0.05)
 
     async def go() -> OpenAICompatibleClient:
@@ -291,7 +291,8 @@ def test_high_concurrency_uses_several_pools_within_the_limit() -> None:
                 return c
 
     c = run(go())
-    assert type(c._http._transport).__name__ == "_ShardedTransport"
+    expected = {"lean": "LeanTransport", "httpcore": "_ShardedTransport"}[http_transport]
+    assert type(c._http._transport).__name__ == expected
     assert fake.max_active == 24 and c.stats.max_in_flight == 24
     assert len(fake.requests) == 72
 

@@ -51,7 +51,7 @@ def ask(
 
 def stored_blob(store: Store, body: dict[str, Any], endpoint: str) -> bytes:
     key = cache_key(endpoint, "/chat/completions", body)
-    rows = store.query("SELECT response FROM llm_cache WHERE key=?", (key,))
+    rows = store.query("SELECT response FROM llm_cache_entries WHERE key=?", (key,))
     assert rows, "the answer was not cached"
     return bytes(rows[0][0])
 
@@ -182,5 +182,5 @@ def test_a_real_size_logprobs_echo_round_trips_through_the_cache(store: Store) -
     cache.put("e", "/completions", body, RawAnswer(echo, raw))
     assert cache.get_bytes(cache_key("e", "/completions", body)) == raw
     assert cache.get("e", "/completions", body) == echo
-    blob = store.query("SELECT response FROM llm_cache")[0][0]
+    blob = store.query("SELECT response FROM llm_cache_entries")[0][0]
     assert len(blob) < len(raw) / 2

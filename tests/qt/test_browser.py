@@ -300,6 +300,12 @@ def test_related_explanations_are_fetched_all_at_once(
     write_related(layout, 0, 0, many)
     events = Events(browser)
     mirror.faults.latency_s = 0.1
+    # The checker processes ready first (a browsing session's state: the files asked while
+    # they start wait for them, tested in tests/data/test_checker.py); on a busy machine one
+    # starting late had its share go out after the other's were answered.
+    checker = browser.desk.service.checker
+    browser.desk.service.expect_summaries("mirror")
+    run_until(loop, lambda: checker is None or checker.ready(every=True), timeout=30)
     browser.go(0, 0)
     run_until(loop, lambda: settled(browser, ref(0, 0)) and len(events.of("related")) == 12)
     assert mirror.faults.max_in_flight >= 12  # one after another: 1
@@ -397,3 +403,25 @@ def test_related_neurons_are_looked_up_in_one_task_where_nothing_is_fetched(
         assert started.count(BrowserState.RELATED_LOOKUP_TASK) == 1
     finally:
         loop.run_until_complete(offline.tasks.close())
+
+
+def test_related_explanations_are_asked_before_the_neuron_is_shown(
+    browser: BrowserState, loop: asyncio.AbstractEventLoop, layout: Path
+) -> None:
+    """With a checker process ready, the neighbours' requests go out as the neuron is loaded,
+    before the loop turns again (the window paints the neuron then): before the dock's own
+    tasks begin; their fetches are joined, not repeated."""
+    write_related(layout, 0, 0, RELATED)
+    checker = browser.desk.service.checker
+    assert checker is not None and checker.start()
+    run_until(loop, checker.ready)
+    sent_when_loaded: list[int] = []
+    browser.loaded.connect(  # the next turn of the loop, before the dock's tasks run
+        lambda *_: loop.call_soon(lambda: sent_when_loaded.append(checker.sent))
+    )
+    events = Events(browser)
+    browser.go(0, 0)
+    run_until(loop, lambda: len(events.of("related")) == 3 and not browser.related_in_flight())
+    assert sent_when_loaded == [3]  # 0:1, 0:2 and 1:5 (0:1 listed twice: asked once)
+    assert checker.sent == 3
+    assert sorted(events.of("related"))[0] == (ref(0, 1), " words with the letter e (0:1)", 0.42)

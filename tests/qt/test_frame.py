@@ -24,10 +24,11 @@ from neuron_desk.qt.heatmap import (
     PADDING,
     HeatmapRow,
     Palette,
-    _static,
-    _static_texts,
+    font_key,
     layout_row,
     paint_row,
+    static_text,
+    static_texts,
 )
 from neuron_desk.qt.mainwindow import MainWindow
 from tests.qt.conftest import WindowFactory, run_until
@@ -100,7 +101,11 @@ def test_a_row_paints_each_tokens_colour_and_its_text(qapp) -> None:  # type: ig
         background = colours[i][0].rgb()
         assert pixel(image, x, y) == background  # top-left corner: no glyph there
         assert pixel(image, x + w - 1, y + layout.text_height - 1) == background
-        inside = {pixel(image, px, py) for px in range(x, x + w) for py in range(y, y + layout.text_height)}
+        inside = {
+            pixel(image, px, py)
+            for px in range(x, x + w)
+            for py in range(y, y + layout.text_height)
+        }
         assert len(inside) > 1, tokens[i]  # some of the text's pixels differ from the box
     after = layout.boxes[-1][2] + layout.boxes[-1][4]
     assert pixel(image, after + 2, PADDING + 2) == QtGui.QColor("magenta").rgb()  # nothing beyond
@@ -110,11 +115,21 @@ def test_a_row_paints_each_tokens_colour_and_its_text(qapp) -> None:  # type: ig
 
 
 def test_token_texts_are_prepared_as_plain_text(qapp) -> None:  # type: ignore[no-untyped-def]
-    texts = _static_texts(FONT)
-    static = _static(texts, "<b>bold</b>")
+    texts = static_texts(FONT)
+    static = static_text(texts, "<b>bold</b>")
     assert static.textFormat() == QtCore.Qt.TextFormat.PlainText
     assert static.text() == "<b>bold</b>"
-    assert _static(texts, "<b>bold</b>") is static  # prepared once
+    assert static_text(texts, "<b>bold</b>") is static  # prepared once
+
+
+def test_a_fonts_key_is_remembered_only_while_the_font_stays_the_same(qapp) -> None:  # type: ignore[no-untyped-def]
+    font = QtGui.QFont("DejaVu Sans", 10)
+    assert font_key(font) == font.key()
+    font.setPointSize(13)  # the caller changes its font: a new key, not the remembered one
+    assert font_key(font) == font.key() != QtGui.QFont("DejaVu Sans", 10).key()
+    bold = QtGui.QFont(font)
+    bold.setBold(True)
+    assert font_key(bold) == bold.key() and font_key(font) == font.key()
 
 
 def test_token_lists_fill_with_one_reset_and_make_tooltips_when_asked(qtbot) -> None:  # type: ignore[no-untyped-def]
@@ -148,6 +163,62 @@ def test_token_lists_fill_with_one_reset_and_make_tooltips_when_asked(qtbot) -> 
     assert table.columnSpan(0, 0) == 2
     table.set_pairs(pairs, "none")
     assert table.columnSpan(0, 0) == 1 and table.columnWidth(1) == short
+
+
+def test_token_list_cells_are_painted_as_the_model_says(qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A token list paints each cell in view from the model in one pass: the strength's colour
+    behind the token, the text in its colour (the view's for values), a selected row or a
+    selected cell alone, and a token too long for its cell elided in the middle."""
+    table = TokenList("mean activation")
+    qtbot.addWidget(table)
+    table.resize(300, 400)
+    table.show()
+    QtWidgets.QApplication.processEvents()
+    long = " " + "x" * 120 + "END"
+    table.set_pairs([(" hot", 5.0), (" warm", 2.0), (long, 0.1)], "none")
+    image = table.viewport().grab().toImage()
+    rect = table.visualRect(table.pairs.index(0, 0))
+    hot = table.pairs.index(0, 0).data(QtCore.Qt.ItemDataRole.BackgroundRole)
+    text_colour = table.pairs.index(0, 0).data(QtCore.Qt.ItemDataRole.ForegroundRole)
+    inside = {
+        image.pixel(x, y)
+        for x in range(rect.left(), rect.right())
+        for y in range(rect.top() + 1, rect.bottom())
+    }
+    assert hot.rgb() in inside and text_colour.rgb() in inside  # the colour, the token on it
+    value = table.visualRect(table.pairs.index(0, 1))
+    value_pixels = {
+        image.pixel(x, y)
+        for x in range(value.left(), value.right())
+        for y in range(value.top() + 1, value.bottom())
+    }
+    assert len(value_pixels) > 2 and hot.rgb() not in value_pixels  # a text, not coloured
+    # The long token: its end is shown (elided in the middle), and it stays in its cell.
+    import neuron_desk.qt.docks as docks
+
+    drawn: list[str] = []
+    original = docks.static_text
+
+    def recording(texts, text):  # type: ignore[no-untyped-def]
+        drawn.append(text)
+        return original(texts, text)
+
+    monkeypatch.setattr(docks, "static_text", recording)
+    table.viewport().repaint()
+    shown_long = [t for t in drawn if t.endswith("END")]
+    assert shown_long and "…" in shown_long[0] and len(shown_long[0]) < len(long)
+    table.selectRow(1)
+    image = table.viewport().grab().toImage()
+    rect = table.visualRect(table.pairs.index(1, 0))
+    highlight = table.palette().color(QtGui.QPalette.ColorRole.Highlight).rgb()
+    assert image.pixel(rect.right() - 2, rect.center().y()) == highlight
+    table.clearSelection()
+    one = table.pairs.index(2, 1)  # the value of the long token's row, alone
+    table.selectionModel().select(one, QtCore.QItemSelectionModel.SelectionFlag.Select)
+    image = table.viewport().grab().toImage()
+    cell, token = table.visualRect(one), table.visualRect(table.pairs.index(2, 0))
+    assert image.pixel(cell.right() - 2, cell.center().y()) == highlight
+    assert image.pixel(token.right() - 2, token.center().y()) != highlight
 
 
 def test_related_neurons_first_column_fits_its_texts(

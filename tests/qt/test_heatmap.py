@@ -282,7 +282,8 @@ def test_a_resize_lays_out_only_the_visible_rows(qtbot, monkeypatch) -> None:  #
         assert len(laid_out) <= 3 * len(_visible_rows(view)) + 2
 
 
-def test_painted_rows_are_kept_as_pixmaps_until_the_width_changes(qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def _counting_paints(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+    """The serials of the rows `paint_row` draws from now on, in order."""
     import neuron_desk.qt.heatmap as heatmap
 
     painted: list[int] = []
@@ -293,6 +294,11 @@ def test_painted_rows_are_kept_as_pixmaps_until_the_width_changes(qtbot, monkeyp
         return real(painter, rect, row, palette, font, side_by_side)
 
     monkeypatch.setattr(heatmap, "paint_row", counting)
+    return painted
+
+
+def test_painted_rows_are_kept_as_pixmaps_until_the_width_changes(qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    painted = _counting_paints(monkeypatch)
     view = HeatmapView()
     qtbot.addWidget(view)
     view.setModel(_Rows(_long_rows(30)))
@@ -312,3 +318,29 @@ def test_painted_rows_are_kept_as_pixmaps_until_the_width_changes(qtbot, monkeyp
     QtWidgets.QApplication.processEvents()
     view.viewport().repaint()
     assert len(painted) - len(first) > 3  # a new width: painted again
+
+
+def test_new_rows_are_drawn_by_the_first_paint_after_them(qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A shown list lays new rows out when they arrive, so the paint right after draws them:
+    left to Qt's delayed layout, that paint showed the list empty for a frame (a neuron switch
+    flickered) and a second paint drew the rows."""
+    from neuron_desk.qt.datasetpane import DatasetPane
+    from tests.synthetic import neuron_record
+
+    painted = _counting_paints(monkeypatch)
+    pane = DatasetPane()
+    qtbot.addWidget(pane)
+    pane.resize(900, 700)
+    pane.show()
+    QtWidgets.QApplication.processEvents()  # exposed: paints reach the delegate
+    for seed in (3, 4):
+        painted.clear()
+        pane.show_record(neuron_record(seed=seed, n_top=20))
+        pane.repaint()  # no events in between: what the next frame shows
+        assert len(painted) >= 3, f"seed {seed}: {len(painted)} rows in the first paint"
+    hidden = HeatmapView()
+    qtbot.addWidget(hidden)
+    hidden.setModel(_Rows(_long_rows(5)))
+    hidden.model().beginResetModel()
+    hidden.model().endResetModel()  # not shown: the layout waits until it is
+    assert hidden.delegate.exact_to == float("inf")

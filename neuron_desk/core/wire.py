@@ -1,22 +1,31 @@
-"""The checker processes' HTTP/1.1 transport: httpx's client over a lean asyncio protocol.
+"""A lean HTTP/1.1 transport for httpx: the checker processes' GETs and the LLM client's POSTs.
 
-A checker process (`data/checker.py`) receives forty 420 KB files at once. Through httpcore,
-h11 and AnyIO each body costs ~1-5 ms of CPU (measured in that process: reads through three
+Through httpcore, h11 and AnyIO a large body costs ~1-5 ms of CPU (a 420 KB file in a checker
+process; ~2.3 ms for a 653 KB prompt-logprobs echo in the LLM client: reads through three
 layers of streams, an AnyIO cancel scope per read, h11's event machinery); the socket's own
 work is ~0.3 ms. `LeanTransport` is an `httpx.AsyncBaseTransport` that speaks HTTP/1.1
 straight from an `asyncio.Protocol` (a body arrives in the loop's 256 KiB reads, handed on as
-they come). Everything above the wire stays httpx's and `HttpSource`'s: the client builds the
-request and its headers, follows redirects, decodes content encodings; `HttpSource` keeps its
-retries, size caps (checked while the body streams), time limits and 404/unreachable rules.
+they come). Everything above the wire stays httpx's and its callers': the client builds the
+request and its headers, follows redirects (or not), decodes content encodings; the callers
+keep their retries, size caps, time limits and status rules.
 
 What the transport does itself, as httpcore does: the request's connect, read, write and pool
-timeouts (`httpx.ConnectTimeout`, `ReadTimeout`, ...); keep-alive connections per host (at
-most `max_connections` in use, idle ones dropped after `keepalive_expiry` or once the server
-closed them; a GET on a kept connection the server closed meanwhile is sent again on a new
-one, once); TLS with the given context (httpx's default: certifi, hostname checked); bodies
-by Content-Length, chunked, or until the server closes; httpx's errors for everything that
-goes wrong (`ConnectError`, `ReadError`, `RemoteProtocolError`, ...). Only GET and HEAD
-without a request body are sent (the dataset sources ask for nothing else).
+timeouts (`httpx.ConnectTimeout`, `ReadTimeout`, `WriteTimeout`, `PoolTimeout`); keep-alive
+connections per host (at most `max_connections` in use, idle ones dropped after
+`keepalive_expiry` or once the server closed them: an idle connection's socket is polled
+before it is used again, as httpcore polls it); TLS with the given context (httpx's default:
+certifi, certificate and hostname checked); request bodies of known length (`Content-Length`:
+what httpx sends for bytes; a streamed, chunked request body is refused); response bodies by
+Content-Length, chunked, or until the server closes; httpx's errors for everything that goes
+wrong (`ConnectError`, `ReadError`, `RemoteProtocolError`, ...).
+
+A request is never sent twice when it may have reached the server, except a GET or HEAD
+(which change nothing) on a kept connection that ended before any byte of an answer came: sent
+again once on a new connection. A POST whose kept connection ends so fails with
+`RemoteProtocolError` ("Server disconnected without sending a response."), as through
+httpcore; its caller decides (the LLM client retries connection errors as it always did).
+Proxies: none, as httpx with a transport of its caller's (the environment's proxy variables
+are honoured by httpx only for the transports it builds itself).
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ from typing import Any
 
 import httpx
 
+from neuron_desk.core.transport import _socket_readable
+
 READ_PAUSE_BYTES = 1 << 20
 """Received bytes not yet taken by the reader above which the socket is not read (bounded
 memory whatever the server sends; the source's cap is checked as the body is taken)."""
@@ -40,6 +51,9 @@ KEEPALIVE_EXPIRY_S = 5.0
 """How long an idle connection is kept (httpx's default)."""
 
 _NO_BODY_STATUS = frozenset({204, 304})
+_SENT_AGAIN = frozenset({"GET", "HEAD"})
+"""Methods sent again on a new connection when a kept one ended before any byte of an answer
+came (they change nothing at the server); any other method is sent once."""
 Host = tuple[str, str, int]
 """(scheme, host, port): the connections kept for one are used again for it."""
 
@@ -81,8 +95,6 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request` and return the response with its body still to be read."""
-        if request.method not in ("GET", "HEAD"):
-            raise httpx.UnsupportedProtocol(f"{request.method} is not sent by this transport")
         url = request.url
         if url.scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
@@ -95,11 +107,15 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.PoolTimeout("no connection free in time", request=request) from None
         connection = None
         try:
-            sent = _request_head(request)
+            sent = _request_head(request) + await request.aread()
             connection = self._kept(key)
             head = None
             if connection is not None:  # None: the server had closed it; once on a new one
                 head = await connection.exchange(sent, request, timeouts, kept=True)
+                if head is None and request.method not in _SENT_AGAIN:
+                    raise httpx.RemoteProtocolError(
+                        "Server disconnected without sending a response.", request=request
+                    )
             if connection is None or head is None:
                 connection = await self._connect(key, request, timeouts)
                 head = await connection.exchange(sent, request, timeouts, kept=False)
@@ -121,9 +137,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
         """An idle connection to the host still open and not expired, if any."""
         idle = self._idle.get(key)
         now = time.monotonic()
+        loop = asyncio.get_running_loop()
         while idle:
             connection = idle.pop()
-            if connection.usable() and now - connection.idle_since < self._expiry:
+            if (
+                connection.loop is loop
+                and now - connection.idle_since < self._expiry
+                and connection.usable(poll=True)
+            ):
                 return connection
             connection.close()
         return None
@@ -175,8 +196,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
 
 def _request_head(request: httpx.Request) -> bytes:
-    if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
-        raise httpx.UnsupportedProtocol("a request body is not sent by this transport")
+    """The request line and headers (the body, if any, follows with its Content-Length)."""
+    if "transfer-encoding" in request.headers:
+        raise httpx.UnsupportedProtocol("a streamed request body is not sent by this transport")
     target = request.url.raw_path or b"/"
     lines = [request.method.encode("ascii") + b" " + target + b" HTTP/1.1"]
     lines += [name + b": " + value for name, value in request.headers.raw]
@@ -193,7 +215,10 @@ class _Connection(asyncio.Protocol):
         self._error: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._writable: asyncio.Future[None] | None = None
+        """Set while the transport's write buffer is full (`pause_writing`)."""
         self.idle_since = 0.0
+        self.loop = asyncio.get_running_loop()
 
     # --- asyncio.Protocol ---
 
@@ -217,6 +242,16 @@ class _Connection(asyncio.Protocol):
         self._ended = True
         self._error = exc
         self._wake()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -225,15 +260,19 @@ class _Connection(asyncio.Protocol):
 
     # --- for the transport ---
 
-    def usable(self) -> bool:
+    def usable(self, *, poll: bool = False) -> bool:
         """Open, and nothing unasked for received (an idle connection the server closed or
-        wrote to is not used again)."""
+        wrote to is not used again); `poll`: its socket polled too, for what the event loop
+        has not read yet."""
         transport = self._transport
-        return not (self._ended or self._buffer or transport is None or transport.is_closing())
+        if self._ended or self._buffer or transport is None or transport.is_closing():
+            return False
+        return not (poll and _socket_readable(transport.get_extra_info("socket")))
 
     def close(self) -> None:
         if self._transport is not None:
-            self._transport.close()
+            with contextlib.suppress(RuntimeError):  # a connection of an event loop since closed
+                self._transport.close()
 
     async def _more(self, request: httpx.Request, timeout: float | None) -> bool:
         """Wait for more bytes (False: the connection ended)."""
@@ -263,9 +302,16 @@ class _Connection(asyncio.Protocol):
             self._transport.write(sent)
         except (OSError, RuntimeError) as exc:
             self.close()
-            if kept:
-                return None
             raise httpx.WriteError(str(exc), request=request) from None
+        if self._writable is not None:  # the request did not fit in the socket's buffers
+            try:
+                async with asyncio.timeout(timeouts.get("write")):
+                    await self._writable
+            except TimeoutError:
+                self.close()
+                raise httpx.WriteTimeout(
+                    "the request was not sent in time", request=request
+                ) from None
         while True:  # 1xx answers are skipped
             end = -1
             while (end := self._buffer.find(b"\r\n\r\n")) < 0:
@@ -334,9 +380,7 @@ class _Connection(asyncio.Protocol):
         del self._buffer[: end + 2]
         return line
 
-    async def _chunks(
-        self, request: httpx.Request, timeout: float | None
-    ) -> AsyncIterator[bytes]:
+    async def _chunks(self, request: httpx.Request, timeout: float | None) -> AsyncIterator[bytes]:
         while True:
             size_text = (await self._line(request, timeout)).split(b";", 1)[0].strip()
             try:
