@@ -1,6 +1,7 @@
 """Run every benchmark script in this folder, collect their BENCH lines and write
 docs/performance.md: one table (target | figure | limit | ratio | ok), the machine (CPU model,
-cores, Python, load average at the start), the date and the command (issue 12).
+cores, Python, load average at the start, how fast it ran before and after the scripts),
+the date and the command (issue 12).
 
 Each script runs on its own (offscreen, offline), with a time limit; one that fails or prints
 no BENCH line is listed as such under the table, with the tail of what it said.
@@ -24,6 +25,17 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 TIME_LIMIT_S = 600
 """Per script: BENCH.md asks ≤ 3 minutes each; a loaded machine gets some slack."""
+SPEED_WORKLOAD = """
+import time
+start = time.perf_counter()
+table = {}
+for i in range(2_000_000):
+    table[i & 1023] = table.get(i & 1023, 0) + i
+print((time.perf_counter() - start) * 1000)
+"""
+"""A fixed piece of pure-Python work: how fast the machine runs right now. A shared VM's
+speed changes between runs (seen here: the same code's figures 2-2.5× apart at the same
+load average), so the table says how fast the machine was before and after its scripts."""
 
 
 def scripts(only: set[str] | None) -> list[Path]:
@@ -94,6 +106,17 @@ def machine() -> dict[str, str]:
     }
 
 
+def machine_speed(times: int = 3) -> float:
+    """Milliseconds of `SPEED_WORKLOAD` in a fresh interpreter, the least of `times`."""
+    spent = []
+    for _ in range(times):
+        done = subprocess.run(
+            [sys.executable, "-c", SPEED_WORKLOAD], capture_output=True, text=True, timeout=120
+        )
+        spent.append(float(done.stdout.strip()))
+    return min(spent)
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
@@ -130,6 +153,9 @@ def markdown(results: list[tuple[Path, list[dict[str, Any]], str, float]], info:
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['system']}, Python {info['python']};",
         f"load average at the start {info['load']}. Date: {now}. Time per script: {took}.",
+        f"Machine speed: a fixed pure-Python workload (`SPEED_WORKLOAD` in run_all.py) took "
+        f"{info['speed_before']} ms before the scripts and {info['speed_after']} ms after them",
+        "(the least of three each; the lower, the faster the machine ran).",
         "",
         "## Notes",
         "",
@@ -145,6 +171,8 @@ def main() -> None:
     only = set(args[args.index("--only") + 1].split(",")) if "--only" in args else None
     out = Path(args[args.index("--out") + 1]) if "--out" in args else ROOT / "docs/performance.md"
     info = machine()
+    info["speed_before"] = f"{machine_speed():.0f}"
+    print(f"machine speed: {info['speed_before']} ms", flush=True)
     results = []
     for script in scripts(only):
         print(f"running {script.name} …", flush=True)
@@ -154,6 +182,8 @@ def main() -> None:
         if problem:
             print(f"  {script.name}: {problem}", flush=True)
         results.append((script, lines, problem, seconds))
+    info["speed_after"] = f"{machine_speed():.0f}"
+    print(f"machine speed after: {info['speed_after']} ms", flush=True)
     command = "python tests/benchmarks/run_all.py" + (" " + " ".join(args) if args else "")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown(results, info, command), encoding="utf-8")
