@@ -517,6 +517,10 @@ class MainWindow(QtWidgets.QMainWindow):
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self.collector.resume()  # a switch cut short by closing leaves collection on
         self.browser.save_position()
+        # The docks as the browser has them: closed on the welcome page, whose docks are
+        # hidden, the next start would restore a window without any.
+        for dock in self._docks_hidden:
+            dock.show()
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("state", self.saveState())
         self.settings.setValue("splitter", self.splitter.saveState())

@@ -7,9 +7,11 @@ import asyncio
 import json
 from pathlib import Path
 
-from PySide6 import QtWidgets
+from PySide6 import QtCore, QtWidgets
 
+from neuron_desk.core.paths import Paths
 from neuron_desk.core.refs import NeuronRef
+from neuron_desk.desk import Desk
 from neuron_desk.llm.profiles import ProfileConfig
 from neuron_desk.qt.helpmenu import CREDITS, shortcuts
 from neuron_desk.qt.mainwindow import MainWindow
@@ -112,3 +114,34 @@ def test_help_menu(make_window: WindowFactory) -> None:
     guide = window.help_menu.show_guide()
     assert "Generate & score" in guide.findChild(QtWidgets.QPlainTextEdit).toPlainText()
     guide.close()
+
+
+def test_closing_on_the_welcome_page_keeps_the_docks_for_the_next_start(
+    qtbot, loop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The welcome page hides the docks; quitting there saves the window with them, so the
+    next start (which opens on the welcome page again) brings them back with a neuron."""
+    desk = Desk.open(Paths.at(tmp_path))
+    settings = QtCore.QSettings(str(tmp_path / "s.ini"), QtCore.QSettings.Format.IniFormat)
+    windows = []
+    try:
+        for start in range(2):
+            window = MainWindow(desk, settings)
+            windows.append(window)
+            window.restore_state()
+            window.resize(1200, 1000)
+            window.show()
+            window.show_welcome()
+            assert not window.tokens_dock.isVisible()
+            if start == 1:
+                window.welcome.neuron_buttons[0].click()
+                run_until(loop, lambda w=window: w.browser.data is not None)
+                assert window.tokens_dock.isVisible() and window.related_dock.isVisible()
+            loop.run_until_complete(window.tasks.close())
+            window.close()
+    finally:
+        loop.run_until_complete(desk.aclose())
+        for window in windows:
+            window.deleteLater()
+        QtWidgets.QApplication.processEvents()
+        desk.close()
