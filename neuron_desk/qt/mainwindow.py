@@ -470,18 +470,19 @@ class MainWindow(QtWidgets.QMainWindow):
     # --- window state ---
 
     def restore_state(self) -> bool:
-        """Window geometry, docks and the splitter, from QSettings; False if none was kept
-        (then the window is fitted to the screen)."""
-        restored = False
+        """Window geometry, docks and the splitter, from QSettings; False if none was kept.
+        A window without its geometry (none kept, or kept on a screen of another width,
+        which Qt refuses: 20% narrower or wider) is fitted to the screen."""
+        done = {}
         for key, restore in (
             ("geometry", self.restoreGeometry),
             ("state", self.restoreState),
             ("splitter", self.splitter.restoreState),
         ):
             value = self.settings.value(key)
-            if isinstance(value, QtCore.QByteArray):
-                restored = bool(restore(value)) or restored
-        if not restored:
+            done[key] = isinstance(value, QtCore.QByteArray) and bool(restore(value))
+        restored = any(done.values())
+        if not done["geometry"]:  # Qt's default 640×480 otherwise
             self.fit_to_screen()
         elif QtGui.QGuiApplication.platformName() != "offscreen":  # the screen may be smaller
             self.resize(self.size().boundedTo(self.screen().availableGeometry().size()))

@@ -5,6 +5,7 @@ restores."""
 from __future__ import annotations
 
 import asyncio
+import struct
 
 from PySide6 import QtCore, QtWidgets
 
@@ -70,4 +71,28 @@ def test_docks_that_dont_fit_become_tabs_and_the_layout_restores(
     again.resize(1600, 1000)  # room again: one above the other
     again.arrange_docks()
     assert again.related_dock not in again.tabifiedDockWidgets(again.tokens_dock)
+    assert again.related_dock.isVisible() and again.tokens_dock.isVisible()
+
+
+def test_a_window_kept_on_a_screen_of_another_width_is_fitted_to_this_one(
+    make_window: WindowFactory, settings: QtCore.QSettings
+) -> None:
+    """Qt refuses a geometry saved on a screen 20% narrower or wider (a laptop's, shown now
+    on a monitor); the window is fitted to the screen instead of Qt's default 640×480, and
+    its docks and splitter are still restored."""
+    window = make_window()
+    window.resize(1024, 700)
+    window.arrange_docks()
+    window.close()
+    saved = bytes(settings.value("geometry"))  # type: ignore[arg-type]
+    screen_width = 46  # magic, version, frame and normal rects, screen, maximized, full screen
+    other = struct.pack(">i", 4 * struct.unpack(">i", saved[screen_width : screen_width + 4])[0] + 1)
+    settings.setValue(
+        "geometry", QtCore.QByteArray(saved[:screen_width] + other + saved[screen_width + 4 :])
+    )
+    again = make_window()
+    again.resize(640, 480)  # what a window starts as when nothing sets its size
+    assert not again.restoreGeometry(settings.value("geometry"))  # type: ignore[arg-type]
+    assert again.restore_state()  # the docks and the splitter
+    assert again.width() >= 1200 and again.height() >= 800  # fitted (`fit_to_screen`)
     assert again.related_dock.isVisible() and again.tokens_dock.isVisible()
