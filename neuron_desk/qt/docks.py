@@ -549,6 +549,10 @@ class SearchDock(QtWidgets.QDockWidget):
         self._navigate = navigate
         self.results = QtWidgets.QListWidget(self)
         self.results.setAccessibleName("Search results")
+        # A narrow dock (1024×700 with three docks) wraps its lines instead of cutting them.
+        self.results.setWordWrap(True)
+        self.results.setResizeMode(QtWidgets.QListView.ResizeMode.Adjust)
+        self.results.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.results.itemActivated.connect(self._chosen)
         self.results.itemClicked.connect(self._chosen)
         self.setWidget(self.results)

@@ -96,3 +96,26 @@ def test_a_window_kept_on_a_screen_of_another_width_is_fitted_to_this_one(
     assert again.restore_state()  # the docks and the splitter
     assert again.width() >= 1200 and again.height() >= 800  # fitted (`fit_to_screen`)
     assert again.related_dock.isVisible() and again.tokens_dock.isVisible()
+
+
+def test_a_narrow_search_dock_wraps_its_lines(
+    sample_window: MainWindow,  # noqa: F811
+) -> None:
+    """At 1024×700 the search dock is narrow: its message (and each result) wraps to the
+    dock's width, nothing is cut off behind a horizontal scroll bar."""
+    window = sample_window
+    window.resize(1024, 700)
+    window.search("no explanation says this")
+    QtWidgets.QApplication.processEvents()
+    dock = window.search_dock
+    assert dock.isVisible()
+    results = dock.results
+    results.setFixedWidth(160)
+    QtWidgets.QApplication.processEvents()
+    item = results.item(0)
+    assert item is not None and item.text().startswith("No stored explanation mentions that")
+    line = results.fontMetrics().height()
+    rect = results.visualItemRect(item)
+    assert rect.height() >= 3 * line  # wrapped over several lines
+    assert rect.width() <= results.viewport().width()
+    assert not results.horizontalScrollBar().isVisible()
