@@ -49,6 +49,10 @@ def _add_action(
     return action
 
 
+TALL_ENOUGH = 900
+"""A window at least this tall has room for the docks one above the other."""
+
+
 class MainWindow(QtWidgets.QMainWindow):
     """The app's window over one desk; long work runs as named tasks that can be cancelled.
 
@@ -213,7 +217,7 @@ class MainWindow(QtWidgets.QMainWindow):
             "&Generate && score", lambda: self.generate(self.explanations.samples.value()), "Ctrl+G"
         )
         run_menu.addAction("&Cancel", self.cancel_run, "Esc")
-        run_menu.addAction("&Test your own text…", self.probe_dock.open, "Ctrl+T")
+        run_menu.addAction("&Test your own text…", self.open_text_probe, "Ctrl+T")
         view_menu = self.menuBar().addMenu("&View")
         for dock in self._docks():
             view_menu.addAction(dock.toggleViewAction())
@@ -498,9 +502,23 @@ class MainWindow(QtWidgets.QMainWindow):
         self.resize(size)
         self.arrange_docks()
 
+    def open_text_probe(self) -> None:
+        """Show "Test your own text" with the cursor in its text: below the panes in a window
+        tall enough for them all, else as a tab beside the top tokens (below them at
+        1024×700, the panes' least heights made the window 752 px tall, past the screen)."""
+        dock = self.probe_dock
+        if not dock.isFloating():
+            tabbed = dock in self.tabifiedDockWidgets(self.tokens_dock)
+            if self.height() < TALL_ENOUGH and not tabbed:
+                self.tabifyDockWidget(self.tokens_dock, dock)
+            elif self.height() >= TALL_ENOUGH and tabbed:
+                self.removeDockWidget(dock)
+                self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+        dock.open()
+
     def arrange_docks(self) -> None:
         """Docks that don't fit one above the other become tabs; a third of the width."""
-        tall_enough = self.height() >= 900
+        tall_enough = self.height() >= TALL_ENOUGH
         tabbed = self.related_dock in self.tabifiedDockWidgets(self.tokens_dock)
         if not tall_enough and not tabbed:
             self.tabifyDockWidget(self.tokens_dock, self.related_dock)

@@ -119,3 +119,26 @@ def test_a_narrow_search_dock_wraps_its_lines(
     assert rect.height() >= 3 * line  # wrapped over several lines
     assert rect.width() <= results.viewport().width()
     assert not results.horizontalScrollBar().isVisible()
+
+
+def test_test_your_own_text_fits_at_1024x700(
+    sample_window: MainWindow,  # noqa: F811
+) -> None:
+    """Below the panes at 1024×700, the text probe's dock made the window taller than the
+    screen (its status bar out of sight); there it is a tab beside the top tokens, and
+    below the panes where the window is tall enough."""
+    window = sample_window
+    window.resize(1024, 700)
+    window.arrange_docks()
+    QtWidgets.QApplication.processEvents()
+    window.open_text_probe()
+    QtWidgets.QApplication.processEvents()
+    assert window.probe_dock.isVisible()
+    assert window.probe_dock in window.tabifiedDockWidgets(window.tokens_dock)
+    assert window.size() == QtCore.QSize(1024, 700)
+    window.resize(1400, 1000)
+    window.open_text_probe()
+    QtWidgets.QApplication.processEvents()
+    assert window.probe_dock not in window.tabifiedDockWidgets(window.tokens_dock)
+    assert window.dockWidgetArea(window.probe_dock) == QtCore.Qt.DockWidgetArea.BottomDockWidgetArea
+    assert window.probe_dock.isVisible() and window.height() == 1000
