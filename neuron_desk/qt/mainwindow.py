@@ -490,6 +490,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.fit_to_screen()
         elif QtGui.QGuiApplication.platformName() != "offscreen":  # the screen may be smaller
             self.resize(self.size().boundedTo(self.screen().availableGeometry().size()))
+        if self.probe_dock.isVisibleTo(self):  # kept open below the panes of a taller window
+            self._place_text_probe()
         return restored
 
     def fit_to_screen(self) -> None:
@@ -506,15 +508,20 @@ class MainWindow(QtWidgets.QMainWindow):
         """Show "Test your own text" with the cursor in its text: below the panes in a window
         tall enough for them all, else as a tab beside the top tokens (below them at
         1024×700, the panes' least heights made the window 752 px tall, past the screen)."""
+        self._place_text_probe()
+        self.probe_dock.open()
+
+    def _place_text_probe(self) -> None:
+        """The text probe's dock below the panes, or beside the top tokens in a short window."""
         dock = self.probe_dock
-        if not dock.isFloating():
-            tabbed = dock in self.tabifiedDockWidgets(self.tokens_dock)
-            if self.height() < TALL_ENOUGH and not tabbed:
-                self.tabifyDockWidget(self.tokens_dock, dock)
-            elif self.height() >= TALL_ENOUGH and tabbed:
-                self.removeDockWidget(dock)
-                self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
-        dock.open()
+        if dock.isFloating():
+            return
+        tabbed = dock in self.tabifiedDockWidgets(self.tokens_dock)
+        if self.height() < TALL_ENOUGH and not tabbed:
+            self.tabifyDockWidget(self.tokens_dock, dock)
+        elif self.height() >= TALL_ENOUGH and tabbed:
+            self.removeDockWidget(dock)
+            self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
 
     def arrange_docks(self) -> None:
         """Docks that don't fit one above the other become tabs; a third of the width."""

@@ -142,3 +142,25 @@ def test_test_your_own_text_fits_at_1024x700(
     assert window.probe_dock not in window.tabifiedDockWidgets(window.tokens_dock)
     assert window.dockWidgetArea(window.probe_dock) == QtCore.Qt.DockWidgetArea.BottomDockWidgetArea
     assert window.probe_dock.isVisible() and window.height() == 1000
+
+
+def test_a_text_probe_kept_open_below_the_panes_is_a_tab_in_a_short_window(
+    make_window: WindowFactory,
+) -> None:
+    """Kept open below the panes of a tall window, the text probe's dock is restored beside
+    the top tokens in a short one (below them, the window would be taller than 700 px)."""
+    window = make_window()
+    window.resize(1400, 1000)
+    window.open_text_probe()
+    QtWidgets.QApplication.processEvents()
+    assert window.dockWidgetArea(window.probe_dock) == QtCore.Qt.DockWidgetArea.BottomDockWidgetArea
+    window.close()  # keeps geometry and docks
+    again = make_window()
+    assert again.restore_state()  # offscreen, the kept geometry comes back shorter than 900
+    assert again.height() < 900
+    QtWidgets.QApplication.processEvents()
+    assert again.probe_dock.isVisible()
+    assert again.probe_dock in again.tabifiedDockWidgets(again.tokens_dock)
+    again.resize(1024, 700)
+    QtWidgets.QApplication.processEvents()
+    assert again.size() == QtCore.QSize(1024, 700)
