@@ -485,14 +485,22 @@ class MainWindow(QtWidgets.QMainWindow):
         ):
             value = self.settings.value(key)
             done[key] = isinstance(value, QtCore.QByteArray) and bool(restore(value))
-        restored = any(done.values())
-        if not done["geometry"]:  # Qt's default 640×480 otherwise
-            self.fit_to_screen()
-        elif QtGui.QGuiApplication.platformName() != "offscreen":  # the screen may be smaller
-            self.resize(self.size().boundedTo(self.screen().availableGeometry().size()))
+        self._size_to_screen(done["geometry"])
         if self.probe_dock.isVisibleTo(self):  # kept open below the panes of a taller window
             self._place_text_probe()
-        return restored
+            layout = self.layout()
+            if layout is not None:
+                layout.activate()  # the least size without it below the panes, before resizing
+            self._size_to_screen(done["geometry"])  # below the panes, it held the window taller
+        return any(done.values())
+
+    def _size_to_screen(self, kept: bool) -> None:
+        """Fitted to the screen when no geometry was `kept` (Qt's default 640×480 otherwise);
+        a kept one bounded by the screen, which may be smaller."""
+        if not kept:
+            self.fit_to_screen()
+        elif QtGui.QGuiApplication.platformName() != "offscreen":
+            self.resize(self.size().boundedTo(self.screen().availableGeometry().size()))
 
     def fit_to_screen(self) -> None:
         """Most of the screen's free area, at least 1200×800 where there is room (HiDPI:
