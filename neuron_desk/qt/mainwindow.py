@@ -257,6 +257,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _dataset_shown(self, dataset: Dataset) -> None:
         self.picker.show_dataset(dataset)
+        if self._welcome is not None and self.pages.currentWidget() is self._welcome:
+            self._welcome.show_dataset(dataset)  # its buttons open the dataset picked
         for action, text in self._unit_actions:
             action.setText(text.format(unit=dataset.unit))
         self.explanations.name_units(dataset.unit)

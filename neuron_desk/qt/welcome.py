@@ -171,10 +171,11 @@ class WelcomePage(QtWidgets.QScrollArea):
 
     def show_dataset(self, dataset: Dataset, count: int = 5) -> None:
         """One-click buttons for the first interesting neurons of `dataset`."""
-        for button in self.neuron_buttons:
-            button.deleteLater()
+        while (old := self._neuron_layout.takeAt(0)) is not None:  # buttons and the stretch
+            widget = old.widget()
+            if widget is not None and widget is not self.random_button:
+                widget.deleteLater()
         self.neuron_buttons = []
-        self._neuron_layout.removeWidget(self.random_button)
         self.neurons_box.setTitle(f"Open a {dataset.unit} of {dataset.title}")
         self.random_button.setText(f"A random {dataset.unit} with data")
         for item in dataset.interesting[:count]:

@@ -145,3 +145,28 @@ def test_closing_on_the_welcome_page_keeps_the_docks_for_the_next_start(
             window.deleteLater()
         QtWidgets.QApplication.processEvents()
         desk.close()
+
+
+def test_the_welcome_page_follows_the_dataset_picked(
+    sample_window: MainWindow,  # noqa: F811
+) -> None:
+    """Picking another dataset while the welcome page shows lists that dataset's interesting
+    neurons (GPT-2 XL's from the paper), and back; each time the buttons come first, the
+    random button after them, at the top of their box."""
+    window = sample_window
+    window.show_welcome()
+    welcome = window.welcome
+    box = window.picker.dataset_box
+    for name in ("gpt2-xl", "smollm2-135m", "gpt2-xl"):
+        box.setCurrentIndex(box.findData(name))
+        QtWidgets.QApplication.processEvents()
+        dataset = window.desk.dataset(name)
+        first = dataset.interesting[0]
+        assert welcome.neurons_box.title() == f"Open a {dataset.unit} of {dataset.title}"
+        assert welcome.neuron_buttons[0].text().startswith(f"{first.layer}:{first.neuron}")
+        layout = welcome.neurons_box.layout()
+        items = [layout.itemAt(i) for i in range(layout.count())]
+        widgets = [item.widget() for item in items]
+        assert widgets[: len(welcome.neuron_buttons)] == welcome.neuron_buttons
+        assert widgets[len(welcome.neuron_buttons)] is welcome.random_button
+        assert len(items) == len(welcome.neuron_buttons) + 2  # and one stretch
