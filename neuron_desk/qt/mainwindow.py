@@ -469,6 +469,10 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.explanations.set_profiles(names, default)
         self.runs.check_endpoint()
+        if self._welcome is not None:  # its endpoint line says what runs use now
+            self._welcome.show_endpoint(
+                self.desk.profiles, self.ops.endpoint_problem(default), default
+            )
 
     def _task_failed(self, _name: str, error: BaseException) -> None:
         self.statusBar().showMessage(error_message(error), 15000)

@@ -170,3 +170,21 @@ def test_the_welcome_page_follows_the_dataset_picked(
         assert widgets[: len(welcome.neuron_buttons)] == welcome.neuron_buttons
         assert widgets[len(welcome.neuron_buttons)] is welcome.random_button
         assert len(items) == len(welcome.neuron_buttons) + 2  # and one stretch
+
+
+def test_the_welcome_page_says_what_runs_use_once_a_preset_is_saved(
+    make_window: WindowFactory, loop: asyncio.AbstractEventLoop, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Its endpoint line said "No LLM endpoint is set up" after a preset was saved; it says
+    what the new default needs (OpenAI: its key), and that it is ready once it is."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    window = make_window(ProfileConfig(path=tmp_path / "profiles.json"))
+    window.show_welcome()
+    welcome = window.welcome
+    welcome.preset.setCurrentIndex([p.name for p in PRESETS].index("openai"))
+    welcome.save_button.click()
+    run_until(loop, lambda: "OPENAI_API_KEY" in welcome.status.text())
+    assert "which is not set" in welcome.status.text()
+    welcome.preset.setCurrentIndex([p.name for p in PRESETS].index("ollama"))
+    welcome.save_button.click()
+    run_until(loop, lambda: welcome.status.text() == "Runs use the profile 'ollama'; ready.")
