@@ -148,6 +148,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.title.setAccessibleName("Current neuron")
         self.subtitle = QtWidgets.QLabel(self)
         self.subtitle.setTextFormat(Qt.TextFormat.PlainText)
+        for label in (self.title, self.subtitle):  # a long title wraps, it never widens the window
+            label.setWordWrap(True)
         self.explanations = ExplanationPane(self)
         self.dataset_pane = DatasetPane(self)
         self.splitter = QtWidgets.QSplitter(Qt.Orientation.Vertical, self)

@@ -164,3 +164,20 @@ def test_a_text_probe_kept_open_below_the_panes_is_a_tab_in_a_short_window(
     again.resize(1024, 700)
     QtWidgets.QApplication.processEvents()
     assert again.size() == QtCore.QSize(1024, 700)
+
+
+def test_a_long_title_wraps_instead_of_widening_the_window(
+    sample_window: MainWindow,  # noqa: F811
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """"SmolLM2-135M-Instruct TopK SAE (bundled sample) · SAE at model.layers.9 · latent
+    3616" is wider than the panes at 1024×700: on one line it made the window wider than
+    the screen; it wraps."""
+    window = sample_window
+    latent = window.desk.available_neurons("smollm2-135m-sae")[0]
+    small(window, loop, latent)
+    title = window.title
+    assert title.text().startswith("SmolLM2-135M-Instruct TopK SAE (bundled sample) · ")
+    assert title.fontMetrics().horizontalAdvance(title.text()) > title.width()  # too long
+    assert window.size() == QtCore.QSize(1024, 700)
+    assert title.height() >= 2 * title.fontMetrics().height()  # on two lines
