@@ -302,19 +302,18 @@ def related_fill(folder: str) -> None:
     `STARTS` first fills and of the `STARTS × LATER` later ones, printed with their range."""
     root = Path(folder) / "mirror"
     centers = [(NeuronRef("net", 5 + 7 * i, 131 + 977 * i), i) for i in range(1 + LATER)]
-    neighbours_of: dict[NeuronRef, set[NeuronRef]] = {}
+    every: list[NeuronRef] = []
     for center, seed in centers:
         for kind, text in neuron_files(center.layer, center.index, seed=seed).items():
             path = root / kind.relative_path(center.layer, center.index)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         neighbours = related_neighbours(related(center.layer, seed))
-        neighbours_of[center] = set(neighbours)
+        every += neighbours
         for i, neighbour in enumerate(neighbours):
             path = root / Kind.EXPLANATIONS.relative_path(neighbour.layer, neighbour.index)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(neuron_files(neighbour.layer, neighbour.index, seed=100 * seed + i)[Kind.EXPLANATIONS])
-    every = [n for ns in neighbours_of.values() for n in ns]
     assert len(every) == len(set(every)), "each neuron's neighbours are new to the others"
     mirror = MirrorProcess(root, LATENCY_S)  # another machine: not this process's GIL
     fills: list[list[tuple[float, float, int, dict[str, float]]]] = [[], []]
@@ -334,21 +333,22 @@ def related_fill(folder: str) -> None:
         strict=True,
     ):
         times = sorted(filled for filled, *_ in samples)
-        _, cpu_ms, count, spent = min(samples, key=lambda s: abs(s[0] - median(times)))
+        middle = median(times)
+        _, cpu_ms, count, spent = min(samples, key=lambda s: abs(s[0] - middle))
         checkers = sorted(v for k, v in spent.items() if k.startswith("checker"))
         everything = cpu_ms + sum(spent.values())
         print(
-            f"related dock, {when}: 40 neighbours filled in {', '.join(f'{t:.0f}' for t in times)} ms "
-            f"after the neuron was shown (median {median(times):.0f}); the median one's CPU: this "
+            f"related dock, {when}: {count} neighbours filled in {', '.join(f'{t:.0f}' for t in times)} ms "
+            f"after the neuron was shown (median {middle:.0f}); the median one's CPU: this "
             f"process {cpu_ms:.0f} ms, checker processes {' + '.join(f'{c:.0f}' for c in checkers) or 'none'} ms, "
             f"mirror {spent.get('mirror', 0):.0f} ms"
         )
         bench(
-            NAME, target, median(times) / rtt, "×round trip", 2,
+            NAME, target, middle / rtt, "×round trip", 2,
             note=(
                 f"median of {len(times)} fills of {count} neighbours' explanations (~420 KB each, real shape{remark}) "
                 f"after {when} was shown ({STARTS} starts of the app, each on a fresh home): "
-                f"{median(times):.0f} ms, from {times[0]:.0f} to {times[-1]:.0f} ms; in the median one, CPU "
+                f"{middle:.0f} ms, from {times[0]:.0f} to {times[-1]:.0f} ms; in the median one, CPU "
                 f"{everything:.0f} ms in all: this process {cpu_ms:.0f} ms, the checker processes "
                 f"{sum(checkers):.0f} ms, the mirror {spent.get('mirror', 0):.0f} ms; one round trip "
                 f"{rtt:.0f} ms; {in_flight} requests in flight at most; the mirror in its own process; "
