@@ -432,18 +432,7 @@ class Store:
     ) -> None:
         """`put_file` of a validated body already compressed by `compress` (e.g. in the
         process that checked it)."""
-        key = (ref.dataset, kind, ref.layer, ref.index)
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO files "
-                "(dataset, kind, layer, neuron, body, origin, fetched_at, checked) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (*key, body, origin, time.time(), checked),
-            )
-            db.execute(
-                "DELETE FROM absent WHERE dataset=? AND kind=? AND layer=? AND neuron=?", key
-            )
-            self._file_writes += 1
+        self.put_compressed_many([(ref, kind, body, origin, checked)])
 
     def put_compressed_many(
         self,
@@ -453,7 +442,7 @@ class Store:
         transaction (what arrived together)."""
         now = time.time()
         rows = [
-            ((ref.dataset, kind, ref.layer, ref.index), body, origin, checked)
+            (ref.dataset, kind, ref.layer, ref.index, body, origin, now, checked)
             for ref, kind, body, origin, checked in files
         ]
         with self.transaction() as db:
@@ -461,11 +450,11 @@ class Store:
                 "INSERT OR REPLACE INTO files "
                 "(dataset, kind, layer, neuron, body, origin, fetched_at, checked) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(*key, body, origin, now, checked) for key, body, origin, checked in rows],
+                rows,
             )
             db.executemany(
                 "DELETE FROM absent WHERE dataset=? AND kind=? AND layer=? AND neuron=?",
-                [key for key, *_ in rows],
+                [row[:4] for row in rows],
             )
             self._file_writes += len(rows)
 
