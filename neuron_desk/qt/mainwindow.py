@@ -207,12 +207,14 @@ class MainWindow(QtWidgets.QMainWindow):
         previous_unit = _add_action(go_menu, "&Previous neuron", self.browser.previous, "Ctrl+[")
         go_menu.addAction(self.picker.random_action)
         pick = _add_action(go_menu, "&Pick a neuron", self.picker.focus, "Ctrl+L")
-        self._unit_actions = [
+        self._shown_unit_actions = [
             (export, "&Export this {unit}…"),
             (next_unit, "&Next {unit}"),
             (previous_unit, "&Previous {unit}"),
-            (pick, "&Pick a {unit}"),
         ]
+        """Actions on the neuron shown: named as its dataset names its units."""
+        self._pick_action = pick
+        """Named as the dataset picked names them."""
         go_menu.addAction("&Search explanations", self.picker.search_box.setFocus, "Ctrl+F")
         run_menu = self.menuBar().addMenu("&Run")
         run_menu.addAction(
@@ -261,10 +263,19 @@ class MainWindow(QtWidgets.QMainWindow):
         self.picker.show_dataset(dataset)
         if self._welcome is not None and self.pages.currentWidget() is self._welcome:
             self._welcome.show_dataset(dataset)  # its buttons open the dataset picked
-        for action, text in self._unit_actions:
+        self._pick_action.setText(f"&Pick a {dataset.unit}")
+        shown = self.browser.current
+        if shown is None or shown.dataset == dataset.name:
+            self._name_shown_units(dataset)
+        # else the panes keep showing (and the actions keep acting on) the neuron of the
+        # dataset before, until one of this dataset is opened
+        self._refresh_results_if_shown()
+
+    def _name_shown_units(self, dataset: Dataset) -> None:
+        """Say "neuron" or "latent" where the window speaks of the unit shown."""
+        for action, text in self._shown_unit_actions:
             action.setText(text.format(unit=dataset.unit))
         self.explanations.name_units(dataset.unit)
-        self._refresh_results_if_shown()
 
     def _refresh_results_if_shown(self) -> None:
         if self.results_dock.isVisible():
@@ -313,6 +324,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._runs.neuron_changed()  # a run belongs to the neuron it started on
         self.picker.show_neuron(ref)
         dataset = self.desk.dataset(ref.dataset)
+        self._name_shown_units(dataset)
         title = f"{dataset.title} · {dataset.layer_label(ref.layer)} · {dataset.unit} {ref.index}"
         self.title.setText(title)
         self.title.setAccessibleName(f"Current {dataset.unit}")

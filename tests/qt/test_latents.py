@@ -25,7 +25,7 @@ from neuron_desk.qt.mainwindow import MainWindow
 from neuron_desk.qt.runconfirm import ASK_UNPRICED_KEY
 from tests.data.test_cli_latents import sae_dataset
 from tests.fake_openai import FakeOpenAI, FakeServer
-from tests.qt.conftest import run_until
+from tests.qt.conftest import DeskFactory, run_until
 from tests.qt.test_scoring import profiles_for
 
 LATENT = NeuronRef("toy-sae", 0, 0)
@@ -128,3 +128,44 @@ def test_an_empty_latent_says_latent(
     assert "2 of 16 latents of SAE at model.layers.9 have data" in status
     window.picker._layer_changed(1)
     assert window.picker.data_count.text().strip() == "2 of 16 latents with data"
+
+
+def test_picking_a_dataset_of_latents_keeps_naming_the_neuron_shown(
+    loop: asyncio.AbstractEventLoop,
+    make_desk: DeskFactory,
+    settings: QtCore.QSettings,
+    tmp_path: Path,
+) -> None:
+    """The picker follows the dataset picked at once; the panes keep showing the neuron of the
+    dataset before until a latent is opened, and so do the words for it (the export and next
+    actions act on the neuron shown; the pane's legend is of its activations)."""
+    desk = make_desk()
+    desk.registry.add(sae_dataset(tmp_path / "sae"))
+    window = MainWindow(desk, settings)
+    window.resize(1200, 800)
+    window.show()
+
+    def action_texts() -> list[str]:
+        return [a.text() for menu in window.menuBar().actions() for a in menu.menu().actions()]
+
+    try:
+        open_latent(window, loop, NeuronRef("mirror", 0, 1))
+        box = window.picker.dataset_box
+        box.setCurrentIndex(box.findData("toy-sae"))
+        assert window.picker.neuron_box.prefix() == "latent "
+        assert "&Pick a latent" in action_texts()
+        assert window.title.text().endswith("neuron 1")
+        assert "&Export this neuron…" in action_texts() and "&Next neuron" in action_texts()
+        assert "green: the neuron" in window.explanations.legend.text()
+        assert "neuron" in window.explanations.table.accessibleName()
+
+        open_latent(window, loop, LATENT)
+        assert "&Export this latent…" in action_texts() and "&Next latent" in action_texts()
+        assert "green: the latent" in window.explanations.legend.text()
+        box.setCurrentIndex(box.findData("mirror"))  # and back: the latent is still shown
+        assert "&Pick a neuron" in action_texts() and "&Next latent" in action_texts()
+        assert "green: the latent" in window.explanations.legend.text()
+    finally:
+        loop.run_until_complete(window.tasks.close())
+        window.close()
+        window.deleteLater()
