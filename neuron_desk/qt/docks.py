@@ -213,6 +213,15 @@ class TokenList(QtWidgets.QTableView):
         highlight, highlighted_text = palette.color(_HIGHLIGHT), palette.color(_HIGHLIGHTED_TEXT)
         y = self.rowViewportPosition(first)
         text_top = (height - cells.metrics.height()) // 2
+        if spanned:  # why there are no tokens, wrapped to the list's width
+            shown, _background, foreground = pairs.cell(0, 0)
+            painter.setPen(foreground if foreground is not None else text_colour)
+            room = QtCore.QRect(
+                left0 + MARGIN, y + text_top, width0 + width1 - 2 * MARGIN,
+                self.viewport().height() - y - text_top,
+            )  # fmt: skip
+            painter.drawText(room, Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignTop, shown)
+            return
         for row in range(first, last + 1):
             shown, background, foreground = pairs.cell(row, 0)
             if (row, 0) in chosen:
@@ -222,21 +231,21 @@ class TokenList(QtWidgets.QTableView):
                 if background is not None:
                     painter.fillRect(left0, y, width0, height, background)
                 painter.setPen(foreground if foreground is not None else text_colour)
-            room = (width0 + width1 if spanned else width0) - 2 * MARGIN
-            painter.drawStaticText(left0 + MARGIN, y + text_top, cells.fitted(shown, room))
-            if not spanned:
-                if (row, 1) in chosen:
-                    painter.fillRect(left1, y, width1, height, highlight)
-                    painter.setPen(highlighted_text)
-                else:
-                    painter.setPen(text_colour)
-                value = pairs.cell(row, 1)[0]
-                painter.drawStaticText(
-                    left1 + MARGIN, y + text_top, cells.fitted(value, width1 - 2 * MARGIN)
-                )
+            painter.drawStaticText(
+                left0 + MARGIN, y + text_top, cells.fitted(shown, width0 - 2 * MARGIN)
+            )
+            if (row, 1) in chosen:
+                painter.fillRect(left1, y, width1, height, highlight)
+                painter.setPen(highlighted_text)
+            else:
+                painter.setPen(text_colour)
+            value = pairs.cell(row, 1)[0]
+            painter.drawStaticText(
+                left1 + MARGIN, y + text_top, cells.fitted(value, width1 - 2 * MARGIN)
+            )
             y += height
         if self.showGrid():
-            self._paint_grid(painter, first, y, left1 if not spanned else None)
+            self._paint_grid(painter, first, y, left1)
         current = self.currentIndex()
         if self.hasFocus() and current.isValid():
             focus = QtWidgets.QStyleOptionFocusRect()
@@ -247,7 +256,7 @@ class TokenList(QtWidgets.QTableView):
             )
 
     def _paint_grid(
-        self, painter: QtGui.QPainter, first: int, bottom: int, divider: int | None
+        self, painter: QtGui.QPainter, first: int, bottom: int, divider: int
     ) -> None:
         """The grid lines under the rows `first` to where they end (`bottom`), as the table's
         style colours them."""
@@ -265,8 +274,7 @@ class TokenList(QtWidgets.QTableView):
             painter.drawLine(0, y, right, y)
             y += height
         top = self.rowViewportPosition(first)
-        if divider is not None:
-            painter.drawLine(divider - 1, top, divider - 1, bottom - 1)
+        painter.drawLine(divider - 1, top, divider - 1, bottom - 1)
         painter.drawLine(right, top, right, bottom - 1)
 
     def rowCount(self) -> int:

@@ -181,3 +181,27 @@ def test_a_long_title_wraps_instead_of_widening_the_window(
     assert title.fontMetrics().horizontalAdvance(title.text()) > title.width()  # too long
     assert window.size() == QtCore.QSize(1024, 700)
     assert title.height() >= 2 * title.fontMetrics().height()  # on two lines
+
+
+def test_a_narrow_token_list_wraps_why_it_is_empty(qapp: QtWidgets.QApplication) -> None:
+    """An empty list says why on as many lines as its width needs (elided on one line, the
+    middle of the reason was cut out at 1024×700)."""
+    table = TokenList("mean activation")
+    table.resize(220, 300)
+    reason = (
+        "the SmolLM2-135M-Instruct TopK SAE (bundled sample) sample has no top tokens by "
+        "activation for 0:967"
+    )
+    table.set_pairs([], reason)
+    table.show()
+    QtWidgets.QApplication.processEvents()
+    image = table.viewport().grab().toImage()
+    background = image.pixelColor(image.width() - 3, image.height() - 3).lightness()
+    inked = [
+        y for y in range(image.height())
+        if any(abs(image.pixelColor(x, y).lightness() - background) > 80 for x in range(image.width()))
+    ]  # fmt: skip
+    line = table.fontMetrics().height()
+    assert inked and inked[-1] - inked[0] >= 3 * line  # four lines or more
+    assert table.text(0) == reason  # what a screen reader and a copy get: the whole reason
+    table.close()
