@@ -330,7 +330,8 @@ class NeuronService:
         the dataset's source."""
         stored = None if looked else (await self._stored_kinds(ds, ref, [kind])).get(kind)
         if stored is None and ds.bundled:
-            raise NotFound(f"the {ds.title} sample has no {kind.label} for {ref.short}")
+            sample = ds.title if "sample" in ds.title.lower() else f"the {ds.title} sample"
+            raise NotFound(f"{sample} has no {kind.label} for {ref.short}")
         key: FileKey = (ref, kind)
         if stored is None and (key in self._summarizing or key in self._storing):
             # the same file is being fetched for its summary: wait for it to be stored
