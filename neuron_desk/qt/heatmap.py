@@ -18,7 +18,7 @@ from __future__ import annotations
 import html
 import itertools
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import ClassVar
@@ -90,6 +90,9 @@ Box = tuple[int, str, int, int, int]
 `text_height` (plain tuples: a row of 64 tokens is laid out in a tight loop)."""
 
 
+_LAYOUT_SERIALS: Iterator[int] = itertools.count()
+
+
 @dataclass(frozen=True)
 class RowLayout:
     """Where each token of a row goes at one width."""
@@ -102,6 +105,11 @@ class RowLayout:
     column_offset: int
     """x of the simulated column (side by side), else 0."""
     column_width: int
+    """Of the first width laid out so: a narrower or wider one that puts every box in the
+    same place shares this layout, and so the row's picture (`layout_row`)."""
+    extent: int
+    """Width of what is drawn (its picture's width), at most the row's."""
+    serial: int = field(default_factory=lambda: next(_LAYOUT_SERIALS))
 
     @property
     def fragments(self) -> list[Fragment]:
@@ -291,7 +299,14 @@ def layout_row(
         widths = _WIDTHS.setdefault(key[2], {})
         if len(widths) > 200_000:
             widths.clear()
-        cached = row._layouts[key] = _layout(row, QtGui.QFontMetrics(font), widths, width, key[1])
+        cached = _layout(row, QtGui.QFontMetrics(font), widths, width, key[1])
+        for other_key, other in row._layouts.items():  # a resize mostly moves no box
+            if other_key[1:] == key[1:] and other.boxes == cached.boxes and (
+                other.height == cached.height and other.column_offset == cached.column_offset
+            ):
+                cached = other
+                break
+        row._layouts[key] = cached
     return cached
 
 
@@ -365,6 +380,9 @@ def _layout(
             x += w
         if "\n" in token:  # newlines are visible ("↵") and end the line
             x, y = 0, y + step
+    extent = max([b[2] + b[4] for b in boxes], default=0)
+    if row.caption:
+        extent = max(extent, metrics.horizontalAdvance(row.caption))
     last_line_empty = x == 0 and boxes and y > boxes[-1][3]
     height = (y if last_line_empty else y + step) + LINE_GAP
     return RowLayout(
@@ -374,6 +392,7 @@ def _layout(
         metrics.ascent(),
         column_width + COLUMN_GAP if side_by_side else 0,
         column_width,
+        column_width + COLUMN_GAP + extent if side_by_side else extent,
     )
 
 
@@ -625,17 +644,21 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
         row: HeatmapRow,
     ) -> QtGui.QPixmap:
         """The row painted at this size, kept in `QPixmapCache`: scrolling and repainting
-        only copy pixels (the first paint of a row at a width draws its tokens)."""
+        only copy pixels (the first paint of a row at a width draws its tokens). A picture is
+        as wide as what it shows and kept per layout, so a resize that moves none of a row's
+        boxes (most rows, most steps) draws nothing again."""
         font = self._font(option)
         palette = Palette.of(option.palette)
         ratio = painter.device().devicePixelRatio() if painter.device() is not None else 1.0
+        layout = layout_row(row, font, inner.width(), self.side_by_side)
+        size = QtCore.QSize(max(1, min(layout.extent, inner.width())), inner.height())
         key = (
-            f"heatmap:{row.serial}:{inner.width()}x{inner.height()}:{self.side_by_side:d}:"
+            f"heatmap:{row.serial}:{layout.serial}:{size.width()}x{size.height()}:"
             f"{option.palette.cacheKey()}:{font_key(font)}:{ratio}"
         )
         picture = QtGui.QPixmap()
         if not QtGui.QPixmapCache.find(key, picture):
-            picture = QtGui.QPixmap(inner.size() * ratio)
+            picture = QtGui.QPixmap(size * ratio)
             picture.setDevicePixelRatio(ratio)
             picture.fill(Qt.GlobalColor.transparent)
             onto = QtGui.QPainter(picture)
@@ -667,10 +690,14 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
             return QtCore.QSize(width, header)
         inner = max(width - self._sides, 100)
         margins = self._above_below
-        # In a pass, rows down to its limit are laid out; outside one (the view asking a
-        # row's rect) a row keeps the height the last pass gave it.
-        if (during is not None and during[0] < during[1]) or is_laid_out(
-            row, font, inner, self.side_by_side
+        # In a pass, rows down to its limit are laid out. Outside one (the view asking a
+        # row's rect, or its first row's size for the scroll step as the width changes), a
+        # row laid out before is laid out at this width too: estimated, it was painted a
+        # frame at the wrong height, then again.
+        if (
+            (during is not None and during[0] < during[1])
+            or is_laid_out(row, font, inner, self.side_by_side)
+            or (during is None and row._layouts)
         ):
             height = layout_row(row, font, inner, self.side_by_side).height + margins
         else:

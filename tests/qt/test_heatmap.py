@@ -105,9 +105,14 @@ def test_side_by_side_is_two_aligned_columns(qapp) -> None:  # type: ignore[no-u
 
 
 def test_layout_is_cached_per_width(qapp) -> None:  # type: ignore[no-untyped-def]
-    row = row_of(["a", "b"])
+    row = row_of(["aaaa", "bbbb"])
     assert layout_row(row, FONT, 300, False) is layout_row(row, FONT, 300, False)
-    assert layout_row(row, FONT, 200, False) is not layout_row(row, FONT, 300, False)
+    # A width that moves no box shares the layout (and so the row's picture) ...
+    assert layout_row(row, FONT, 200, False) is layout_row(row, FONT, 300, False)
+    # ... one that wraps the row otherwise does not.
+    narrow = QtGui.QFontMetrics(FONT).horizontalAdvance("aaaa") + 2
+    assert layout_row(row, FONT, narrow, False) is not layout_row(row, FONT, 300, False)
+    assert len({b[3] for b in layout_row(row, FONT, narrow, False).boxes}) == 2  # two lines
 
 
 def test_invisible_and_bidi_characters_are_shown(qapp) -> None:  # type: ignore[no-untyped-def]
@@ -314,10 +319,24 @@ def test_painted_rows_are_kept_as_pixmaps_until_the_width_changes(qtbot, monkeyp
     view.viewport().repaint()
     assert set(painted) - set(first) <= set(range(max(first) + 1, max(first) + 4))  # few new
     assert len(painted) - len(first) <= 3  # the rest copied from the pixmaps
-    view.resize(420, 300)
-    QtWidgets.QApplication.processEvents()
-    view.viewport().repaint()
-    assert len(painted) - len(first) > 3  # a new width: painted again
+    # A new width paints again exactly the rows it wraps otherwise (the others' pictures are
+    # as wide as what they show, and kept per layout).
+    for width in (420, 416, 200):
+        before_width = view.viewport().width() - 8
+        shown_rows = [view.model()._rows[r] for r in _visible_rows(view)]  # type: ignore[attr-defined]
+        old = {r.serial: layout_row(r, view.font(), before_width, False) for r in shown_rows}
+        painted.clear()
+        view.resize(width, 300)
+        QtWidgets.QApplication.processEvents()
+        view.viewport().repaint()
+        inner = view.viewport().width() - 8
+        moved = {
+            r.serial for r in shown_rows
+            if r.serial in old and layout_row(r, view.font(), inner, False) is not old[r.serial]
+        }  # fmt: skip
+        visible = {view.model()._rows[r].serial for r in _visible_rows(view)}  # type: ignore[attr-defined]
+        assert set(painted) == (moved & visible) | (visible - set(old)), width
+    assert painted  # 200 wraps some rows otherwise
 
 
 def test_new_rows_are_drawn_by_the_first_paint_after_them(qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
