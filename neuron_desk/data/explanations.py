@@ -175,7 +175,9 @@ class Explanations:
     def search(
         self, text: str, dataset: str | None = None, limit: int = 50
     ) -> list[ExplanationRow]:
-        """Explanations matching `text` (full-text, every word must appear), best match first."""
+        """Explanations matching `text` (full-text, every word must appear), best match first;
+        equal matches (the same text sampled again, or published for many neurons) by score,
+        best first, an unscored one last."""
         words = [w for w in "".join(c if c.isalnum() else " " for c in text).split() if w]
         if not words:
             return []
@@ -189,7 +191,7 @@ class Explanations:
         if dataset is not None:
             sql += " AND e.dataset=?"
             params += (dataset,)
-        sql += " ORDER BY rank LIMIT ?"
+        sql += " ORDER BY rank, e.score IS NULL, e.score DESC, e.id LIMIT ?"
         return _rows(self.store.query(sql, (*params, limit)))
 
 
