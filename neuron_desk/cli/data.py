@@ -17,7 +17,7 @@ from neuron_desk.cli.context import (
 )
 from neuron_desk.cli.output import dumps_json
 from neuron_desk.cli.progress import ProgressLine
-from neuron_desk.core.errors import CodecError, NotAvailableOffline, NotFound
+from neuron_desk.core.errors import CodecError, NeuronDeskError
 from neuron_desk.core.refs import NeuronRef
 from neuron_desk.core.text import for_terminal
 from neuron_desk.data.importer import import_paths
@@ -139,8 +139,10 @@ def cmd_show(args: argparse.Namespace, context: Context) -> int:
         for kind in refused:
             print(f"neuron-desk: refused {for_terminal(str(data.of_kind(kind)))}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if isinstance(data.record, NotFound | NotAvailableOffline) and not summary["explanations"]:
-        print(f"neuron-desk: {data.record}", file=sys.stderr)
+    if isinstance(data.record, NeuronDeskError) and not summary["explanations"]:
+        # nothing to show: not there, not stored for offline use, or not fetched (a network
+        # failure is a failure, not an empty neuron)
+        print(f"neuron-desk: {for_terminal(str(data.record))}", file=sys.stderr)
         return EXIT_NOT_FOUND
     return EXIT_OK
 

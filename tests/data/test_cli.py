@@ -224,3 +224,23 @@ def test_json_output_writes_null_for_nan(
     shown = json.loads(out, parse_constant=refuse)
     scores = {e["explanation"]: e["score"] for e in shown["explanations"]}
     assert scores[" nan score"] is None
+
+
+def test_show_of_a_neuron_that_could_not_be_fetched_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every file unreachable: each kind says why, and the exit code says it failed (it was 0,
+    as if the neuron had been shown)."""
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("NEURON_DESK_HOME", str(tmp_path / "home"))
+    store = Store.open(Paths.from_env().store)
+    Registry(store).add(mirror_dataset(f"http://127.0.0.1:{port}"))
+    store.close()
+    code, out, err = run_cli(capsys, "show", "mirror", "1", "3")
+    assert code == 1, out
+    assert "could not connect" in out and "could not connect" in err.splitlines()[-1]
+    assert "Traceback" not in err
