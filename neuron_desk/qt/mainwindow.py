@@ -25,6 +25,7 @@ from neuron_desk.qt.docks import BatchResultsDock, RelatedNeuronsDock, SearchDoc
 from neuron_desk.qt.explanationpane import ExplanationPane, why_none_listed
 from neuron_desk.qt.helpmenu import HelpMenu
 from neuron_desk.qt.picker import NeuronPicker
+from neuron_desk.qt.style import slice_frames
 from neuron_desk.qt.textprobe import TextProbeDock
 
 if TYPE_CHECKING:  # the runner and the welcome page load the LLM stack: built when first used
@@ -87,11 +88,25 @@ class MainWindow(QtWidgets.QMainWindow):
         self._build_central()
         self._build_docks()
         self._build_menus()
+        self._slice_frames()
         self.offline_label = QtWidgets.QLabel()
         self.statusBar().addPermanentWidget(self.offline_label)
         self._offline_shown(desk.offline)
         self._connect()
         self._dataset_shown(self.browser.dataset)
+
+    def _slice_frames(self) -> None:
+        """The frames of the lists, tables and trees, the tab panes and the line edits drawn
+        from small copies of themselves (`style.SlicedFrames`: the same pixels, a fraction of
+        the cost; antialiased by the style, they were a third of repainting the window)."""
+        edits = [
+            edit for edit in self.findChildren(QtWidgets.QLineEdit)
+            if not isinstance(edit.parent(), QtWidgets.QAbstractSpinBox | QtWidgets.QComboBox)
+        ]  # fmt: skip
+        slice_frames(
+            *self.findChildren(QtWidgets.QAbstractScrollArea),
+            *self.findChildren(QtWidgets.QTabWidget), *edits,
+        )  # fmt: skip
 
     @property
     def ops(self) -> Operations:
