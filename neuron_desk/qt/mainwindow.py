@@ -23,6 +23,7 @@ from neuron_desk.qt.collector import SwitchCollector
 from neuron_desk.qt.datasetpane import DatasetPane, where_from
 from neuron_desk.qt.docks import BatchResultsDock, RelatedNeuronsDock, SearchDock, TopTokensDock
 from neuron_desk.qt.explanationpane import ExplanationPane, why_none_listed
+from neuron_desk.qt.heatmap import HeatmapView
 from neuron_desk.qt.helpmenu import HelpMenu
 from neuron_desk.qt.picker import NeuronPicker
 from neuron_desk.qt.style import slice_frames
@@ -96,17 +97,18 @@ class MainWindow(QtWidgets.QMainWindow):
         self._dataset_shown(self.browser.dataset)
 
     def _slice_frames(self) -> None:
-        """The frames of the lists, tables and trees, the tab panes and the line edits drawn
-        from small copies of themselves (`style.SlicedFrames`: the same pixels, a fraction of
-        the cost; antialiased by the style, they were a third of repainting the window)."""
-        edits = [
-            edit for edit in self.findChildren(QtWidgets.QLineEdit)
-            if not isinstance(edit.parent(), QtWidgets.QAbstractSpinBox | QtWidgets.QComboBox)
-        ]  # fmt: skip
+        """The big frames drawn from small copies of themselves (`style.SlicedFrames`: the
+        style's own pixels, antialiased once instead of at every paint): the excerpt lists,
+        the explanations table, the tab panes and the two wide line edits; a few hundred
+        microseconds each here. Not the trees, the small lists and the headers: every cell
+        of theirs would go through Python to be drawn, which costs more than it saves."""
         slice_frames(
-            *self.findChildren(QtWidgets.QAbstractScrollArea),
-            *self.findChildren(QtWidgets.QTabWidget), *edits,
-        )  # fmt: skip
+            *self.findChildren(HeatmapView),
+            self.explanations.table,
+            *self.findChildren(QtWidgets.QTabWidget),
+            self.explanations.own,
+            self.picker.search_box,
+        )
 
     @property
     def ops(self) -> Operations:
