@@ -101,6 +101,19 @@ class ListTableModel(QtCore.QAbstractTableModel, Generic[T]):
     ) -> int:
         return 0 if parent.isValid() else len(self.COLUMNS)
 
+    def index(
+        self,
+        row: int,
+        column: int,
+        parent: QtCore.QModelIndex | QtCore.QPersistentModelIndex = QtCore.QModelIndex(),
+    ) -> QtCore.QModelIndex:
+        """One call instead of Qt's, which asks `rowCount` and `columnCount` (each a call into
+        Python) for every index a sorting proxy maps, at every cell and header it paints."""
+        inside = 0 <= row < len(self._items) and 0 <= column < len(self.COLUMNS)
+        if parent.isValid() or not inside:
+            return QtCore.QModelIndex()
+        return self.createIndex(row, column)
+
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> object:
@@ -156,6 +169,15 @@ class ScoreSortProxy(QtCore.QSortFilterProxyModel):
                 return left.row() < right.row()
             return left.row() > right.row()
         return bool(a < b)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> object:
+        """The source's column titles as they are (columns are never filtered or moved here),
+        without mapping an index per title and role."""
+        if orientation == Qt.Orientation.Horizontal:
+            return self.sourceModel().headerData(section, orientation, role)
+        return super().headerData(section, orientation, role)
 
     def item_at(self, row: int) -> object:
         """The domain object shown in a proxy row."""

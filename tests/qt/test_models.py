@@ -20,6 +20,7 @@ from neuron_desk.qt.models import (
 
 Qt = QtCore.Qt
 ASC, DESC = Qt.SortOrder.AscendingOrder, Qt.SortOrder.DescendingOrder
+_ROOT = QtCore.QModelIndex()
 
 
 def texts(proxy: ScoreSortProxy, column: int) -> list[str]:
@@ -102,3 +103,41 @@ def test_the_pane_selects_the_best_and_lists_in_display_order(qtbot: Any) -> Non
     assert "e0" in pane.details.text()
     pane.set_entries([], "nothing yet")
     assert pane.entries() == [] and pane.details.text() == "nothing yet"
+
+
+def test_painting_a_sorted_table_asks_python_once_per_index(qtbot: Any) -> None:
+    """The table's header and cells, through the sorting proxy: the model's titles and cells as
+    they are, and no `rowCount`/`columnCount` call into Python per index mapped (Qt's own
+    `index` made two for each, at every cell and header section painted)."""
+    from PySide6 import QtWidgets
+
+    counted: list[str] = []
+
+    class Counted(ExplanationsModel):
+        def rowCount(self, parent: Any = _ROOT) -> int:
+            counted.append("rowCount")
+            return super().rowCount(parent)
+
+        def columnCount(self, parent: Any = _ROOT) -> int:
+            counted.append("columnCount")
+            return super().columnCount(parent)
+
+    model = Counted()
+    proxy = ScoreSortProxy(model)
+    proxy.sort_best_first()
+    table = QtWidgets.QTableView()
+    qtbot.addWidget(table)
+    table.setModel(proxy)
+    model.set_items([explanation(f"e{i}", s) for i, s in enumerate(SCORES)])
+    table.resize(900, 300)
+    table.show()
+    QtWidgets.QApplication.processEvents()
+    header = [proxy.headerData(c, Qt.Orientation.Horizontal) for c in range(proxy.columnCount())]
+    assert header == list(ExplanationsModel.COLUMNS)
+    assert texts(proxy, 0)[:2] == ["0.90", "0.30"]
+    assert not model.index(len(SCORES), 0).isValid() and not model.index(0, 99).isValid()
+    assert not model.index(0, 0, model.index(0, 0)).isValid()  # a flat table: no children
+    counted.clear()
+    table.horizontalHeader().viewport().repaint()
+    table.viewport().repaint()
+    assert len(counted) <= 4, counted  # it was 2 per index: over two hundred
