@@ -113,8 +113,8 @@ def _draw_sliced(
     c = CORNER
     ratio = copy.devicePixelRatio()
     x0, y0, w, h = rect.x(), rect.y(), rect.width(), rect.height()
-    middle_w = w - 2 * c
-    columns = ((x0, 0, c), (x0 + c, c, middle_w), (x0 + w - c, c + 1, c))
+    # (where, where in the copy, how wide or tall there, how wide or tall in the copy)
+    columns = ((x0, 0, c, c), (x0 + c, c, w - 2 * c, 1), (x0 + w - c, c + 1, c, c))
     rows: tuple[tuple[int, int, int, int], ...] = (
         ((y0, 0, h, h),)
         if wide_only
@@ -125,8 +125,7 @@ def _draw_sliced(
     painter.setRenderHint(QtGui.QPainter.RenderHint.SmoothPixmapTransform, False)
     painter.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, False)
     try:
-        for x, sx, tw in columns:
-            sw = c if tw == c and sx != c else 1
+        for x, sx, tw, sw in columns:
             for y, sy, th, sh in rows:
                 if sx == c and sy == c and not wide_only and clear_middle:
                     continue  # a frame's inside: nothing to draw (stretched, it cost the most)
