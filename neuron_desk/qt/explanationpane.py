@@ -123,6 +123,8 @@ class ExplanationPane(QtWidgets.QWidget):
         score_width = self.fontMetrics().horizontalAdvance("score  −0.00") + 2 * MARGIN
         self.table.horizontalHeader().resizeSection(0, score_width)
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
+        self.table.installEventFilter(self)  # its resizes fit the columns (`_fit_columns`)
+        self.table.setColumnHidden(OPINIONS_COLUMN, True)  # until an entry has a second opinion
 
         self.profile = QtWidgets.QComboBox(self)
         self.profile.setAccessibleName("LLM endpoint profile")
@@ -241,7 +243,10 @@ class ExplanationPane(QtWidgets.QWidget):
         self.table.clearSelection()
         listed = with_second_opinions(entries)
         self.model.set_items(listed)
-        self.table.setColumnHidden(OPINIONS_COLUMN, not any(e.opinions for e in listed))
+        hidden = not any(e.opinions for e in listed)
+        if self.table.isColumnHidden(OPINIONS_COLUMN) != hidden:
+            self.table.setColumnHidden(OPINIONS_COLUMN, hidden)
+            self._fit_columns()
         self.details.setText(message)
         self._error_shown = False
         self.simulations.set_scored(None)
@@ -391,6 +396,32 @@ class ExplanationPane(QtWidgets.QWidget):
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         super().resizeEvent(event)
         self.simulation_view.relayout()
+
+    DETAIL_WIDTH = (56, 100)
+    """The narrowest and widest the columns after the explanation get (source, simulator,
+    model, when, second opinions)."""
+
+    def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:
+        if watched is self.table and isinstance(event, QtGui.QResizeEvent):
+            self._fit_columns(event.size().width())
+        return False
+
+    def _fit_columns(self, width: int | None = None) -> None:
+        """Leave the explanation half the table or more: the columns after it narrow (down to
+        `DETAIL_WIDTH`'s least) when the table does. At their fixed 100 pixels, a table 520
+        pixels wide left the explanation 35."""
+        header = self.table.horizontalHeader()
+        details = [c for c in range(2, header.count()) if not header.isSectionHidden(c)]
+        if not details:
+            return
+        if width is None:  # the table's (its viewport's is updated after its resize event)
+            width = self.table.width()
+        room = width - 2 * self.table.frameWidth() - header.sectionSize(0)
+        least, most = self.DETAIL_WIDTH
+        each = max(least, min(most, room // 2 // len(details)))
+        for column in details:
+            if header.sectionSize(column) != each:
+                header.resizeSection(column, each)
 
 
 def _notes(entry: NeuronExplanation, opinions: str) -> list[str]:

@@ -205,3 +205,25 @@ def test_a_narrow_token_list_wraps_why_it_is_empty(qapp: QtWidgets.QApplication)
     assert inked and inked[-1] - inked[0] >= 2 * line  # three lines or more
     assert table.text(0) == reason  # what a screen reader and a copy get: the whole reason
     table.close()
+
+
+def test_a_narrow_explanations_table_leaves_the_explanation_room(qtbot) -> None:  # type: ignore[no-untyped-def]
+    """In a window narrower than 1024 pixels the explanations table is ~520 wide: the columns
+    after the explanation narrow so that it keeps half (it was left 35 pixels); wide, they keep
+    their 100."""
+    from neuron_desk.qt.explanationpane import ExplanationPane
+
+    pane = ExplanationPane()
+    qtbot.addWidget(pane)
+    pane.show()
+    header = pane.table.horizontalHeader()
+    for width, detail in ((520, None), (1600, 100)):
+        pane.resize(width, 600)
+        QtWidgets.QApplication.processEvents()
+        room = pane.table.viewport().width() - header.sectionSize(0)
+        assert header.sectionSize(1) >= 0.45 * room, width
+        shown = [c for c in range(2, header.count()) if not header.isSectionHidden(c)]
+        assert shown and all(header.sectionSize(c) >= 56 for c in shown)
+        if detail is not None:
+            assert all(header.sectionSize(c) == detail for c in shown)
+    assert not pane.table.horizontalScrollBar().isVisible()
