@@ -399,7 +399,7 @@ class ExplanationPane(QtWidgets.QWidget):
 
     DETAIL_WIDTH = (56, 100)
     """The narrowest and widest the columns after the explanation get (source, simulator,
-    model, when, second opinions)."""
+    model, when, second opinions); never narrower than their title."""
 
     def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:
         if watched is self.table and isinstance(event, QtGui.QResizeEvent):
@@ -418,10 +418,13 @@ class ExplanationPane(QtWidgets.QWidget):
             width = self.table.width()
         room = width - 2 * self.table.frameWidth() - header.sectionSize(0)
         least, most = self.DETAIL_WIDTH
-        each = max(least, min(most, room // 2 // len(details)))
+        each = min(most, room // 2 // len(details))
+        metrics = header.fontMetrics()
         for column in details:
-            if header.sectionSize(column) != each:
-                header.resizeSection(column, each)
+            title = str(self.proxy.headerData(column, Qt.Orientation.Horizontal) or "")
+            width = max(least, each, metrics.horizontalAdvance(title) + 2 * MARGIN + 6)
+            if header.sectionSize(column) != width:
+                header.resizeSection(column, width)
 
 
 def _notes(entry: NeuronExplanation, opinions: str) -> list[str]:
