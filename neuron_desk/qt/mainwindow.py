@@ -230,6 +230,8 @@ class MainWindow(QtWidgets.QMainWindow):
             (previous_unit, "&Previous {unit}"),
         ]
         """Actions on the neuron shown: named as its dataset names its units."""
+        self._shown_unit = ""
+        """The unit they are named for now."""
         self._pick_action = pick
         """Named as the dataset picked names them."""
         go_menu.addAction("&Search explanations", self.picker.search_box.setFocus, "Ctrl+F")
@@ -289,7 +291,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self._refresh_results_if_shown()
 
     def _name_shown_units(self, dataset: Dataset) -> None:
-        """Say "neuron" or "latent" where the window speaks of the unit shown."""
+        """Say "neuron" or "latent" where the window speaks of the unit shown (at each pick:
+        only a change of unit renames anything)."""
+        if dataset.unit == self._shown_unit:
+            return
+        self._shown_unit = dataset.unit
         for action, text in self._shown_unit_actions:
             action.setText(text.format(unit=dataset.unit))
         self.explanations.name_units(dataset.unit)

@@ -177,9 +177,9 @@ def test_show_excerpts_export_offline_and_bad_arguments(
         assert "must be" in capsys.readouterr().err
 
 
-def test_fetch_from_an_unreachable_host_gives_up_and_lists_every_failure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def unreachable_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home whose mirror dataset points at a port nothing listens at."""
     import socket
 
     with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
@@ -189,6 +189,12 @@ def test_fetch_from_an_unreachable_host_gives_up_and_lists_every_failure(
     store = Store.open(Paths.from_env().store)
     Registry(store).add(mirror_dataset(f"http://127.0.0.1:{port}"))
     store.close()
+    return tmp_path / "home"
+
+
+def test_fetch_from_an_unreachable_host_gives_up_and_lists_every_failure(
+    unreachable_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, err = run_cli(
         capsys, "fetch", "mirror", "1", "0-7", "--kinds", "activations", "explanations",
         "--concurrency", "2",
@@ -227,19 +233,10 @@ def test_json_output_writes_null_for_nan(
 
 
 def test_show_of_a_neuron_that_could_not_be_fetched_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    unreachable_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every file unreachable: each kind says why, and the exit code says it failed (it was 0,
     as if the neuron had been shown)."""
-    import socket
-
-    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    monkeypatch.setenv("NEURON_DESK_HOME", str(tmp_path / "home"))
-    store = Store.open(Paths.from_env().store)
-    Registry(store).add(mirror_dataset(f"http://127.0.0.1:{port}"))
-    store.close()
     code, out, err = run_cli(capsys, "show", "mirror", "1", "3")
     assert code == 1, out
     assert "could not connect" in out and "could not connect" in err.splitlines()[-1]
