@@ -133,7 +133,8 @@ def cmd_show(args: argparse.Namespace, context: Context) -> int:
     for kind in Kind:
         fetched = data.of_kind(kind)
         if isinstance(fetched, Fetched) and fetched.repaired:
-            print(f"neuron-desk: note: the {kind.label}: {fetched.repaired}", file=sys.stderr)
+            what = data.dataset.label_of(kind)
+            print(f"neuron-desk: note: the {what}: {fetched.repaired}", file=sys.stderr)
     refused = [kind for kind in Kind if isinstance(data.of_kind(kind), CodecError)]
     if refused:
         for kind in refused:

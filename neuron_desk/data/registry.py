@@ -157,6 +157,12 @@ class Dataset:
         """The plural of `unit`."""
         return f"{self.unit}s"
 
+    def label_of(self, kind: Kind) -> str:
+        """Human words for a kind of this dataset's files ("related latents" for a dictionary)."""
+        if kind is Kind.RELATED_NEURONS:
+            return f"related {self.units}"
+        return kind.label
+
     def layer_label(self, layer: int) -> str:
         """Human words for a layer: "layer 3", or the dictionary's hook point."""
         return f"layer {layer}" if self.dictionary is None else self.dictionary.hook_label(layer)

@@ -226,7 +226,7 @@ class NeuronService:
         ds = self.registry.get(ref.dataset)
         ds.check(ref.layer, ref.index)
         if kind not in ds.kinds:
-            raise NotFound(f"{ds.title} has no {kind.label} files")
+            raise NotFound(f"{ds.title} has no {ds.label_of(kind)} files")
         key: FileKey = (ref, kind)
         busy = key in self._inflight or key in self._summarizing or key in self._storing
         if not busy:
@@ -307,7 +307,7 @@ class NeuronService:
     ) -> dict[Kind, Fetched[Any] | NeuronDeskError]:
         found: dict[Kind, Fetched[Any] | NeuronDeskError] = {}
         for kind, (body, origin) in bodies.items():
-            described = f"the stored {kind.label}" if origin == "store" else "bundled sample"
+            described = f"the stored {ds.label_of(kind)}" if origin == "store" else "bundled sample"
             try:
                 checked = accept_stored(
                     kind,
@@ -331,7 +331,7 @@ class NeuronService:
         stored = None if looked else (await self._stored_kinds(ds, ref, [kind])).get(kind)
         if stored is None and ds.bundled:
             sample = ds.title if "sample" in ds.title.lower() else f"the {ds.title} sample"
-            raise NotFound(f"{sample} has no {kind.label} for {ref.short}")
+            raise NotFound(f"{sample} has no {ds.label_of(kind)} for {ref.short}")
         key: FileKey = (ref, kind)
         if stored is None and (key in self._summarizing or key in self._storing):
             # the same file is being fetched for its summary: wait for it to be stored
@@ -361,10 +361,10 @@ class NeuronService:
         """Raise if the file is known to be absent, or cannot be fetched while offline."""
         where = f"{ds.unit} {ref.short}"
         if self.store.absent_since(ref, kind.value, self.absent_ttl_s):
-            raise NotFound(f"{where} of {ds.title} has no {kind.label}")
+            raise NotFound(f"{where} of {ds.title} has no {ds.label_of(kind)}")
         if self.offline:
             raise NotAvailableOffline(
-                f"the {kind.label} of {where} are not available offline"
+                f"the {ds.label_of(kind)} of {where} are not available offline"
                 if kind is not Kind.EXPLANATIONS
                 else f"the published explanation of {where} is not available offline"
             )
@@ -378,10 +378,10 @@ class NeuronService:
             yield
         except NotFound:
             self._keep(self.store.mark_absent, ref, kind.value)
-            raise NotFound(f"{where} of {ds.title} has no {kind.label}") from None
+            raise NotFound(f"{where} of {ds.title} has no {ds.label_of(kind)}") from None
         except SourceUnavailable as exc:
             failure = SourceUnavailable(
-                f"could not fetch the {kind.label} of {where}: {exc}. "
+                f"could not fetch the {ds.label_of(kind)} of {where}: {exc}. "
                 "Check the connection, or switch to offline mode to browse stored neurons."
             )
             failure.reason = str(exc)
@@ -416,7 +416,7 @@ class NeuronService:
         ds.check(ref.layer, ref.index)
         kind = Kind.EXPLANATIONS
         if kind not in ds.kinds:
-            raise NotFound(f"{ds.title} has no {kind.label} files")
+            raise NotFound(f"{ds.title} has no {ds.label_of(kind)} files")
         key: FileKey = (ref, kind)
         if key in self._storing:  # its summary was just given: read it once it is stored
             await asyncio.shield(self._storing[key])

@@ -428,7 +428,18 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
         self.tree.setUniformRowHeights(True)  # one line each: no row measured
         self.tree.itemActivated.connect(self._activated)
         self.tree.itemClicked.connect(self._activated)
-        self.setWidget(self.tree)
+        # Why the list is empty, in words that wrap to the dock's width (a tree row elides).
+        self.message = QtWidgets.QLabel(self)
+        self.message.setTextFormat(Qt.TextFormat.PlainText)  # error texts quote file contents
+        self.message.setWordWrap(True)
+        self.message.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.message.setMargin(2 * MARGIN)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message.setAccessibleName("Why no related neurons are listed")
+        self._pages = QtWidgets.QStackedWidget(self)
+        self._pages.addWidget(self.tree)
+        self._pages.addWidget(self.message)
+        self.setWidget(self._pages)
         self._items: dict[NeuronRef, list[QtWidgets.QTreeWidgetItem]] = {}
         self._without_data: set[NeuronRef] = set()
         self._units = "neurons"
@@ -454,6 +465,7 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
             self.setWindowTitle(f"Related {units}")
             self._message(_why_empty(related, f"weight-based related {units}", data.dataset.title))
             return []
+        self._pages.setCurrentWidget(self.tree)
         # Every item is made and marked before it joins the tree (no change signal each).
         mark = self._marker() if with_data is not None else None
         groups = []
@@ -529,16 +541,22 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
             item.setText(3, "" if score is None else f"{score:.2f}")
 
     def clear(self, message: str) -> None:
-        """Empty the tree with a message."""
+        """Empty the tree but for a one-line message ("loading…")."""
         self.tree.clear()
         self._items.clear()
-        self._message(message)
-
-    def _message(self, message: str) -> None:
         item = QtWidgets.QTreeWidgetItem([message])
-        item.setToolTip(0, plain_tooltip(message))
         self.tree.addTopLevelItem(item)
         item.setFirstColumnSpanned(True)
+        self._pages.setCurrentWidget(self.tree)  # a no-op unless a reason was shown
+
+    def _message(self, message: str) -> None:
+        self.message.setText(message)
+        self.message.setAccessibleName(f"Why no related {self._units} are listed")
+        self._pages.setCurrentWidget(self.message)
+
+    def shown_message(self) -> str:
+        """The message shown instead of the list ("" while the list is shown)."""
+        return self.message.text() if self._pages.currentWidget() is self.message else ""
 
     def _activated(self, item: QtWidgets.QTreeWidgetItem) -> None:
         ref = item.data(0, Qt.ItemDataRole.UserRole)

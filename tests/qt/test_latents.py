@@ -169,3 +169,19 @@ def test_picking_a_dataset_of_latents_keeps_naming_the_neuron_shown(
         loop.run_until_complete(window.tasks.close())
         window.close()
         window.deleteLater()
+
+
+def test_a_latent_without_related_latents_says_so_in_words_that_wrap(
+    window: MainWindow, loop: asyncio.AbstractEventLoop
+) -> None:
+    related = window.related_dock
+    open_latent(window, loop, NeuronRef("toy-sae", 0, 1))  # records, no related file
+    said = related.shown_message()
+    assert said == "latent 0:1 of Toy SAE has no related latents"
+    assert related.message.isVisible() and not related.tree.isVisible()
+    # A narrow dock wraps the reason onto more lines instead of eliding its middle.
+    line = related.message.fontMetrics().height()
+    assert related.message.heightForWidth(120) >= 2 * line
+    open_latent(window, loop, LATENT)  # one with related latents: the list again
+    assert related.shown_message() == "" and related.tree.isVisible()
+    assert related.tree.topLevelItemCount() == 2
