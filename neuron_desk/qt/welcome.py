@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from neuron_desk.core.errors import NeuronDeskError
 from neuron_desk.core.refs import NeuronRef
@@ -19,6 +19,28 @@ Qt = QtCore.Qt
 
 SEEN_KEY = WELCOME_SEEN_KEY
 """Set once the welcome page has been left: later starts open the browser directly."""
+
+
+class ElidedButton(QtWidgets.QPushButton):
+    """A push button whose text ends in "…" when the button is narrower than it (a plain
+    button cuts it off mid-letter); the whole text stays its accessible name."""
+
+    def __init__(self, text: str, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self._whole = text
+        self.setAccessibleName(text)
+
+    def whole_text(self) -> str:
+        """The text before any eliding."""
+        return self._whole
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self.setText(self._whole)  # the size hint's room around the whole text
+        metrics = self.fontMetrics()
+        around = self.sizeHint().width() - metrics.horizontalAdvance(self._whole)
+        room = self.width() - max(around, 0)
+        self.setText(metrics.elidedText(self._whole, Qt.TextElideMode.ElideRight, room))
 
 
 @dataclass(frozen=True)
@@ -180,7 +202,7 @@ class WelcomePage(QtWidgets.QScrollArea):
         self.random_button.setText(f"A random {dataset.unit} with data")
         for item in dataset.interesting[:count]:
             text = entry_text(item.layer, item.neuron, item.label, item.description)
-            button = QtWidgets.QPushButton(text, self.neurons_box)
+            button = ElidedButton(text, self.neurons_box)
             button.setStyleSheet("text-align: left; padding: 4px 8px")
             button.setToolTip(
                 f"Open {dataset.unit} {item.neuron} of {dataset.layer_label(item.layer)} "

@@ -183,6 +183,37 @@ def test_a_long_title_wraps_instead_of_widening_the_window(
     assert title.height() >= 2 * title.fontMetrics().height()  # on two lines
 
 
+def test_welcome_buttons_too_long_for_1024x700_end_in_an_ellipsis(
+    sample_window: MainWindow,  # noqa: F811
+) -> None:
+    """The SAE's interesting latents ("0:1681  ' charged' (2/26), ' charge' (2/26), ' weight'
+    (2/26) — high kurtosis #…") are wider than their buttons at 1024×700: they were cut off
+    mid-letter; they end in "…", and say it all to a screen reader and once widened."""
+    window = sample_window
+    window.resize(1024, 700)
+    window.show_welcome()
+    box = window.picker.dataset_box
+    box.setCurrentIndex(box.findData("smollm2-135m-sae"))
+    QtWidgets.QApplication.processEvents()
+    buttons = window.welcome.neuron_buttons
+    dataset = window.desk.dataset("smollm2-135m-sae")
+    assert [b.whole_text().split()[0] for b in buttons] == [
+        f"{item.layer}:{item.neuron}" for item in dataset.interesting[: len(buttons)]
+    ]
+    cut = [b for b in buttons if b.text() != b.whole_text()]
+    assert cut, "at 1024×700 some are too long"
+    for button in buttons:
+        metrics = button.fontMetrics()
+        assert metrics.horizontalAdvance(button.text()) < button.width() - 16  # its padding
+        assert button.accessibleName() == button.whole_text()
+    for button in cut:
+        assert button.text().endswith("…")
+        assert button.whole_text().startswith(button.text()[:-1])
+    window.resize(1900, 700)
+    QtWidgets.QApplication.processEvents()
+    assert all(b.text() == b.whole_text() for b in buttons)
+
+
 def test_a_narrow_token_list_wraps_why_it_is_empty(qapp: QtWidgets.QApplication) -> None:
     """An empty list says why on as many lines as its width needs (elided on one line, the
     middle of the reason was cut out at 1024×700)."""
