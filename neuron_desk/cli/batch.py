@@ -160,7 +160,7 @@ def cmd_batch(args: argparse.Namespace, context: Context) -> int:
     if args.json:
         print(dumps_json(summary.to_json(), indent=1))
     else:
-        print(summary.describe())
+        print(summary.describe(dataset.units))
         for error in summary.errors[:20]:
             print(f"  {for_terminal(error, keep_newlines=False)}", file=sys.stderr)
         if len(summary.errors) > 20:
@@ -200,7 +200,7 @@ def _staged(args: argparse.Namespace, context: Context, spec: BatchSpec, run: Ne
         out["export"] = report.to_json()
         failed = report.failed
         if not args.json:
-            print(report.describe())
+            print(report.describe(desk.dataset(spec.dataset).units))
             for error in report.errors[:10]:
                 print(f"  {for_terminal(error, keep_newlines=False)}", file=sys.stderr)
     if args.json:

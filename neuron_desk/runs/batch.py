@@ -139,12 +139,13 @@ class BatchSummary:
         }
         return data
 
-    def describe(self) -> str:
-        """A few lines for the terminal."""
+    def describe(self, units: str = "neurons") -> str:
+        """A few lines for the terminal (`units`: what the dataset's units are called)."""
+        unit = units.removesuffix("s")
         d = self.distribution()
         lines = [*self.notes]
         lines += [
-            f"{self.batch_id}: {self.done}/{self.total} neurons done "
+            f"{self.batch_id}: {self.done}/{self.total} {units} done "
             f"({self.done_before} before this run, {self.explained} now); failed {self.failed}, "
             f"no activation records {self.no_data}",
             f"tokens {self.prompt_tokens + self.completion_tokens:,} in {self.requests} requests "
@@ -153,15 +154,15 @@ class BatchSummary:
         ]
         if d:
             lines.append(
-                f"best score per neuron: median {d['median']:.2f}, quartiles {d['q1']:.2f}–"
+                f"best score per {unit}: median {d['median']:.2f}, quartiles {d['q1']:.2f}–"
                 f"{d['q3']:.2f}, range {d['min']:.2f}–{d['max']:.2f}"
             )
         for scorer, values in self.second_opinions.items():
             d2 = _median_summary(values)
             if d2 and d2["median"] is not None:
                 lines.append(
-                    f"{scorer} balanced accuracy per neuron: median {d2['median']:.2f}, range "
-                    f"{d2['min']:.2f}–{d2['max']:.2f} ({d2['neurons']} neurons, "
+                    f"{scorer} balanced accuracy per {unit}: median {d2['median']:.2f}, range "
+                    f"{d2['min']:.2f}–{d2['max']:.2f} ({d2['neurons']} {units}, "
                     f"{d2['undefined']} undefined)"
                 )
         if self.methods:

@@ -134,11 +134,11 @@ class ExportReport:
         data["done"] = self.done_before + self.finished_now
         return data
 
-    def describe(self) -> str:
-        """A few lines for the terminal."""
+    def describe(self, units: str = "neurons") -> str:
+        """A few lines for the terminal (`units`: what the dataset's units are called)."""
         done = self.done_before + self.finished_now
         lines = [
-            f"{self.batch_id}: {done}/{self.total} neurons done ({self.finished_now} finished "
+            f"{self.batch_id}: {done}/{self.total} {units} done ({self.finished_now} finished "
             f"from cached responses now); waiting: {self.explain.neurons} to explain, "
             f"{self.score.neurons} to score; no activation records {self.no_data}, "
             f"failed {self.failed}",

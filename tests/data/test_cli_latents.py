@@ -107,6 +107,20 @@ def test_the_cli_names_latents_and_runs_every_scorer_batch_and_export_on_them(
         )
         assert code == 0, err
         assert json.loads(out)["explained"] == 2
+        code, out, err = cli(
+            capsys, "batch", "toy-sae", "--layers", "1", "--neurons", "0,1", *endpoint
+        )  # the same batch again: resumed, and its summary speaks of latents
+        assert code == 0, err
+        assert ": 2/2 latents done (2 before this run, 0 now)" in out
+        assert "neuron" not in out
+        staged = tmp_path / "staged"
+        code, out, err = cli(
+            capsys, "batch", "toy-sae", "--layers", "0", "--neurons", "3,4", *endpoint,
+            "--export-requests", str(staged),
+        )  # fmt: skip
+        assert code == 0, err
+        assert ": 0/2 latents done (0 finished from cached responses now)" in out
+        assert "neuron" not in out
     store = Store.open(Paths.from_env().store)
     try:
         rows = Explanations(store).of(NeuronRef("toy-sae", 0, 2))
