@@ -366,6 +366,20 @@ def _estimating(samples: int, profile: str) -> str:
     return f"Estimating the cost of {samples} explanation(s) on {profile}…"
 
 
+def sent(run: NeuronRun) -> str:
+    """What a run sent, once it ended (done, failed or cancelled), on the line its estimate
+    took before it ran."""
+    usage = run.usage
+    lines = [
+        f"sent: {usage.requests} request(s), {usage.cached_requests} more answered from the "
+        f"cache; {usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion tokens"
+        + (" (some counted here: the server reported none)" if usage.counted else "")
+    ]
+    if run.choice is not None:
+        lines.append(f"simulator: {run.choice.reason}")
+    return "\n".join(lines)
+
+
 async def _with_progress(
     run: NeuronRun, expected: int, report: Reporter, work: Coroutine[Any, Any, T]
 ) -> T:
@@ -384,6 +398,7 @@ async def _with_progress(
         run.cancel()
         raise
     finally:
+        report.estimate(sent(run))  # it said what would be sent; now what was (or failed)
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher

@@ -171,7 +171,8 @@ def test_probe_and_score_through_the_desk(
     assert calls.kinds() == ["finished", "success"], calls.log
     estimates = [text for kind, text in calls.log if kind == "estimate"]
     assert estimates[0] == "Estimating the cost of 1 explanation(s) on fake…"
-    assert "requests" in estimates[-1]
+    assert "requests:" in estimates[-2] and "to send" in estimates[-2]  # before it sent
+    assert estimates[-1].startswith("sent: 10 request(s), 0 more answered from the cache")
     outcome = calls.log[-1][1]
     assert outcome.preferred_score() is not None and outcome.preferred_score() > 0.9
     (row,) = Explanations(store).of(ref, source="user")

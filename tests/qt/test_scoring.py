@@ -75,7 +75,11 @@ def test_generate_and_score(
         "score 0.9" in window.explanations.details.text()
         or "score 1.0" in window.explanations.details.text()
     )
-    assert "requests" in window.explanations.estimate.text()
+    # The estimate line, which said what would be sent before the probe, now says what was.
+    said = window.explanations.estimate.text()
+    assert said.startswith("sent: ") and "request(s)" in said and "prompt + " in said
+    assert "simulator: prompt-logprobs" in said and "not probed" not in said
+    assert "to send" not in said
 
 
 def test_score_your_own_explanation(
