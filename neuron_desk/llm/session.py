@@ -6,7 +6,10 @@ is itself an `LLMBackend`, so explainers and simulators take it as `backend=`. F
 1. the response cache (`neuron_desk.llm.cache`) is looked up by endpoint + path + the exact
    request body (which names the model): a hit costs no request, so re-scoring the same
    explanation on the same data sends nothing. Sampling with temperature > 0 (explanations
-   with n > 1) is cached the same way; `regenerate=True` skips the lookup (and refreshes it);
+   with n > 1) is cached the same way; `regenerate=True` skips the lookup (and refreshes it).
+   A request already on its way for another call over the same store (one explanation
+   sampled twice, scored twice at once) is not sent again: its answer, once cached, answers
+   both, as a cache hit;
 2. the budget is checked (`BudgetExceeded` before anything is sent once the cap is reached);
 3. the response's usage goes into the ledger and the store: the server's own report, or a
    tiktoken count only when it sends none (and the ledger says which). The cached answer and
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -49,6 +53,23 @@ logger = logging.getLogger(__name__)
 COMPLETIONS = "/completions"
 CHAT_COMPLETIONS = "/chat/completions"
 MAX_TOP_UP_REQUESTS = 16
+
+
+_SENDING: weakref.WeakKeyDictionary[Store, dict[str, asyncio.Future[None]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per store, the cache keys of requests being sent by any session over it, each with a
+future that is done once that call ended (its answer cached, or not)."""
+
+
+def _in_flight(store: Store) -> dict[str, asyncio.Future[None]]:
+    """The requests being sent over `store`'s cache on the running loop (a new loop, as
+    each CLI command runs, starts with none)."""
+    loop = asyncio.get_running_loop()
+    sending = _SENDING.get(store)
+    if sending is None or any(f.get_loop() is not loop for f in sending.values()):
+        sending = _SENDING[store] = {}
+    return sending
 
 
 @runtime_checkable
@@ -140,8 +161,17 @@ class LLMSession:
     ) -> JSONDict:
         model = str(body.get("model", ""))
         key = cache_key(self.endpoint, path, body) if self.cache or self.keep_responses else ""
+        sending: asyncio.Future[None] | None = None
         if self.cache is not None and not self.regenerate:
             cached = self.cache.get_by_key(key)
+            in_flight = _in_flight(self.cache.store)
+            while cached is None and key in in_flight:
+                # The same request is on its way for another call (the same explanation
+                # sampled twice and scored at once): its answer, once cached, serves this
+                # one as if it came a moment later. If it ends uncached (failed,
+                # cancelled), this call sends its own.
+                await self._waiting_for(in_flight[key])
+                cached = self.cache.get_by_key(key)
             if cached is not None:
                 # A cached answer costs no tokens: its usage is what the server reported, if
                 # anything (nothing is counted for it).
@@ -149,6 +179,38 @@ class LLMSession:
                 self.ledger.record(self.endpoint, model, usage, cached=True)
                 self._remember(path, body, key)
                 return cached
+            sending = in_flight[key] = asyncio.get_running_loop().create_future()
+        try:
+            return await self._send(path, body, send, model, key)
+        finally:
+            if sending is not None:
+                assert self.cache is not None
+                in_flight = _in_flight(self.cache.store)
+                if in_flight.get(key) is sending:
+                    del in_flight[key]
+                sending.set_result(None)
+
+    async def _waiting_for(self, other: asyncio.Future[None]) -> None:
+        """Wait for another call's request to end (this call is one of the session's in
+        flight meanwhile: `cancel` ends the wait, not the other call)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await asyncio.wait({other})
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _send(
+        self,
+        path: str,
+        body: JSONDict,
+        send: Callable[[JSONDict], Awaitable[JSONDict]],
+        model: str,
+        key: str,
+    ) -> JSONDict:
+        """Send a request the cache did not answer; cache the answer and write its usage."""
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)

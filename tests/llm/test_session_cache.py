@@ -184,3 +184,47 @@ def test_a_real_size_logprobs_echo_round_trips_through_the_cache(store: Store) -
     assert cache.get("e", "/completions", body) == echo
     blob = store.query("SELECT response FROM llm_cache_entries")[0][0]
     assert len(blob) < len(raw) / 2
+
+
+def test_the_same_request_asked_twice_at_once_is_sent_once(store: Store) -> None:
+    """One explanation sampled twice and scored at once asked each simulation twice: both
+    calls now share one request, the second answered as a cache hit (consistent with a
+    rerun, which the cache answers)."""
+    async def go(**options: Any) -> tuple[LLMSession, list[dict[str, Any]]]:
+        with FakeServer(fake) as server:
+            async with OpenAICompatibleClient(server.base_url, SECRET) as client:
+                sessions = [LLMSession(client, store=store, **options) for _ in range(2)]
+                answers = await asyncio.gather(
+                    *(s.chat_completions(SIMULATE) for s in (*sessions, sessions[0]))
+                )
+                return sessions[0], list(answers)
+
+    fake = FakeOpenAI(latency=0.2)
+    first, answers = asyncio.run(go())
+    assert len(fake.requests) == 1
+    assert answers[0] == answers[1] == answers[2]
+    assert first.usage.requests == 1 and first.usage.cached_requests == 1
+    # Asked to regenerate, each call sends its own.
+    fake = FakeOpenAI(latency=0.2)  # a fake's latency ends with its first server
+    asyncio.run(go(regenerate=True))
+    assert len(fake.requests) == 3
+
+
+def test_a_call_waiting_for_a_request_that_fails_sends_its_own(store: Store) -> None:
+    fake = FakeOpenAI(latency=0.2, fail_next=[400])  # the first fails, the next does not
+
+    async def go() -> list[object]:
+        with FakeServer(fake) as server:
+            async with OpenAICompatibleClient(server.base_url, SECRET) as client:
+                session = LLMSession(client, store=store)
+                return list(
+                    await asyncio.gather(
+                        session.chat_completions(SIMULATE),
+                        session.chat_completions(SIMULATE),
+                        return_exceptions=True,
+                    )
+                )
+
+    failed, answered = asyncio.run(go())
+    assert isinstance(failed, Exception) and isinstance(answered, dict)
+    assert len(fake.requests) == 2
