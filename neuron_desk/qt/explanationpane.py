@@ -119,9 +119,12 @@ class ExplanationPane(QtWidgets.QWidget):
             1, QtWidgets.QHeaderView.ResizeMode.Stretch
         )
         self.table.setAccessibleName("Explanations of this neuron")
-        # The score column fits "score" and "−0.00" (not measured again at every neuron).
-        score_width = self.fontMetrics().horizontalAdvance("score  −0.00") + 2 * MARGIN
-        self.table.horizontalHeader().resizeSection(0, score_width)
+        # The score column fits its title and "−0.00" or "n/a", whichever is wider (not
+        # measured again at every neuron); the two side by side left the explanation ~30
+        # pixels fewer, which it missed in a narrow window.
+        header = self.table.horizontalHeader()
+        widest = max(self.fontMetrics().horizontalAdvance(t) for t in ("−0.00", "n/a"))
+        header.resizeSection(0, max(header.sectionSizeHint(0), widest + 2 * MARGIN + 4))
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
         self.table.installEventFilter(self)  # its resizes fit the columns (`_fit_columns`)
         self.table.setColumnHidden(OPINIONS_COLUMN, True)  # until an entry has a second opinion

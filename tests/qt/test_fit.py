@@ -263,3 +263,9 @@ def test_a_narrow_explanations_table_leaves_the_explanation_room(qtbot) -> None:
         if detail is not None:
             assert all(header.sectionSize(c) == detail for c in shown)
     assert not pane.table.horizontalScrollBar().isVisible()
+    # The score column fits its title or its widest value, not both side by side.
+    metrics = pane.fontMetrics()
+    score = header.sectionSize(0)
+    assert score >= header.sectionSizeHint(0)
+    assert score >= max(metrics.horizontalAdvance(t) for t in ("−0.00", "n/a")) + 8
+    assert score < metrics.horizontalAdvance("score  −0.00") + 8 - 20
