@@ -582,6 +582,12 @@ class SearchDock(QtWidgets.QDockWidget):
         self.results.itemActivated.connect(self._chosen)
         self.results.itemClicked.connect(self._chosen)
         self.setWidget(self.results)
+        self._say(self.HINT)  # a dock restored open at start is not left blank
+
+    HINT = (
+        "Type words in “Search explanations…” on the toolbar (Ctrl+F): the stored "
+        "explanations that mention them are listed here, best first."
+    )
 
     def show_results(self, text: str, rows: list[ExplanationRow]) -> None:
         """List the rows found for `text` (or say that none were), and show the dock."""
@@ -593,11 +599,19 @@ class SearchDock(QtWidgets.QDockWidget):
             item.setData(Qt.ItemDataRole.UserRole, row.ref)
             self.results.addItem(item)
         if text and not rows:
-            self.results.addItem(
+            self._say(
                 "No stored explanation mentions that (only visited or fetched neurons are indexed)."
             )
+        elif not text:
+            self._say(self.HINT)
         self.show()
         self.raise_()
+
+    def _say(self, message: str) -> None:
+        """A line that is not a result: shown, not selectable."""
+        item = QtWidgets.QListWidgetItem(message)
+        item.setFlags(Qt.ItemFlag.ItemIsEnabled)
+        self.results.addItem(item)
 
     def _chosen(self, item: QtWidgets.QListWidgetItem) -> None:
         ref = item.data(Qt.ItemDataRole.UserRole)

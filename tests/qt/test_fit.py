@@ -121,6 +121,26 @@ def test_a_narrow_search_dock_wraps_its_lines(
     assert not results.horizontalScrollBar().isVisible()
 
 
+def test_the_search_dock_says_how_to_search_until_there_is_a_search(
+    sample_window: MainWindow,  # noqa: F811
+) -> None:
+    """Restored open at start, the dock was blank; it says what it is for, and again once a
+    search is cleared (a line that is not a result: it cannot be picked)."""
+    window = sample_window
+    results = window.search_dock.results
+    for searched in (None, "no explanation says this", ""):
+        if searched is not None:
+            window.search(searched)
+        texts = [results.item(i).text() for i in range(results.count())]
+        if searched:
+            assert texts[0].startswith("No stored explanation mentions that")
+        else:
+            assert texts == [window.search_dock.HINT]
+            assert "Ctrl+F" in texts[0]
+        item = results.item(0)
+        assert not item.flags() & QtCore.Qt.ItemFlag.ItemIsSelectable
+
+
 def test_test_your_own_text_fits_at_1024x700(
     sample_window: MainWindow,  # noqa: F811
 ) -> None:
