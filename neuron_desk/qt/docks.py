@@ -434,6 +434,7 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
         self.message.setWordWrap(True)
         self.message.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.message.setMargin(2 * MARGIN)
+        self.message.setForegroundRole(QtGui.QPalette.ColorRole.PlaceholderText)  # as a list's
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.message.setAccessibleName("Why no related neurons are listed")
         self._pages = QtWidgets.QStackedWidget(self)

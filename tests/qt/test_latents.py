@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6 import QtCore
+from PySide6 import QtCore, QtGui
 
 from neuron_desk.core.paths import Paths
 from neuron_desk.core.refs import NeuronRef
@@ -179,6 +179,8 @@ def test_a_latent_without_related_latents_says_so_in_words_that_wrap(
     said = related.shown_message()
     assert said == "latent 0:1 of Toy SAE has no related latents"
     assert related.message.isVisible() and not related.tree.isVisible()
+    placeholder = QtGui.QPalette.ColorRole.PlaceholderText  # grey, as an empty list's reason
+    assert related.message.foregroundRole() == placeholder
     # A narrow dock wraps the reason onto more lines instead of eliding its middle.
     line = related.message.fontMetrics().height()
     assert related.message.heightForWidth(120) >= 2 * line
