@@ -568,6 +568,11 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
 class SearchDock(QtWidgets.QDockWidget):
     """Stored explanations matching a search; click one to go to its neuron."""
 
+    HINT = (  # what the dock says before a search
+        "Type words in “Search explanations…” on the toolbar (Ctrl+F): the stored "
+        "explanations that mention them are listed here, best first."
+    )
+
     def __init__(
         self, navigate: Callable[[NeuronRef], object], parent: QtWidgets.QWidget | None = None
     ) -> None:
@@ -584,11 +589,6 @@ class SearchDock(QtWidgets.QDockWidget):
         self.results.itemClicked.connect(self._chosen)
         self.setWidget(self.results)
         self._say(self.HINT)  # a dock restored open at start is not left blank
-
-    HINT = (
-        "Type words in “Search explanations…” on the toolbar (Ctrl+F): the stored "
-        "explanations that mention them are listed here, best first."
-    )
 
     def show_results(self, text: str, rows: list[ExplanationRow]) -> None:
         """List the rows found for `text` (or say that none were), and show the dock."""

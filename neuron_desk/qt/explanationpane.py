@@ -119,9 +119,9 @@ class ExplanationPane(QtWidgets.QWidget):
             1, QtWidgets.QHeaderView.ResizeMode.Stretch
         )
         self.table.setAccessibleName("Explanations of this neuron")
-        # The score column fits its title and "−0.00" or "n/a", whichever is wider (not
-        # measured again at every neuron); the two side by side left the explanation ~30
-        # pixels fewer, which it missed in a narrow window.
+        # The score column is as wide as the widest of its title, "−0.00" and "n/a" (not
+        # measured again at every neuron); the title and "−0.00" side by side took ~35
+        # pixels more, which the explanation missed in a narrow window.
         header = self.table.horizontalHeader()
         widest = max(self.fontMetrics().horizontalAdvance(t) for t in ("−0.00", "n/a"))
         header.resizeSection(0, max(header.sectionSizeHint(0), widest + 2 * MARGIN + 4))
