@@ -25,9 +25,10 @@ is itself an `LLMBackend`, so explainers and simulators take it as `backend=`. F
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from neuron_desk.core.backend import JSONDict
@@ -161,7 +162,6 @@ class LLMSession:
     ) -> JSONDict:
         model = str(body.get("model", ""))
         key = cache_key(self.endpoint, path, body) if self.cache or self.keep_responses else ""
-        sending: asyncio.Future[None] | None = None
         if self.cache is not None and not self.regenerate:
             cached = self.cache.get_by_key(key)
             in_flight = _in_flight(self.cache.store)
@@ -170,7 +170,8 @@ class LLMSession:
                 # sampled twice and scored at once): its answer, once cached, serves this
                 # one as if it came a moment later. If it ends uncached (failed,
                 # cancelled), this call sends its own.
-                await self._waiting_for(in_flight[key])
+                with self._in_flight_task():  # `cancel` ends the wait, not the other call
+                    await asyncio.wait({in_flight[key]})
                 cached = self.cache.get_by_key(key)
             if cached is not None:
                 # A cached answer costs no tokens: its usage is what the server reported, if
@@ -180,24 +181,22 @@ class LLMSession:
                 self._remember(path, body, key)
                 return cached
             sending = in_flight[key] = asyncio.get_running_loop().create_future()
-        try:
-            return await self._send(path, body, send, model, key)
-        finally:
-            if sending is not None:
-                assert self.cache is not None
-                in_flight = _in_flight(self.cache.store)
+            try:
+                return await self._send(path, body, send, model, key)
+            finally:
                 if in_flight.get(key) is sending:
                     del in_flight[key]
                 sending.set_result(None)
+        return await self._send(path, body, send, model, key)
 
-    async def _waiting_for(self, other: asyncio.Future[None]) -> None:
-        """Wait for another call's request to end (this call is one of the session's in
-        flight meanwhile: `cancel` ends the wait, not the other call)."""
+    @contextlib.contextmanager
+    def _in_flight_task(self) -> Iterator[None]:
+        """The calling task counts as one of the session's in flight (`cancel` ends it)."""
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
         try:
-            await asyncio.wait({other})
+            yield
         finally:
             if task is not None:
                 self._tasks.discard(task)
@@ -211,30 +210,26 @@ class LLMSession:
         key: str,
     ) -> JSONDict:
         """Send a request the cache did not answer; cache the answer and write its usage."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
         rows: list[UsageRow] = []  # the ledger's rows of the requests sent, not yet written
         try:
-            response = await self._send_counted(body, send, rows)
-            wanted = body.get("n", 1)
-            if isinstance(wanted, int) and wanted > 1:
-                response = await self._top_up(body, response, wanted, send, rows)
-            # The answer and its usage rows go to the store in one transaction in a worker
-            # thread: the event loop neither compresses nor waits for SQLite. The rows are
-            # handed over (and the list emptied) before the write starts, so they are written
-            # once, by the worker, even if this call is cancelled meanwhile.
-            handed, rows = rows, []
-            if self.cache is not None:
-                await self.cache.aput(key, self.endpoint, body, response, handed)
-            elif handed:
-                await asyncio.to_thread(self.ledger.write_rows, handed)
+            with self._in_flight_task():
+                response = await self._send_counted(body, send, rows)
+                wanted = body.get("n", 1)
+                if isinstance(wanted, int) and wanted > 1:
+                    response = await self._top_up(body, response, wanted, send, rows)
+                # The answer and its usage rows go to the store in one transaction in a
+                # worker thread: the event loop neither compresses nor waits for SQLite. The
+                # rows are handed over (and the list emptied) before the write starts, so
+                # they are written once, by the worker, even if this call is cancelled
+                # meanwhile.
+                handed, rows = rows, []
+                if self.cache is not None:
+                    await self.cache.aput(key, self.endpoint, body, response, handed)
+                elif handed:
+                    await asyncio.to_thread(self.ledger.write_rows, handed)
         except BaseException:
             self.ledger.write_rows(rows)  # requests sent before a failure stay on record
             raise
-        finally:
-            if task is not None:
-                self._tasks.discard(task)
         self._remember(path, body, key)
         return response
 
