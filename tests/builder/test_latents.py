@@ -261,10 +261,10 @@ def test_latent_weight_files_follow_their_definition(tmp_path: Path) -> None:
 
 
 def test_a_transcoder_reads_the_mlp_input(tmp_path: Path) -> None:
+    hf = _tiny("llama")  # skips without the build extra (torch, transformers, safetensors)
     import torch
     from safetensors.numpy import save_file
 
-    hf = _tiny("llama")
     sae = _topk_sae("layers.1.mlp", 4)
     folder = tmp_path / "tc" / "layers.1.mlp"  # a sparsify transcoder (TopK)
     folder.mkdir(parents=True)
@@ -456,6 +456,7 @@ needs_sae_bundle = pytest.mark.skipif(not BUNDLED_SAE.exists(), reason="no bundl
 
 @needs_sae_bundle
 def test_bundled_latent_sample_is_small_and_names_its_weights() -> None:
+    pytest.importorskip("safetensors")  # the build extra's (through transformers)
     from neuron_desk.builder.dictionaries import read_dictionary
 
     assert BUNDLED_SAE.stat().st_size <= 25 * 1024 * 1024
