@@ -261,7 +261,7 @@ def test_latent_weight_files_follow_their_definition(tmp_path: Path) -> None:
 
 
 def test_a_transcoder_reads_the_mlp_input(tmp_path: Path) -> None:
-    hf = _tiny("llama")  # skips without the build extra (torch, transformers, safetensors)
+    hf = _tiny("llama")  # skips without torch or transformers (which brings safetensors)
     import torch
     from safetensors.numpy import save_file
 
