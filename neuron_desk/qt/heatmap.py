@@ -209,6 +209,15 @@ class Palette:
         drawn in two groups)."""
         return QtGui.QColor(self._BLACK if background.lightnessF() > 0.55 else self._WHITE)
 
+    def zero(self) -> tuple[QtGui.QColor, QtGui.QColor] | None:
+        """The (background, text) pair of a zero activation (its background is the base
+        colour), once a row has used it."""
+        return self._steps[0]
+
+    def simulated_zero(self) -> tuple[QtGui.QColor, QtGui.QColor] | None:
+        """The pair of a zero simulated value, once a row has used it."""
+        return self._simulated_steps[0]
+
     def token_colours(self, row: HeatmapRow) -> list[tuple[QtGui.QColor, QtGui.QColor]]:
         """(background, text) of each token of `row`, kept on the row for this palette."""
         return self._colours_of(row, row.activations, row.scale, self.hot, self._steps)
@@ -419,21 +428,30 @@ Colours = list[tuple[QtGui.QColor, QtGui.QColor]]
 
 
 def _fill_runs(
-    painter: QtGui.QPainter, boxes: list[Box], colours: Colours, dx: int, dy: int, height: int
+    painter: QtGui.QPainter,
+    boxes: list[Box],
+    colours: Colours,
+    dx: int,
+    dy: int,
+    height: int,
+    skip: object = None,
 ) -> None:
-    """Each box's background; touching boxes of one colour on a line are one rectangle."""
+    """Each box's background; touching boxes of one colour on a line are one rectangle.
+    Runs of the colour pair `skip` (the ramp's zero, the base colour, where the base is
+    painted under the row already) are left as they are."""
     run: tuple[QtGui.QColor, QtGui.QColor] | None = None
     left = top = right = 0
+    fill = painter.fillRect
     for i, _text, x, y, w in boxes:
         pair = colours[i]
         if pair is run and y == top and x == right:
             right += w
             continue
-        if run is not None:
-            painter.fillRect(dx + left, dy + top, right - left, height, run[0])
+        if run is not None and run is not skip:
+            fill(dx + left, dy + top, right - left, height, run[0])
         run, left, top, right = pair, x, y, x + w
-    if run is not None:
-        painter.fillRect(dx + left, dy + top, right - left, height, run[0])
+    if run is not None and run is not skip:
+        fill(dx + left, dy + top, right - left, height, run[0])
 
 
 def _draw_texts(
@@ -466,9 +484,12 @@ def paint_row(
     palette: Palette,
     font: QtGui.QFont,
     side_by_side: bool,
+    on_base: bool = False,
 ) -> None:
     """Draw a row of tokens inside `rect` (from its cached layout at this width): the
-    boxes as runs of one colour, then the texts (prepared once per text and font)."""
+    boxes as runs of one colour, then the texts (prepared once per text and font). With
+    `on_base` (what is under `rect` is the palette's base colour already), boxes of the
+    ramp's zero, which is that colour, are not filled again."""
     layout = layout_row(row, font, rect.width(), side_by_side)
     painter.save()
     painter.setFont(font)
@@ -488,15 +509,16 @@ def paint_row(
         painter.drawText(dx, dy + PADDING + layout.ascent, row.caption)
     texts = static_texts(font)
     colours = palette.token_colours(row)
-    _fill_runs(painter, boxes, colours, dx, dy, h)
+    _fill_runs(painter, boxes, colours, dx, dy, h, palette.zero() if on_base else None)
     _draw_texts(painter, boxes, colours, dx, dy + PADDING, texts)
     if row.simulated is not None:
         simulated = palette.simulated_colours(row)
+        skip = palette.simulated_zero() if on_base else None
         if not layout.column_offset:  # overlay: a bar under each token
-            _fill_runs(painter, boxes, simulated, dx, dy + h, BAR)
+            _fill_runs(painter, boxes, simulated, dx, dy + h, BAR, skip)
         else:  # side by side: the same boxes in the right column
             right = dx + layout.column_offset
-            _fill_runs(painter, boxes, simulated, right, dy, h)
+            _fill_runs(painter, boxes, simulated, right, dy, h, skip)
             _draw_texts(painter, boxes, simulated, right, dy + PADDING, texts)
             painter.setPen(palette.text)
             x = right - COLUMN_GAP // 2
@@ -547,12 +569,16 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
     """Paints `HeatmapRow` items; header items (no row) are painted as bold section titles."""
 
     MARGIN = QtCore.QMargins(4, 2, 4, 2)
+    PAINTED_ONCE_KEPT = 4096
+    """Rows (at a layout) remembered as painted once, without a picture yet (`_picture`)."""
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.side_by_side = False
         self._pass: list[int] | None = None
         """During a view's layout pass: [y reached, y up to which rows are laid out]."""
+        self._painted_once: set[str] = set()
+        """Picture keys of the rows painted once, straight (the next paint makes the picture)."""
         self.exact_to: float = float("inf")
         """After a pass: the y of the first row whose height is only estimated."""
         self._estimated: set[int] = set()
@@ -608,10 +634,18 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
             view = self.parent()
             if isinstance(view, HeatmapView):
                 view.scheduleDelayedItemsLayout()
-        if option.state & QtWidgets.QStyle.StateFlag.State_Selected:
+        selected = bool(option.state & QtWidgets.QStyle.StateFlag.State_Selected)
+        if selected:
             painter.fillRect(option.rect, option.palette.color(QtGui.QPalette.ColorRole.Highlight))
         inner = self._inner(option)
-        painter.drawPixmap(inner.topLeft(), self._picture(painter, option, inner, row))
+        picture = self._picture(painter, option, inner, row)
+        if picture is not None:
+            painter.drawPixmap(inner.topLeft(), picture)
+        else:  # its first paint at this layout: drawn where it is shown
+            paint_row(
+                painter, inner, row, Palette.of(option.palette), self._font(option),
+                self.side_by_side, on_base=not selected,
+            )  # fmt: skip
 
     def _paint_header(
         self, painter: QtGui.QPainter, option: QtWidgets.QStyleOptionViewItem, title: str
@@ -642,11 +676,16 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
         option: QtWidgets.QStyleOptionViewItem,
         inner: QtCore.QRect,
         row: HeatmapRow,
-    ) -> QtGui.QPixmap:
+    ) -> QtGui.QPixmap | None:
         """The row painted at this size, kept in `QPixmapCache`: scrolling and repainting
-        only copy pixels (the first paint of a row at a width draws its tokens). A picture is
-        as wide as what it shows and kept per layout, so a resize that moves none of a row's
-        boxes (most rows, most steps) draws nothing again."""
+        only copy pixels. A picture is as wide as what it shows and kept per layout, so a
+        resize that moves none of a row's boxes (most rows, most steps) draws nothing again.
+
+        None at a row's first paint at a layout (a neuron just shown, a new width): it is
+        drawn straight where it is shown, and its picture is made when it is painted again
+        (hovered, selected, scrolled back, repainted). Most rows of a switch are painted
+        once; drawing each into a picture of its own first, then copying that, cost about a
+        millisecond of a GPT-2 XL neuron's switch."""
         font = self._font(option)
         palette = Palette.of(option.palette)
         ratio = painter.device().devicePixelRatio() if painter.device() is not None else 1.0
@@ -658,6 +697,12 @@ class HeatmapDelegate(QtWidgets.QStyledItemDelegate):
         )
         picture = QtGui.QPixmap()
         if not QtGui.QPixmapCache.find(key, picture):
+            if key not in self._painted_once:
+                if len(self._painted_once) > self.PAINTED_ONCE_KEPT:
+                    self._painted_once.clear()
+                self._painted_once.add(key)
+                return None
+            self._painted_once.discard(key)
             picture = QtGui.QPixmap(size * ratio)
             picture.setDevicePixelRatio(ratio)
             picture.fill(Qt.GlobalColor.transparent)

@@ -294,9 +294,9 @@ def _counting_paints(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
     painted: list[int] = []
     real = heatmap.paint_row
 
-    def counting(painter, rect, row, palette, font, side_by_side):  # type: ignore[no-untyped-def]
+    def counting(painter, rect, row, palette, font, side_by_side, on_base=False):  # type: ignore[no-untyped-def]
         painted.append(row.serial)
-        return real(painter, rect, row, palette, font, side_by_side)
+        return real(painter, rect, row, palette, font, side_by_side, on_base)
 
     monkeypatch.setattr(heatmap, "paint_row", counting)
     return painted
@@ -311,20 +311,25 @@ def test_painted_rows_are_kept_as_pixmaps_until_the_width_changes(qtbot, monkeyp
     view.show()
     QtWidgets.QApplication.processEvents()  # exposed: paints reach the delegate
     view.doItemsLayout()
-    view.viewport().repaint()
+    painted.clear()
+    view.viewport().repaint()  # drawn straight, or into pictures if shown once already
     first = list(painted)
     assert first and len(set(first)) == len(first)
     view.viewport().repaint()
+    painted.clear()
+    view.viewport().repaint()
+    assert painted == []  # every row copied from its picture
     view.verticalScrollBar().setValue(20)
     view.viewport().repaint()
-    assert set(painted) - set(first) <= set(range(max(first) + 1, max(first) + 4))  # few new
-    assert len(painted) - len(first) <= 3  # the rest copied from the pixmaps
+    assert set(painted) <= set(range(max(first) + 1, max(first) + 4))  # few new
+    assert len(painted) <= 3  # the rest copied from the pictures
     # A new width paints again exactly the rows it wraps otherwise (the others' pictures are
     # as wide as what they show, and kept per layout).
     for width in (420, 416, 200):
         before_width = view.viewport().width() - 8
         shown_rows = [view.model()._rows[r] for r in _visible_rows(view)]  # type: ignore[attr-defined]
         old = {r.serial: layout_row(r, view.font(), before_width, False) for r in shown_rows}
+        view.viewport().repaint()  # the pictures of the rows drawn straight before
         painted.clear()
         view.resize(width, 300)
         QtWidgets.QApplication.processEvents()
@@ -363,3 +368,45 @@ def test_new_rows_are_drawn_by_the_first_paint_after_them(qtbot, monkeypatch) ->
     hidden.model().beginResetModel()
     hidden.model().endResetModel()  # not shown: the layout waits until it is
     assert hidden.delegate.exact_to == float("inf")
+
+
+def test_a_row_is_drawn_straight_at_its_first_paint_and_kept_from_its_second(
+    qtbot, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    """A neuron's rows are mostly painted once: the first paint draws a row where it is
+    shown (no picture of its own to make and copy), the second makes its picture, later
+    ones copy it; the three look the same, selected or not."""
+    painted = _counting_paints(monkeypatch)
+    view = HeatmapView()
+    qtbot.addWidget(view)
+    row = HeatmapRow(
+        ["Hello", " world", ",\n", " a", " <b>", "\tx"], [0.0, 1.0, 5.0, 0.0, 2.5, 0.0], 5.0,
+        simulated=[0.0, 3.0, 0.0, 9.0, 0.0, 1.0],
+    )
+    view.setModel(_Rows([row]))
+    view.resize(400, 200)
+    index = view.model().index(0, 0)
+    for selected in (False, True):
+        option = QtWidgets.QStyleOptionViewItem()
+        option.initFrom(view)
+        option.font = view.font()
+        option.rect = QtCore.QRect(0, 0, 380, view.delegate.sizeHint(option, index).height())
+        if selected:
+            option.state |= QtWidgets.QStyle.StateFlag.State_Selected
+        QtGui.QPixmapCache.clear()
+        view.delegate._painted_once.clear()
+        images = []
+        for _ in range(3):
+            image = QtGui.QImage(option.rect.size(), QtGui.QImage.Format.Format_ARGB32_Premultiplied)
+            image.fill(view.palette().color(QtGui.QPalette.ColorRole.Base))  # the viewport's
+            painter = QtGui.QPainter(image)
+            painted.clear()
+            view.delegate.paint(painter, option, index)
+            painter.end()
+            images.append((image, len(painted)))
+        assert [count for _, count in images] == [1, 1, 0], selected  # straight, picture, copy
+        straight, picture, copied = (image for image, _ in images)
+        assert straight == picture == copied, selected
+        hot = layout_row(row, view.font(), option.rect.width() - 8, False).boxes[2]
+        base = view.palette().color(QtGui.QPalette.ColorRole.Base).rgb()
+        assert straight.pixel(4 + hot[2] + 1, 2 + 2) != base  # the hot token's box is filled
