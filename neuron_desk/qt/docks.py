@@ -470,21 +470,27 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
         # Every item is made and marked before it joins the tree (no change signal each).
         mark = self._marker() if with_data is not None else None
         groups = []
+        first_column = [labels[0]]  # the first column's texts, for its width
         for title, connections in (
             ("Upstream", related.value.c_fc),
             ("Downstream", related.value.c_proj),
         ):
             group = QtWidgets.QTreeWidgetItem([title])
+            first_column.append(title)
             children = []
             if connections is None:
                 children.append(QtWidgets.QTreeWidgetItem(["none in this direction"]))
+                first_column.append("none in this direction")
             for sign, ref, weight in related_connections(connections, data.ref.dataset):
-                item = QtWidgets.QTreeWidgetItem([ref.short, f"{sign}{abs(weight):.3f}", "…", ""])
+                marked = mark is not None and with_data is not None and ref not in with_data
+                name = f"{ref.short} ∅" if marked else ref.short
+                item = QtWidgets.QTreeWidgetItem([name, f"{sign}{abs(weight):.3f}", "…", ""])
                 item.setData(0, Qt.ItemDataRole.UserRole, ref)
-                if mark is not None and with_data is not None and ref not in with_data:
+                if marked and mark is not None:
                     mark(item)
                     self._without_data.add(ref)
                 children.append(item)
+                first_column.append(name)
                 self._items.setdefault(ref, []).append(item)
             group.addChildren(children)
             groups.append(group)
@@ -495,20 +501,14 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
         else:
             self.setWindowTitle(f"Related {units}")
         self.tree.expandAll()
-        self._fit_first_column()
+        self._fit_first_column(first_column)
         return list(self._items)
 
-    def _fit_first_column(self) -> None:
-        """The first column as wide as its widest text (measured here from the texts, not by
-        asking every item's size hint through the style)."""
+    def _fit_first_column(self, texts: list[str]) -> None:
+        """The first column as wide as its widest text (the texts it shows, measured here, not
+        by asking every item's size hint through the style)."""
         metrics = self.tree.fontMetrics()
-        texts = [self.tree.headerItem().text(0)]
         indent = self.tree.indentation()
-        groups = [self.tree.topLevelItem(i) for i in range(self.tree.topLevelItemCount())]
-        for group in groups:
-            if group is not None:
-                children = [group.child(j) for j in range(group.childCount())]
-                texts += [group.text(0)] + [c.text(0) for c in children if c is not None]
         width = max(metrics.horizontalAdvance(t) for t in texts) + 2 * MARGIN + 2 * indent
         self.tree.setColumnWidth(0, width)
 
@@ -521,10 +521,9 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
             f"offline); opening it offers the nearest {self._units} with data"
         )
 
-        def mark(item: QtWidgets.QTreeWidgetItem) -> None:
+        def mark(item: QtWidgets.QTreeWidgetItem) -> None:  # its name says "∅" already
             for column in range(4):
                 item.setForeground(column, dim)
-            item.setText(0, f"{item.text(0)} ∅")
             item.setToolTip(0, tooltip)
 
         return mark
