@@ -386,7 +386,8 @@ def test_a_row_is_drawn_straight_at_its_first_paint_and_kept_from_its_second(
     view.setModel(_Rows([row]))
     view.resize(400, 200)
     index = view.model().index(0, 0)
-    for selected in (False, True):
+    for selected, side_by_side in itertools.product((False, True), (False, True)):
+        view.delegate.side_by_side = side_by_side
         option = QtWidgets.QStyleOptionViewItem()
         option.initFrom(view)
         option.font = view.font()
@@ -404,9 +405,10 @@ def test_a_row_is_drawn_straight_at_its_first_paint_and_kept_from_its_second(
             view.delegate.paint(painter, option, index)
             painter.end()
             images.append((image, len(painted)))
-        assert [count for _, count in images] == [1, 1, 0], selected  # straight, picture, copy
+        case = f"selected {selected}, side by side {side_by_side}"
+        assert [count for _, count in images] == [1, 1, 0], case  # straight, picture, copy
         straight, picture, copied = (image for image, _ in images)
-        assert straight == picture == copied, selected
-        hot = layout_row(row, view.font(), option.rect.width() - 8, False).boxes[2]
+        assert straight == picture == copied, case
+        hot = layout_row(row, view.font(), option.rect.width() - 8, side_by_side).boxes[2]
         base = view.palette().color(QtGui.QPalette.ColorRole.Base).rgb()
         assert straight.pixel(4 + hot[2] + 1, 2 + 2) != base  # the hot token's box is filled
