@@ -482,7 +482,7 @@ class RelatedNeuronsDock(QtWidgets.QDockWidget):
                 children.append(QtWidgets.QTreeWidgetItem(["none in this direction"]))
                 first_column.append("none in this direction")
             for sign, ref, weight in related_connections(connections, data.ref.dataset):
-                marked = mark is not None and with_data is not None and ref not in with_data
+                marked = with_data is not None and ref not in with_data
                 name = f"{ref.short} ∅" if marked else ref.short
                 item = QtWidgets.QTreeWidgetItem([name, f"{sign}{abs(weight):.3f}", "…", ""])
                 item.setData(0, Qt.ItemDataRole.UserRole, ref)

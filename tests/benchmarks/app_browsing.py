@@ -58,11 +58,11 @@ FRAME_MS = 1000 / 60
 SWITCHES = int(sys.argv[sys.argv.index("--switches") + 1]) if "--switches" in sys.argv else 100
 SOAK = int(sys.argv[sys.argv.index("--neurons") + 1]) if "--neurons" in sys.argv else 0
 XL_NEURONS = SWITCHES + 1
-REPAINT_ALL_SWITCHES = 40
-"""Switches timed again with the whole window repainted (the note's second figure)."""
 """Cached GPT-2 XL neurons: one to warm up, then every switch goes to a neuron not shown
 before (a user browsing new neurons; a revisit would find the font's token widths, the
 store's pages and the pixmap cache warm)."""
+REPAINT_ALL_SWITCHES = 40
+"""Switches timed again with the whole window repainted (the note's second figure)."""
 LATENCY_S = 0.1
 STARTS = 3
 """Starts of the app for the related dock's fills (`related_fill`)."""
@@ -92,8 +92,8 @@ def fill_store(desk: Desk, refs: list[NeuronRef]) -> None:
 
 class LatePaints(QtCore.QObject):
     """Counts paints of the window's lists, tables and trees while `watching` (after the
-    paint at `neuron_shown`, until the switch's coroutine goes on): that repaint is meant
-    to paint every pane, so none is expected."""
+    paint at `neuron_shown`, until the switch's coroutine goes on): that paint is meant
+    to paint every pane that changed, so none is expected."""
 
     def __init__(self, window: QtWidgets.QWidget) -> None:
         super().__init__(window)
